@@ -1,0 +1,21 @@
+# Set-up and entry points; the README's two commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RANKS ?= 2
+
+.PHONY: install run test bench
+
+$(BIN)/hpcqnn: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(BIN)/hpcqnn
+
+run: install
+	$(BIN)/hpcqnn bench --qubits 8 --cuts 1..3 --queries 5 --json runs/bench.json
+
+test: install
+	$(BIN)/python -m pytest -q -ra tests

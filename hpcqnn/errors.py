@@ -1,0 +1,27 @@
+"""Named exceptions: every message says what was found and what is needed."""
+
+from __future__ import annotations
+
+
+class HpcqnnError(Exception):
+    """Base class of every error hpcqnn raises on purpose."""
+
+
+class CutPlanError(HpcqnnError, ValueError):
+    """The circuit cannot be cut as requested (labels, gates, sizes, limits)."""
+
+
+class ObservableError(HpcqnnError, ValueError):
+    """An observable is not a Hermitian Pauli sum of the circuit's width."""
+
+
+class ParameterShapeError(HpcqnnError, ValueError):
+    """Parameter values do not match the circuit's parameters."""
+
+
+class ExecutionConfigError(HpcqnnError, ValueError):
+    """An execution option (shots, device, seed, threads) is out of range."""
+
+
+class DeviceUnavailableError(HpcqnnError, RuntimeError):
+    """A GPU was requested but none is usable on this node."""

@@ -1,0 +1,264 @@
+"""DistributedEstimator: a Qiskit EstimatorV2 that cuts, simulates subexperiments, reconstructs.
+
+Cut plans are cached per (circuit structure, Pauli terms, mode): a QNN's circuit structure never
+changes during training, so partitioning and subexperiment generation happen once and every
+later query only binds parameter values. All pubs of one ``run`` that share a plan are executed
+as one batch of parameter rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from qiskit import QuantumCircuit
+from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveJob, PrimitiveResult, PubResult
+from qiskit.primitives.containers.bindings_array import BindingsArray
+from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
+from qiskit.quantum_info import PauliList
+
+from .cutplan import DEFAULT_MAX_SUBEXPERIMENTS, build_cut_plan
+from .devices import array_module, resolve_device
+from .engine import LocalEngine
+from .errors import ExecutionConfigError, ObservableError, ParameterShapeError
+from .measurement import Program, build_program
+from .simulator import AerRunner
+from .timing import PhaseRecorder
+
+_PAULI_LETTERS = frozenset("IXYZ")
+
+
+@dataclass
+class _PreparedPub:
+    pub: EstimatorPub
+    program: Program
+    key: Hashable
+    params: np.ndarray  # [parameter rows, circuit parameters]
+    weights: np.ndarray  # [global Pauli terms, observables]
+    shots: int | None
+
+
+class DistributedEstimator(BaseEstimatorV2):
+    """Cut-aware estimator: exact (``shots=None``) or sampled (``shots=N``) expectation values.
+
+    Args:
+        partition_labels: one label per qubit; gates between differently labelled qubits are cut.
+        max_subcircuit_qubits: find gate cuts automatically so that no piece is wider than this
+            (with ``partition_labels``, only checks the pieces' widths).
+        shots: ``None`` for exact values; otherwise shots per subexperiment measurement setting.
+            A ``precision`` given to ``run`` overrides it as ``ceil(1 / precision**2)``.
+        seed: seed of sampled mode (and of automatic cut finding); results are reproducible.
+        device: ``"auto"`` (GPU when CuPy sees one and Aer has GPU support), ``"CPU"``, ``"GPU"``.
+        threads: Aer threads (0 = all cores this process may use).
+        max_subexperiments: refuse plans that need more distinct subexperiments than this.
+        engine: where queries execute; defaults to this process (MPI plugs in here).
+    """
+
+    def __init__(
+        self,
+        partition_labels: Sequence[Hashable] | str | None = None,
+        max_subcircuit_qubits: int | None = None,
+        shots: int | None = None,
+        seed: int | None = None,
+        device: str = "auto",
+        threads: int = 0,
+        max_subexperiments: int = DEFAULT_MAX_SUBEXPERIMENTS,
+        engine=None,
+    ):
+        _check_shots(shots, "shots")
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ExecutionConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
+        if not isinstance(threads, (int, np.integer)) or threads < 0:
+            raise ExecutionConfigError(f"threads must be an integer >= 0, got {threads!r}")
+        self.partition_labels = None if partition_labels is None else list(partition_labels)
+        self.max_subcircuit_qubits = max_subcircuit_qubits
+        self.shots = shots
+        self.seed = seed
+        self.max_subexperiments = max_subexperiments
+        if engine is None:
+            resolved = resolve_device(device)
+            engine = LocalEngine(AerRunner(resolved, threads), array_module(resolved))
+        self.engine = engine
+        self.recorder = PhaseRecorder()
+        self._programs: dict[Hashable, Program] = {}
+        self._queries = 0
+
+    @property
+    def device(self) -> str:
+        """The device simulations really run on ("CPU" or "GPU")."""
+        return self.engine.device
+
+    @property
+    def num_queries(self) -> int:
+        return self._queries
+
+    def run(
+        self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None
+    ) -> PrimitiveJob[PrimitiveResult[PubResult]]:
+        """Validate every pub, then execute them; the returned job is already complete."""
+        if precision is not None and not precision >= 0:
+            raise ExecutionConfigError(f"precision must be >= 0, got {precision}")
+        prepared = [self._prepare(pub, precision) for pub in pubs]
+        results = self._execute(prepared)
+        job = PrimitiveJob(lambda: PrimitiveResult(results, metadata={"version": 2}))
+        job._submit()
+        return job
+
+    # -- preparation: every check happens here, before anything is simulated -----------------
+
+    def _prepare(self, pub_like: EstimatorPubLike, precision: float | None) -> _PreparedPub:
+        _check_parameter_shape(pub_like)
+        try:
+            pub = EstimatorPub.coerce(pub_like, precision)
+        except ValueError as exc:
+            raise ObservableError(f"invalid estimator pub: {exc}") from exc
+        labels, weights = _pauli_terms(pub)
+        sampled = self.shots is not None
+        key = (_structure_key(pub.circuit), tuple(labels), sampled)
+        if key not in self._programs:
+            self._programs[key] = self._build_program(pub.circuit, PauliList(labels), sampled)
+        program = self._programs[key]
+        width = len(program.plan.parameters)
+        rows = int(np.prod(pub.parameter_values.shape, dtype=np.int64))
+        if width:
+            params = pub.parameter_values.as_array(program.plan.parameters).reshape(rows, width)
+        else:
+            params = np.zeros((rows, 0))
+        return _PreparedPub(pub, program, key, params, weights, self._shots_for(pub.precision))
+
+    def _build_program(self, circuit: QuantumCircuit, paulis: PauliList, sampled: bool) -> Program:
+        query = self._queries
+        with self.recorder.phase(query, "partition", n_circuits=1):
+            plan = build_cut_plan(
+                circuit,
+                paulis,
+                self.partition_labels,
+                self.max_subcircuit_qubits,
+                self.max_subexperiments,
+                self.seed,
+            )
+        with self.recorder.phase(query, "generate", n_circuits=plan.num_subexperiments):
+            return build_program(plan, sampled)
+
+    def _shots_for(self, precision: float | None) -> int | None:
+        if self.shots is None:
+            return None
+        if precision:
+            return max(1, math.ceil(1.0 / precision**2))
+        return self.shots
+
+    # -- execution: one engine query per distinct (plan, shots) ------------------------------
+
+    def _execute(self, prepared: list[_PreparedPub]) -> list[PubResult]:
+        batches: dict[Hashable, list[int]] = {}
+        for i, item in enumerate(prepared):
+            batches.setdefault((item.key, item.shots), []).append(i)
+        results: list[PubResult | None] = [None] * len(prepared)
+        for indices in batches.values():
+            items = [prepared[i] for i in indices]
+            query = self._queries
+            self._queries += 1
+            params = np.concatenate([it.params for it in items], axis=0)
+            weights = np.concatenate([it.weights for it in items], axis=1)
+            evs, variance = self.engine.evaluate(
+                items[0].program, params, weights, items[0].shots, self.seed, query, self.recorder
+            )
+            metadata = self._metadata(items[0], query, len(params))
+            row, col = 0, 0
+            for i, it in zip(indices, items):
+                rows, cols = len(it.params), it.weights.shape[1]
+                block = (slice(row, row + rows), slice(col, col + cols))
+                std = None if variance is None else np.sqrt(variance[block])
+                results[i] = _pub_result(it.pub, evs[block], std, metadata)
+                row, col = row + rows, col + cols
+        return results
+
+    def _metadata(self, item: _PreparedPub, query: int, rows: int) -> dict:
+        plan = item.program.plan
+        return {
+            "query": query,
+            "phases": self.recorder.seconds(query),
+            "num_cuts": plan.num_cuts,
+            "num_partitions": len(plan.partitions),
+            "num_subexperiments": plan.num_subexperiments,
+            "num_circuits": len(item.program.circuits),
+            "num_rows": rows,
+            "shots": item.shots,
+            "device": self.device,
+            "target_precision": 0.0 if item.shots is None else 1.0 / math.sqrt(item.shots),
+        }
+
+
+def _check_shots(shots, name: str) -> None:
+    if shots is None:
+        return
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots <= 0:
+        raise ExecutionConfigError(f"{name} must be a positive integer or None (exact), got {shots!r}")
+
+
+def _check_parameter_shape(pub_like) -> None:
+    """Name the mismatch between a circuit's parameters and the values given for them."""
+    if isinstance(pub_like, EstimatorPub):
+        return
+    if isinstance(pub_like, QuantumCircuit) or not isinstance(pub_like, (tuple, list)):
+        raise ObservableError(
+            f"a pub is (circuit, observables[, parameter_values]); got {type(pub_like).__name__}"
+        )
+    circuit = pub_like[0]
+    values = pub_like[2] if len(pub_like) > 2 else None
+    needed = circuit.num_parameters
+    if values is None or isinstance(values, (BindingsArray, dict)):
+        if values is None and needed:
+            raise ParameterShapeError(
+                f"the circuit has {needed} parameters but no parameter_values were given"
+            )
+        return
+    shape = np.shape(values)
+    last = shape[-1] if shape else 1
+    if needed and last != needed or not needed and np.size(values):
+        raise ParameterShapeError(
+            f"parameter_values has shape {shape}; its last axis must equal the circuit's "
+            f"{needed} parameters"
+        )
+
+
+def _pauli_terms(pub: EstimatorPub) -> tuple[list[str], np.ndarray]:
+    """Distinct Pauli labels over the pub's observables and the weight of each in each observable."""
+    observables = pub.observables.ravel().tolist()
+    labels: dict[str, int] = {}
+    for obs in observables:
+        for label in obs:
+            if not set(label) <= _PAULI_LETTERS:
+                raise ObservableError(
+                    f"observable term {label!r} is not a Pauli string; hpcqnn estimates sums "
+                    "of Pauli strings (I, X, Y, Z)"
+                )
+            labels.setdefault(label, len(labels))
+    weights = np.zeros((len(labels), len(observables)))
+    for o, obs in enumerate(observables):
+        for label, coeff in obs.items():
+            weights[labels[label], o] += float(np.real(coeff))
+    return list(labels), weights
+
+
+def _structure_key(circuit: QuantumCircuit) -> Hashable:
+    index = {q: i for i, q in enumerate(circuit.qubits)}
+    return (
+        circuit.num_qubits,
+        tuple(
+            (inst.operation.name, tuple(index[q] for q in inst.qubits), tuple(map(str, inst.operation.params)))
+            for inst in circuit.data
+        ),
+    )
+
+
+def _pub_result(pub: EstimatorPub, table: np.ndarray, std: np.ndarray | None, metadata: dict) -> PubResult:
+    """Broadcast the [parameter rows, observables] table to the pub's shape."""
+    param_index = np.arange(table.shape[0]).reshape(pub.parameter_values.shape)
+    obs_index = np.arange(table.shape[1]).reshape(pub.observables.shape)
+    rows, cols = np.broadcast_arrays(param_index, obs_index)
+    evs = table[rows, cols]
+    stds = np.zeros_like(evs) if std is None else std[rows, cols]
+    return PubResult(DataBin(evs=evs, stds=stds, shape=evs.shape), metadata=dict(metadata))

@@ -1,0 +1,213 @@
+"""What each subexperiment measures, and how raw simulator outputs become Pauli estimates.
+
+Exact mode saves one expectation value per distinct local Pauli (times the Z of every deferred
+QPD measurement). Sampled mode saves the outcome distribution of each qubit-wise commuting group
+(grouped as qiskit-addon-cutting groups them) and draws ``shots`` outcomes from it per parameter
+row, seeded per (query, circuit, row block) so results do not depend on how rows are split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from qiskit import QuantumCircuit
+from qiskit.quantum_info import Pauli, PauliList
+from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
+from qiskit_aer.library import SaveExpectationValue, SaveProbabilities
+
+from .cutplan import CutPlan
+
+#: Rows sampled from one seed; work tiles start at multiples of it so any split draws the same shots.
+SAMPLE_BLOCK = 64
+
+
+@dataclass(frozen=True)
+class Group:
+    """One measurement setting of a partition in sampled mode."""
+
+    paulis: np.ndarray  # local Pauli indices measured by this setting
+    signs: np.ndarray  # [outcomes, len(paulis)] of +-1, ancilla parity included
+    weights: np.ndarray  # 1 / number of settings that measure each Pauli (estimates are averaged)
+
+
+@dataclass(frozen=True)
+class Program:
+    """The simulator circuits one plan runs per query, in one flat list."""
+
+    plan: CutPlan
+    sampled: bool
+    circuits: tuple[QuantumCircuit, ...]
+    partition_of: np.ndarray
+    subexperiment_of: np.ndarray
+    group_of: np.ndarray
+    groups: tuple[tuple[Group, ...], ...]
+
+
+def build_program(plan: CutPlan, sampled: bool) -> Program:
+    """Attach the save instructions of the mode (exact or sampled) to every subexperiment."""
+    circuits, partition_of, sub_of, group_of, all_groups = [], [], [], [], []
+    for p, part in enumerate(plan.partitions):
+        groups = _measurement_groups(part.paulis) if sampled else ()
+        all_groups.append(tuple(group for group, _, _ in groups))
+        for s, (sub, ancillas) in enumerate(zip(part.subexperiments, part.measured_ancillas)):
+            if not sampled:
+                circuits.append(_with_expectations(sub, part.paulis, ancillas))
+                group_of.append(-1)
+            else:
+                for g, (_, measured, basis) in enumerate(groups):
+                    circuits.append(_with_probabilities(sub, measured, basis, ancillas))
+                    group_of.append(g)
+            partition_of.extend([p] * (len(circuits) - len(partition_of)))
+            sub_of.extend([s] * (len(circuits) - len(sub_of)))
+    return Program(
+        plan=plan,
+        sampled=sampled,
+        circuits=tuple(circuits),
+        partition_of=np.array(partition_of, dtype=np.int64),
+        subexperiment_of=np.array(sub_of, dtype=np.int64),
+        group_of=np.array(group_of, dtype=np.int64),
+        groups=tuple(all_groups),
+    )
+
+
+def _ancilla_pauli(local: Pauli, width: int, ancillas: tuple[int, ...]) -> Pauli:
+    z = np.zeros(width, dtype=bool)
+    x = np.zeros(width, dtype=bool)
+    z[: local.num_qubits] = local.z
+    x[: local.num_qubits] = local.x
+    z[list(ancillas)] = True
+    return Pauli((z, x))
+
+
+def _with_expectations(sub: QuantumCircuit, paulis: PauliList, ancillas) -> QuantumCircuit:
+    circuit = sub.copy()
+    everything = list(range(circuit.num_qubits))
+    for j, local in enumerate(paulis):
+        circuit.append(
+            SaveExpectationValue(_ancilla_pauli(local, circuit.num_qubits, ancillas), label=f"e{j}"),
+            everything,
+        )
+    return circuit
+
+
+def _measurement_groups(paulis: PauliList) -> list[tuple[Group, list[int], Pauli]]:
+    """Qubit-wise commuting groups, formed exactly as qiskit-addon-cutting forms them."""
+    collection = ObservableCollection(paulis)
+    index = {p: i for i, p in enumerate(paulis)}
+    uses = np.zeros(len(paulis))
+    for pauli, entries in collection.lookup.items():
+        uses[index[pauli]] = len(entries)
+    groups = []
+    for cog in collection.groups:
+        measured = list(cog.pauli_indices) or [0]  # an all-identity group still samples a qubit
+        members = np.array([index[p] for p in cog.commuting_observables], dtype=np.int64)
+        masks = np.array(cog.pauli_bitmasks, dtype=np.int64)
+        outcomes = np.arange(2 ** len(measured), dtype=np.int64)
+        signs = 1.0 - 2.0 * (_popcount(outcomes[:, None] & masks[None, :]) & 1)
+        groups.append((Group(members, signs, 1.0 / uses[members]), measured, cog.general_observable))
+    return groups
+
+
+def _with_probabilities(
+    sub: QuantumCircuit, measured: list[int], basis: Pauli, ancillas: tuple[int, ...]
+) -> QuantumCircuit:
+    """Rotate each measured qubit into its Pauli's eigenbasis, then save the outcome
+    distribution of the measured qubits (low bits) and the deferred QPD ancillas (high bits)."""
+    circuit = sub.copy()
+    for q in measured:
+        if basis.x[q] and basis.z[q]:
+            circuit.sx(q)
+        elif basis.x[q]:
+            circuit.h(q)
+    qubits = list(measured) + list(ancillas)
+    circuit.append(SaveProbabilities(len(qubits), label="p"), qubits)
+    return circuit
+
+
+def _popcount(values: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(values.astype(np.uint64)).astype(np.int64)
+
+
+def pauli_estimates(
+    program: Program,
+    outputs: list[np.ndarray],
+    num_rows: int,
+    shots: int | None,
+    seed: int | None,
+    query: int,
+) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]] | None]:
+    """Per partition, the estimate of every (subexperiment, row, local Pauli).
+
+    ``outputs[i]`` is circuit ``i``'s raw output for all rows: expectation values in exact mode,
+    outcome probabilities in sampled mode. Sampled mode also returns, per circuit, the drawn
+    counts folded over the ancillas (signed by ancilla parity, and unsigned) for error bars.
+    """
+    plan = program.plan
+    estimates = [
+        np.zeros((part.num_subexperiments, num_rows, len(part.paulis))) for part in plan.partitions
+    ]
+    if not program.sampled:
+        for i, values in enumerate(outputs):
+            estimates[program.partition_of[i]][program.subexperiment_of[i]] = values
+        return estimates, None
+
+    folded = []
+    for i, probabilities in enumerate(outputs):
+        p, s, g = program.partition_of[i], program.subexperiment_of[i], program.group_of[i]
+        group = program.groups[p][g]
+        counts = sample_counts(probabilities, shots, seed, query, i, row_offset=0)
+        signed, total = fold_ancillas(counts, group.signs.shape[0])
+        estimates[p][s][:, group.paulis] += (signed @ group.signs) * (group.weights / shots)
+        folded.append((signed, total))
+    return estimates, folded
+
+
+def sample_counts(
+    probabilities: np.ndarray, shots: int, seed: int | None, query: int, circuit: int, row_offset: int
+) -> np.ndarray:
+    """Multinomial counts per row, one random stream per block of SAMPLE_BLOCK rows."""
+    if row_offset % SAMPLE_BLOCK:
+        raise ValueError(f"row_offset {row_offset} is not a multiple of SAMPLE_BLOCK={SAMPLE_BLOCK}")
+    probabilities = np.clip(probabilities, 0.0, None)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    counts = np.empty(probabilities.shape, dtype=np.int64)
+    entropy = [] if seed is None else [seed]
+    for start in range(0, len(probabilities), SAMPLE_BLOCK):
+        block = slice(start, start + SAMPLE_BLOCK)
+        key = [query, circuit, (row_offset + start) // SAMPLE_BLOCK]
+        rng = np.random.default_rng(np.random.SeedSequence(entropy or None, spawn_key=key))
+        counts[block] = rng.multinomial(shots, probabilities[block])
+    return counts
+
+
+def fold_ancillas(counts: np.ndarray, num_outcomes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum counts over ancilla outcomes: signed by their parity, and plain."""
+    rows = counts.shape[0]
+    by_ancilla = counts.reshape(rows, -1, num_outcomes)
+    parity = 1.0 - 2.0 * (_popcount(np.arange(by_ancilla.shape[1])) & 1)
+    return np.einsum("rab,a->rb", by_ancilla, parity), by_ancilla.sum(axis=1).astype(float)
+
+
+def sampled_variance(
+    program: Program,
+    folded: list[tuple[np.ndarray, np.ndarray]],
+    sensitivities: list[np.ndarray],
+    shots: int,
+) -> np.ndarray:
+    """Delta-method variance of each reconstructed value [row, observable].
+
+    ``sensitivities[p][s, r, j, o]`` is d value[r, o] / d estimate[p][s, r, j]. Shots of different
+    circuits are independent; within one setting the Paulis share shots, so the variance of their
+    weighted sum is taken per outcome.
+    """
+    variance = 0.0
+    for i, (signed, total) in enumerate(folded):
+        p, s, g = program.partition_of[i], program.subexperiment_of[i], program.group_of[i]
+        group = program.groups[p][g]
+        d = sensitivities[p][s][:, group.paulis, :] * group.weights[None, :, None]
+        per_outcome = np.einsum("bk,rko->rbo", group.signs, d)
+        mean = np.einsum("rb,rbo->ro", signed, per_outcome) / shots
+        mean_sq = np.einsum("rb,rbo->ro", total, per_outcome**2) / shots
+        variance = variance + np.clip(mean_sq - mean**2, 0.0, None) / max(shots - 1, 1)
+    return variance
