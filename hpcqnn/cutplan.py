@@ -3,9 +3,15 @@
 A plan depends only on the circuit's structure and the Pauli terms to estimate, never on
 parameter values, so it is built once and every later query only binds parameters.
 
-Exact subexperiments use the deferred-measurement principle: a QPD measurement has no classical
+Subexperiments use the deferred-measurement principle: a QPD measurement has no classical
 feed-forward, so it becomes a CX onto a fresh ancilla whose Z joins the measured Pauli, and a
 reset becomes a SWAP with a fresh ancilla that is never measured.
+
+All distinct subexperiments of a partition share ONE parameterised template: each cut location
+becomes U3 segments separated by switchable gadgets (CRX(pi)+P(pi/2) == CX onto the measurement
+ancilla, RXX RYY RZZ(pi/2) == SWAP with the reset ancilla; angle 0 switches them off). A
+subexperiment is then a row of "term parameter" values, so the simulator runs one template per
+partition for all (subexperiment, parameter row) pairs instead of one circuit per subexperiment.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import Gate, Parameter
+from qiskit.synthesis import OneQubitEulerDecomposer
 from qiskit.quantum_info import PauliList
 from qiskit_addon_cutting import partition_problem
 from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate
@@ -39,22 +46,25 @@ class PartitionPlan:
     """One partition's share of a cut plan.
 
     ``term_index[t_1, ..., t_m]`` is the distinct subexperiment used when the cuts in
-    ``cut_ids`` take QPD terms ``t_1 ... t_m``; ``term_pauli[j]`` is the local Pauli that global
-    term ``j`` restricts to.
+    ``cut_ids`` take QPD terms ``t_1 ... t_m``; subexperiment ``s`` is ``template`` with
+    ``term_parameters`` bound to ``term_values[s]``. ``term_pauli[j]`` is the local Pauli that
+    global term ``j`` restricts to; ``measured_ancillas`` carry the deferred QPD measurements.
     """
 
     label: Hashable
     qubits: tuple[int, ...]
     cut_ids: tuple[int, ...]
     term_index: np.ndarray
-    subexperiments: tuple[QuantumCircuit, ...]
-    measured_ancillas: tuple[tuple[int, ...], ...]
+    template: QuantumCircuit
+    term_parameters: tuple[Parameter, ...]
+    term_values: np.ndarray
+    measured_ancillas: tuple[int, ...]
     paulis: PauliList
     term_pauli: np.ndarray
 
     @property
     def num_subexperiments(self) -> int:
-        return len(self.subexperiments)
+        return len(self.term_values)
 
 
 @dataclass(frozen=True)
@@ -240,10 +250,92 @@ def _local_op_key(ops) -> tuple:
     return tuple((op.name, tuple(float(x) for x in op.params)) for op in ops)
 
 
+def _distinct_local_ops(basis: QPDBasis, side: int) -> tuple[list[list], list[int]]:
+    """The distinct op lists one side of a cut applies, and which one each QPD term uses."""
+    keys: dict[tuple, int] = {}
+    distinct, term_to_distinct = [], []
+    for term in basis.maps:
+        key = _local_op_key(term[side])
+        if key not in keys:
+            keys[key] = len(distinct)
+            distinct.append(list(term[side]))
+        term_to_distinct.append(keys[key])
+    return distinct, term_to_distinct
+
+
 def _count_distinct(bases: Sequence[QPDBasis], sides: dict[int, int]) -> int:
-    return int(
-        np.prod([len({_local_op_key(m[side]) for m in bases[c].maps}) for c, side in sides.items()])
-    )
+    return int(np.prod([len(_distinct_local_ops(bases[c], side)[0]) for c, side in sides.items()]))
+
+
+_MARKERS = ("qpd_measure", "reset")
+
+
+def _markers(ops) -> list[str]:
+    return [op.name for op in ops if op.name in _MARKERS]
+
+
+def _supersequence(a: list[str], b: list[str]) -> list[str]:
+    """Shortest common supersequence of two marker sequences (tiny, so plain DP)."""
+    n, m = len(a), len(b)
+    best = [[[] for _ in range(m + 1)] for _ in range(n + 1)]
+    for i in range(n + 1):
+        for j in range(m + 1):
+            if i == 0 or j == 0:
+                best[i][j] = a[:i] + b[:j]
+            elif a[i - 1] == b[j - 1]:
+                best[i][j] = best[i - 1][j - 1] + [a[i - 1]]
+            else:
+                x, y = best[i - 1][j] + [a[i - 1]], best[i][j - 1] + [b[j - 1]]
+                best[i][j] = x if len(x) <= len(y) else y
+    return best[n][m]
+
+
+@dataclass
+class _Location:
+    """One cut location in a partition's template: U3 segments between switchable gadgets."""
+
+    pattern: list[str]  # gadget kinds in order
+    values: np.ndarray  # [distinct op lists, parameters of this location]
+
+
+_EULER = OneQubitEulerDecomposer("U3")
+
+
+def _location(distinct: list[list]) -> _Location:
+    pattern: list[str] = []
+    for ops in distinct:
+        pattern = _supersequence(pattern, _markers(ops))
+    rows = []
+    for ops in distinct:
+        for op in ops:
+            if op.name not in _MARKERS and not isinstance(op, Gate):
+                raise CutPlanError(f"QPD term uses {op.name!r}, which hpcqnn cannot defer")
+        segments, on = [np.eye(2, dtype=complex)], []
+        slot = 0
+        for op in ops:
+            if op.name in _MARKERS:
+                while pattern[slot] != op.name:  # gadgets this term skips stay off
+                    segments.append(np.eye(2, dtype=complex))
+                    on.append(False)
+                    slot += 1
+                segments.append(np.eye(2, dtype=complex))
+                on.append(True)
+                slot += 1
+            else:
+                segments[-1] = op.to_matrix() @ segments[-1]
+        while slot < len(pattern):
+            segments.append(np.eye(2, dtype=complex))
+            on.append(False)
+            slot += 1
+        row = list(_EULER.angles(segments[0]))  # same order as _template creates parameters
+        for kind, enabled, u in zip(pattern, on, segments[1:]):
+            if kind == "qpd_measure":
+                row += [np.pi, np.pi / 2] if enabled else [0.0, 0.0]
+            else:
+                row.append(np.pi / 2 if enabled else 0.0)
+            row += _EULER.angles(u)
+        rows.append(row)
+    return _Location(pattern, np.array(rows, dtype=float))
 
 
 def _plan_partition(
@@ -255,20 +347,22 @@ def _plan_partition(
     paulis: PauliList,
 ) -> PartitionPlan:
     cut_ids = tuple(sorted(sides))
-    shape = tuple(len(bases[c].maps) for c in cut_ids)
-    term_index = np.empty(shape, dtype=np.int64)
-    distinct: dict[tuple, int] = {}
-    circuits: list[QuantumCircuit] = []
-    ancillas: list[tuple[int, ...]] = []
-    for terms in itertools.product(*(range(n) for n in shape)):
-        local_ops = {c: bases[c].maps[t][sides[c]] for c, t in zip(cut_ids, terms)}
-        key = tuple(_local_op_key(local_ops[c]) for c in cut_ids)
-        if key not in distinct:
-            distinct[key] = len(circuits)
-            circuit, measured = _deferred_subexperiment(subcircuit, local_ops)
-            circuits.append(circuit)
-            ancillas.append(measured)
-        term_index[terms] = distinct[key]
+    per_cut = [_distinct_local_ops(bases[c], sides[c]) for c in cut_ids]
+    locations = {c: _location(distinct) for c, (distinct, _) in zip(cut_ids, per_cut)}
+    template, term_parameters, measured, order = _template(subcircuit, locations)
+
+    counts = [len(distinct) for distinct, _ in per_cut]
+    position = {c: i for i, c in enumerate(cut_ids)}
+    term_values = np.array(
+        [
+            np.concatenate([[]] + [locations[c].values[combo[position[c]]] for c in order])
+            for combo in itertools.product(*(range(n) for n in counts))
+        ]
+    )
+    term_index = np.zeros(tuple(len(bases[c].maps) for c in cut_ids), dtype=np.int64)
+    for terms in itertools.product(*(range(len(bases[c].maps)) for c in cut_ids)):
+        digits = [t2d[t] for (_, t2d), t in zip(per_cut, terms)]
+        term_index[terms] = int(np.ravel_multi_index(digits, counts)) if digits else 0
 
     local = PauliList.from_symplectic(paulis.z[:, qubits], paulis.x[:, qubits])
     packed = np.concatenate([local.z, local.x], axis=1)
@@ -278,51 +372,55 @@ def _plan_partition(
         qubits=qubits,
         cut_ids=cut_ids,
         term_index=term_index,
-        subexperiments=tuple(circuits),
-        measured_ancillas=tuple(ancillas),
+        template=template,
+        term_parameters=term_parameters,
+        term_values=term_values,
+        measured_ancillas=measured,
         paulis=local[first],
         term_pauli=term_pauli.reshape(-1),
     )
 
 
-def _deferred_subexperiment(
-    subcircuit: QuantumCircuit, local_ops: dict[int, Sequence]
-) -> tuple[QuantumCircuit, tuple[int, ...]]:
-    """Replace each QPD placeholder by its local ops; defer measurements and resets to ancillas."""
+def _template(
+    subcircuit: QuantumCircuit, locations: dict[int, _Location]
+) -> tuple[QuantumCircuit, tuple[Parameter, ...], tuple[int, ...], list[int]]:
+    """The partition's circuit with every QPD placeholder replaced by its parameterised gadget;
+    also the measurement ancillas and the cut ids in the order their parameters were made."""
     width = subcircuit.num_qubits
-    body: list[tuple] = []
+    extra = sum(len(loc.pattern) for loc in locations.values())
+    circuit = QuantumCircuit(width + extra, name="subexperiment_template")
+    term_parameters: list[Parameter] = []
     measured: list[int] = []
-    extra = 0
+    order: list[int] = []
+    ancilla = width
+
+    def new(c: int) -> Parameter:
+        parameter = Parameter(f"_hpcqnn_qpd{c}_{len(term_parameters)}")
+        term_parameters.append(parameter)
+        return parameter
+
     for inst in subcircuit.data:
         op = inst.operation
-        q = [subcircuit.find_bit(b).index for b in inst.qubits]
+        qs = [subcircuit.find_bit(b).index for b in inst.qubits]
         if op.name == "barrier":
             continue
         if not isinstance(op, SingleQubitQPDGate):
-            body.append((op, q))
+            circuit.append(op, qs)
             continue
-        cut = int(op.label.rsplit("_", 1)[1])
-        for local in local_ops[cut]:
-            if local.name == "qpd_measure":
-                ancilla = width + extra
-                extra += 1
+        c = int(op.label.rsplit("_", 1)[1])
+        order.append(c)
+        q = qs[0]
+        circuit.u(new(c), new(c), new(c), q)
+        for kind in locations[c].pattern:
+            if kind == "qpd_measure":
+                circuit.crx(new(c), q, ancilla)
+                circuit.p(new(c), q)
                 measured.append(ancilla)
-                body.append(("cx", [q[0], ancilla]))
-            elif local.name == "reset":
-                ancilla = width + extra
-                extra += 1
-                body.append(("swap", [q[0], ancilla]))
-            elif not isinstance(local, Gate):
-                raise CutPlanError(f"QPD term uses {local.name!r}, which hpcqnn cannot defer")
             else:
-                body.append((local, q))
-    circuit = QuantumCircuit(width + extra)
-    for op, q in body:
-        if op == "cx":
-            circuit.cx(*q)
-        elif op == "swap":
-            circuit.swap(*q)
-        else:
-            circuit.append(op, q)
-    return circuit, tuple(measured)
-
+                angle = new(c)
+                circuit.rxx(angle, q, ancilla)
+                circuit.ryy(angle, q, ancilla)
+                circuit.rzz(angle, q, ancilla)
+            ancilla += 1
+            circuit.u(new(c), new(c), new(c), q)
+    return circuit, tuple(term_parameters), tuple(measured), order

@@ -16,6 +16,7 @@ from .timing import PhaseRecorder
 def reconstruct_query(
     program: Program,
     outputs: list[np.ndarray],
+    rows: int,
     weights: np.ndarray,
     shots: int | None,
     seed: int | None,
@@ -24,10 +25,9 @@ def reconstruct_query(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Expectation values [rows, observables] and, in sampled mode, their variances.
 
-    ``outputs[i]`` holds circuit ``i``'s raw outputs for every row; ``weights[j, o]`` is the
-    coefficient of global Pauli term ``j`` in observable ``o``.
+    ``outputs[i]`` holds circuit ``i``'s raw outputs for all its experiments; ``weights[j, o]`` is
+    the coefficient of global Pauli term ``j`` in observable ``o``.
     """
-    rows = len(outputs[0]) if outputs else 0
     estimates, folded = pauli_estimates(program, outputs, rows, shots, seed, query)
     evs = to_host(reconstruct_terms(program.plan, estimates, xp) @ xp.asarray(weights))
     if folded is None:
@@ -58,8 +58,8 @@ class LocalEngine:
         recorder: PhaseRecorder,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         rows = len(params)
-        tiles = [Tile(i, 0, rows) for i in range(len(program.circuits))]
+        tiles = [Tile(i, 0, program.experiments(i, rows)) for i in range(len(program.circuits))]
         with recorder.phase(query, "execute", len(tiles), rows):
             outputs = self.runner.run(program, params, tiles)
         with recorder.phase(query, "reconstruct", len(tiles), rows):
-            return reconstruct_query(program, outputs, weights, shots, seed, query, self.xp)
+            return reconstruct_query(program, outputs, rows, weights, shots, seed, query, self.xp)

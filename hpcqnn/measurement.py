@@ -1,9 +1,12 @@
 """What each subexperiment measures, and how raw simulator outputs become Pauli estimates.
 
+Each program circuit is one partition's subexperiment template plus save instructions, and is
+run for every experiment ``e = s * rows + r`` (subexperiment ``s``, parameter row ``r``).
 Exact mode saves one expectation value per distinct local Pauli (times the Z of every deferred
 QPD measurement). Sampled mode saves the outcome distribution of each qubit-wise commuting group
-(grouped as qiskit-addon-cutting groups them) and draws ``shots`` outcomes from it per parameter
-row, seeded per (query, circuit, row block) so results do not depend on how rows are split.
+(grouped as qiskit-addon-cutting groups them) and draws ``shots`` outcomes from it per
+experiment, seeded per (query, circuit, experiment block) so results do not depend on how the
+experiments are split into tiles.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from qiskit_aer.library import SaveExpectationValue, SaveProbabilities
 
 from .cutplan import CutPlan
 
-#: Rows sampled from one seed; work tiles start at multiples of it so any split draws the same shots.
+#: Experiments sampled from one seed; tiles start at multiples of it so any split draws the same shots.
 SAMPLE_BLOCK = 64
 
 
@@ -33,39 +36,39 @@ class Group:
 
 @dataclass(frozen=True)
 class Program:
-    """The simulator circuits one plan runs per query, in one flat list."""
+    """The simulator circuits one plan runs per query: one per partition (exact mode) or per
+    (partition, measurement setting) (sampled mode)."""
 
     plan: CutPlan
     sampled: bool
     circuits: tuple[QuantumCircuit, ...]
     partition_of: np.ndarray
-    subexperiment_of: np.ndarray
     group_of: np.ndarray
     groups: tuple[tuple[Group, ...], ...]
 
+    def experiments(self, circuit: int, rows: int) -> int:
+        """How many (subexperiment, row) experiments circuit ``circuit`` runs for ``rows`` rows."""
+        return self.plan.partitions[self.partition_of[circuit]].num_subexperiments * rows
+
 
 def build_program(plan: CutPlan, sampled: bool) -> Program:
-    """Attach the save instructions of the mode (exact or sampled) to every subexperiment."""
-    circuits, partition_of, sub_of, group_of, all_groups = [], [], [], [], []
+    """Attach the save instructions of the mode (exact or sampled) to every template."""
+    circuits, partition_of, group_of, all_groups = [], [], [], []
     for p, part in enumerate(plan.partitions):
-        groups = _measurement_groups(part.paulis) if sampled else ()
+        groups = _measurement_groups(part.paulis) if sampled else []
         all_groups.append(tuple(group for group, _, _ in groups))
-        for s, (sub, ancillas) in enumerate(zip(part.subexperiments, part.measured_ancillas)):
-            if not sampled:
-                circuits.append(_with_expectations(sub, part.paulis, ancillas))
-                group_of.append(-1)
-            else:
-                for g, (_, measured, basis) in enumerate(groups):
-                    circuits.append(_with_probabilities(sub, measured, basis, ancillas))
-                    group_of.append(g)
-            partition_of.extend([p] * (len(circuits) - len(partition_of)))
-            sub_of.extend([s] * (len(circuits) - len(sub_of)))
+        if not sampled:
+            circuits.append(_with_expectations(part.template, part.paulis, part.measured_ancillas))
+            group_of.append(-1)
+        for g, (_, measured, basis) in enumerate(groups):
+            circuits.append(_with_probabilities(part.template, measured, basis, part.measured_ancillas))
+            group_of.append(g)
+        partition_of.extend([p] * (len(circuits) - len(partition_of)))
     return Program(
         plan=plan,
         sampled=sampled,
         circuits=tuple(circuits),
         partition_of=np.array(partition_of, dtype=np.int64),
-        subexperiment_of=np.array(sub_of, dtype=np.int64),
         group_of=np.array(group_of, dtype=np.int64),
         groups=tuple(all_groups),
     )
@@ -80,8 +83,8 @@ def _ancilla_pauli(local: Pauli, width: int, ancillas: tuple[int, ...]) -> Pauli
     return Pauli((z, x))
 
 
-def _with_expectations(sub: QuantumCircuit, paulis: PauliList, ancillas) -> QuantumCircuit:
-    circuit = sub.copy()
+def _with_expectations(template: QuantumCircuit, paulis: PauliList, ancillas) -> QuantumCircuit:
+    circuit = template.copy()
     everything = list(range(circuit.num_qubits))
     for j, local in enumerate(paulis):
         circuit.append(
@@ -110,11 +113,11 @@ def _measurement_groups(paulis: PauliList) -> list[tuple[Group, list[int], Pauli
 
 
 def _with_probabilities(
-    sub: QuantumCircuit, measured: list[int], basis: Pauli, ancillas: tuple[int, ...]
+    template: QuantumCircuit, measured: list[int], basis: Pauli, ancillas: tuple[int, ...]
 ) -> QuantumCircuit:
     """Rotate each measured qubit into its Pauli's eigenbasis, then save the outcome
     distribution of the measured qubits (low bits) and the deferred QPD ancillas (high bits)."""
-    circuit = sub.copy()
+    circuit = template.copy()
     for q in measured:
         if basis.x[q] and basis.z[q]:
             circuit.sx(q)
@@ -139,44 +142,51 @@ def pauli_estimates(
 ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]] | None]:
     """Per partition, the estimate of every (subexperiment, row, local Pauli).
 
-    ``outputs[i]`` is circuit ``i``'s raw output for all rows: expectation values in exact mode,
-    outcome probabilities in sampled mode. Sampled mode also returns, per circuit, the drawn
-    counts folded over the ancillas (signed by ancilla parity, and unsigned) for error bars.
+    ``outputs[i]`` is circuit ``i``'s raw output for all its experiments: expectation values in
+    exact mode, outcome probabilities in sampled mode. Sampled mode also returns, per circuit, the
+    drawn counts folded over the ancillas (signed by ancilla parity, and unsigned), shaped
+    [subexperiments, rows, outcomes], for error bars.
     """
     plan = program.plan
+    if not program.sampled:
+        return [
+            outputs[i].reshape(plan.partitions[p].num_subexperiments, num_rows, -1)
+            for i, p in enumerate(program.partition_of)
+        ], None
+
     estimates = [
         np.zeros((part.num_subexperiments, num_rows, len(part.paulis))) for part in plan.partitions
     ]
-    if not program.sampled:
-        for i, values in enumerate(outputs):
-            estimates[program.partition_of[i]][program.subexperiment_of[i]] = values
-        return estimates, None
-
     folded = []
     for i, probabilities in enumerate(outputs):
-        p, s, g = program.partition_of[i], program.subexperiment_of[i], program.group_of[i]
+        p, g = program.partition_of[i], program.group_of[i]
         group = program.groups[p][g]
-        counts = sample_counts(probabilities, shots, seed, query, i, row_offset=0)
+        counts = sample_counts(probabilities, shots, seed, query, i, offset=0)
         signed, total = fold_ancillas(counts, group.signs.shape[0])
-        estimates[p][s][:, group.paulis] += (signed @ group.signs) * (group.weights / shots)
+        shape = (plan.partitions[p].num_subexperiments, num_rows, -1)
+        signed, total = signed.reshape(shape), total.reshape(shape)
+        estimates[p][:, :, group.paulis] += (signed @ group.signs) * (group.weights / shots)
         folded.append((signed, total))
     return estimates, folded
 
 
 def sample_counts(
-    probabilities: np.ndarray, shots: int, seed: int | None, query: int, circuit: int, row_offset: int
+    probabilities: np.ndarray, shots: int, seed: int | None, query: int, circuit: int, offset: int
 ) -> np.ndarray:
-    """Multinomial counts per row, one random stream per block of SAMPLE_BLOCK rows."""
-    if row_offset % SAMPLE_BLOCK:
-        raise ValueError(f"row_offset {row_offset} is not a multiple of SAMPLE_BLOCK={SAMPLE_BLOCK}")
+    """Multinomial counts per experiment, one random stream per block of SAMPLE_BLOCK experiments.
+
+    ``offset`` is the index of the first experiment in ``probabilities`` (a multiple of the block).
+    """
+    if offset % SAMPLE_BLOCK:
+        raise ValueError(f"offset {offset} is not a multiple of SAMPLE_BLOCK={SAMPLE_BLOCK}")
     probabilities = np.clip(probabilities, 0.0, None)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     counts = np.empty(probabilities.shape, dtype=np.int64)
-    entropy = [] if seed is None else [seed]
+    entropy = None if seed is None else [seed]
     for start in range(0, len(probabilities), SAMPLE_BLOCK):
         block = slice(start, start + SAMPLE_BLOCK)
-        key = [query, circuit, (row_offset + start) // SAMPLE_BLOCK]
-        rng = np.random.default_rng(np.random.SeedSequence(entropy or None, spawn_key=key))
+        key = [query, circuit, (offset + start) // SAMPLE_BLOCK]
+        rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))
         counts[block] = rng.multinomial(shots, probabilities[block])
     return counts
 
@@ -198,16 +208,16 @@ def sampled_variance(
     """Delta-method variance of each reconstructed value [row, observable].
 
     ``sensitivities[p][s, r, j, o]`` is d value[r, o] / d estimate[p][s, r, j]. Shots of different
-    circuits are independent; within one setting the Paulis share shots, so the variance of their
-    weighted sum is taken per outcome.
+    experiments are independent; within one setting the Paulis share shots, so the variance of
+    their weighted sum is taken per outcome.
     """
     variance = 0.0
     for i, (signed, total) in enumerate(folded):
-        p, s, g = program.partition_of[i], program.subexperiment_of[i], program.group_of[i]
+        p, g = program.partition_of[i], program.group_of[i]
         group = program.groups[p][g]
-        d = sensitivities[p][s][:, group.paulis, :] * group.weights[None, :, None]
-        per_outcome = np.einsum("bk,rko->rbo", group.signs, d)
-        mean = np.einsum("rb,rbo->ro", signed, per_outcome) / shots
-        mean_sq = np.einsum("rb,rbo->ro", total, per_outcome**2) / shots
-        variance = variance + np.clip(mean_sq - mean**2, 0.0, None) / max(shots - 1, 1)
+        d = sensitivities[p][:, :, group.paulis, :] * group.weights[None, None, :, None]
+        per_outcome = np.einsum("bk,srko->srbo", group.signs, d)
+        mean = np.einsum("srb,srbo->sro", signed, per_outcome) / shots
+        mean_sq = np.einsum("srb,srbo->sro", total, per_outcome**2) / shots
+        variance = variance + (np.clip(mean_sq - mean**2, 0.0, None) / max(shots - 1, 1)).sum(axis=0)
     return variance

@@ -1,23 +1,32 @@
-"""Qiskit Aer execution of work tiles: every tile of a call goes into one Aer run.
+"""Qiskit Aer execution of work tiles: every tile of a call goes into one Aer execution.
 
-A tile is (circuit index in the program, first row, row count). Rows are bound through Aer's
-``parameter_binds`` (runtime binding), never as circuit copies.
+A tile is (program circuit, first experiment, end experiment), experiment ``e`` being
+subexperiment ``e // rows`` with parameter row ``e % rows``. Both the circuit's parameters and
+the subexperiment's term parameters are bound at run time (Aer's parameterizations), never as
+circuit copies. Aer's public ``run`` re-assembles every
+circuit on every call and builds a ``Result`` object per experiment; for the small circuits of
+cut QNNs that Python work costs several times the simulation itself (measured: about 1 ms per
+circuit per call), so the program's circuits are compiled and assembled once and reused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from qiskit.circuit import Parameter, ParameterExpression, QuantumCircuit
 from qiskit_aer import AerSimulator
+from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_config
+from qiskit_aer.backends.controller_wrappers import AerConfig
 
 from .errors import HpcqnnError
 from .measurement import Program
 
 
 class Tile(NamedTuple):
-    """A unit of work: one program circuit for a contiguous block of parameter rows."""
+    """A unit of work: one program circuit for the experiments [start, stop)."""
 
     circuit: int
     start: int
@@ -28,6 +37,15 @@ class SimulationError(HpcqnnError, RuntimeError):
     """Aer reported a failed simulation."""
 
 
+@dataclass(frozen=True)
+class _Assembled:
+    """A program's circuits in Aer's native form, with where each free parameter is bound."""
+
+    compiled: list[QuantumCircuit]
+    aer_circuits: list
+    slots: list[list[tuple[tuple[int, int], ParameterExpression]]]
+
+
 class AerRunner:
     """Runs program tiles on one Aer statevector simulator."""
 
@@ -35,36 +53,90 @@ class AerRunner:
         self.device = device
         self.threads = threads
         self.backend = AerSimulator(method="statevector", device=device, max_parallel_threads=threads)
+        self._assembled: dict[int, tuple[Program, _Assembled]] = {}
 
     def run(self, program: Program, params: np.ndarray, tiles: Sequence[Tile]) -> list[np.ndarray]:
-        """Raw outputs per tile, each shaped [tile rows, outputs of that circuit]."""
+        """Raw outputs per tile, each shaped [tile experiments, outputs of that circuit]."""
         if not tiles:
             return []
-        circuits = [program.circuits[t.circuit] for t in tiles]
-        column = {p: i for i, p in enumerate(program.plan.parameters)}
-        binds = [
-            {p: params[t.start : t.stop, column[p]].tolist() for p in circuit.parameters}
-            for t, circuit in zip(tiles, circuits)
-        ]
-        output = self.backend._execute_circuits_job(  # the public run() builds a Result object
-            circuits,  # per experiment, which costs more than the simulation of small circuits
-            binds,
-            {"shots": 1, "runtime_parameter_bind_enable": True},
-            format_result=False,
-        )
-        results = output.get("results", [])
-        if not output.get("success", False) or not all(r.get("success", False) for r in results):
-            failed = next((r.get("status") for r in results if not r.get("success", False)), None)
-            raise SimulationError(f"Aer simulation failed: {failed or output.get('status')}")
+        assembled = self._assemble(program)
+        rows = len(params)
+        by_circuit: dict[int, list[int]] = {}
+        for k, tile in enumerate(tiles):
+            by_circuit.setdefault(tile.circuit, []).append(k)
 
-        out, k = [], 0
-        for t, circuit, bind in zip(tiles, circuits, binds):
-            rows = t.stop - t.start
-            experiments = rows if bind else 1  # a parameter-free circuit runs once for all rows
-            values = [_outputs(program, t.circuit, r["data"]) for r in results[k : k + experiments]]
-            k += experiments
-            out.append(np.broadcast_to(np.asarray(values), (rows, len(values[0]))).copy())
+        circuits, aer_circuits, parameterizations, experiments = [], [], [], []
+        for c, members in by_circuit.items():
+            index = np.concatenate([np.arange(tiles[k].start, tiles[k].stop) for k in members])
+            part = program.plan.partitions[program.partition_of[c]]
+            values = {p: params[index % rows, i] for i, p in enumerate(program.plan.parameters)}
+            values.update({p: part.term_values[index // rows, i] for i, p in enumerate(part.term_parameters)})
+            slots = assembled.slots[c]
+            circuits.append(assembled.compiled[c])
+            aer_circuits.append(assembled.aer_circuits[c])
+            parameterizations.append([[where, _values(expr, values)] for where, expr in slots])
+            experiments.append(len(index) if slots else 1)  # parameter-free: once for all
+
+        config = generate_aer_config(
+            circuits,
+            self.backend.options,
+            shots=1,
+            runtime_parameter_bind_enable=True,
+            parameterizations=parameterizations,
+        )
+        output = self.backend._execute_circuits(aer_circuits, None, config)
+        results = output.get("results", []) if isinstance(output, dict) else []
+        if not results or not output.get("success", False) or not all(r.get("success") for r in results):
+            failed = next((r.get("status") for r in results if not r.get("success")), None)
+            status = failed or (output.get("status") if isinstance(output, dict) else output)
+            raise SimulationError(f"Aer simulation failed: {status}")
+
+        out: list[np.ndarray | None] = [None] * len(tiles)
+        first = 0
+        for (c, members), count in zip(by_circuit.items(), experiments):
+            values = np.array([_outputs(program, c, r["data"]) for r in results[first : first + count]])
+            first += count
+            offset = 0
+            for k in members:
+                n = tiles[k].stop - tiles[k].start
+                block = values if count == 1 else values[offset : offset + n]
+                out[k] = np.broadcast_to(block, (n, values.shape[1])).copy()
+                offset += n
         return out
+
+    def _assemble(self, program: Program) -> _Assembled:
+        cached = self._assembled.get(id(program))
+        if cached is not None and cached[0] is program:
+            return cached[1]
+        compiled, _ = self.backend._compile(list(program.circuits))
+        aer_circuits, index_maps = assemble_circuits(compiled)
+        for circ_id, aer_circuit in enumerate(aer_circuits):
+            aer_circuit.circ_id = circ_id
+        slots = [_parameter_slots(c, m) for c, m in zip(compiled, index_maps)]
+        assembled = _Assembled(compiled, aer_circuits, slots)
+        self._assembled[id(program)] = (program, assembled)  # holding the program keeps its id unique
+        return assembled
+
+
+def _parameter_slots(circuit: QuantumCircuit, index_map) -> list[tuple[tuple[int, int], ParameterExpression]]:
+    """(Aer instruction index, parameter position) of every unbound parameter, as Aer numbers them."""
+    slots = []
+    phase = circuit.global_phase
+    if isinstance(phase, ParameterExpression) and phase.parameters:
+        slots.append(((AerConfig.GLOBAL_PHASE_POS, -1), phase))
+    for index, inst in enumerate(circuit.data):
+        for position, value in enumerate(inst.operation.params):
+            if isinstance(value, ParameterExpression) and value.parameters:
+                slots.append(((index_map[index] if index_map else index, position), value))
+    return slots
+
+
+def _values(expr: ParameterExpression, values: dict[Parameter, np.ndarray]) -> list[float]:
+    if isinstance(expr, Parameter):
+        return values[expr].tolist()
+    names = list(expr.parameters)
+    count = len(values[names[0]])
+    return [float(expr.bind({p: values[p][k] for p in names}).numeric()) for k in range(count)]
 
 
 def _outputs(program: Program, circuit: int, data: dict) -> np.ndarray:

@@ -1,0 +1,244 @@
+"""Exact mode against the uncut circuit's statevector, caching, broadcasting and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter, ParameterVector
+from qiskit.quantum_info import SparseObservable, SparsePauliOp, Statevector
+
+from hpcqnn import (
+    CutPlanError,
+    DistributedEstimator,
+    ExecutionConfigError,
+    ObservableError,
+    ParameterShapeError,
+)
+from hpcqnn.circuits import cut_qnn
+
+
+def random_circuit(num_qubits: int, labels: str, cuts: int, rng: np.random.Generator):
+    """Random layered circuit: local entanglers inside partitions plus ``cuts`` CX/CZ across them."""
+    params = ParameterVector("p", 3 * num_qubits)
+    qc = QuantumCircuit(num_qubits)
+    groups = {lab: [q for q in range(num_qubits) if labels[q] == lab] for lab in dict.fromkeys(labels)}
+    crossing = [(a, b) for a in range(num_qubits) for b in range(num_qubits) if labels[a] != labels[b]]
+    k = iter(params)
+    for layer in range(3):
+        for q in range(num_qubits):
+            getattr(qc, ("ry", "rx", "rz")[(q + layer) % 3])(next(k), q)
+        for qubits in groups.values():
+            for a, b in zip(qubits, qubits[1:]):
+                (qc.cx if rng.random() < 0.5 else qc.cz)(a, b)
+        for _ in range(cuts // 3 + (layer < cuts % 3)):
+            a, b = crossing[rng.integers(len(crossing))]
+            (qc.cx if rng.random() < 0.5 else qc.cz)(a, b)
+    return qc
+
+
+def random_observable(num_qubits: int, terms: int, rng: np.random.Generator) -> SparsePauliOp:
+    labels = ["".join(rng.choice(list("IXYZ"), num_qubits)) for _ in range(terms)]
+    return SparsePauliOp(labels, rng.normal(size=terms)).simplify()
+
+
+def exact(circuit: QuantumCircuit, observable: SparsePauliOp, rows: np.ndarray) -> np.ndarray:
+    return np.array([Statevector(circuit.assign_parameters(x)).expectation_value(observable).real for x in rows])
+
+
+CASES = [
+    (4, "AABB", 1),
+    (4, "ABAB", 2),
+    (5, "AABBB", 0),
+    (6, "AAABBB", 3),
+    (6, "AABBCC", 2),
+    (7, "AABBCCC", 4),
+    (8, "AAAABBBB", 2),
+    (10, "AAAAABBBBB", 1),
+    (9, "AAABBBCCC", 3),
+]
+
+
+@pytest.mark.parametrize("num_qubits,labels,cuts", CASES)
+def test_exact_matches_uncut_statevector(num_qubits, labels, cuts):
+    rng = np.random.default_rng(num_qubits * 31 + cuts)
+    circuit = random_circuit(num_qubits, labels, cuts, rng)
+    observable = random_observable(num_qubits, 4, rng)
+    rows = rng.uniform(-np.pi, np.pi, (7, circuit.num_parameters))
+    result = DistributedEstimator(partition_labels=labels).run([(circuit, observable, rows)]).result()[0]
+    np.testing.assert_allclose(result.data.evs, exact(circuit, observable, rows), atol=1e-10)
+    assert np.all(result.data.stds == 0)
+    assert result.metadata["num_partitions"] == len(set(labels))
+
+
+def test_three_partitions_enumerate_only_their_own_cuts():
+    rng = np.random.default_rng(5)
+    qc = QuantumCircuit(6)
+    for q in range(6):
+        qc.ry(Parameter(f"a{q}"), q)
+    qc.cx(1, 2)  # A-B
+    qc.cz(3, 4)  # B-C
+    qc.cx(0, 1)
+    qc.cx(4, 5)
+    observable = random_observable(6, 3, rng)
+    estimator = DistributedEstimator(partition_labels="AABBCC")
+    rows = rng.uniform(-3, 3, (4, 6))
+    result = estimator.run([(qc, observable, rows)]).result()[0]
+    np.testing.assert_allclose(result.data.evs, exact(qc, observable, rows), atol=1e-10)
+    plan = next(iter(estimator._programs.values())).plan
+    touched = {p.label: len(p.cut_ids) for p in plan.partitions}
+    assert touched == {"A": 1, "B": 2, "C": 1}
+    # 5 distinct local circuits per side of a CX/CZ cut, not 6: duplicates run once
+    assert plan.num_subexperiments == 5 + 25 + 5
+
+
+def test_plan_is_built_once_per_circuit_structure():
+    model = cut_qnn(6, cuts=2, layers=2)
+    estimator = DistributedEstimator(partition_labels=model.partition_labels)
+    rng = np.random.default_rng(0)
+    for query in range(3):
+        rows = rng.uniform(-1, 1, (3, model.circuit.num_parameters))
+        estimator.run([(model.circuit, model.observable, rows)]).result()
+        phases = estimator.recorder.seconds(query)
+        assert ("partition" in phases) == (query == 0)
+        assert ("generate" in phases) == (query == 0)
+        assert phases["execute"] > 0 and phases["reconstruct"] > 0
+    assert len(estimator._programs) == 1
+    # a structurally identical copy hits the same plan
+    estimator.run([(model.circuit.copy(), model.observable, rows)]).result()
+    assert len(estimator._programs) == 1
+
+
+def test_broadcasting_and_several_pubs_in_one_batch():
+    model = cut_qnn(4, cuts=1, layers=1)
+    rng = np.random.default_rng(2)
+    rows = rng.uniform(-2, 2, (3, 1, model.circuit.num_parameters))
+    observables = [SparsePauliOp("ZZZZ"), SparsePauliOp(["XIIX", "IZZI"], [0.5, -1.0])]
+    estimator = DistributedEstimator(partition_labels=model.partition_labels)
+    pubs = [(model.circuit, observables, rows), (model.circuit, observables[0], rows[0, 0])]
+    result = estimator.run(pubs).result()
+    assert result[0].data.evs.shape == (3, 2)
+    assert result[1].data.evs.shape == ()
+    for o, obs in enumerate(observables):
+        np.testing.assert_allclose(result[0].data.evs[:, o], exact(model.circuit, obs, rows[:, 0]), atol=1e-10)
+    np.testing.assert_allclose(result[1].data.evs, exact(model.circuit, observables[0], rows[0])[0], atol=1e-10)
+    assert estimator.num_queries == 2  # the two observable sets are two plans
+
+
+def test_parameter_free_circuit_and_bound_angle_cut():
+    qc = QuantumCircuit(4)
+    qc.h(range(4))
+    qc.rzz(0.7, 1, 2)  # a cut gate with a bound angle is fine
+    qc.cx(0, 3)
+    observable = SparsePauliOp(["ZZZZ", "XXII"], [1.0, 0.3])
+    result = DistributedEstimator(partition_labels="AABB").run([(qc, observable)]).result()[0]
+    assert result.data.evs == pytest.approx(Statevector(qc).expectation_value(observable).real, abs=1e-10)
+
+
+def test_automatic_cuts_respect_max_subcircuit_qubits():
+    model = cut_qnn(6, cuts=1, layers=2)
+    estimator = DistributedEstimator(max_subcircuit_qubits=3, seed=1)
+    rows = np.random.default_rng(3).uniform(-1, 1, (2, model.circuit.num_parameters))
+    result = estimator.run([(model.circuit, model.observable, rows)]).result()[0]
+    np.testing.assert_allclose(result.data.evs, exact(model.circuit, model.observable, rows), atol=1e-10)
+    plan = next(iter(estimator._programs.values())).plan
+    assert all(len(p.qubits) <= 3 for p in plan.partitions)
+    assert plan.num_cuts >= 1
+
+
+def test_library_blocks_are_unrolled_before_cutting():
+    from qiskit.circuit.library import real_amplitudes
+
+    ansatz = real_amplitudes(4, reps=2)
+    observable = SparsePauliOp("ZIIZ")
+    rows = np.random.default_rng(4).uniform(-1, 1, (2, ansatz.num_parameters))
+    result = DistributedEstimator(partition_labels="AABB").run([(ansatz, observable, rows)]).result()[0]
+    np.testing.assert_allclose(result.data.evs, exact(ansatz, observable, rows), atol=1e-10)
+
+
+# -- bad input: named errors before anything is simulated ----------------------------------
+
+
+@pytest.fixture
+def small():
+    return cut_qnn(4, cuts=1, layers=1)
+
+
+def test_labels_of_wrong_length(small):
+    with pytest.raises(CutPlanError, match="3 labels.*4 qubits"):
+        DistributedEstimator(partition_labels="AAB").run([(small.circuit, small.observable, np.zeros(12))])
+
+
+def test_cut_gate_with_unbound_parameter():
+    theta = Parameter("theta")
+    qc = QuantumCircuit(2)
+    qc.rzz(theta, 0, 1)
+    with pytest.raises(CutPlanError, match="unbound parameters"):
+        DistributedEstimator(partition_labels="AB").run([(qc, SparsePauliOp("ZZ"), [0.1])])
+
+
+def test_non_pauli_observable(small):
+    with pytest.raises(ObservableError, match="not a Pauli string"):
+        DistributedEstimator(partition_labels=small.partition_labels).run(
+            [(small.circuit, SparseObservable("0+ZZ"), np.zeros(12))]
+        )
+
+
+def test_observable_of_wrong_width(small):
+    with pytest.raises(ObservableError):
+        DistributedEstimator(partition_labels=small.partition_labels).run(
+            [(small.circuit, SparsePauliOp("ZZZ"), np.zeros(12))]
+        )
+
+
+def test_partition_wider_than_limit(small):
+    with pytest.raises(CutPlanError, match="partition 'A' has 2 qubits, more than max_subcircuit_qubits=1"):
+        DistributedEstimator(partition_labels=small.partition_labels, max_subcircuit_qubits=1).run(
+            [(small.circuit, small.observable, np.zeros(12))]
+        )
+
+
+def test_too_many_subexperiments():
+    model = cut_qnn(6, cuts=3, layers=3)
+    with pytest.raises(CutPlanError, match="needs 250 subexperiments, more than max_subexperiments=100"):
+        DistributedEstimator(partition_labels=model.partition_labels, max_subexperiments=100).run(
+            [(model.circuit, model.observable, np.zeros(model.circuit.num_parameters))]
+        )
+
+
+@pytest.mark.parametrize("shots", [0, -5, 1.5, True])
+def test_bad_shots(shots):
+    with pytest.raises(ExecutionConfigError, match="shots must be a positive integer"):
+        DistributedEstimator(shots=shots)
+
+
+def test_bad_device():
+    with pytest.raises(ExecutionConfigError, match="device must be one of"):
+        DistributedEstimator(device="TPU")
+
+
+@pytest.mark.parametrize("values", [np.zeros(5), np.zeros((3, 11))])
+def test_parameter_values_of_wrong_shape(small, values):
+    with pytest.raises(ParameterShapeError, match="last axis must equal the circuit's 12 parameters"):
+        DistributedEstimator(partition_labels=small.partition_labels).run([(small.circuit, small.observable, values)])
+
+
+def test_missing_parameter_values(small):
+    with pytest.raises(ParameterShapeError, match="no parameter_values"):
+        DistributedEstimator(partition_labels=small.partition_labels).run([(small.circuit, small.observable)])
+
+
+def test_circuit_with_measurements():
+    qc = QuantumCircuit(2, 2)
+    qc.h(0)
+    qc.measure([0, 1], [0, 1])
+    with pytest.raises(CutPlanError, match="measurements"):
+        DistributedEstimator().run([(qc, SparsePauliOp("ZZ"))])
+
+
+def test_bad_pub_in_a_list_fails_before_any_simulation(small):
+    estimator = DistributedEstimator(partition_labels=small.partition_labels)
+    good = (small.circuit, small.observable, np.zeros(12))
+    with pytest.raises(ParameterShapeError):
+        estimator.run([good, (small.circuit, small.observable, np.zeros(3))])
+    assert estimator.num_queries == 0
