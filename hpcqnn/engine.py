@@ -7,33 +7,25 @@ from types import ModuleType
 import numpy as np
 
 from .devices import to_host
-from .measurement import Program, pauli_estimates, sampled_variance
+from .measurement import Program, QueryBuffers, accumulate_tile, sampled_variance
 from .reconstruct import reconstruct_terms, term_sensitivities
 from .simulator import AerRunner, Tile
 from .timing import PhaseRecorder
 
 
-def reconstruct_query(
-    program: Program,
-    outputs: list[np.ndarray],
-    rows: int,
-    weights: np.ndarray,
-    shots: int | None,
-    seed: int | None,
-    query: int,
-    xp: ModuleType = np,
+def finish_query(
+    program: Program, buffers: QueryBuffers, weights: np.ndarray, xp: ModuleType = np
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Expectation values [rows, observables] and, in sampled mode, their variances.
 
-    ``outputs[i]`` holds circuit ``i``'s raw outputs for all its experiments; ``weights[j, o]`` is
-    the coefficient of global Pauli term ``j`` in observable ``o``.
+    ``weights[j, o]`` is the coefficient of global Pauli term ``j`` in observable ``o``.
     """
-    estimates, folded = pauli_estimates(program, outputs, rows, shots, seed, query)
+    estimates = buffers.partition_estimates(program)
     evs = to_host(reconstruct_terms(program.plan, estimates, xp) @ xp.asarray(weights))
-    if folded is None:
+    if buffers.covariances is None:
         return evs, None
     sensitivities = [to_host(s) for s in term_sensitivities(program.plan, estimates, weights, xp)]
-    return evs, sampled_variance(program, folded, sensitivities, shots)
+    return evs, sampled_variance(program, buffers, sensitivities)
 
 
 class LocalEngine:
@@ -62,4 +54,7 @@ class LocalEngine:
         with recorder.phase(query, "execute", len(tiles), rows):
             outputs = self.runner.run(program, params, tiles)
         with recorder.phase(query, "reconstruct", len(tiles), rows):
-            return reconstruct_query(program, outputs, rows, weights, shots, seed, query, self.xp)
+            buffers = QueryBuffers(program, rows)
+            for tile, raw in zip(tiles, outputs):
+                accumulate_tile(program, buffers, tile.circuit, tile.start, raw, shots, seed, query)
+            return finish_query(program, buffers, weights, self.xp)

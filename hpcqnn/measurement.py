@@ -30,7 +30,7 @@ class Group:
     """One measurement setting of a partition in sampled mode."""
 
     paulis: np.ndarray  # local Pauli indices measured by this setting
-    signs: np.ndarray  # [outcomes, len(paulis)] of +-1, ancilla parity included
+    signs: np.ndarray  # [outcomes of the measured qubits, len(paulis)] of +-1
     weights: np.ndarray  # 1 / number of settings that measure each Pauli (estimates are averaged)
 
 
@@ -132,42 +132,70 @@ def _popcount(values: np.ndarray) -> np.ndarray:
     return np.bitwise_count(values.astype(np.uint64)).astype(np.int64)
 
 
-def pauli_estimates(
+class QueryBuffers:
+    """Everything a query's tiles contribute, in one flat float64 array.
+
+    ``estimates[p]`` is [subexperiments * rows, local Paulis] (experiment-major); in sampled
+    mode ``covariances[i]`` is circuit ``i``'s [experiments, K, K] covariance of the means of the
+    K Paulis its setting measures. Each experiment is written by exactly one tile, so buffers
+    filled on different ranks combine by summation (zeros elsewhere) into the serial result.
+    """
+
+    def __init__(self, program: Program, rows: int, flat: np.ndarray | None = None):
+        plan = program.plan
+        shapes = [(part.num_subexperiments * rows, len(part.paulis)) for part in plan.partitions]
+        if program.sampled:
+            for i, p in enumerate(program.partition_of):
+                k = len(program.groups[p][program.group_of[i]].paulis)
+                shapes.append((plan.partitions[p].num_subexperiments * rows, k, k))
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        self.flat = np.zeros(sum(sizes)) if flat is None else flat
+        if self.flat.shape != (sum(sizes),):
+            raise ValueError(f"buffer of {self.flat.shape} does not fit a query needing {sum(sizes)} values")
+        views, offset = [], 0
+        for shape, size in zip(shapes, sizes):
+            views.append(self.flat[offset : offset + size].reshape(shape))
+            offset += size
+        self.rows = rows
+        self.estimates = views[: len(plan.partitions)]
+        self.covariances = views[len(plan.partitions) :] if program.sampled else None
+
+    def partition_estimates(self, program: Program) -> list[np.ndarray]:
+        """Estimates shaped [subexperiments, rows, local Paulis], as reconstruction wants them."""
+        return [
+            e.reshape(part.num_subexperiments, self.rows, -1)
+            for e, part in zip(self.estimates, program.plan.partitions)
+        ]
+
+
+def accumulate_tile(
     program: Program,
-    outputs: list[np.ndarray],
-    num_rows: int,
+    buffers: QueryBuffers,
+    circuit: int,
+    start: int,
+    raw: np.ndarray,
     shots: int | None,
     seed: int | None,
     query: int,
-) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]] | None]:
-    """Per partition, the estimate of every (subexperiment, row, local Pauli).
+) -> None:
+    """Turn one tile's raw outputs (experiments ``start ...``) into estimates in ``buffers``.
 
-    ``outputs[i]`` is circuit ``i``'s raw output for all its experiments: expectation values in
-    exact mode, outcome probabilities in sampled mode. Sampled mode also returns, per circuit, the
-    drawn counts folded over the ancillas (signed by ancilla parity, and unsigned), shaped
-    [subexperiments, rows, outcomes], for error bars.
+    Exact mode copies expectation values. Sampled mode draws counts from the outcome
+    probabilities, folds the ancilla parity in, and stores means and their covariances.
     """
-    plan = program.plan
+    p = program.partition_of[circuit]
+    rows = slice(start, start + len(raw))
     if not program.sampled:
-        return [
-            outputs[i].reshape(plan.partitions[p].num_subexperiments, num_rows, -1)
-            for i, p in enumerate(program.partition_of)
-        ], None
-
-    estimates = [
-        np.zeros((part.num_subexperiments, num_rows, len(part.paulis))) for part in plan.partitions
-    ]
-    folded = []
-    for i, probabilities in enumerate(outputs):
-        p, g = program.partition_of[i], program.group_of[i]
-        group = program.groups[p][g]
-        counts = sample_counts(probabilities, shots, seed, query, i, offset=0)
-        signed, total = fold_ancillas(counts, group.signs.shape[0])
-        shape = (plan.partitions[p].num_subexperiments, num_rows, -1)
-        signed, total = signed.reshape(shape), total.reshape(shape)
-        estimates[p][:, :, group.paulis] += (signed @ group.signs) * (group.weights / shots)
-        folded.append((signed, total))
-    return estimates, folded
+        buffers.estimates[p][rows] = raw
+        return
+    group = program.groups[p][program.group_of[circuit]]
+    counts = sample_counts(raw, shots, seed, query, circuit, offset=start)
+    signed, total = fold_ancillas(counts, group.signs.shape[0])
+    means = signed @ group.signs / shots
+    second = np.einsum("eb,bk,bl->ekl", total, group.signs, group.signs) / shots
+    buffers.estimates[p][rows, group.paulis] += means * group.weights
+    covariance = (second - means[:, :, None] * means[:, None, :]) / max(shots - 1, 1)
+    buffers.covariances[circuit][rows] = covariance
 
 
 def sample_counts(
@@ -200,24 +228,19 @@ def fold_ancillas(counts: np.ndarray, num_outcomes: int) -> tuple[np.ndarray, np
 
 
 def sampled_variance(
-    program: Program,
-    folded: list[tuple[np.ndarray, np.ndarray]],
-    sensitivities: list[np.ndarray],
-    shots: int,
+    program: Program, buffers: QueryBuffers, sensitivities: list[np.ndarray]
 ) -> np.ndarray:
-    """Delta-method variance of each reconstructed value [row, observable].
+    """Delta-method variance of each reconstructed value, shaped [rows, observables].
 
-    ``sensitivities[p][s, r, j, o]`` is d value[r, o] / d estimate[p][s, r, j]. Shots of different
-    experiments are independent; within one setting the Paulis share shots, so the variance of
-    their weighted sum is taken per outcome.
+    ``sensitivities[p][s, r, j, o]`` is d value[r, o] / d estimate[p][s, r, j]. Experiments are
+    independent; the Paulis of one setting share shots, hence the covariance matrices.
     """
     variance = 0.0
-    for i, (signed, total) in enumerate(folded):
-        p, g = program.partition_of[i], program.group_of[i]
-        group = program.groups[p][g]
+    for i, covariance in enumerate(buffers.covariances):
+        p = program.partition_of[i]
+        group = program.groups[p][program.group_of[i]]
         d = sensitivities[p][:, :, group.paulis, :] * group.weights[None, None, :, None]
-        per_outcome = np.einsum("bk,srko->srbo", group.signs, d)
-        mean = np.einsum("srb,srbo->sro", signed, per_outcome) / shots
-        mean_sq = np.einsum("srb,srbo->sro", total, per_outcome**2) / shots
-        variance = variance + (np.clip(mean_sq - mean**2, 0.0, None) / max(shots - 1, 1)).sum(axis=0)
+        d = d.reshape(-1, buffers.rows, *d.shape[2:])
+        cov = covariance.reshape(d.shape[0], buffers.rows, *covariance.shape[1:])
+        variance = variance + np.einsum("srko,srkl,srlo->ro", d, cov, d)
     return variance
