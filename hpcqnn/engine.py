@@ -31,9 +31,10 @@ def finish_query(
 class LocalEngine:
     """Runs every tile of a query in this process, then reconstructs."""
 
-    def __init__(self, runner: AerRunner, xp: ModuleType = np):
+    def __init__(self, runner: AerRunner, xp: ModuleType = np, recorder: PhaseRecorder | None = None):
         self.runner = runner
         self.xp = xp
+        self.recorder = recorder or PhaseRecorder()
 
     @property
     def device(self) -> str:
@@ -47,14 +48,17 @@ class LocalEngine:
         shots: int | None,
         seed: int | None,
         query: int,
-        recorder: PhaseRecorder,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         rows = len(params)
         tiles = [Tile(i, 0, program.experiments(i, rows)) for i in range(len(program.circuits))]
-        with recorder.phase(query, "execute", len(tiles), rows):
+        experiments = sum(t.stop for t in tiles)
+        recorder = self.recorder
+        with recorder.phase(query, "execute", n_circuits=len(tiles), n_rows=rows, n_experiments=experiments, n_tiles=len(tiles)):
             outputs = self.runner.run(program, params, tiles)
-        with recorder.phase(query, "reconstruct", len(tiles), rows):
+        with recorder.phase(query, "reconstruct", n_circuits=len(tiles), n_rows=rows, n_experiments=experiments):
             buffers = QueryBuffers(program, rows)
             for tile, raw in zip(tiles, outputs):
                 accumulate_tile(program, buffers, tile.circuit, tile.start, raw, shots, seed, query)
-            return finish_query(program, buffers, weights, self.xp)
+            result = finish_query(program, buffers, weights, self.xp)
+        recorder.flush()
+        return result

@@ -81,7 +81,6 @@ class DistributedEstimator(BaseEstimatorV2):
             resolved = resolve_device(device)
             engine = LocalEngine(AerRunner(resolved, threads), array_module(resolved))
         self.engine = engine
-        self.recorder = PhaseRecorder()
         self._programs: dict[Hashable, Program] = {}
         self._queries = 0
 
@@ -89,6 +88,11 @@ class DistributedEstimator(BaseEstimatorV2):
     def device(self) -> str:
         """The device simulations really run on ("CPU" or "GPU")."""
         return self.engine.device
+
+    @property
+    def recorder(self) -> PhaseRecorder:
+        """This process's phase timings (shared with the engine)."""
+        return self.engine.recorder
 
     @property
     def num_queries(self) -> int:
@@ -163,7 +167,7 @@ class DistributedEstimator(BaseEstimatorV2):
             params = np.concatenate([it.params for it in items], axis=0)
             weights = np.concatenate([it.weights for it in items], axis=1)
             evs, variance = self.engine.evaluate(
-                items[0].program, params, weights, items[0].shots, self.seed, query, self.recorder
+                items[0].program, params, weights, items[0].shots, self.seed, query
             )
             metadata = self._metadata(items[0], query, len(params))
             row, col = 0, 0

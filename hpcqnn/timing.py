@@ -1,4 +1,9 @@
-"""Per-query phase timing: rows of (query, phase, t_start, t_end, n_circuits, n_rows)."""
+"""Per-query phase timing: rows of (query, phase, t_start, t_end, n_circuits, n_rows, ...).
+
+One clock for the whole run on every rank: ``time.time()`` (Unix epoch seconds), so rows of
+different ranks and hosts line up. A recorder keeps rows in memory and, when given a sink (the
+HDF5 timing log), hands it the new rows after every query.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,9 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-PHASES = ("partition", "generate", "execute", "reconstruct", "reduce", "wait")
+PHASES = ("partition", "generate", "execute", "reconstruct", "reduce", "wait", "straggle")
 
 
 class PhaseRow(NamedTuple):
@@ -16,23 +21,43 @@ class PhaseRow(NamedTuple):
     phase: str
     t_start: float
     t_end: float
-    n_circuits: int
-    n_rows: int
+    n_circuits: int = 0
+    n_rows: int = 0
+    n_experiments: int = 0
+    n_tiles: int = 0
+    bytes: int = 0
+    injected_delay: float = 0.0
+
+
+class TimingSink(Protocol):
+    def write(self, rows: list[PhaseRow]) -> None: ...
 
 
 class PhaseRecorder:
-    """Collects timing rows in memory; one clock (``time.perf_counter``) for the whole run."""
+    """Collects timing rows; ``flush`` passes rows not yet written to the sink."""
 
-    def __init__(self) -> None:
+    def __init__(self, sink: TimingSink | None = None) -> None:
         self.rows: list[PhaseRow] = []
+        self.sink = sink
+        self._written = 0
 
     @contextmanager
-    def phase(self, query: int, name: str, n_circuits: int = 0, n_rows: int = 0) -> Iterator[None]:
-        start = time.perf_counter()
+    def phase(self, query: int, name: str, **counts) -> Iterator[dict]:
+        """Time a block; the block may add counts (e.g. ``n_experiments``) to the yielded dict."""
+        start = time.time()
+        extra = dict(counts)
         try:
-            yield
+            yield extra
         finally:
-            self.rows.append(PhaseRow(query, name, start, time.perf_counter(), n_circuits, n_rows))
+            self.rows.append(PhaseRow(query, name, start, time.time(), **extra))
+
+    def add(self, row: PhaseRow) -> None:
+        self.rows.append(row)
+
+    def flush(self) -> None:
+        if self.sink is not None and self._written < len(self.rows):
+            self.sink.write(self.rows[self._written :])
+        self._written = len(self.rows)
 
     def seconds(self, query: int) -> dict[str, float]:
         """Total seconds per phase of one query."""
