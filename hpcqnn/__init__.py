@@ -12,6 +12,17 @@ from .estimator import DistributedEstimator
 
 __version__ = "0.1.0"
 
+
+
+def __getattr__(name: str):
+    # MPI is initialised only when its entry points are used, never by `import hpcqnn`.
+    if name in ("mpi_estimator", "Straggler"):
+        from . import distributed
+
+        return getattr(distributed, name)
+    raise AttributeError(f"module 'hpcqnn' has no attribute {name!r}")
+
+
 __all__ = [
     "CutPlanError",
     "DeviceUnavailableError",
@@ -20,5 +31,7 @@ __all__ = [
     "HpcqnnError",
     "ObservableError",
     "ParameterShapeError",
+    "Straggler",
     "__version__",
+    "mpi_estimator",
 ]

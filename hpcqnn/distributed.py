@@ -1,0 +1,339 @@
+"""MPI execution of estimator queries. The only module of hpcqnn that imports mpi4py.
+
+Rank 0 drives (user code, training, benchmark) and holds the ``DistributedEstimator``; the other
+ranks serve queries until rank 0 leaves ``mpi_estimator``. Per cut plan, the program (templates
+and term tables) is broadcast once; per query only a small header and the parameter matrix move
+(``Bcast``). Work is split into tiles (``hpcqnn.tiles``), statically or on demand; each rank
+turns the tiles it ran into estimates in its own query buffer as they finish, and the buffers
+meet at rank 0 in one ``Reduce(SUM)`` (each entry is written by exactly one rank, so the sum is
+the serial result), where the final contraction runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import ModuleType
+
+import numpy as np
+from mpi4py import MPI
+
+from . import __version__
+from .devices import array_module, resolve_device
+from .engine import finish_query
+from .errors import ExecutionConfigError, HpcqnnError
+from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, accumulate_tile
+from .simulator import AerRunner, Tile
+from .tiles import dynamic_chunk, split_chunks, split_static
+from .timelog import HDF5TimingLog, rank_file
+from .timing import PhaseRecorder, PhaseRow
+
+SCHEDULES = ("static", "dynamic")
+_QUERY, _PROGRAM, _STOP = 1, 2, 3
+_TAG_REQUEST, _TAG_TILE = 11, 12
+_HEADER = 8  # cmd, program id, rows, parameters, shots, seed, query, spare
+
+
+class MPIWorldError(HpcqnnError, RuntimeError):
+    """The MPI world does not match what the launcher started."""
+
+
+@dataclass(frozen=True)
+class Straggler:
+    """Injected slowness: on ``ranks`` (or on each tile with ``probability``), after a tile
+    batch ran for ``t`` seconds, sleep ``delay + (slowdown - 1) * t`` more."""
+
+    ranks: tuple[int, ...] = ()
+    probability: float = 0.0
+    delay: float = 0.0
+    slowdown: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.probability <= 1.0:
+            raise ExecutionConfigError(f"straggler probability must be in [0, 1], got {self.probability}")
+        if self.delay < 0 or self.slowdown < 1.0:
+            raise ExecutionConfigError(
+                f"straggler delay must be >= 0 and slowdown >= 1, got {self.delay} and {self.slowdown}"
+            )
+
+    def seconds(self, rank: int, query: int, tiles: Sequence[Tile], elapsed: float) -> float:
+        """Injected delay for a batch of tiles that took ``elapsed`` seconds on ``rank``."""
+        hit = rank in self.ranks
+        if not hit and self.probability > 0:
+            draws = [
+                np.random.default_rng([self.seed, query, t.circuit, t.start]).random() for t in tiles
+            ]
+            hit = any(d < self.probability for d in draws)
+        return self.delay + (self.slowdown - 1.0) * elapsed if hit else 0.0
+
+
+def _wait(request: MPI.Request) -> None:
+    """Wait without spinning a core: ranks often outnumber cores on a workstation."""
+    pause = 1e-5
+    while not request.Test():
+        time.sleep(pause)
+        pause = min(pause * 2, 2e-3)
+
+
+@dataclass
+class MPIEngine:
+    """Runs a query's tiles on every rank of ``comm`` and reduces the results at rank 0."""
+
+    comm: MPI.Comm
+    runner: AerRunner
+    xp: ModuleType = np
+    recorder: PhaseRecorder = field(default_factory=PhaseRecorder)
+    schedule: str = "static"
+    straggler: Straggler | None = None
+    root_computes: bool = True
+    tiles_per_rank: int = 8
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ExecutionConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        if not self.root_computes and self.size == 1:
+            raise ExecutionConfigError("root_computes=False needs at least 2 ranks")
+        self._programs: dict[int, Program] = {}
+        self._ids: dict[int, int] = {}
+
+    @property
+    def device(self) -> str:
+        return self.runner.device
+
+    # -- rank 0 -------------------------------------------------------------------------------
+
+    def evaluate(self, program, params, weights, shots, seed, query):
+        """Rank 0: run one query on all ranks; values [rows, observables] and variances."""
+        pid = self._share(program)
+        params = np.ascontiguousarray(params, dtype=np.float64)
+        header = [_QUERY, pid, len(params), params.shape[1], shots or -1, -1 if seed is None else seed, query, 0]
+        with self.recorder.phase(query, "broadcast", n_rows=len(params), bytes=params.nbytes):
+            self._header(header)
+            self.comm.Bcast(params, root=0)
+        buffers = self._work(program, params, shots, seed, query)
+        with self.recorder.phase(query, "reconstruct", n_rows=len(params)):
+            result = finish_query(program, buffers, weights, self.xp)
+        self.recorder.flush()
+        return result
+
+    def shutdown(self) -> None:
+        """Rank 0: release the workers from ``serve``."""
+        self._header([_STOP] + [0] * (_HEADER - 1))
+
+    def _share(self, program: Program) -> int:
+        pid = self._ids.get(id(program))
+        if pid is None:
+            pid = len(self._ids)
+            self._ids[id(program)] = pid
+            self._programs[pid] = program  # keeps the program alive, so its id stays unique
+            self._header([_PROGRAM, pid] + [0] * (_HEADER - 2))
+            self.comm.bcast(program, root=0)
+        return pid
+
+    def _header(self, values: list[int]) -> np.ndarray:
+        header = np.array(values, dtype=np.int64)
+        _wait(self.comm.Ibcast(header, root=0))
+        return header
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Ranks > 0: execute queries until rank 0 calls ``shutdown``."""
+        while True:
+            cmd, pid, rows, width, shots, seed, query, _ = self._header([0] * _HEADER)
+            if cmd == _STOP:
+                return
+            if cmd == _PROGRAM:
+                self._programs[pid] = self.comm.bcast(None, root=0)
+                continue
+            params = np.empty((rows, width))
+            with self.recorder.phase(query, "broadcast", n_rows=rows, bytes=params.nbytes):
+                self.comm.Bcast(params, root=0)
+            self._work(self._programs[pid], params, None if shots < 0 else int(shots), None if seed < 0 else int(seed), int(query))
+            self.recorder.flush()
+
+    # -- every rank ---------------------------------------------------------------------------
+
+    def _work(self, program, params, shots, seed, query) -> QueryBuffers:
+        rows = len(params)
+        counts = [program.experiments(c, rows) for c in range(len(program.circuits))]
+        align = SAMPLE_BLOCK if program.sampled else 1
+        buffers = QueryBuffers(program, rows)
+        run = lambda tiles: self._run(program, params, tiles, buffers, shots, seed, query)  # noqa: E731
+        if self.schedule == "static" or self.size == 1:
+            first = 0 if self.root_computes else 1
+            shares = split_static(counts, self.size - first, align)
+            if self.rank >= first:
+                run(shares[self.rank - first])
+        elif self.rank == 0:
+            chunk = dynamic_chunk(sum(counts), self.size, self.tiles_per_rank)
+            self._coordinate(deque(split_chunks(counts, chunk, align)), run)
+        else:
+            self._request_tiles(run)
+        with self.recorder.phase(query, "wait"):
+            _wait(self.comm.Ibarrier())
+        with self.recorder.phase(query, "reduce", bytes=buffers.flat.nbytes):
+            if self.rank == 0:
+                self.comm.Reduce(MPI.IN_PLACE, buffers.flat, op=MPI.SUM, root=0)
+            else:
+                self.comm.Reduce(buffers.flat, None, op=MPI.SUM, root=0)
+        return buffers
+
+    def _run(self, program, params, tiles, buffers, shots, seed, query) -> None:
+        if not tiles:
+            return
+        experiments = sum(t.stop - t.start for t in tiles)
+        with self.recorder.phase(
+            query, "execute", n_circuits=len({t.circuit for t in tiles}), n_rows=len(params),
+            n_experiments=experiments, n_tiles=len(tiles),
+        ):
+            start = time.time()
+            outputs = self.runner.run(program, params, tiles)
+            elapsed = time.time() - start
+        if self.straggler is not None:
+            delay = self.straggler.seconds(self.rank, query, tiles, elapsed)
+            if delay > 0:
+                begin = time.time()
+                time.sleep(delay)
+                self.recorder.add(PhaseRow(query, "straggle", begin, time.time(), n_tiles=len(tiles), injected_delay=delay))
+        with self.recorder.phase(query, "reconstruct", n_experiments=experiments, n_tiles=len(tiles)):
+            for tile, raw in zip(tiles, outputs):
+                accumulate_tile(program, buffers, tile.circuit, tile.start, raw, shots, seed, query)
+
+    def _coordinate(self, queue: deque, run) -> None:
+        """Rank 0 of the dynamic schedule: answer tile requests, computing between them."""
+        active = self.size - 1
+        request = np.zeros(1, dtype=np.int64)
+        status = MPI.Status()
+        while active or queue:
+            while active and self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=_TAG_REQUEST, status=status):
+                self.comm.Recv(request, source=status.Get_source(), tag=_TAG_REQUEST)
+                tile = queue.popleft() if queue else Tile(-1, 0, 0)
+                active -= tile.circuit < 0
+                self.comm.Send(np.array(tile, dtype=np.int64), dest=status.Get_source(), tag=_TAG_TILE)
+            if queue and (self.root_computes or active == 0):
+                run([queue.popleft()])
+            elif active:
+                time.sleep(2e-4)
+
+    def _request_tiles(self, run) -> None:
+        """A worker of the dynamic schedule: always one request ahead of its work."""
+        request = np.zeros(1, dtype=np.int64)
+        tile = np.zeros(3, dtype=np.int64)
+        self.comm.Send(request, dest=0, tag=_TAG_REQUEST)
+        while True:
+            _wait(self.comm.Irecv(tile, source=0, tag=_TAG_TILE))
+            if tile[0] < 0:
+                return
+            current = Tile(*map(int, tile))
+            self.comm.Send(request, dest=0, tag=_TAG_REQUEST)
+            run([current])
+
+
+# -- launching ----------------------------------------------------------------------------------
+
+
+def launcher_size() -> int | None:
+    """How many processes the launcher says it started (mpiexec/hydra, Open MPI, srun)."""
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return None
+
+
+def check_world(comm: MPI.Comm) -> None:
+    """Refuse to run when every launched process sees a world of its own (wrong MPI library)."""
+    expected = launcher_size()
+    if expected is not None and expected != comm.Get_size():
+        raise MPIWorldError(
+            f"the launcher started {expected} processes but MPI reports a world of {comm.Get_size()}: "
+            "mpi4py is linked against a different MPI than the launcher (use the mpiexec of the "
+            "MPI mpi4py was built with, or `srun --mpi=pmi2` for the pip MPICH)"
+        )
+
+
+def cores_per_rank(comm: MPI.Comm) -> int:
+    """Cores this rank owns: its CPU affinity if ranks on the node are bound apart, else a share."""
+    mine = os.sched_getaffinity(0)
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        sets = local.allgather(sorted(mine))
+        disjoint = sum(len(s) for s in sets) == len(set().union(*map(set, sets)))
+        return max(1, len(mine) if disjoint else len(mine) // local.Get_size())
+    finally:
+        local.Free()
+
+
+def mpi_library() -> str:
+    return MPI.Get_library_version().strip().splitlines()[0]
+
+
+@contextmanager
+def mpi_estimator(
+    *,
+    comm: MPI.Comm | None = None,
+    schedule: str = "static",
+    straggler: Straggler | None = None,
+    root_computes: bool = True,
+    threads: int | None = None,
+    device: str = "auto",
+    timing_dir: str | None = None,
+    config_text: str = "",
+    **estimator_options,
+) -> Iterator[object]:
+    """``with mpi_estimator(...) as est:`` gives the estimator on rank 0 and ``None`` elsewhere.
+
+    Workers serve rank 0's queries until rank 0 leaves the block. An exception on any rank prints
+    that rank's traceback and aborts the whole job (``MPI.Abort``) instead of hanging it.
+    ``timing_dir`` is a run directory: each rank writes ``timing/rank-NNNNN.h5`` there.
+    """
+    from .estimator import DistributedEstimator
+
+    comm = comm or MPI.COMM_WORLD
+    log = None
+    try:
+        check_world(comm)
+        resolved = resolve_device(device)
+        threads = cores_per_rank(comm) if threads is None else threads
+        recorder = PhaseRecorder()
+        if timing_dir is not None:
+            log = HDF5TimingLog(
+                rank_file(timing_dir, comm.Get_rank()),
+                {
+                    "rank": comm.Get_rank(), "size": comm.Get_size(), "hostname": socket.gethostname(),
+                    "device": resolved, "mpi_library": mpi_library(), "hpcqnn_version": __version__,
+                    "config": config_text, "schedule": schedule, "threads": threads,
+                    "clock": "time.time() (Unix epoch seconds)",
+                },
+            )
+            recorder.sink = log
+        engine = MPIEngine(
+            comm, AerRunner(resolved, threads), array_module(resolved), recorder, schedule, straggler, root_computes
+        )
+        if comm.Get_rank() == 0:
+            estimator = DistributedEstimator(engine=engine, **estimator_options)
+            yield estimator
+            engine.shutdown()
+        else:
+            engine.serve()
+            yield None
+    except BaseException:
+        if comm.Get_size() == 1:
+            raise
+        sys.stderr.write(f"hpcqnn: rank {comm.Get_rank()} of {comm.Get_size()} failed; aborting the job\n")
+        sys.stderr.write(traceback.format_exc())
+        sys.stderr.flush()
+        comm.Abort(1)
+    finally:
+        if log is not None:
+            log.close()

@@ -1,0 +1,76 @@
+"""Per-rank HDF5 timing logs: ``DIR/timing/rank-00000.h5`` (schema in the README).
+
+Dataset ``phases``: one row per (query, phase) with the columns of ``timing.PhaseRow``; file
+attributes describe the rank (``rank``, ``size``, ``hostname``, ``device``, ``mpi_library``,
+``hpcqnn_version``, ``config``, ...). The file is opened in SWMR mode and flushed after every
+query, so a killed job keeps every finished query and readers may look while it runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .timing import PhaseRow
+
+ROW_DTYPE = np.dtype(
+    [
+        ("query", "i8"),
+        ("phase", "S16"),
+        ("t_start", "f8"),
+        ("t_end", "f8"),
+        ("n_circuits", "i8"),
+        ("n_rows", "i8"),
+        ("n_experiments", "i8"),
+        ("n_tiles", "i8"),
+        ("bytes", "i8"),
+        ("injected_delay", "f8"),
+    ]
+)
+
+
+def rank_file(run_dir: str | Path, rank: int) -> Path:
+    return Path(run_dir) / "timing" / f"rank-{rank:05d}.h5"
+
+
+class HDF5TimingLog:
+    """Appends phase rows to one rank's HDF5 file, flushing after each write."""
+
+    def __init__(self, path: str | Path, attributes: dict):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            raise FileExistsError(f"{self.path} exists: timing logs are never overwritten")
+        self._file = h5py.File(self.path, "w", libver="latest")
+        for key, value in attributes.items():
+            self._file.attrs[key] = "" if value is None else value
+        self._rows = self._file.create_dataset(
+            "phases", shape=(0,), maxshape=(None,), dtype=ROW_DTYPE, chunks=(256,)
+        )
+        self._file.swmr_mode = True
+        self._file.flush()
+
+    def write(self, rows: list[PhaseRow]) -> None:
+        if not rows:
+            return
+        block = np.array([tuple(r) for r in rows], dtype=ROW_DTYPE)
+        start = self._rows.shape[0]
+        self._rows.resize((start + len(block),))
+        self._rows[start:] = block
+        self._rows.flush()
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+
+def read_timing(path: str | Path) -> tuple[np.ndarray, dict]:
+    """Rows (structured array, ``phase`` decoded to str) and attributes of one rank file."""
+    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        rows = f["phases"][()]
+        attributes = dict(f.attrs)
+    decoded = rows.astype([(n, "U16" if n == "phase" else rows.dtype[n]) for n in rows.dtype.names])
+    return decoded, attributes
