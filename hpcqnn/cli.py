@@ -1,4 +1,6 @@
-"""Command line: ``hpcqnn bench ...`` (``hpcqnn train`` lands with the training issue)."""
+"""Command line: ``hpcqnn bench ...`` (``hpcqnn train`` lands with the training issue).
+
+Every command runs on all ranks when launched under mpiexec/srun; rank 0 prints."""
 
 from __future__ import annotations
 
@@ -32,6 +34,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def parse_modes(text: str) -> tuple[str, ...]:
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not modes or any(m not in ("exact", "sampled") for m in modes):
+        raise argparse.ArgumentTypeError(f"modes are exact and/or sampled, got {text!r}")
+    return modes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpcqnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference-queries", type=int, default=1,
         help="addon-pipeline queries per setting (default 1; 0 skips it: it takes minutes at 3 cuts)",
     )
+    bench.add_argument("--modes", type=parse_modes, default=("exact", "sampled"), help="exact,sampled (default both)")
     bench.add_argument("--seed", type=int, default=1234)
     bench.add_argument("--device", choices=["auto", "CPU", "GPU"], default="auto")
+    bench.add_argument("--schedule", choices=["static", "dynamic"], default="static", help="MPI tile schedule")
+    bench.add_argument("--straggler-ranks", type=parse_int_list, default=[], help="ranks to slow down, e.g. 1 or 1,3")
+    bench.add_argument("--straggler-slowdown", type=float, default=1.0, help="factor on their execution time")
+    bench.add_argument("--straggler-delay", type=float, default=0.0, help="extra seconds per tile batch")
+    bench.add_argument("--out", type=Path, help="run directory root: per-setting timing/rank-*.h5 and results.json")
     bench.add_argument("--json", type=Path, help="write the report as JSON here")
     return parser
 
@@ -66,10 +81,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from .bench import HEADER, format_report, run_bench
+    from .distributed import Straggler
 
-    if max(args.cuts) > args.layers:
-        print(f"hpcqnn: note: layers raised to {max(args.cuts)} for the largest cut count", file=sys.stderr)
-    print(HEADER, flush=True)
+    straggler = None
+    if args.straggler_ranks or args.straggler_delay or args.straggler_slowdown != 1.0:
+        straggler = Straggler(tuple(args.straggler_ranks), delay=args.straggler_delay, slowdown=args.straggler_slowdown)
+    printed = []
+
+    def progress(line: str) -> None:
+        if not printed:
+            printed.append(print(HEADER, flush=True))
+        print(line, flush=True)
+
     report = run_bench(
         qubits=args.qubits,
         cuts=args.cuts,
@@ -77,11 +100,17 @@ def _bench(args: argparse.Namespace) -> int:
         queries=args.queries,
         rows=args.rows,
         layers=args.layers,
+        modes=args.modes,
         reference_queries=args.reference_queries,
         seed=args.seed,
         device=args.device,
-        progress=lambda line: print(line, flush=True),
+        schedule=args.schedule,
+        straggler=straggler,
+        out=args.out,
+        progress=progress,
     )
+    if report is None:  # an MPI worker rank
+        return 0
     print()
     print(format_report(report))
     if args.json:

@@ -29,7 +29,7 @@ from . import __version__
 from .devices import array_module, resolve_device
 from .engine import finish_query
 from .errors import ExecutionConfigError, HpcqnnError
-from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, accumulate_tile
+from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, accumulate_tile, draw_shots
 from .simulator import AerRunner, Tile
 from .tiles import dynamic_chunk, split_chunks, split_static
 from .timelog import HDF5TimingLog, rank_file
@@ -199,6 +199,7 @@ class MPIEngine:
         ):
             start = time.time()
             outputs = self.runner.run(program, params, tiles)
+            data = [draw_shots(program, t.circuit, t.start, raw, shots, seed, query) for t, raw in zip(tiles, outputs)]
             elapsed = time.time() - start
         if self.straggler is not None:
             delay = self.straggler.seconds(self.rank, query, tiles, elapsed)
@@ -207,8 +208,8 @@ class MPIEngine:
                 time.sleep(delay)
                 self.recorder.add(PhaseRow(query, "straggle", begin, time.time(), n_tiles=len(tiles), injected_delay=delay))
         with self.recorder.phase(query, "reconstruct", n_experiments=experiments, n_tiles=len(tiles)):
-            for tile, raw in zip(tiles, outputs):
-                accumulate_tile(program, buffers, tile.circuit, tile.start, raw, shots, seed, query)
+            for tile, values in zip(tiles, data):
+                accumulate_tile(program, buffers, tile.circuit, tile.start, values, shots)
 
     def _coordinate(self, queue: deque, run) -> None:
         """Rank 0 of the dynamic schedule: answer tile requests, computing between them."""

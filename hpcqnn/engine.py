@@ -7,7 +7,7 @@ from types import ModuleType
 import numpy as np
 
 from .devices import to_host
-from .measurement import Program, QueryBuffers, accumulate_tile, sampled_variance
+from .measurement import Program, QueryBuffers, accumulate_tile, draw_shots, sampled_variance
 from .reconstruct import reconstruct_terms, term_sensitivities
 from .simulator import AerRunner, Tile
 from .timing import PhaseRecorder
@@ -55,10 +55,11 @@ class LocalEngine:
         recorder = self.recorder
         with recorder.phase(query, "execute", n_circuits=len(tiles), n_rows=rows, n_experiments=experiments, n_tiles=len(tiles)):
             outputs = self.runner.run(program, params, tiles)
+            data = [draw_shots(program, t.circuit, t.start, raw, shots, seed, query) for t, raw in zip(tiles, outputs)]
         with recorder.phase(query, "reconstruct", n_circuits=len(tiles), n_rows=rows, n_experiments=experiments):
             buffers = QueryBuffers(program, rows)
-            for tile, raw in zip(tiles, outputs):
-                accumulate_tile(program, buffers, tile.circuit, tile.start, raw, shots, seed, query)
+            for tile, values in zip(tiles, data):
+                accumulate_tile(program, buffers, tile.circuit, tile.start, values, shots)
             result = finish_query(program, buffers, weights, self.xp)
         recorder.flush()
         return result

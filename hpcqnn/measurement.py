@@ -168,29 +168,31 @@ class QueryBuffers:
         ]
 
 
-def accumulate_tile(
-    program: Program,
-    buffers: QueryBuffers,
-    circuit: int,
-    start: int,
-    raw: np.ndarray,
-    shots: int | None,
-    seed: int | None,
-    query: int,
-) -> None:
-    """Turn one tile's raw outputs (experiments ``start ...``) into estimates in ``buffers``.
+def draw_shots(
+    program: Program, circuit: int, start: int, raw: np.ndarray, shots: int | None, seed: int | None, query: int
+) -> np.ndarray:
+    """Sampled mode: counts drawn from a tile's outcome probabilities (the measurement itself,
+    so it belongs to execution). Exact mode: the expectation values unchanged."""
+    if not program.sampled:
+        return raw
+    return sample_counts(raw, shots, seed, query, circuit, offset=start)
 
-    Exact mode copies expectation values. Sampled mode draws counts from the outcome
-    probabilities, folds the ancilla parity in, and stores means and their covariances.
+
+def accumulate_tile(
+    program: Program, buffers: QueryBuffers, circuit: int, start: int, data: np.ndarray, shots: int | None
+) -> None:
+    """Store one tile's results (experiments ``start ...``) as estimates in ``buffers``.
+
+    ``data`` is what ``draw_shots`` returned: expectation values (exact) or counts (sampled),
+    from which the Paulis' means and covariances are taken with the ancilla parity folded in.
     """
     p = program.partition_of[circuit]
-    rows = slice(start, start + len(raw))
+    rows = slice(start, start + len(data))
     if not program.sampled:
-        buffers.estimates[p][rows] = raw
+        buffers.estimates[p][rows] = data
         return
     group = program.groups[p][program.group_of[circuit]]
-    counts = sample_counts(raw, shots, seed, query, circuit, offset=start)
-    signed, total = fold_ancillas(counts, group.signs.shape[0])
+    signed, total = fold_ancillas(data, group.signs.shape[0])
     means = signed @ group.signs / shots
     second = np.einsum("eb,bk,bl->ekl", total, group.signs, group.signs) / shots
     buffers.estimates[p][rows, group.paulis] += means * group.weights

@@ -12,6 +12,7 @@ functions take an array module ``xp`` (NumPy or CuPy) and are free of MPI and si
 from __future__ import annotations
 
 import string
+from functools import lru_cache
 from types import ModuleType
 
 import numpy as np
@@ -41,10 +42,22 @@ def _operands(plan: CutPlan, estimates, xp: ModuleType):
     return specs, tensors
 
 
+@lru_cache(maxsize=256)
+def _numpy_path(expression: str, shapes: tuple[tuple[int, ...], ...]) -> list:
+    """Contraction order, found once per (expression, shapes): finding it costs more than using it."""
+    return np.einsum_path(expression, *(np.empty(s) for s in shapes), optimize="greedy")[0]
+
+
+def _contract(xp: ModuleType, expression: str, tensors):
+    if xp is np:
+        return np.einsum(expression, *tensors, optimize=_numpy_path(expression, tuple(t.shape for t in tensors)))
+    return xp.einsum(expression, *tensors, optimize="greedy")
+
+
 def reconstruct_terms(plan: CutPlan, estimates, xp: ModuleType = np):
     """Value of every global Pauli term for every row, shape [rows, terms]."""
     specs, tensors = _operands(plan, estimates, xp)
-    return xp.einsum(",".join(specs) + "->" + _ROW + _TERM, *tensors, optimize=True)
+    return _contract(xp, ",".join(specs) + "->" + _ROW + _TERM, tensors)
 
 
 def term_sensitivities(plan: CutPlan, estimates, weights, xp: ModuleType = np) -> list:
@@ -62,7 +75,7 @@ def term_sensitivities(plan: CutPlan, estimates, weights, xp: ModuleType = np) -
         others = specs[:k] + specs[k + 1 :]
         rest = tensors[:k] + tensors[k + 1 :]
         if rest:
-            grad = xp.einsum(",".join(others) + "->" + specs[k], *rest, optimize=True)
+            grad = _contract(xp, ",".join(others) + "->" + specs[k], rest)
         else:  # a single uncut partition: the value is the estimate itself
             grad = xp.ones(tensors[k].shape)
         grad = grad.reshape(-1, *grad.shape[-2:])  # [joint local terms, rows, terms]
