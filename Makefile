@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RANKS ?= 2
 
-.PHONY: install run test bench
+.PHONY: install run test
 
 $(BIN)/hpcqnn: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,8 @@ $(BIN)/hpcqnn: setup.cfg pyproject.toml
 install: $(BIN)/hpcqnn
 
 run: install
-	$(BIN)/hpcqnn bench --qubits 8 --cuts 1..3 --queries 5 --json runs/bench.json
+	$(BIN)/mpiexec -n $(RANKS) $(BIN)/hpcqnn bench --qubits 8 --cuts 1..3 --queries 20 \
+		--out runs/bench-$$(date +%Y%m%d-%H%M%S)
 
 test: install
 	$(BIN)/python -m pytest -q -ra tests

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--straggler-slowdown", type=float, default=1.0, help="factor on their execution time")
     bench.add_argument("--straggler-delay", type=float, default=0.0, help="extra seconds per tile batch")
     bench.add_argument("--out", type=Path, help="run directory root: per-setting timing/rank-*.h5 and results.json")
-    bench.add_argument("--json", type=Path, help="write the report as JSON here")
+    bench.add_argument("--json", type=Path, help="write the report as JSON here (default OUT/bench.json)")
     return parser
 
 
@@ -113,10 +113,11 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     print()
     print(format_report(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"\nwrote {args.json}")
+    destination = args.json or (args.out / "bench.json" if args.out else None)
+    if destination:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_text(json.dumps(report, indent=2))
+        print(f"\nwrote {destination}")
     return 0
 
 
