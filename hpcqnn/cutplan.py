@@ -366,7 +366,10 @@ def _plan_partition(
 
     local = PauliList.from_symplectic(paulis.z[:, qubits], paulis.x[:, qubits])
     packed = np.concatenate([local.z, local.x], axis=1)
-    _, first, term_pauli = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    # first-appearance order, as the addon's PauliList.unique: its grouping depends on the order
+    order = np.argsort(first)
+    first, term_pauli = first[order], np.argsort(order)[inverse.reshape(-1)]
     return PartitionPlan(
         label=label,
         qubits=qubits,
@@ -377,7 +380,7 @@ def _plan_partition(
         term_values=term_values,
         measured_ancillas=measured,
         paulis=local[first],
-        term_pauli=term_pauli.reshape(-1),
+        term_pauli=term_pauli,
     )
 
 

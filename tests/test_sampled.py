@@ -1,0 +1,394 @@
+"""Sampled mode: statistics against exact statevector values, reproducibility, and the counts
+hpcqnn draws pushed through qiskit-addon-cutting's own reconstruction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from qiskit import QuantumCircuit
+from qiskit.circuit import ParameterVector
+from qiskit.primitives import BitArray, DataBin, PrimitiveResult, PubResult, SamplerPubResult
+from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit.quantum_info import PauliList, SparsePauliOp, Statevector
+from qiskit_addon_cutting import (
+    generate_cutting_experiments,
+    partition_problem,
+    reconstruct_expectation_values,
+)
+from qiskit_addon_cutting.qpd import generate_qpd_weights
+from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
+
+from hpcqnn import DistributedEstimator
+from hpcqnn.cutplan import build_cut_plan
+from hpcqnn.measurement import SAMPLE_BLOCK, Program, build_program, sample_counts
+from hpcqnn.simulator import AerRunner, Tile
+from hpcqnn.tiles import split_chunks
+
+Cut = tuple[str, int, int]  # (gate name, qubit, qubit) of a gate between partitions
+
+#: (partition labels, cut gates): 2 and 3 partitions, CX and CZ cuts, interleaved labels.
+CASES: list[tuple[str, list[Cut]]] = [
+    ("AABB", [("cx", 1, 2), ("cz", 3, 0)]),
+    ("ABAB", [("cz", 0, 1), ("cx", 2, 1)]),
+    ("AABBC", [("cx", 1, 2), ("cz", 4, 3)]),
+    ("AABBCC", [("cx", 1, 2), ("cz", 3, 4), ("cx", 5, 0)]),
+]
+
+
+def random_circuit(labels: str, cuts: Sequence[Cut], seed: int, layers: int = 2) -> QuantumCircuit:
+    """Layers of parameterised rotations and CX/CZ inside partitions; cut ``i`` ends layer ``i``."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    layers = max(layers, len(cuts))
+    theta = ParameterVector("t", n * layers)
+    qc = QuantumCircuit(n)
+    for layer in range(layers):
+        for q in range(n):
+            t = theta[layer * n + q]
+            angle = t if rng.random() < 0.7 else 2 * t - 0.3
+            getattr(qc, rng.choice(["rx", "ry", "rz"]) if layer else "ry")(angle, q)
+        for a in range(n):
+            for b in range(a + 1, n):
+                if labels[a] == labels[b] and rng.random() < 0.7:
+                    getattr(qc, rng.choice(["cx", "cz"]))(*rng.permutation([a, b]))
+        if layer < len(cuts):
+            gate, a, b = cuts[layer]
+            getattr(qc, gate)(a, b)
+    return qc
+
+
+def random_observables(num_qubits: int, seed: int) -> list[SparsePauliOp]:
+    """Two random real combinations of Pauli strings, and Z_0 plus a constant."""
+    rng = np.random.default_rng(seed)
+    observables = []
+    for _ in range(2):
+        labels = set()
+        while len(labels) < 3:
+            label = "".join(rng.choice(list("IXYZ"), num_qubits))
+            if label.strip("I"):
+                labels.add(label)
+        observables.append(SparsePauliOp(sorted(labels), rng.uniform(-1.5, 1.5, 3)))
+    constant = SparsePauliOp.from_sparse_list([("Z", [0], 0.9), ("", [], 0.25)], num_qubits)
+    return observables + [constant]
+
+
+def exact_values(
+    circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], params: np.ndarray
+) -> np.ndarray:
+    """Statevector expectation values, shape [rows, observables]."""
+    states = [Statevector(circuit.assign_parameters(row)) for row in params]
+    return np.array([[s.expectation_value(o).real for o in observables] for s in states])
+
+
+def run_sampled(
+    estimator: DistributedEstimator,
+    circuit: QuantumCircuit,
+    observables: Sequence[SparsePauliOp],
+    params: np.ndarray,
+) -> PubResult:
+    """One pub whose result table is [rows, observables]."""
+    return estimator.run([(circuit, observables, params[:, None, :])]).result()[0]
+
+
+def sampled_estimator(labels: str | None, shots: int, seed: int | None) -> DistributedEstimator:
+    return DistributedEstimator(partition_labels=labels, shots=shots, seed=seed, device="CPU")
+
+
+def case_problem(index: int) -> tuple[str, QuantumCircuit, list[SparsePauliOp], np.ndarray]:
+    labels, cuts = CASES[index]
+    circuit = random_circuit(labels, cuts, seed=10 + index)
+    params = np.random.default_rng(20 + index).uniform(-np.pi, np.pi, (3, circuit.num_parameters))
+    return labels, circuit, random_observables(len(labels), seed=30 + index), params
+
+
+def estimator_program(
+    circuit: QuantumCircuit, observable: SparsePauliOp, params: np.ndarray, labels: str
+) -> tuple[Program, np.ndarray]:
+    """The sampled program the estimator builds, and the coefficient of each of its Pauli terms.
+
+    Terms are taken in the order the estimator sees them (ObservablesArray may reorder them).
+    """
+    terms = EstimatorPub.coerce((circuit, observable, params)).observables.ravel().tolist()[0]
+    plan = build_cut_plan(circuit, PauliList(list(terms)), labels)
+    return build_program(plan, sampled=True), np.array(list(terms.values())).real
+
+
+# -- 1. sampled values against exact ones ---------------------------------------------------
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[c[0] for c in CASES])
+def test_sampled_values_within_errors_of_exact(index: int) -> None:
+    """evs lie within 5 reported stds of the statevector value; stds scale as 1/sqrt(shots)."""
+    labels, circuit, observables, params = case_problem(index)
+    exact = exact_values(circuit, observables, params)
+    few = run_sampled(sampled_estimator(labels, 2000, seed=1), circuit, observables, params)
+    many = run_sampled(sampled_estimator(labels, 32000, seed=2), circuit, observables, params)
+    assert few.metadata["num_partitions"] == len(set(labels))
+    assert few.metadata["num_cuts"] == len(CASES[index][1])
+    for result in (few, many):
+        assert result.data.evs.shape == exact.shape
+        assert np.all(result.data.stds > 0)
+        assert np.all(np.abs(result.data.evs - exact) <= 5 * result.data.stds), (
+            (result.data.evs - exact) / result.data.stds
+        )
+    ratio = few.data.stds / many.data.stds
+    assert np.all((ratio > 2.5) & (ratio < 6.5)), ratio
+
+
+def test_reported_stds_match_spread_over_queries() -> None:
+    """Repeated queries scatter about the exact value by about the reported std."""
+    labels, circuit, observables, params = case_problem(2)
+    exact = exact_values(circuit, observables, params)
+    estimator = sampled_estimator(labels, 500, seed=5)
+    results = [run_sampled(estimator, circuit, observables, params) for _ in range(24)]
+    evs = np.array([r.data.evs for r in results])
+    stds = np.array([r.data.stds for r in results]).mean(axis=0)
+    spread = evs.std(axis=0, ddof=1)
+    assert np.all((spread / stds > 0.55) & (spread / stds < 1.6)), spread / stds
+    assert np.all(np.abs(evs.mean(axis=0) - exact) <= 5 * stds / np.sqrt(len(evs)))
+
+
+@pytest.mark.parametrize("labels", [None, "AAAB"])
+def test_stds_of_correlated_paulis_in_one_setting(labels: str | None) -> None:
+    """Z0 + Z1 + Z2 on cos(t/2)|000> + sin(t/2)|111>: one setting measures all three Paulis,
+    each shot yields 3z with z = +-1, so the std is exactly 3 sin(t) / sqrt(shots)."""
+    theta = ParameterVector("t", 1)
+    qc = QuantumCircuit(4)
+    qc.ry(theta[0], 0)
+    qc.cx(0, 1)
+    qc.cx(1, 2)
+    qc.h(3)
+    observable = SparsePauliOp(["IIIZ", "IIZI", "IZII"])
+    params = np.array([[0.4], [1.3], [2.5]])
+    shots = 20000
+    result = sampled_estimator(labels, shots, seed=8).run([(qc, observable, params)]).result()[0]
+    expected = 3 * np.abs(np.sin(params[:, 0])) / np.sqrt(shots)
+    np.testing.assert_allclose(result.data.stds, expected, rtol=0.05)
+    assert np.all(np.abs(result.data.evs - 3 * np.cos(params[:, 0])) <= 5 * expected)
+
+
+# -- 2. reproducibility ---------------------------------------------------------------------
+
+
+def test_same_seed_reproduces_and_other_seed_differs() -> None:
+    """Fresh estimators with one seed agree query by query; another seed or query differs."""
+    labels, circuit, observables, params = case_problem(0)
+    first, again, other = (sampled_estimator(labels, 2000, seed) for seed in (7, 7, 8))
+    a, b, c = (run_sampled(e, circuit, observables, params) for e in (first, again, other))
+    np.testing.assert_array_equal(a.data.evs, b.data.evs)
+    np.testing.assert_array_equal(a.data.stds, b.data.stds)
+    assert np.all(a.data.evs != c.data.evs)
+    # A later query of the same estimator draws new shots, reproducibly.
+    a2, b2 = (run_sampled(e, circuit, observables, params) for e in (first, again))
+    np.testing.assert_array_equal(a2.data.evs, b2.data.evs)
+    assert np.all(a2.data.evs != a.data.evs)
+
+
+def test_sample_counts_do_not_depend_on_block_split() -> None:
+    """Counts drawn in tiles of SAMPLE_BLOCK experiments equal those drawn all at once."""
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(8), size=2 * SAMPLE_BLOCK + 10)
+    full = sample_counts(probabilities, 100, 3, 4, 5, offset=0)
+    assert np.all(full.sum(axis=1) == 100)
+    starts = range(0, len(probabilities), SAMPLE_BLOCK)
+    split = [sample_counts(probabilities[s : s + SAMPLE_BLOCK], 100, 3, 4, 5, s) for s in starts]
+    np.testing.assert_array_equal(np.concatenate(split), full)
+    assert not np.array_equal(sample_counts(probabilities, 100, 3, 4, 6, offset=0), full)
+    with pytest.raises(ValueError):
+        sample_counts(probabilities, 100, 3, 4, 5, offset=1)
+
+
+def test_counts_do_not_depend_on_tile_split() -> None:
+    """Aligned tiles of a program, simulated and sampled separately, draw the same shots."""
+    labels, circuit, observables, params = case_problem(3)
+    rows = len(params)
+    program, _ = estimator_program(circuit, observables[0], params, labels)
+    sizes = [program.experiments(i, rows) for i in range(len(program.circuits))]
+    assert max(sizes) > SAMPLE_BLOCK
+    whole = [Tile(i, 0, n) for i, n in enumerate(sizes)]
+    split = split_chunks(sizes, SAMPLE_BLOCK, SAMPLE_BLOCK)
+    assert len(split) > len(whole)
+    runner = AerRunner("CPU")
+    expected = [
+        sample_counts(raw, 300, 9, 2, t.circuit, offset=0)
+        for t, raw in zip(whole, runner.run(program, params, whole))
+    ]
+    for tile, raw in zip(split, runner.run(program, params, split)):
+        drawn = sample_counts(raw, 300, 9, 2, tile.circuit, offset=tile.start)
+        np.testing.assert_array_equal(drawn, expected[tile.circuit][tile.start : tile.stop])
+
+
+# -- 3. the same counts through qiskit-addon-cutting ----------------------------------------
+
+
+def addon_problem() -> tuple[str, QuantumCircuit, SparsePauliOp, np.ndarray]:
+    """Two partitions, a CX and a CZ cut, three Pauli terms (one the identity on partition B)."""
+    theta = ParameterVector("t", 8)
+    qc = QuantumCircuit(4)
+    for q in range(4):
+        qc.ry(theta[q], q)
+    qc.cx(0, 1)
+    qc.cz(2, 3)
+    qc.cx(1, 2)
+    for q in range(4):
+        qc.rx(theta[4 + q], q)
+    qc.cz(2, 1)
+    qc.ry(theta[0] - theta[5], 3)
+    observable = SparsePauliOp(["XZYZ", "IIYX", "IYZI"], [0.7, -0.4, 1.1])
+    params = np.random.default_rng(5).uniform(-np.pi, np.pi, (2, 8))
+    return "AABB", qc, observable, params
+
+
+def bit_arrays(counts: np.ndarray, num_obs_bits: int) -> DataBin:
+    """Shots of one row, split into the addon's observable and QPD registers (the high bits)."""
+    num_qpd_bits = (len(counts) >> num_obs_bits).bit_length() - 1
+    outcomes = np.repeat(np.arange(len(counts)), counts)
+    obs = outcomes & ((1 << num_obs_bits) - 1)
+    qpd = outcomes >> num_obs_bits
+    return DataBin(
+        observable_measurements=BitArray.from_samples(obs.tolist(), num_obs_bits),
+        qpd_measurements=BitArray.from_samples(qpd.tolist(), max(num_qpd_bits, 1)),
+    )
+
+
+def addon_results(
+    program: Program,
+    counts: list[np.ndarray],
+    row: int,
+    rows: int,
+    joint_terms: list[tuple[int, ...]],
+    subobservables: dict[str, PauliList],
+) -> dict[str, PrimitiveResult]:
+    """Sampler-style results for one parameter row, ordered as generate_cutting_experiments
+    orders subexperiments: per joint QPD term, per commuting group."""
+    circuit_of = {pg: i for i, pg in enumerate(zip(program.partition_of, program.group_of))}
+    results = {}
+    for p, part in enumerate(program.plan.partitions):
+        by_content = {
+            frozenset(part.paulis[group.paulis].to_labels()): g
+            for g, group in enumerate(program.groups[p])
+        }
+        pubs = []
+        for terms in joint_terms:
+            s = part.term_index[tuple(terms[c] for c in part.cut_ids)]
+            for cog in ObservableCollection(subobservables[part.label]).groups:
+                content = frozenset(str(o) for o in cog.commuting_observables)
+                assert content in by_content, f"addon group {set(content)} is not an hpcqnn group"
+                shots = counts[circuit_of[p, by_content[content]]][s * rows + row]
+                pubs.append(SamplerPubResult(bit_arrays(shots, max(len(cog.pauli_indices), 1))))
+        results[part.label] = PrimitiveResult(pubs)
+    return results
+
+
+def test_addon_reconstructs_hpcqnn_values_from_the_same_counts() -> None:
+    """Counts redrawn as the estimator draws them, reconstructed by the addon, give hpcqnn's evs."""
+    labels, circuit, observable, params = addon_problem()
+    shots, seed, rows = 200, 11, len(params)
+    estimator = sampled_estimator(labels, shots, seed)
+    evs = estimator.run([(circuit, observable, params)]).result()[0].data.evs
+
+    program, term_coefficients = estimator_program(circuit, observable, params, labels)
+    paulis = program.plan.paulis
+    assert any(len(groups) > 1 for groups in program.groups)
+    tiles = [Tile(i, 0, program.experiments(i, rows)) for i in range(len(program.circuits))]
+    outputs = AerRunner("CPU").run(program, params, tiles)
+    counts = [sample_counts(out, shots, seed, 0, i, offset=0) for i, out in enumerate(outputs)]
+
+    problem = partition_problem(circuit, labels, paulis)
+    _, coefficients = generate_cutting_experiments(
+        problem.subcircuits, problem.subobservables, np.inf
+    )
+    weights = generate_qpd_weights(problem.bases, num_samples=np.inf)
+    joint_terms = [m for m, _ in sorted(weights.items(), key=lambda x: x[1][0], reverse=True)]
+    assert len(joint_terms) == len(coefficients) == program.plan.num_joint_terms
+    for terms, (coefficient, _) in zip(joint_terms, coefficients):
+        assert coefficient == pytest.approx(
+            np.prod([c[t] for c, t in zip(program.plan.cut_coefficients, terms)])
+        )
+
+    for row in range(rows):
+        results = addon_results(program, counts, row, rows, joint_terms, problem.subobservables)
+        values = reconstruct_expectation_values(results, coefficients, problem.subobservables)
+        expected = float(np.dot(values, term_coefficients))
+        assert evs[row] == pytest.approx(expected, abs=1e-9)
+
+
+def test_measurement_groups_are_the_addons() -> None:
+    """hpcqnn measures the same commuting groups, in the same order, as the addon would."""
+    qc = QuantumCircuit(4)
+    qc.h(range(4))
+    qc.cx(1, 2)
+    paulis = PauliList(["ZZYY", "ZZXX", "ZZII"])  # partition A sees YY, XX, II
+    program = build_program(build_cut_plan(qc, paulis, "AABB"), sampled=True)
+    subobservables = partition_problem(qc, "AABB", paulis).subobservables
+    for part, groups in zip(program.plan.partitions, program.groups):
+        ours = [sorted(part.paulis[g.paulis].to_labels()) for g in groups]
+        addon = ObservableCollection(subobservables[part.label]).groups
+        assert ours == [sorted(str(o) for o in cog.commuting_observables) for cog in addon]
+
+
+# -- 4. one parameter row, parameter-free circuits -----------------------------------------
+
+
+def test_single_parameter_row() -> None:
+    """A 1-D parameter vector gives one row of values, shaped by the observables."""
+    labels, circuit, observables, params = case_problem(3)
+    row = params[1]
+    result = sampled_estimator(labels, 4000, seed=3).run([(circuit, observables, row)]).result()[0]
+    exact = exact_values(circuit, observables, row[None, :])[0]
+    assert result.data.evs.shape == (len(observables),)
+    assert np.all(result.data.stds > 0)
+    assert np.all(np.abs(result.data.evs - exact) <= 5 * result.data.stds)
+
+
+def fixed_circuit() -> QuantumCircuit:
+    qc = QuantumCircuit(4)
+    qc.h(range(4))
+    qc.t(0)
+    qc.ry(0.3, 1)
+    qc.cx(1, 2)
+    qc.rx(0.7, 2)
+    qc.cz(3, 0)
+    qc.s(3)
+    return qc
+
+
+def half_parameterised() -> QuantumCircuit:
+    """Parameters only in partition A (one expression), none in B."""
+    theta = ParameterVector("t", 2)
+    qc = QuantumCircuit(4)
+    qc.h(range(4))
+    qc.ry(theta[0], 0)
+    qc.rx(theta[1], 1)
+    qc.cx(1, 2)
+    qc.ry(0.4, 3)
+    qc.cz(2, 3)
+    qc.rz(theta[0] + theta[1], 0)
+    return qc
+
+
+def test_parameter_free_circuit() -> None:
+    """No parameter values at all, or several empty rows: each row is sampled independently."""
+    circuit = fixed_circuit()
+    observable = SparsePauliOp(["XZYZ", "ZIIX", "IYZI"], [0.7, -0.4, 1.1])
+    exact = Statevector(circuit).expectation_value(observable).real
+    pubs = [(circuit, observable), (circuit, observable, np.zeros((3, 0)))]
+    single, repeated = sampled_estimator("AABB", 4000, seed=4).run(pubs).result()
+    assert single.data.evs.shape == () and repeated.data.evs.shape == (3,)
+    for result in (single, repeated):
+        assert np.all(result.data.stds > 0)
+        assert np.all(np.abs(result.data.evs - exact) <= 5 * result.data.stds)
+    assert len(set(repeated.data.evs.tolist())) == 3  # every row draws its own shots
+
+
+def test_partly_parameter_free_circuit() -> None:
+    """One partition parameterised, the other not."""
+    circuit = half_parameterised()
+    observable = SparsePauliOp(["XZYZ", "ZIIX", "IYZI"], [0.7, -0.4, 1.1])
+    params = np.array([[0.3, 1.2], [2.0, -0.5], [0.1, 0.1]])
+    estimator = sampled_estimator("AABB", 4000, seed=6)
+    result = estimator.run([(circuit, observable, params)]).result()[0]
+    exact = exact_values(circuit, [observable], params)[:, 0]
+    assert np.all(result.data.stds > 0)
+    assert np.all(np.abs(result.data.evs - exact) <= 5 * result.data.stds)
