@@ -61,6 +61,7 @@ class PartitionPlan:
     measured_ancillas: tuple[int, ...]
     paulis: PauliList
     term_pauli: np.ndarray
+    parameter_columns: np.ndarray  # the circuit parameters (indices in CutPlan.parameters) it uses
 
     @property
     def num_subexperiments(self) -> int:
@@ -139,8 +140,9 @@ def build_cut_plan(
             f"{max_subexperiments}: cut fewer gates, or raise max_subexperiments"
         )
 
+    column = {p: i for i, p in enumerate(circuit.parameters)}
     partitions = tuple(
-        _plan_partition(lab, sub, qubits_of[lab], bases, sides[lab], paulis)
+        _plan_partition(lab, sub, qubits_of[lab], bases, sides[lab], paulis, column)
         for lab, sub in problem.subcircuits.items()
     )
     return CutPlan(
@@ -345,6 +347,7 @@ def _plan_partition(
     bases: Sequence[QPDBasis],
     sides: dict[int, int],
     paulis: PauliList,
+    column: dict[Parameter, int],
 ) -> PartitionPlan:
     cut_ids = tuple(sorted(sides))
     per_cut = [_distinct_local_ops(bases[c], sides[c]) for c in cut_ids]
@@ -381,6 +384,7 @@ def _plan_partition(
         measured_ancillas=measured,
         paulis=local[first],
         term_pauli=term_pauli,
+        parameter_columns=np.array(sorted(column[p] for p in subcircuit.parameters), dtype=np.int64),
     )
 
 

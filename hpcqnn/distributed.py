@@ -29,7 +29,7 @@ from . import __version__
 from .devices import array_module, resolve_device
 from .engine import finish_query
 from .errors import ExecutionConfigError, HpcqnnError
-from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, accumulate_tile, draw_shots
+from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, accumulate_tile, draw_shots, query_rows
 from .simulator import AerRunner, Tile
 from .tiles import dynamic_chunk, split_chunks, split_static
 from .timelog import HDF5TimingLog, rank_file
@@ -165,11 +165,11 @@ class MPIEngine:
     # -- every rank ---------------------------------------------------------------------------
 
     def _work(self, program, params, shots, seed, query) -> QueryBuffers:
-        rows = len(params)
+        rows = query_rows(program.plan, params)
         counts = [program.experiments(c, rows) for c in range(len(program.circuits))]
         align = SAMPLE_BLOCK if program.sampled else 1
         buffers = QueryBuffers(program, rows)
-        run = lambda tiles: self._run(program, params, tiles, buffers, shots, seed, query)  # noqa: E731
+        run = lambda tiles: self._run(program, rows, tiles, buffers, shots, seed, query)  # noqa: E731
         if self.schedule == "static" or self.size == 1:
             first = 0 if self.root_computes else 1
             shares = split_static(counts, self.size - first, align)
@@ -189,16 +189,16 @@ class MPIEngine:
                 self.comm.Reduce(buffers.flat, None, op=MPI.SUM, root=0)
         return buffers
 
-    def _run(self, program, params, tiles, buffers, shots, seed, query) -> None:
+    def _run(self, program, rows, tiles, buffers, shots, seed, query) -> None:
         if not tiles:
             return
         experiments = sum(t.stop - t.start for t in tiles)
         with self.recorder.phase(
-            query, "execute", n_circuits=len({t.circuit for t in tiles}), n_rows=len(params),
+            query, "execute", n_circuits=len({t.circuit for t in tiles}), n_rows=rows.count,
             n_experiments=experiments, n_tiles=len(tiles),
         ):
             start = time.time()
-            outputs = self.runner.run(program, params, tiles)
+            outputs = self.runner.run(program, rows, tiles)
             data = [draw_shots(program, t.circuit, t.start, raw, shots, seed, query) for t, raw in zip(tiles, outputs)]
             elapsed = time.time() - start
         if self.straggler is not None:

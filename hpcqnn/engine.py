@@ -7,7 +7,7 @@ from types import ModuleType
 import numpy as np
 
 from .devices import to_host
-from .measurement import Program, QueryBuffers, accumulate_tile, draw_shots, sampled_variance
+from .measurement import Program, QueryBuffers, accumulate_tile, draw_shots, query_rows, sampled_variance
 from .reconstruct import reconstruct_terms, term_sensitivities
 from .simulator import AerRunner, Tile
 from .timing import PhaseRecorder
@@ -49,14 +49,14 @@ class LocalEngine:
         seed: int | None,
         query: int,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        rows = len(params)
+        rows = query_rows(program.plan, params)
         tiles = [Tile(i, 0, program.experiments(i, rows)) for i in range(len(program.circuits))]
         experiments = sum(t.stop for t in tiles)
         recorder = self.recorder
-        with recorder.phase(query, "execute", n_circuits=len(tiles), n_rows=rows, n_experiments=experiments, n_tiles=len(tiles)):
-            outputs = self.runner.run(program, params, tiles)
+        with recorder.phase(query, "execute", n_circuits=len(tiles), n_rows=rows.count, n_experiments=experiments, n_tiles=len(tiles)):
+            outputs = self.runner.run(program, rows, tiles)
             data = [draw_shots(program, t.circuit, t.start, raw, shots, seed, query) for t, raw in zip(tiles, outputs)]
-        with recorder.phase(query, "reconstruct", n_circuits=len(tiles), n_rows=rows, n_experiments=experiments):
+        with recorder.phase(query, "reconstruct", n_circuits=len(tiles), n_rows=rows.count, n_experiments=experiments):
             buffers = QueryBuffers(program, rows)
             for tile, values in zip(tiles, data):
                 accumulate_tile(program, buffers, tile.circuit, tile.start, values, shots)

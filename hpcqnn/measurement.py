@@ -46,9 +46,40 @@ class Program:
     group_of: np.ndarray
     groups: tuple[tuple[Group, ...], ...]
 
-    def experiments(self, circuit: int, rows: int) -> int:
-        """How many (subexperiment, row) experiments circuit ``circuit`` runs for ``rows`` rows."""
-        return self.plan.partitions[self.partition_of[circuit]].num_subexperiments * rows
+    def experiments(self, circuit: int, rows: QueryRows) -> int:
+        """How many (subexperiment, row) experiments circuit ``circuit`` runs for a query."""
+        p = self.partition_of[circuit]
+        return self.plan.partitions[p].num_subexperiments * len(rows.unique[p])
+
+
+@dataclass(frozen=True)
+class QueryRows:
+    """The distinct parameter rows each partition needs for a query.
+
+    Rows that agree on a partition's parameters give it identical subexperiments: a
+    parameter-shift row of a weight in partition A needs no new run of partition B. Partition
+    ``p`` runs ``unique[p]`` (full-width representative rows); query row ``r`` reads its result
+    from ``unique[p][inverse[p][r]]``.
+    """
+
+    count: int
+    unique: list[np.ndarray]
+    inverse: list[np.ndarray]
+
+
+def query_rows(plan: CutPlan, params: np.ndarray) -> QueryRows:
+    """Deduplicate ``params`` [rows, circuit parameters] per partition (deterministic)."""
+    unique, inverse = [], []
+    for part in plan.partitions:
+        if len(part.parameter_columns) == 0:
+            first, inv = np.zeros(1, dtype=np.int64), np.zeros(len(params), dtype=np.int64)
+        else:
+            _, first, inv = np.unique(
+                params[:, part.parameter_columns], axis=0, return_index=True, return_inverse=True
+            )
+        unique.append(params[first])
+        inverse.append(inv.reshape(-1))
+    return QueryRows(len(params), unique, inverse)
 
 
 def build_program(plan: CutPlan, sampled: bool) -> Program:
@@ -141,13 +172,14 @@ class QueryBuffers:
     filled on different ranks combine by summation (zeros elsewhere) into the serial result.
     """
 
-    def __init__(self, program: Program, rows: int, flat: np.ndarray | None = None):
+    def __init__(self, program: Program, rows: QueryRows, flat: np.ndarray | None = None):
         plan = program.plan
-        shapes = [(part.num_subexperiments * rows, len(part.paulis)) for part in plan.partitions]
+        runs = [part.num_subexperiments * len(u) for part, u in zip(plan.partitions, rows.unique)]
+        shapes = [(n, len(part.paulis)) for n, part in zip(runs, plan.partitions)]
         if program.sampled:
             for i, p in enumerate(program.partition_of):
                 k = len(program.groups[p][program.group_of[i]].paulis)
-                shapes.append((plan.partitions[p].num_subexperiments * rows, k, k))
+                shapes.append((runs[p], k, k))
         sizes = [int(np.prod(shape)) for shape in shapes]
         self.flat = np.zeros(sum(sizes)) if flat is None else flat
         if self.flat.shape != (sum(sizes),):
@@ -161,10 +193,10 @@ class QueryBuffers:
         self.covariances = views[len(plan.partitions) :] if program.sampled else None
 
     def partition_estimates(self, program: Program) -> list[np.ndarray]:
-        """Estimates shaped [subexperiments, rows, local Paulis], as reconstruction wants them."""
+        """Estimates shaped [subexperiments, query rows, local Paulis], as reconstruction wants."""
         return [
-            e.reshape(part.num_subexperiments, self.rows, -1)
-            for e, part in zip(self.estimates, program.plan.partitions)
+            e.reshape(part.num_subexperiments, len(u), -1)[:, inv]
+            for e, part, u, inv in zip(self.estimates, program.plan.partitions, self.rows.unique, self.rows.inverse)
         ]
 
 
@@ -242,7 +274,7 @@ def sampled_variance(
         p = program.partition_of[i]
         group = program.groups[p][program.group_of[i]]
         d = sensitivities[p][:, :, group.paulis, :] * group.weights[None, None, :, None]
-        d = d.reshape(-1, buffers.rows, *d.shape[2:])
-        cov = covariance.reshape(d.shape[0], buffers.rows, *covariance.shape[1:])
+        unique = len(buffers.rows.unique[p])
+        cov = covariance.reshape(d.shape[0], unique, *covariance.shape[1:])[:, buffers.rows.inverse[p]]
         variance = variance + np.einsum("srko,srkl,srlo->ro", d, cov, d)
     return variance

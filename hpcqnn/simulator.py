@@ -1,7 +1,8 @@
 """Qiskit Aer execution of work tiles: every tile of a call goes into one Aer execution.
 
 A tile is (program circuit, first experiment, end experiment), experiment ``e`` being
-subexperiment ``e // rows`` with parameter row ``e % rows``. Both the circuit's parameters and
+subexperiment ``e // n`` with row ``e % n`` of the ``n`` distinct parameter rows the circuit's
+partition needs (``measurement.QueryRows``). Both the circuit's parameters and
 the subexperiment's term parameters are bound at run time (Aer's parameterizations), never as
 circuit copies. Aer's public ``run`` re-assembles every
 circuit on every call and builds a ``Result`` object per experiment; for the small circuits of
@@ -22,7 +23,7 @@ from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_con
 from qiskit_aer.backends.controller_wrappers import AerConfig
 
 from .errors import HpcqnnError
-from .measurement import Program
+from .measurement import Program, QueryRows
 
 
 class Tile(NamedTuple):
@@ -55,12 +56,11 @@ class AerRunner:
         self.backend = AerSimulator(method="statevector", device=device, max_parallel_threads=threads)
         self._assembled: dict[int, tuple[Program, _Assembled]] = {}
 
-    def run(self, program: Program, params: np.ndarray, tiles: Sequence[Tile]) -> list[np.ndarray]:
+    def run(self, program: Program, rows: QueryRows, tiles: Sequence[Tile]) -> list[np.ndarray]:
         """Raw outputs per tile, each shaped [tile experiments, outputs of that circuit]."""
         if not tiles:
             return []
         assembled = self._assemble(program)
-        rows = len(params)
         by_circuit: dict[int, list[int]] = {}
         for k, tile in enumerate(tiles):
             by_circuit.setdefault(tile.circuit, []).append(k)
@@ -68,9 +68,10 @@ class AerRunner:
         circuits, aer_circuits, parameterizations, experiments = [], [], [], []
         for c, members in by_circuit.items():
             index = np.concatenate([np.arange(tiles[k].start, tiles[k].stop) for k in members])
-            part = program.plan.partitions[program.partition_of[c]]
-            values = {p: params[index % rows, i] for i, p in enumerate(program.plan.parameters)}
-            values.update({p: part.term_values[index // rows, i] for i, p in enumerate(part.term_parameters)})
+            p = program.partition_of[c]
+            part, params = program.plan.partitions[p], rows.unique[p]
+            values = {q: params[index % len(params), i] for i, q in enumerate(program.plan.parameters)}
+            values.update({q: part.term_values[index // len(params), i] for i, q in enumerate(part.term_parameters)})
             slots = assembled.slots[c]
             circuits.append(assembled.compiled[c])
             aer_circuits.append(assembled.aer_circuits[c])

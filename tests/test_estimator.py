@@ -242,3 +242,20 @@ def test_bad_pub_in_a_list_fails_before_any_simulation(small):
     with pytest.raises(ParameterShapeError):
         estimator.run([good, (small.circuit, small.observable, np.zeros(3))])
     assert estimator.num_queries == 0
+
+
+def test_rows_equal_on_a_partition_run_once_for_it():
+    """Parameter-shift rows of a weight in partition A need no new runs of partition B."""
+    model = cut_qnn(4, cuts=1, layers=1)
+    estimator = DistributedEstimator(partition_labels=model.partition_labels)
+    base = np.random.default_rng(9).uniform(-1, 1, model.circuit.num_parameters)
+    column = list(model.circuit.parameters).index(model.weights[0])  # acts on qubit 0, partition A
+    rows = np.repeat(base[None], 3, axis=0)
+    rows[1, column] += np.pi / 2
+    rows[2, column] -= np.pi / 2
+    result = estimator.run([(model.circuit, model.observable, rows)]).result()[0]
+    np.testing.assert_allclose(result.data.evs, exact(model.circuit, model.observable, rows), atol=1e-10)
+    plan = next(iter(estimator._programs.values())).plan
+    executed = sum(r.n_experiments for r in estimator.recorder.rows if r.phase == "execute")
+    a, b = (p.num_subexperiments for p in plan.partitions)
+    assert executed == 3 * a + 1 * b

@@ -22,7 +22,7 @@ from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
 from hpcqnn import DistributedEstimator
 from hpcqnn.cutplan import build_cut_plan
-from hpcqnn.measurement import SAMPLE_BLOCK, Program, build_program, sample_counts
+from hpcqnn.measurement import SAMPLE_BLOCK, Program, QueryRows, build_program, query_rows, sample_counts
 from hpcqnn.simulator import AerRunner, Tile
 from hpcqnn.tiles import split_chunks
 
@@ -202,8 +202,8 @@ def test_sample_counts_do_not_depend_on_block_split() -> None:
 def test_counts_do_not_depend_on_tile_split() -> None:
     """Aligned tiles of a program, simulated and sampled separately, draw the same shots."""
     labels, circuit, observables, params = case_problem(3)
-    rows = len(params)
     program, _ = estimator_program(circuit, observables[0], params, labels)
+    rows = query_rows(program.plan, params)
     sizes = [program.experiments(i, rows) for i in range(len(program.circuits))]
     assert max(sizes) > SAMPLE_BLOCK
     whole = [Tile(i, 0, n) for i, n in enumerate(sizes)]
@@ -212,9 +212,9 @@ def test_counts_do_not_depend_on_tile_split() -> None:
     runner = AerRunner("CPU")
     expected = [
         sample_counts(raw, 300, 9, 2, t.circuit, offset=0)
-        for t, raw in zip(whole, runner.run(program, params, whole))
+        for t, raw in zip(whole, runner.run(program, rows, whole))
     ]
-    for tile, raw in zip(split, runner.run(program, params, split)):
+    for tile, raw in zip(split, runner.run(program, rows, split)):
         drawn = sample_counts(raw, 300, 9, 2, tile.circuit, offset=tile.start)
         np.testing.assert_array_equal(drawn, expected[tile.circuit][tile.start : tile.stop])
 
@@ -256,7 +256,7 @@ def addon_results(
     program: Program,
     counts: list[np.ndarray],
     row: int,
-    rows: int,
+    rows: QueryRows,
     joint_terms: list[tuple[int, ...]],
     subobservables: dict[str, PauliList],
 ) -> dict[str, PrimitiveResult]:
@@ -275,7 +275,8 @@ def addon_results(
             for cog in ObservableCollection(subobservables[part.label]).groups:
                 content = frozenset(str(o) for o in cog.commuting_observables)
                 assert content in by_content, f"addon group {set(content)} is not an hpcqnn group"
-                shots = counts[circuit_of[p, by_content[content]]][s * rows + row]
+                experiment = s * len(rows.unique[p]) + rows.inverse[p][row]
+                shots = counts[circuit_of[p, by_content[content]]][experiment]
                 pubs.append(SamplerPubResult(bit_arrays(shots, max(len(cog.pauli_indices), 1))))
         results[part.label] = PrimitiveResult(pubs)
     return results
@@ -284,15 +285,16 @@ def addon_results(
 def test_addon_reconstructs_hpcqnn_values_from_the_same_counts() -> None:
     """Counts redrawn as the estimator draws them, reconstructed by the addon, give hpcqnn's evs."""
     labels, circuit, observable, params = addon_problem()
-    shots, seed, rows = 200, 11, len(params)
+    shots, seed = 200, 11
     estimator = sampled_estimator(labels, shots, seed)
     evs = estimator.run([(circuit, observable, params)]).result()[0].data.evs
 
     program, term_coefficients = estimator_program(circuit, observable, params, labels)
     paulis = program.plan.paulis
     assert any(len(groups) > 1 for groups in program.groups)
+    rows = query_rows(program.plan, params)
     tiles = [Tile(i, 0, program.experiments(i, rows)) for i in range(len(program.circuits))]
-    outputs = AerRunner("CPU").run(program, params, tiles)
+    outputs = AerRunner("CPU").run(program, rows, tiles)
     counts = [sample_counts(out, shots, seed, 0, i, offset=0) for i, out in enumerate(outputs)]
 
     problem = partition_problem(circuit, labels, paulis)
@@ -307,7 +309,7 @@ def test_addon_reconstructs_hpcqnn_values_from_the_same_counts() -> None:
             np.prod([c[t] for c, t in zip(program.plan.cut_coefficients, terms)])
         )
 
-    for row in range(rows):
+    for row in range(len(params)):
         results = addon_results(program, counts, row, rows, joint_terms, problem.subobservables)
         values = reconstruct_expectation_values(results, coefficients, problem.subobservables)
         expected = float(np.dot(values, term_coefficients))
@@ -369,7 +371,7 @@ def half_parameterised() -> QuantumCircuit:
 
 
 def test_parameter_free_circuit() -> None:
-    """No parameter values at all, or several empty rows: each row is sampled independently."""
+    """No parameter values at all, or several empty rows (identical rows share their shots)."""
     circuit = fixed_circuit()
     observable = SparsePauliOp(["XZYZ", "ZIIX", "IYZI"], [0.7, -0.4, 1.1])
     exact = Statevector(circuit).expectation_value(observable).real
@@ -379,7 +381,7 @@ def test_parameter_free_circuit() -> None:
     for result in (single, repeated):
         assert np.all(result.data.stds > 0)
         assert np.all(np.abs(result.data.evs - exact) <= 5 * result.data.stds)
-    assert len(set(repeated.data.evs.tolist())) == 3  # every row draws its own shots
+    assert len(set(repeated.data.evs.tolist())) == 1  # identical rows are one experiment
 
 
 def test_partly_parameter_free_circuit() -> None:
