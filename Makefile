@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RANKS ?= 2
 
-.PHONY: install run test
+.PHONY: install run test bench
 
 $(BIN)/hpcqnn: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(BIN)/hpcqnn: setup.cfg pyproject.toml
 install: $(BIN)/hpcqnn
 
 run: install
+	$(BIN)/mpiexec -n $(RANKS) $(BIN)/hpcqnn train jobs/iris_quick.toml --out runs/iris_quick-$$(date +%Y%m%d-%H%M%S)
+
+bench: install
 	$(BIN)/mpiexec -n $(RANKS) $(BIN)/hpcqnn bench --qubits 8 --cuts 1..3 --queries 20 \
 		--out runs/bench-$$(date +%Y%m%d-%H%M%S)
 

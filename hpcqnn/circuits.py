@@ -1,7 +1,8 @@
 """The QNN circuit family used by the benchmark and the classifiers.
 
 ``n`` qubits in two halves A = [0, n/2) and B = [n/2, n). Features enter as RY(x_i); each of
-``layers`` ansatz layers applies RY(w) RZ(w) to every qubit and a CX ladder inside each half.
+``layers`` ansatz layers applies RY(w) RZ(w) (``rotations="ryrz"``) or RY(w) (``"ry"``) to every
+qubit and a CX ladder inside each half.
 ``cuts`` CX gates join the halves (qubits n/2-1 and n/2), one after each of the first ``cuts``
 layers, so the same circuit is the uncut baseline (one partition) or a ``cuts``-cut problem
 (labels ``"A"*(n/2) + "B"*(n - n/2)``). The readout observable is Z on every qubit.
@@ -29,25 +30,31 @@ class CutQNN:
         return self.circuit.num_qubits
 
 
-def cut_qnn(num_qubits: int, cuts: int, layers: int = 3) -> CutQNN:
+ROTATIONS = {"ry": ("ry",), "ryrz": ("ry", "rz")}
+
+
+def cut_qnn(num_qubits: int, cuts: int, layers: int = 3, rotations: str = "ryrz") -> CutQNN:
     """Build the two-half QNN with ``cuts`` CX gates across the halves."""
     if num_qubits < 2:
         raise ValueError(f"num_qubits must be >= 2, got {num_qubits}")
     if cuts < 0:
         raise ValueError(f"cuts must be >= 0, got {cuts}")
+    if rotations not in ROTATIONS:
+        raise ValueError(f"rotations must be one of {sorted(ROTATIONS)}, got {rotations!r}")
     if layers < cuts:
         raise ValueError(f"layers ({layers}) must be >= cuts ({cuts}): one cut gate per layer")
     half = num_qubits // 2
     inputs = ParameterVector("x", num_qubits)
-    weights = ParameterVector("w", 2 * num_qubits * layers)
+    gates = ROTATIONS[rotations]
+    weights = ParameterVector("w", len(gates) * num_qubits * layers)
     qc = QuantumCircuit(num_qubits, name=f"cut_qnn_{num_qubits}q_{cuts}c")
     for q in range(num_qubits):
         qc.ry(inputs[q], q)
     w = iter(weights)
     for layer in range(layers):
         for q in range(num_qubits):
-            qc.ry(next(w), q)
-            qc.rz(next(w), q)
+            for gate in gates:
+                getattr(qc, gate)(next(w), q)
         for lo, hi in ((0, half), (half, num_qubits)):
             for q in range(lo, hi - 1):
                 qc.cx(q, q + 1)

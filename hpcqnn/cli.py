@@ -1,4 +1,4 @@
-"""Command line: ``hpcqnn bench ...`` (``hpcqnn train`` lands with the training issue).
+"""Command line: ``hpcqnn train CONFIG ...`` and ``hpcqnn bench ...``.
 
 Every command runs on all ranks when launched under mpiexec/srun; rank 0 prints."""
 
@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpcqnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    train = sub.add_parser("train", help="train a QNN classifier from a TOML config (see jobs/)")
+    train.add_argument("config", type=Path, help="TOML config, e.g. jobs/iris_cut3.toml")
+    train.add_argument("--out", type=Path, help="run directory (default runs/<run.name>-<timestamp>)")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+
     bench = sub.add_parser("bench", help="per-query phase timings, hpcqnn vs the addon pipeline")
     bench.add_argument("--qubits", type=positive_int, default=8, help="circuit width (default 8)")
     bench.add_argument("--cuts", type=parse_int_list, default=[1, 2, 3], help="cut counts, e.g. 1..3 (default)")
@@ -73,10 +79,63 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return _bench(args)
+        if args.command == "train":
+            return _train(args)
     except HpcqnnError as exc:
         print(f"hpcqnn: error: {exc}", file=sys.stderr)
         return 2
     return 1
+
+
+def _train(args: argparse.Namespace) -> int:
+    import time
+
+    from .config import dump_config, load_config
+    from .distributed import mpi_estimator, root_check
+    from .errors import HpcqnnError
+    from .train import CHECKPOINT, Progress, StopRequest, estimator_options, train
+    from .runinfo import run_metadata
+
+    config = load_config(args.config, args.set)  # every rank validates before any work
+    text = dump_config(config)
+    out = args.out or Path("runs") / f"{config.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def check_run_directory() -> None:
+        if args.resume:
+            if not (out / CHECKPOINT).exists():
+                raise HpcqnnError(f"--resume: no {CHECKPOINT} in {out}")
+            saved = (out / "config.toml").read_text()
+            if saved != text:
+                raise HpcqnnError(
+                    f"--resume: the resolved config differs from {out / 'config.toml'}; a resumed run "
+                    "must keep its budget (same config file and --set values)"
+                )
+        elif out.exists() and any(out.iterdir()):
+            raise HpcqnnError(f"{out} exists and is not empty: use --resume to continue it, or another --out")
+
+    problem = root_check(check_run_directory)
+    if problem:
+        print(f"hpcqnn: error: {problem}", file=sys.stderr)
+        return 2
+    stop = StopRequest()
+    stop.install()  # on every rank: Slurm signals all tasks; workers keep serving until rank 0 stops
+    started = time.time()
+    with mpi_estimator(timing_dir=out, append_timing=args.resume, config_text=text, **estimator_options(config)) as estimator:
+        if estimator is None:
+            return 0
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(text)
+        progress = Progress()
+        progress.line(f"hpcqnn train: {config.run.name} -> {out} ({estimator.engine.size} ranks, {estimator.device})")
+        results = train(config, estimator, out, args.resume, stop, progress)
+        if results is None:
+            return 0
+        results.update(run_metadata(config, estimator, time.time() - started))
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        progress.line(
+            f"test accuracy {results['final']['test_accuracy']:.3f}; wrote {out / 'results.json'}"
+        )
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -275,6 +275,22 @@ def cores_per_rank(comm: MPI.Comm) -> int:
         local.Free()
 
 
+def root_check(check, comm: MPI.Comm | None = None) -> str | None:
+    """Run ``check()`` on rank 0 only; every rank gets its HpcqnnError message (or None).
+
+    For checks of shared state (run directories) that must not race with rank 0's writes and
+    must fail on every rank alike, before any work starts.
+    """
+    comm = comm or MPI.COMM_WORLD
+    message = None
+    if comm.Get_rank() == 0:
+        try:
+            check()
+        except HpcqnnError as exc:
+            message = str(exc)
+    return comm.bcast(message, root=0)
+
+
 def mpi_library() -> str:
     return MPI.Get_library_version().strip().splitlines()[0]
 
@@ -289,6 +305,7 @@ def mpi_estimator(
     threads: int | None = None,
     device: str = "auto",
     timing_dir: str | None = None,
+    append_timing: bool = False,
     config_text: str = "",
     **estimator_options,
 ) -> Iterator[object]:
@@ -296,7 +313,8 @@ def mpi_estimator(
 
     Workers serve rank 0's queries until rank 0 leaves the block. An exception on any rank prints
     that rank's traceback and aborts the whole job (``MPI.Abort``) instead of hanging it.
-    ``timing_dir`` is a run directory: each rank writes ``timing/rank-NNNNN.h5`` there.
+    ``timing_dir`` is a run directory: each rank writes ``timing/rank-NNNNN.h5`` there
+    (``append_timing`` continues existing files, for resumed runs).
     """
     from .estimator import DistributedEstimator
 
@@ -316,6 +334,7 @@ def mpi_estimator(
                     "config": config_text, "schedule": schedule, "threads": threads,
                     "clock": "time.time() (Unix epoch seconds)",
                 },
+                append=append_timing,
             )
             recorder.sink = log
         engine = MPIEngine(

@@ -96,7 +96,12 @@ class DistributedEstimator(BaseEstimatorV2):
 
     @property
     def num_queries(self) -> int:
+        """Queries run so far; it seeds sampled-mode shots, so a resumed run restores it."""
         return self._queries
+
+    @num_queries.setter
+    def num_queries(self, value: int) -> None:
+        self._queries = int(value)
 
     def run(
         self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None

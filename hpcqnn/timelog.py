@@ -38,17 +38,22 @@ def rank_file(run_dir: str | Path, rank: int) -> Path:
 class HDF5TimingLog:
     """Appends phase rows to one rank's HDF5 file, flushing after each write."""
 
-    def __init__(self, path: str | Path, attributes: dict):
+    def __init__(self, path: str | Path, attributes: dict, append: bool = False):
+        """``append`` continues an existing file (a resumed run); otherwise the file must be new."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
+        if self.path.exists() and not append:
             raise FileExistsError(f"{self.path} exists: timing logs are never overwritten")
-        self._file = h5py.File(self.path, "w", libver="latest")
-        for key, value in attributes.items():
-            self._file.attrs[key] = "" if value is None else value
-        self._rows = self._file.create_dataset(
-            "phases", shape=(0,), maxshape=(None,), dtype=ROW_DTYPE, chunks=(256,)
-        )
+        if self.path.exists():
+            self._file = h5py.File(self.path, "r+", libver="latest")
+            self._rows = self._file["phases"]
+        else:
+            self._file = h5py.File(self.path, "w", libver="latest")
+            for key, value in attributes.items():
+                self._file.attrs[key] = "" if value is None else value
+            self._rows = self._file.create_dataset(
+                "phases", shape=(0,), maxshape=(None,), dtype=ROW_DTYPE, chunks=(256,)
+            )
         self._file.swmr_mode = True
         self._file.flush()
 

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple, Protocol
 
-PHASES = ("partition", "generate", "execute", "reconstruct", "reduce", "wait", "straggle")
+import numpy as np
+
+PHASES = ("partition", "generate", "broadcast", "execute", "straggle", "reconstruct", "wait", "reduce")
 
 
 class PhaseRow(NamedTuple):
@@ -66,3 +68,28 @@ class PhaseRecorder:
             if row.query == query:
                 totals[row.phase] += row.t_end - row.t_start
         return dict(totals)
+
+
+def query_summary(rows: list[PhaseRow]) -> dict:
+    """Per-query wall time and phase shares over a rank's rows: medians and 95th percentiles."""
+    by_query: dict[int, list[PhaseRow]] = defaultdict(list)
+    for row in rows:
+        by_query[row.query].append(row)
+    walls, shares = [], defaultdict(list)
+    for query_rows in by_query.values():
+        wall = max(r.t_end for r in query_rows) - min(r.t_start for r in query_rows)
+        walls.append(wall)
+        per_phase: dict[str, float] = defaultdict(float)
+        for r in query_rows:
+            per_phase[r.phase] += r.t_end - r.t_start
+        for phase in PHASES:
+            shares[phase].append(per_phase.get(phase, 0.0) / wall if wall > 0 else 0.0)
+    if not walls:
+        return {"queries": 0}
+    return {
+        "queries": len(walls),
+        "query_seconds_median": float(np.median(walls)),
+        "query_seconds_p95": float(np.percentile(walls, 95)),
+        "phase_share_median": {p: float(np.median(v)) for p, v in shares.items()},
+        "phase_share_p95": {p: float(np.percentile(v, 95)) for p, v in shares.items()},
+    }

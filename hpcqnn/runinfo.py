@@ -1,0 +1,39 @@
+"""What a run records about where and how it ran (results.json)."""
+
+from __future__ import annotations
+
+import platform
+import socket
+from importlib.metadata import PackageNotFoundError, version
+
+from . import __version__
+from .config import Config, config_dict
+from .timing import query_summary
+
+PACKAGES = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "qiskit-addon-cutting", "numpy", "mpi4py", "mpich", "h5py")
+
+
+def package_versions() -> dict[str, str]:
+    found = {"hpcqnn": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
+    """Config, ranks, device, versions and the per-query phase summary of rank 0."""
+    from .distributed import mpi_library
+
+    return {
+        "config": config_dict(config),
+        "ranks": estimator.engine.size,
+        "device": estimator.device,
+        "hostname": socket.gethostname(),
+        "mpi_library": mpi_library(),
+        "versions": package_versions(),
+        "wall_seconds": wall_seconds,
+        "query_phases": query_summary(estimator.recorder.rows),
+    }

@@ -1,0 +1,272 @@
+"""Training and evaluation of the QNN classifier, with checkpoints that resume bit-identically.
+
+Runs on rank 0 (the estimator does the distributed work). The training state — parameters,
+optimiser moments, the random generator, the epoch's permutation, the position inside it and the
+estimator's query counter (which seeds sampled-mode shots) — is written atomically after every
+epoch and when SIGTERM asks the run to stop (Slurm preemption), so ``--resume`` continues exactly
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .circuits import cut_qnn
+from .config import Config
+from .data import Dataset, load_dataset
+from .model import QNNClassifier, bce_loss, sigmoid
+
+CHECKPOINT = "checkpoint.npz"
+
+
+class StopRequest:
+    """Set by SIGTERM; the training loop checks it between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run exactly."""
+
+    theta: np.ndarray
+    rng: np.random.Generator
+    epoch: int = 0
+    step: int = 0
+    permutation: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    adam_m: np.ndarray | None = None
+    adam_v: np.ndarray | None = None
+    adam_t: int = 0
+    queries: int = 0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        meta = {
+            "epoch": self.epoch, "step": self.step, "adam_t": self.adam_t, "queries": self.queries,
+            "seconds": self.seconds, "history": self.history, "rng": self.rng.bit_generator.state,
+        }
+        tmp = path.with_suffix(".tmp.npz")
+        zeros = np.zeros_like(self.theta)
+        np.savez(
+            tmp, theta=self.theta, permutation=self.permutation, meta=np.array(json.dumps(meta)),
+            adam_m=zeros if self.adam_m is None else self.adam_m,
+            adam_v=zeros if self.adam_v is None else self.adam_v,
+        )
+        os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
+
+    @classmethod
+    def load(cls, path: Path) -> TrainState:
+        with np.load(path) as data:
+            meta = json.loads(str(data["meta"]))
+            rng = np.random.default_rng()
+            rng.bit_generator.state = meta["rng"]
+            return cls(
+                theta=data["theta"], rng=rng, epoch=meta["epoch"], step=meta["step"],
+                permutation=data["permutation"], adam_m=data["adam_m"], adam_v=data["adam_v"],
+                adam_t=meta["adam_t"], queries=meta["queries"], seconds=meta["seconds"], history=meta["history"],
+            )
+
+
+def adam_step(state: TrainState, grad: np.ndarray, lr: float, b1: float = 0.9, b2: float = 0.999) -> None:
+    if state.adam_m is None:
+        state.adam_m, state.adam_v = np.zeros_like(grad), np.zeros_like(grad)
+    state.adam_t += 1
+    state.adam_m = b1 * state.adam_m + (1 - b1) * grad
+    state.adam_v = b2 * state.adam_v + (1 - b2) * grad**2
+    m_hat = state.adam_m / (1 - b1**state.adam_t)
+    v_hat = state.adam_v / (1 - b2**state.adam_t)
+    state.theta = state.theta - lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+
+
+def spsa_step(model: QNNClassifier, state: TrainState, angles, y, lr: float, c: float) -> float:
+    """Simultaneous-perturbation step: both perturbed losses from one query."""
+    delta = state.rng.choice([-1.0, 1.0], size=state.theta.shape)
+    plus, minus = state.theta + c * delta, state.theta - c * delta
+    weights = np.concatenate([np.repeat(plus[None, :-2], len(y), 0), np.repeat(minus[None, :-2], len(y), 0)])
+    f = model.expectations(np.concatenate([angles, angles]), weights)
+    loss_plus = bce_loss(sigmoid(plus[-2] * f[: len(y)] + plus[-1]), y)
+    loss_minus = bce_loss(sigmoid(minus[-2] * f[len(y) :] + minus[-1]), y)
+    state.theta = state.theta - lr * (loss_plus - loss_minus) / (2 * c) * delta
+    return 0.5 * (loss_plus + loss_minus)
+
+
+def accuracy(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((p > 0.5) == (y == 1)))
+
+
+class Progress:
+    """Rank-0 progress: a live line on a terminal, one line per epoch always."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def step(self, text: str) -> None:
+        if self.live:
+            self.stream.write("\r" + text.ljust(100))
+            self.stream.flush()
+
+    def line(self, text: str) -> None:
+        self.stream.write(("\r" if self.live else "") + text.ljust(100 if self.live else 0) + "\n")
+        self.stream.flush()
+
+
+def estimator_options(config: Config) -> dict:
+    """Keyword arguments of ``mpi_estimator`` for this run."""
+    from .distributed import Straggler
+
+    ex = config.execution
+    straggler = None
+    if ex.straggler_ranks or ex.straggler_probability or ex.straggler_delay or ex.straggler_slowdown != 1.0:
+        straggler = Straggler(ex.straggler_ranks, ex.straggler_probability, ex.straggler_delay, ex.straggler_slowdown, config.run.seed)
+    qnn = cut_qnn(config.data.features, config.model.cuts, config.model.layers, config.model.rotations)
+    return {
+        "partition_labels": qnn.partition_labels if ex.cutting else None,
+        "shots": ex.shots if ex.mode == "sampled" else None,
+        "seed": config.run.seed,
+        "device": ex.device,
+        "schedule": ex.schedule,
+        "straggler": straggler,
+        "root_computes": ex.root_computes,
+        "threads": ex.threads or None,
+    }
+
+
+def describe_model(config: Config, qnn, estimator) -> dict:
+    return {
+        "qubits": qnn.num_qubits,
+        "layers": config.model.layers,
+        "cuts": config.model.cuts,
+        "cutting": config.execution.cutting,
+        "rotations": config.model.rotations,
+        "encoding": "RY(angle) per feature, angle = pi * (x - train min) / (train max - train min)",
+        "observable": str(qnn.observable.paulis[0]),
+        "readout": "p(y=1) = sigmoid(scale * <Z...Z> + bias)",
+        "partition_labels": qnn.partition_labels if config.execution.cutting else None,
+        "weights": len(qnn.weights),
+    }
+
+
+def train(config: Config, estimator, out_dir: Path, resume: bool, stop: StopRequest, progress: Progress) -> dict | None:
+    """Train, evaluate, write ``results.json``; ``None`` if stopped early (checkpoint written)."""
+    data = load_dataset(
+        config.data.dataset, config.data.classes, config.data.features, config.data.test_fraction,
+        config.run.seed, config.data.path or None, config.data.max_train,
+    )
+    qnn = cut_qnn(config.data.features, config.model.cuts, config.model.layers, config.model.rotations)
+    model = QNNClassifier(qnn, estimator)
+    checkpoint = out_dir / CHECKPOINT
+    if resume:
+        state = TrainState.load(checkpoint)
+        estimator.num_queries = state.queries
+        progress.line(f"resuming at epoch {state.epoch + 1} step {state.step} from {checkpoint}")
+    else:
+        rng = np.random.default_rng(config.run.seed)
+        state = TrainState(theta=model.initial_theta(rng), rng=rng)
+    initial_theta = state.theta.copy() if not resume else None
+
+    train_angles, test_angles = data.angles(data.x_train), data.angles(data.x_test)
+    batch = config.training.batch_size
+    steps = -(-len(data.y_train) // batch)
+    started = time.perf_counter() - state.seconds
+    while state.epoch < config.training.epochs:
+        if state.step == 0:
+            state.permutation = state.rng.permutation(len(data.y_train))
+        while state.step < steps:
+            idx = state.permutation[state.step * batch : (state.step + 1) * batch]
+            if config.training.optimizer == "adam":
+                loss, grad = model.loss_and_gradient(train_angles[idx], data.y_train[idx], state.theta)
+                adam_step(state, grad, config.training.learning_rate)
+            else:
+                loss = spsa_step(model, state, train_angles[idx], data.y_train[idx], config.training.learning_rate, config.training.spsa_perturbation)
+            state.step += 1
+            elapsed = time.perf_counter() - started
+            progress.step(
+                f"epoch {state.epoch + 1}/{config.training.epochs} step {state.step}/{steps} "
+                f"loss {loss:.4f} queries/s {estimator.num_queries / max(elapsed, 1e-9):.2f}"
+            )
+            if stop.requested and state.step < steps:
+                _checkpoint(state, estimator, started, checkpoint)
+                progress.line(f"SIGTERM: checkpoint written at epoch {state.epoch + 1} step {state.step}; rerun with --resume")
+                return None
+        p_train = model.probabilities(train_angles, state.theta)
+        p_test = model.probabilities(test_angles, state.theta)
+        record = {
+            "epoch": state.epoch + 1, "loss": bce_loss(p_train, data.y_train),
+            "train_accuracy": accuracy(p_train, data.y_train), "test_accuracy": accuracy(p_test, data.y_test),
+            "seconds": time.perf_counter() - started, "queries": estimator.num_queries,
+        }
+        state.history.append(record)
+        state.epoch, state.step = state.epoch + 1, 0
+        _checkpoint(state, estimator, started, checkpoint)
+        progress.line(
+            f"epoch {record['epoch']}/{config.training.epochs}  loss {record['loss']:.4f}  "
+            f"train acc {record['train_accuracy']:.3f}  test acc {record['test_accuracy']:.3f}  "
+            f"{record['seconds']:.1f} s  queries/s {record['queries'] / max(record['seconds'], 1e-9):.2f}"
+        )
+        if stop.requested and state.epoch < config.training.epochs:
+            progress.line("SIGTERM: checkpoint written after the epoch; rerun with --resume")
+            return None
+
+    robustness = evaluate_robustness(model, data, state.theta, config)
+    return {
+        "dataset": data.description,
+        "model": describe_model(config, qnn, estimator),
+        "budget": {
+            "epochs": config.training.epochs, "batch_size": batch, "steps_per_epoch": steps,
+            "optimizer": config.training.optimizer, "learning_rate": config.training.learning_rate,
+            "mode": config.execution.mode, "shots": config.execution.shots if config.execution.mode == "sampled" else None,
+            "seed": config.run.seed, "queries": estimator.num_queries,
+            "initial_parameters": None if initial_theta is None else initial_theta.tolist(),
+        },
+        "history": state.history,
+        "final": {
+            "train_accuracy": state.history[-1]["train_accuracy"],
+            "test_accuracy": state.history[-1]["test_accuracy"],
+            "parameters": state.theta.tolist(),
+            "test_probabilities": model.probabilities(test_angles, state.theta).tolist(),
+        },
+        "robustness": robustness,
+        "train_seconds": state.history[-1]["seconds"],
+    }
+
+
+def _checkpoint(state: TrainState, estimator, started: float, path: Path) -> None:
+    state.queries = estimator.num_queries
+    state.seconds = time.perf_counter() - started
+    state.save(path)
+
+
+def evaluate_robustness(model: QNNClassifier, data: Dataset, theta: np.ndarray, config: Config) -> dict:
+    """Test accuracy under Gaussian input noise and FGSM, perturbing the standardized features."""
+    rng = np.random.default_rng([config.run.seed, 1])  # its own stream: training state untouched
+    x, y = data.x_test, data.y_test
+    gaussian = []
+    for sigma in config.evaluation.gaussian_sigmas:
+        draws = [x + sigma * rng.standard_normal(x.shape) for _ in range(config.evaluation.gaussian_draws)]
+        p = model.probabilities(data.angles(np.concatenate(draws)), theta).reshape(len(draws), -1)
+        scores = [accuracy(row, y) for row in p]
+        gaussian.append({"sigma": sigma, "accuracy_mean": float(np.mean(scores)), "accuracy_std": float(np.std(scores))})
+    _, d_angle = model.input_gradient(data.angles(x), y, theta)
+    d_x = d_angle * data.angle_scale  # chain rule through the angle scaling
+    fgsm = []
+    for eps in config.evaluation.fgsm_epsilons:
+        p = model.probabilities(data.angles(x + eps * np.sign(d_x)), theta)
+        fgsm.append({"epsilon": eps, "accuracy": accuracy(p, y)})
+    return {"gaussian": gaussian, "fgsm": fgsm, "perturbation_space": "standardized features (train z-scores)"}
