@@ -27,9 +27,9 @@ from mpi4py import MPI
 
 from . import __version__
 from .devices import array_module, resolve_device
-from .engine import finish_query
+from .engine import finish_query, run_tiles
 from .errors import ExecutionConfigError, HpcqnnError
-from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, accumulate_tile, draw_shots, query_rows
+from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, query_rows
 from .simulator import AerRunner, Tile
 from .tiles import dynamic_chunk, split_chunks, split_static
 from .timelog import HDF5TimingLog, rank_file
@@ -192,24 +192,12 @@ class MPIEngine:
     def _run(self, program, rows, tiles, buffers, shots, seed, query) -> None:
         if not tiles:
             return
-        experiments = sum(t.stop - t.start for t in tiles)
-        with self.recorder.phase(
-            query, "execute", n_circuits=len({t.circuit for t in tiles}), n_rows=rows.count,
-            n_experiments=experiments, n_tiles=len(tiles),
-        ):
-            start = time.time()
-            outputs = self.runner.run(program, rows, tiles)
-            data = [draw_shots(program, t.circuit, t.start, raw, shots, seed, query) for t, raw in zip(tiles, outputs)]
-            elapsed = time.time() - start
-        if self.straggler is not None:
-            delay = self.straggler.seconds(self.rank, query, tiles, elapsed)
-            if delay > 0:
-                begin = time.time()
-                time.sleep(delay)
-                self.recorder.add(PhaseRow(query, "straggle", begin, time.time(), n_tiles=len(tiles), injected_delay=delay))
-        with self.recorder.phase(query, "reconstruct", n_experiments=experiments, n_tiles=len(tiles)):
-            for tile, values in zip(tiles, data):
-                accumulate_tile(program, buffers, tile.circuit, tile.start, values, shots)
+        elapsed = run_tiles(self.runner, program, rows, tiles, buffers, shots, seed, query, self.recorder)
+        delay = 0.0 if self.straggler is None else self.straggler.seconds(self.rank, query, tiles, elapsed)
+        if delay > 0:
+            begin = time.time()
+            time.sleep(delay)
+            self.recorder.add(PhaseRow(query, "straggle", begin, time.time(), n_tiles=len(tiles), injected_delay=delay))
 
     def _coordinate(self, queue: deque, run) -> None:
         """Rank 0 of the dynamic schedule: answer tile requests, computing between them."""

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from types import ModuleType
 
 import numpy as np
 
 from .devices import to_host
-from .measurement import Program, QueryBuffers, accumulate_tile, draw_shots, query_rows, sampled_variance
+from .measurement import (
+    Program,
+    QueryBuffers,
+    QueryRows,
+    accumulate_tile,
+    draw_shots,
+    query_rows,
+    sampled_variance,
+)
 from .reconstruct import reconstruct_terms, term_sensitivities
 from .simulator import AerRunner, Tile
 from .timing import PhaseRecorder
@@ -26,6 +35,34 @@ def finish_query(
         return evs, None
     sensitivities = [to_host(s) for s in term_sensitivities(program.plan, estimates, weights, xp)]
     return evs, sampled_variance(program, buffers, sensitivities)
+
+
+def run_tiles(
+    runner: AerRunner,
+    program: Program,
+    rows: QueryRows,
+    tiles: list[Tile],
+    buffers: QueryBuffers,
+    shots: int | None,
+    seed: int | None,
+    query: int,
+    recorder: PhaseRecorder,
+) -> float:
+    """Simulate ``tiles`` (and draw their shots), then store their estimates in ``buffers``.
+
+    Returns the execution seconds. Serial and MPI engines share this step.
+    """
+    experiments = sum(t.stop - t.start for t in tiles)
+    counts = {"n_circuits": len({t.circuit for t in tiles}), "n_rows": rows.count, "n_experiments": experiments, "n_tiles": len(tiles)}
+    with recorder.phase(query, "execute", **counts):
+        start = time.time()
+        outputs = runner.run(program, rows, tiles)
+        data = [draw_shots(program, t.circuit, t.start, raw, shots, seed, query) for t, raw in zip(tiles, outputs)]
+        elapsed = time.time() - start
+    with recorder.phase(query, "reconstruct", **counts):
+        for tile, values in zip(tiles, data):
+            accumulate_tile(program, buffers, tile.circuit, tile.start, values, shots)
+    return elapsed
 
 
 class LocalEngine:
@@ -51,15 +88,9 @@ class LocalEngine:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         rows = query_rows(program.plan, params)
         tiles = [Tile(i, 0, program.experiments(i, rows)) for i in range(len(program.circuits))]
-        experiments = sum(t.stop for t in tiles)
-        recorder = self.recorder
-        with recorder.phase(query, "execute", n_circuits=len(tiles), n_rows=rows.count, n_experiments=experiments, n_tiles=len(tiles)):
-            outputs = self.runner.run(program, rows, tiles)
-            data = [draw_shots(program, t.circuit, t.start, raw, shots, seed, query) for t, raw in zip(tiles, outputs)]
-        with recorder.phase(query, "reconstruct", n_circuits=len(tiles), n_rows=rows.count, n_experiments=experiments):
-            buffers = QueryBuffers(program, rows)
-            for tile, values in zip(tiles, data):
-                accumulate_tile(program, buffers, tile.circuit, tile.start, values, shots)
+        buffers = QueryBuffers(program, rows)
+        run_tiles(self.runner, program, rows, tiles, buffers, shots, seed, query, self.recorder)
+        with self.recorder.phase(query, "reconstruct", n_rows=rows.count):
             result = finish_query(program, buffers, weights, self.xp)
-        recorder.flush()
+        self.recorder.flush()
         return result
