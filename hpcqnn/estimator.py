@@ -131,6 +131,10 @@ class DistributedEstimator(BaseEstimatorV2):
         program = self._programs[key]
         width = len(program.plan.parameters)
         rows = int(np.prod(pub.parameter_values.shape, dtype=np.int64))
+        if rows == 0:
+            raise ParameterShapeError(
+                f"parameter_values of shape {pub.parameter_values.shape} hold no rows: nothing to estimate"
+            )
         if width:
             params = pub.parameter_values.as_array(program.plan.parameters).reshape(rows, width)
         else:

@@ -1,7 +1,8 @@
 """What each subexperiment measures, and how raw simulator outputs become Pauli estimates.
 
 Each program circuit is one partition's subexperiment template plus save instructions, and is
-run for every experiment ``e = s * rows + r`` (subexperiment ``s``, parameter row ``r``).
+run for every experiment ``e = s * n + r``: subexperiment ``s`` with the ``r``-th of the ``n``
+distinct parameter rows that partition needs (``QueryRows``).
 Exact mode saves one expectation value per distinct local Pauli (times the Z of every deferred
 QPD measurement). Sampled mode saves the outcome distribution of each qubit-wise commuting group
 (grouped as qiskit-addon-cutting groups them) and draws ``shots`` outcomes from it per

@@ -259,3 +259,10 @@ def test_rows_equal_on_a_partition_run_once_for_it():
     executed = sum(r.n_experiments for r in estimator.recorder.rows if r.phase == "execute")
     a, b = (p.num_subexperiments for p in plan.partitions)
     assert executed == 3 * a + 1 * b
+
+
+def test_empty_parameter_array(small):
+    with pytest.raises(ParameterShapeError, match="hold no rows"):
+        DistributedEstimator(partition_labels=small.partition_labels).run(
+            [(small.circuit, small.observable, np.zeros((0, 12)))]
+        )
