@@ -342,6 +342,7 @@ def mpi_estimator(
         sys.stderr.write(traceback.format_exc())
         sys.stderr.flush()
         comm.Abort(1)
+        os._exit(1)  # MPICH's Abort can return before the launcher kills us: never run on
     finally:
         if log is not None:
             log.close()

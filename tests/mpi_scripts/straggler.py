@@ -1,0 +1,23 @@
+"""Exact estimates with rank 1 slowed down 4x; the timing logs show who executed what.
+
+usage: straggler.py OUT_DIR SCHEDULE QUERIES
+Runs the workload's first run QUERIES times; rank 0 writes OUT_DIR/results.npz (``evs/Q/0``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from workload import MODEL, collect, runs
+
+import hpcqnn
+
+out, schedule, queries = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+with hpcqnn.mpi_estimator(
+    partition_labels=MODEL.partition_labels, schedule=schedule,
+    straggler=hpcqnn.Straggler(ranks=(1,), slowdown=4.0), timing_dir=out,
+) as est:
+    if est is not None:
+        np.savez(out / "results.npz", **collect(est, runs()[:1] * queries))
