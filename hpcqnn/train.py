@@ -46,6 +46,7 @@ class TrainState:
 
     theta: np.ndarray
     rng: np.random.Generator
+    initial_theta: np.ndarray | None = None
     epoch: int = 0
     step: int = 0
     permutation: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -64,7 +65,8 @@ class TrainState:
         tmp = path.with_suffix(".tmp.npz")
         zeros = np.zeros_like(self.theta)
         np.savez(
-            tmp, theta=self.theta, permutation=self.permutation, meta=np.array(json.dumps(meta)),
+            tmp, theta=self.theta, initial_theta=self.initial_theta, permutation=self.permutation,
+            meta=np.array(json.dumps(meta)),
             adam_m=zeros if self.adam_m is None else self.adam_m,
             adam_v=zeros if self.adam_v is None else self.adam_v,
         )
@@ -77,7 +79,7 @@ class TrainState:
             rng = np.random.default_rng()
             rng.bit_generator.state = meta["rng"]
             return cls(
-                theta=data["theta"], rng=rng, epoch=meta["epoch"], step=meta["step"],
+                theta=data["theta"], rng=rng, initial_theta=data["initial_theta"], epoch=meta["epoch"], step=meta["step"],
                 permutation=data["permutation"], adam_m=data["adam_m"], adam_v=data["adam_v"],
                 adam_t=meta["adam_t"], queries=meta["queries"], seconds=meta["seconds"], history=meta["history"],
             )
@@ -113,9 +115,9 @@ def accuracy(p: np.ndarray, y: np.ndarray) -> float:
 class Progress:
     """Rank-0 progress: a live line on a terminal, one line per epoch always."""
 
-    def __init__(self, stream=sys.stdout):
-        self.stream = stream
-        self.live = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty()
 
     def step(self, text: str) -> None:
         if self.live:
@@ -178,8 +180,8 @@ def train(config: Config, estimator, out_dir: Path, resume: bool, stop: StopRequ
         progress.line(f"resuming at epoch {state.epoch + 1} step {state.step} from {checkpoint}")
     else:
         rng = np.random.default_rng(config.run.seed)
-        state = TrainState(theta=model.initial_theta(rng), rng=rng)
-    initial_theta = state.theta.copy() if not resume else None
+        theta = model.initial_theta(rng)
+        state = TrainState(theta=theta, rng=rng, initial_theta=theta.copy())
 
     train_angles, test_angles = data.angles(data.x_train), data.angles(data.x_test)
     batch = config.training.batch_size
@@ -225,6 +227,7 @@ def train(config: Config, estimator, out_dir: Path, resume: bool, stop: StopRequ
             return None
 
     robustness = evaluate_robustness(model, data, state.theta, config)
+    test_probabilities = model.probabilities(test_angles, state.theta)
     return {
         "dataset": data.description,
         "model": describe_model(config, qnn, estimator),
@@ -233,14 +236,14 @@ def train(config: Config, estimator, out_dir: Path, resume: bool, stop: StopRequ
             "optimizer": config.training.optimizer, "learning_rate": config.training.learning_rate,
             "mode": config.execution.mode, "shots": config.execution.shots if config.execution.mode == "sampled" else None,
             "seed": config.run.seed, "queries": estimator.num_queries,
-            "initial_parameters": None if initial_theta is None else initial_theta.tolist(),
+            "initial_parameters": state.initial_theta.tolist(),
         },
         "history": state.history,
         "final": {
             "train_accuracy": state.history[-1]["train_accuracy"],
             "test_accuracy": state.history[-1]["test_accuracy"],
             "parameters": state.theta.tolist(),
-            "test_probabilities": model.probabilities(test_angles, state.theta).tolist(),
+            "test_probabilities": test_probabilities.tolist(),
         },
         "robustness": robustness,
         "train_seconds": state.history[-1]["seconds"],

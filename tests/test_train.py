@@ -1,0 +1,424 @@
+"""Training end to end: parameter-shift gradients against finite differences, cut runs against
+their uncut baselines, SIGTERM + ``--resume`` against the uninterrupted run (1 rank and MPI),
+hpcqnn inside qiskit-machine-learning, CLI refusals before any work, and what results.json holds.
+
+Runs of ``hpcqnn train`` happen in this process through ``hpcqnn.cli.main`` (no interpreter
+start-up per run); runs that must receive a real SIGTERM are subprocesses of
+``tests/train_scripts/interrupt.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpcqnn import DistributedEstimator, cli
+from hpcqnn.circuits import cut_qnn
+from hpcqnn.data import load_dataset
+from hpcqnn.model import QNNClassifier, bce_loss
+from hpcqnn.timelog import rank_file, read_timing
+from hpcqnn.train import CHECKPOINT, TrainState
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = ROOT / "jobs"
+QUICK = JOBS / "iris_quick.toml"
+SCRIPTS = Path(__file__).parent / "train_scripts"
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+JOB_TIMEOUT = 180.0
+
+# iris_quick with 40 training examples in batches of 8: 5 steps per epoch, 2 epochs.
+RESUME_SETS = (
+    "training.epochs=2", "data.max_train=40", "training.batch_size=8", "evaluation.gaussian_draws=1",
+)
+MODE_SETS = {"exact": (), "sampled": ("execution.mode=sampled", "execution.shots=200")}
+STEPS_PER_EPOCH = 5
+# Tiny budget for the cut-vs-uncut runs (iris_cut3 subexperiments are the expensive part).
+CUT_SETS = (
+    "training.epochs=1", "data.max_train=24", "training.batch_size=8",
+    "evaluation.gaussian_draws=1", "evaluation.gaussian_sigmas=[0.1, 0.3]", "evaluation.fgsm_epsilons=[0.1]",
+)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def train(config: Path, out: Path, *extra: str) -> int:
+    """``hpcqnn train`` in this process; restores the SIGTERM handler the CLI installs."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        return cli.main(["train", str(config), "--out", str(out), *extra])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+
+
+def results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def launch(command: list[str], timeout: float = JOB_TIMEOUT) -> subprocess.CompletedProcess:
+    """Run ``command`` (outside any MPI job of this process); fail the test if it hangs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_"))}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            output, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        pytest.fail(f"{' '.join(command)} still ran after {timeout} s\n{output}")
+    return subprocess.CompletedProcess(command, proc.returncode, output)
+
+
+def interrupted(stop_at: int, config: Path, out: Path, extra: list[str], ranks: int | None = None):
+    """A run that receives SIGTERM during its ``stop_at``-th training step."""
+    command = [sys.executable, str(SCRIPTS / "interrupt.py"), str(stop_at), "train", str(config), "--out", str(out), *extra]
+    if ranks is not None:
+        command = [MPIEXEC, "-n", str(ranks), sys.executable, "-m", "mpi4py", *command[1:]]
+    return launch(command)
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file below ``directory``."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*")) if p.is_file()
+    }
+
+
+def executed_queries(run_dir: Path, rank: int = 0) -> list[int]:
+    rows, _ = read_timing(rank_file(run_dir, rank))
+    return sorted(int(q) for q in rows["query"][rows["phase"] == "execute"])
+
+
+# -- 1. gradients ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    model = QNNClassifier(cut_qnn(4, cuts=2, layers=2, rotations="ry"), DistributedEstimator(partition_labels="AABB"))
+    rng = np.random.default_rng(31)
+    angles = rng.uniform(0, np.pi, (5, 4))
+    y = np.array([0, 1, 1, 0, 1])
+    theta = np.concatenate([rng.uniform(-np.pi, np.pi, model.num_weights), [1.7, -0.3]])
+    return model, angles, y, theta
+
+
+def test_loss_gradient_matches_finite_differences_in_one_query(classifier):
+    model, angles, y, theta = classifier
+    assert model.num_parameters == 8 + 2
+    loss_of = lambda t: bce_loss(model.probabilities(angles, t), y)  # noqa: E731
+
+    before = model.estimator.num_queries
+    loss, grad = model.loss_and_gradient(angles, y, theta)
+    assert model.estimator.num_queries == before + 1  # unshifted and all shifted rows: ONE query
+
+    assert loss == pytest.approx(loss_of(theta), abs=1e-12)
+    h = 1e-5
+    steps = h * np.eye(len(theta))
+    finite = np.array([(loss_of(theta + e) - loss_of(theta - e)) / (2 * h) for e in steps])
+    assert np.abs(finite).max() > 1e-2  # a gradient worth comparing, scale and bias included
+    assert np.all(np.abs(finite[-2:]) > 1e-3)
+    np.testing.assert_allclose(grad, finite, rtol=0, atol=1e-6)
+
+
+def test_input_gradient_matches_finite_differences_in_one_query(classifier):
+    model, angles, y, theta = classifier
+
+    def example_losses(a: np.ndarray) -> np.ndarray:  # each example's own BCE
+        p = model.probabilities(a, theta)
+        return np.array([bce_loss(p[i : i + 1], y[i : i + 1]) for i in range(len(y))])
+
+    before = model.estimator.num_queries
+    p, d_angle = model.input_gradient(angles, y, theta)
+    assert model.estimator.num_queries == before + 1
+    assert d_angle.shape == angles.shape
+    np.testing.assert_allclose(p, model.probabilities(angles, theta), rtol=0, atol=1e-12)
+
+    h = 1e-5
+    finite = np.empty_like(angles)
+    for j in range(angles.shape[1]):  # example i's loss depends on its own angles only
+        shift = np.zeros_like(angles)
+        shift[:, j] = h
+        finite[:, j] = (example_losses(angles + shift) - example_losses(angles - shift)) / (2 * h)
+    assert np.abs(finite).max() > 1e-2
+    np.testing.assert_allclose(d_angle, finite, rtol=0, atol=1e-6)
+
+
+# -- 2. cut runs equal their uncut baselines ----------------------------------------------------
+
+
+@pytest.mark.parametrize("cuts", [1, 2, 3])
+def test_cut_run_matches_uncut_run(cuts, tmp_path, capsys):
+    config = JOBS / f"iris_cut{cuts}.toml"
+    runs = {}
+    for cutting in ("true", "false"):
+        out = tmp_path / f"cutting-{cutting}"
+        assert train(config, out, *sets(*CUT_SETS, f"execution.cutting={cutting}")) == 0, capsys.readouterr()
+        runs[cutting] = results(out)
+        generated, _ = read_timing(rank_file(out, 0))
+        runs[cutting]["subexperiments"] = int(generated["n_circuits"][generated["phase"] == "generate"].sum())
+    cut, uncut = runs["true"], runs["false"]
+
+    # the cut run really cut (and the baseline did not)
+    assert cut["model"]["partition_labels"] == "AABB" and uncut["model"]["partition_labels"] is None
+    assert cut["model"]["cuts"] == uncut["model"]["cuts"] == cuts
+    assert cut["subexperiments"] > 1 and uncut["subexperiments"] == 1
+
+    assert cut["budget"]["initial_parameters"] == uncut["budget"]["initial_parameters"]
+    np.testing.assert_allclose(cut["final"]["test_probabilities"], uncut["final"]["test_probabilities"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(cut["final"]["parameters"], uncut["final"]["parameters"], rtol=0, atol=1e-9)
+    assert cut["final"]["parameters"] != cut["budget"]["initial_parameters"]  # it trained
+    for a, b in zip(cut["history"], uncut["history"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-9)
+        assert (a["train_accuracy"], a["test_accuracy"]) == (b["train_accuracy"], b["test_accuracy"])
+    assert cut["robustness"] == uncut["robustness"]
+
+
+# -- 3./4. SIGTERM + --resume is bit-identical ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The uninterrupted reference run of each mode (built on first use)."""
+    runs: dict[str, Path] = {}
+
+    def get(mode: str) -> Path:
+        if mode not in runs:
+            out = tmp_path_factory.mktemp(f"uninterrupted-{mode}") / "run"
+            assert train(QUICK, out, *sets(*RESUME_SETS, *MODE_SETS[mode])) == 0
+            runs[mode] = out
+        return runs[mode]
+
+    return get
+
+
+def check_stopped(job, out: Path, stop_at: int) -> TrainState:
+    """The preempted run exited cleanly with a checkpoint right after step ``stop_at`` and no
+    results (mid-epoch, or after the epoch's evaluation when that step ended an epoch)."""
+    assert job.returncode == 0, job.stdout
+    assert "SIGTERM" in job.stdout and "rerun with --resume" in job.stdout, job.stdout
+    assert (out / CHECKPOINT).exists() and (out / "config.toml").exists()
+    assert not (out / "results.json").exists()
+    state = TrainState.load(out / CHECKPOINT)
+    assert (state.epoch, state.step) == divmod(stop_at, STEPS_PER_EPOCH)
+    assert len(state.history) == state.epoch
+    where = "after the epoch" if state.step == 0 else f"at epoch {state.epoch + 1} step {state.step}"
+    assert f"checkpoint written {where}" in job.stdout, job.stdout
+    return state
+
+
+def check_same_run(resumed: dict, reference: dict) -> None:
+    assert resumed["final"]["parameters"] == reference["final"]["parameters"]  # bit-identical
+    assert resumed["final"]["test_probabilities"] == reference["final"]["test_probabilities"]
+    assert len(resumed["history"]) == len(reference["history"])
+    for a, b in zip(resumed["history"], reference["history"]):
+        for key in ("epoch", "loss", "train_accuracy", "test_accuracy", "queries"):
+            assert a[key] == b[key], key
+    assert resumed["robustness"] == reference["robustness"]
+    assert resumed["budget"]["queries"] == reference["budget"]["queries"]
+
+
+@pytest.mark.parametrize("mode, stop_at", [("exact", 7), ("sampled", 3), ("sampled", STEPS_PER_EPOCH)])
+def test_resume_after_sigterm_is_bit_identical(mode, stop_at, uninterrupted, tmp_path, capsys):
+    reference_dir = uninterrupted(mode)
+    extra = sets(*RESUME_SETS, *MODE_SETS[mode])
+    out = tmp_path / "run"
+    state = check_stopped(interrupted(stop_at, QUICK, out, extra), out, stop_at)
+    # the checkpoint holds the estimator's query counter: steps so far + 2 evaluations per epoch
+    assert state.queries == stop_at + 2 * state.epoch
+
+    capsys.readouterr()
+    assert train(QUICK, out, *extra, "--resume") == 0
+    assert f"resuming at epoch {state.epoch + 1} step {state.step}" in capsys.readouterr().out
+    check_same_run(results(out), results(reference_dir))
+    # the timing log was continued, with query numbers carrying on from the checkpoint
+    assert executed_queries(out) == list(range(len(executed_queries(out))))
+    assert executed_queries(out) == executed_queries(reference_dir)
+
+
+def test_resumed_results_keep_initial_parameters(uninterrupted, tmp_path):
+    extra = sets(*RESUME_SETS)
+    out = tmp_path / "run"
+    check_stopped(interrupted(2, QUICK, out, extra), out, 2)
+    assert train(QUICK, out, *extra, "--resume") == 0
+    assert results(out)["budget"]["initial_parameters"] == results(uninterrupted("exact"))["budget"]["initial_parameters"]
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
+def test_resume_under_mpi_matches_one_rank_run(uninterrupted, tmp_path):
+    extra = sets(*RESUME_SETS)
+    out = tmp_path / "run"
+    stop_at = 3
+    check_stopped(interrupted(stop_at, QUICK, out, extra, ranks=2), out, stop_at)
+    job = launch([MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "hpcqnn.cli", "train", str(QUICK),
+                  "--out", str(out), *extra, "--resume"])
+    assert job.returncode == 0, job.stdout
+    assert "resuming at epoch 1 step 3" in job.stdout
+    resumed = results(out)
+    assert resumed["ranks"] == 2
+    assert rank_file(out, 1).exists()
+    check_same_run(resumed, results(uninterrupted("exact")))
+    # both ranks logged every query exactly once across the stop
+    assert executed_queries(out, 0) == executed_queries(out, 1) == list(range(len(executed_queries(out, 0))))
+
+
+# -- 5. hpcqnn inside qiskit-machine-learning ----------------------------------------------------
+
+
+def test_qiskit_machine_learning_classifier_trains_on_iris():
+    from qiskit_machine_learning.algorithms.classifiers import NeuralNetworkClassifier
+    from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
+    from qiskit_machine_learning.neural_networks import EstimatorQNN
+    from qiskit_machine_learning.optimizers import COBYLA
+
+    data = load_dataset("iris", (1, 2), 4, 0.2, 2026, None, 24)
+    x, y = data.angles(data.x_train), 2 * data.y_train - 1  # labels +-1: sign of <ZZZZ>
+    x_test, y_test = data.angles(data.x_test), 2 * data.y_test - 1
+    model = cut_qnn(4, cuts=2, layers=2, rotations="ry")
+    estimator = DistributedEstimator(partition_labels=model.partition_labels)
+    qnn = EstimatorQNN(
+        circuit=model.circuit, observables=model.observable, input_params=list(model.inputs),
+        weight_params=list(model.weights), estimator=estimator,
+        gradient=ParamShiftEstimatorGradient(estimator), default_precision=0.0,
+    )
+    w0 = np.random.default_rng(0).uniform(-np.pi, np.pi, qnn.num_weights)
+    losses = []
+    classifier = NeuralNetworkClassifier(
+        qnn, optimizer=COBYLA(maxiter=20), loss="squared_error", initial_point=w0,
+        callback=lambda weights, value: losses.append(value),
+    )
+
+    def score(weights, features, labels) -> float:
+        return float(np.mean(np.sign(qnn.forward(features, weights).ravel()) == labels))
+
+    initial = score(w0, x, y)
+    before = estimator.num_queries
+    classifier.fit(x, y)
+    assert estimator.num_queries - before >= len(losses) >= 10  # the objective ran on hpcqnn
+    assert min(losses) < losses[0]
+    assert classifier.score(x, y) > initial and classifier.score(x, y) >= 0.75
+    assert classifier.score(x_test, y_test) >= 0.6
+    # the EstimatorQNN's parameter-shift gradient (through hpcqnn) matches finite differences
+    _, d_weights = qnn.backward(x[:3], classifier.weights)
+    h = 1e-5
+    for k in (0, qnn.num_weights - 1):
+        e = np.zeros(qnn.num_weights)
+        e[k] = h
+        finite = (qnn.forward(x[:3], classifier.weights + e) - qnn.forward(x[:3], classifier.weights - e)).ravel() / (2 * h)
+        np.testing.assert_allclose(d_weights[:, 0, k], finite, rtol=0, atol=1e-6)
+
+
+# -- 6. the CLI refuses bad requests before any work -------------------------------------------
+
+
+def test_unknown_config_key_exits_2_and_names_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(QUICK, out, *sets("model.depth=3")) == 2
+    err = capsys.readouterr().err
+    assert "model.depth" in err and "unknown key" in err
+    assert not out.exists()
+
+
+def test_non_empty_out_without_resume_exits_2_and_is_untouched(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious\n")
+    (out / "timing").mkdir()
+    before = snapshot(out)
+    listing = sorted(p.name for p in out.rglob("*"))
+    assert train(QUICK, out, *sets(*RESUME_SETS)) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "--resume" in err
+    assert snapshot(out) == before and sorted(p.name for p in out.rglob("*")) == listing
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_resume_without_checkpoint_exits_2(existing, tmp_path, capsys):
+    out = tmp_path / "run"
+    if existing:
+        out.mkdir()
+        (out / "config.toml").write_text("[run]\n")
+    before = snapshot(out) if existing else None
+    assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 2
+    err = capsys.readouterr().err
+    assert CHECKPOINT in err and str(out) in err
+    assert (snapshot(out) == before) if existing else not out.exists()
+
+
+def test_resume_with_changed_config_exits_2(uninterrupted, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted("exact"), out)
+    before = snapshot(out)
+    changed = [item.replace("epochs=2", "epochs=3") for item in RESUME_SETS]
+    assert train(QUICK, out, *sets(*changed), "--resume") == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "config" in err
+    assert snapshot(out) == before
+
+
+# -- 7. what a finished run records --------------------------------------------------------------
+
+
+def test_results_json_records_the_run(uninterrupted):
+    out = uninterrupted("exact")
+    r = results(out)
+    config = r["config"]
+    assert config["training"]["epochs"] == 2 and config["data"]["max_train"] == 40
+    assert config["training"]["batch_size"] == 8 and config["run"]["seed"] == 2026
+    assert (out / "config.toml").exists() and rank_file(out, 0).exists()
+    assert (out / "config.toml").read_text().startswith("[run]")
+    _, attributes = read_timing(rank_file(out, 0))
+    assert attributes["config"] == (out / "config.toml").read_text()
+
+    assert "iris" in r["dataset"] and "40 train" in r["dataset"]
+    model = r["model"]
+    assert (model["qubits"], model["layers"], model["cuts"]) == (4, 3, 1)
+    assert model["observable"] == "ZZZZ" and "RY" in model["encoding"]
+
+    budget = r["budget"]
+    assert (budget["epochs"], budget["batch_size"], budget["seed"]) == (2, 8, 2026)
+    assert budget["steps_per_epoch"] == STEPS_PER_EPOCH
+    assert len(budget["initial_parameters"]) == len(r["final"]["parameters"]) == model["weights"] + 2
+    assert budget["initial_parameters"][-2:] == [1.0, 0.0]
+
+    assert [h["epoch"] for h in r["history"]] == [1, 2]
+    for h in r["history"]:
+        assert 0 <= h["train_accuracy"] <= 1 and 0 <= h["test_accuracy"] <= 1
+    assert r["final"]["test_accuracy"] == r["history"][-1]["test_accuracy"]
+    p = np.array(r["final"]["test_probabilities"])
+    assert np.all((p > 0) & (p < 1))
+    # the recorded accuracy is that of the recorded probabilities on the run's test split
+    data = load_dataset("iris", (1, 2), 4, 0.2, 2026, None, 40)
+    assert f"{len(data.y_train)} train / {len(data.y_test)} test" in r["dataset"]
+    assert r["final"]["test_accuracy"] == np.mean((p > 0.5) == (data.y_test == 1))
+
+    robustness = r["robustness"]
+    assert [g["sigma"] for g in robustness["gaussian"]] == config["evaluation"]["gaussian_sigmas"] == [0.05, 0.1, 0.2, 0.3]
+    assert [f["epsilon"] for f in robustness["fgsm"]] == config["evaluation"]["fgsm_epsilons"] == [0.05, 0.1, 0.2]
+    for g in robustness["gaussian"]:
+        assert 0 <= g["accuracy_mean"] <= 1 and g["accuracy_std"] == 0  # one draw
+    for f in robustness["fgsm"]:
+        assert 0 <= f["accuracy"] <= 1
+
+    assert r["query_phases"]["queries"] > 0 and "execute" in r["query_phases"]["phase_share_median"]
+    assert r["budget"]["queries"] == r["query_phases"]["queries"]  # every query of the run counted
+    assert r["ranks"] == 1 and r["device"] in ("CPU", "GPU")
+    assert r["versions"]["hpcqnn"] and r["versions"]["qiskit"]
