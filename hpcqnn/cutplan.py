@@ -45,16 +45,18 @@ DEFAULT_MAX_SUBEXPERIMENTS = 100_000
 class PartitionPlan:
     """One partition's share of a cut plan.
 
-    ``term_index[t_1, ..., t_m]`` is the distinct subexperiment used when the cuts in
-    ``cut_ids`` take QPD terms ``t_1 ... t_m``; subexperiment ``s`` is ``template`` with
-    ``term_parameters`` bound to ``term_values[s]``. ``term_pauli[j]`` is the local Pauli that
-    global term ``j`` restricts to; ``measured_ancillas`` carry the deferred QPD measurements.
+    Subexperiment ``s`` is ``template`` with ``term_parameters`` bound to ``term_values[s]``;
+    subexperiments enumerate, in C order, one basis channel per cut in ``cut_ids`` (``basis_shape``
+    of them each), this partition holding side ``cut_sides[k]`` of cut ``cut_ids[k]``.
+    ``term_pauli[j]`` is the local Pauli that global term ``j`` restricts to; ``measured_ancillas``
+    carry the deferred QPD measurements.
     """
 
     label: Hashable
     qubits: tuple[int, ...]
     cut_ids: tuple[int, ...]
-    term_index: np.ndarray
+    cut_sides: tuple[int, ...]
+    basis_shape: tuple[int, ...]
     template: QuantumCircuit
     term_parameters: tuple[Parameter, ...]
     term_values: np.ndarray
@@ -69,26 +71,36 @@ class PartitionPlan:
 
 
 @dataclass(frozen=True)
+class CutSide:
+    """The local channels one side of a cut simulates: ``basis`` op lists, and per QPD term ``t``
+    its channel as a combination ``expansion[t] @ basis`` (one-hot when nothing is reduced)."""
+
+    basis: list[list]
+    expansion: np.ndarray  # [QPD terms, basis channels]
+
+
+@dataclass(frozen=True)
 class CutPlan:
-    """Everything about a cut circuit that does not change between queries."""
+    """Everything about a cut circuit that does not change between queries.
+
+    ``cut_kernels[c][a, b] = sum_t coeff_c[t] * expansion_side0[t, a] * expansion_side1[t, b]``
+    couples basis channel ``a`` on side 0 of cut ``c`` with ``b`` on side 1.
+    """
 
     num_qubits: int
     parameters: tuple[Parameter, ...]
     paulis: PauliList
-    cut_coefficients: tuple[np.ndarray, ...]
+    cut_kernels: tuple[np.ndarray, ...]
+    cut_sides: tuple[tuple[CutSide, CutSide], ...]
     partitions: tuple[PartitionPlan, ...]
 
     @property
     def num_cuts(self) -> int:
-        return len(self.cut_coefficients)
+        return len(self.cut_kernels)
 
     @property
     def num_subexperiments(self) -> int:
         return sum(p.num_subexperiments for p in self.partitions)
-
-    @property
-    def num_joint_terms(self) -> int:
-        return int(np.prod([len(c) for c in self.cut_coefficients], dtype=np.int64))
 
 
 def build_cut_plan(
@@ -98,12 +110,16 @@ def build_cut_plan(
     max_subcircuit_qubits: int | None = None,
     max_subexperiments: int = DEFAULT_MAX_SUBEXPERIMENTS,
     seed: int | None = None,
+    minimal_basis: bool = True,
 ) -> CutPlan:
-    """Partition ``circuit`` and enumerate the distinct subexperiments of every partition.
+    """Partition ``circuit`` and enumerate the subexperiments of every partition.
 
     With neither ``partition_labels`` nor ``max_subcircuit_qubits`` the circuit is not cut (one
     partition, the uncut baseline). With ``max_subcircuit_qubits`` alone, gate cuts are found with
     qiskit-addon-cutting's ``find_cuts``; given together, the width is checked against the labels.
+    ``minimal_basis`` simulates, per cut side, only a linearly independent subset of its distinct
+    local channels (4 of 5 for CX/CZ) and expands the others exactly; ``False`` simulates every
+    distinct channel, as qiskit-addon-cutting does (minus its duplicates).
     """
     _check_circuit(circuit)
     if len(paulis) == 0 or paulis.num_qubits != circuit.num_qubits:
@@ -132,8 +148,12 @@ def build_cut_plan(
     bases: list[QPDBasis] = list(problem.bases)
     qubits_of = {lab: tuple(i for i, x in enumerate(labels) if x == lab) for lab in problem.subcircuits}
     sides = {lab: _qpd_sides(sub) for lab, sub in problem.subcircuits.items()}
+    cut_sides = tuple((_cut_side(b, 0, minimal_basis), _cut_side(b, 1, minimal_basis)) for b in bases)
 
-    needed = sum(_count_distinct(bases, sides[lab]) for lab in problem.subcircuits)
+    needed = sum(
+        int(np.prod([len(cut_sides[c][k].basis) for c, k in sides[lab].items()]))
+        for lab in problem.subcircuits
+    )
     if needed > max_subexperiments:
         raise CutPlanError(
             f"this cut needs {needed} subexperiments, more than max_subexperiments="
@@ -142,14 +162,19 @@ def build_cut_plan(
 
     column = {p: i for i, p in enumerate(circuit.parameters)}
     partitions = tuple(
-        _plan_partition(lab, sub, qubits_of[lab], bases, sides[lab], paulis, column)
+        _plan_partition(lab, sub, qubits_of[lab], cut_sides, sides[lab], paulis, column)
         for lab, sub in problem.subcircuits.items()
+    )
+    kernels = tuple(
+        side0.expansion.T @ (np.asarray(b.coeffs, dtype=float)[:, None] * side1.expansion)
+        for b, (side0, side1) in zip(bases, cut_sides)
     )
     return CutPlan(
         num_qubits=circuit.num_qubits,
         parameters=tuple(circuit.parameters),
         paulis=paulis,
-        cut_coefficients=tuple(np.asarray(b.coeffs, dtype=float) for b in bases),
+        cut_kernels=kernels,
+        cut_sides=cut_sides,
         partitions=partitions,
     )
 
@@ -252,8 +277,8 @@ def _local_op_key(ops) -> tuple:
     return tuple((op.name, tuple(float(x) for x in op.params)) for op in ops)
 
 
-def _distinct_local_ops(basis: QPDBasis, side: int) -> tuple[list[list], list[int]]:
-    """The distinct op lists one side of a cut applies, and which one each QPD term uses."""
+def _cut_side(basis: QPDBasis, side: int, minimal: bool) -> CutSide:
+    """Distinct local op lists of one side of a cut, reduced to a linearly independent basis."""
     keys: dict[tuple, int] = {}
     distinct, term_to_distinct = [], []
     for term in basis.maps:
@@ -262,11 +287,46 @@ def _distinct_local_ops(basis: QPDBasis, side: int) -> tuple[list[list], list[in
             keys[key] = len(distinct)
             distinct.append(list(term[side]))
         term_to_distinct.append(keys[key])
-    return distinct, term_to_distinct
+    transfer = np.array([_transfer_matrix(ops).ravel() for ops in distinct])  # also validates the ops
+    if minimal:
+        chosen: list[int] = []
+        for d in range(len(distinct)):
+            if np.linalg.matrix_rank(transfer[chosen + [d]], tol=1e-9) > len(chosen):
+                chosen.append(d)
+        coefficients, *_ = np.linalg.lstsq(transfer[chosen].T, transfer.T, rcond=None)
+        if not np.allclose(coefficients.T @ transfer[chosen], transfer, atol=1e-12):
+            raise CutPlanError("internal: a local QPD channel is not spanned by the chosen basis")
+        by_distinct = np.where(np.abs(coefficients.T) < 1e-12, 0.0, coefficients.T)
+    else:
+        chosen, by_distinct = list(range(len(distinct))), np.eye(len(distinct))
+    return CutSide([distinct[d] for d in chosen], by_distinct[term_to_distinct])
 
 
-def _count_distinct(bases: Sequence[QPDBasis], sides: dict[int, int]) -> int:
-    return int(np.prod([len(_distinct_local_ops(bases[c], side)[0]) for c, side in sides.items()]))
+_PAULIS = np.array([[[1, 0], [0, 1]], [[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]])
+_PROJECTORS = (np.diag([1.0, 0.0]), np.diag([0.0, 1.0]))
+
+
+def _transfer_matrix(ops) -> np.ndarray:
+    """Pauli transfer matrix of a local op list; a QPD measurement is the signed map
+    P0 . P0 - P1 . P1 (its outcome sign joins the estimate), a reset is Tr(.) |0><0|."""
+
+    def apply(op, rho: np.ndarray) -> np.ndarray:
+        if op.name == "qpd_measure":
+            return _PROJECTORS[0] @ rho @ _PROJECTORS[0] - _PROJECTORS[1] @ rho @ _PROJECTORS[1]
+        if op.name == "reset":
+            return np.trace(rho) * _PROJECTORS[0]
+        if not isinstance(op, Gate):
+            raise CutPlanError(f"QPD term uses {op.name!r}, which hpcqnn cannot defer")
+        u = op.to_matrix()
+        return u @ rho @ u.conj().T
+
+    columns = []
+    for pauli in _PAULIS:
+        rho = pauli
+        for op in ops:
+            rho = apply(op, rho)
+        columns.append([np.real(np.trace(p @ rho)) / 2 for p in _PAULIS])
+    return np.array(columns).T
 
 
 _MARKERS = ("qpd_measure", "reset")
@@ -297,21 +357,19 @@ class _Location:
     """One cut location in a partition's template: U3 segments between switchable gadgets."""
 
     pattern: list[str]  # gadget kinds in order
-    values: np.ndarray  # [distinct op lists, parameters of this location]
+    values: np.ndarray  # [channels, parameters of this location]
 
 
 _EULER = OneQubitEulerDecomposer("U3")
 
 
-def _location(distinct: list[list]) -> _Location:
+def _location(channels: list[list]) -> _Location:
+    """Gadget pattern and parameter rows that realise each of ``channels`` (op lists)."""
     pattern: list[str] = []
-    for ops in distinct:
+    for ops in channels:
         pattern = _supersequence(pattern, _markers(ops))
     rows = []
-    for ops in distinct:
-        for op in ops:
-            if op.name not in _MARKERS and not isinstance(op, Gate):
-                raise CutPlanError(f"QPD term uses {op.name!r}, which hpcqnn cannot defer")
+    for ops in channels:
         segments, on = [np.eye(2, dtype=complex)], []
         slot = 0
         for op in ops:
@@ -344,40 +402,37 @@ def _plan_partition(
     label: Hashable,
     subcircuit: QuantumCircuit,
     qubits: tuple[int, ...],
-    bases: Sequence[QPDBasis],
+    cut_sides: tuple[tuple[CutSide, CutSide], ...],
     sides: dict[int, int],
     paulis: PauliList,
     column: dict[Parameter, int],
 ) -> PartitionPlan:
     cut_ids = tuple(sorted(sides))
-    per_cut = [_distinct_local_ops(bases[c], sides[c]) for c in cut_ids]
-    locations = {c: _location(distinct) for c, (distinct, _) in zip(cut_ids, per_cut)}
-    template, term_parameters, measured, order = _template(subcircuit, locations)
+    mine = [cut_sides[c][sides[c]] for c in cut_ids]
+    locations = {c: _location(side.basis) for c, side in zip(cut_ids, mine)}
+    template, term_parameters, measured, appearance = _template(subcircuit, locations)
 
-    counts = [len(distinct) for distinct, _ in per_cut]
+    shape = tuple(len(side.basis) for side in mine)
     position = {c: i for i, c in enumerate(cut_ids)}
     term_values = np.array(
         [
-            np.concatenate([[]] + [locations[c].values[combo[position[c]]] for c in order])
-            for combo in itertools.product(*(range(n) for n in counts))
+            np.concatenate([[]] + [locations[c].values[combo[position[c]]] for c in appearance])
+            for combo in itertools.product(*(range(n) for n in shape))
         ]
     )
-    term_index = np.zeros(tuple(len(bases[c].maps) for c in cut_ids), dtype=np.int64)
-    for terms in itertools.product(*(range(len(bases[c].maps)) for c in cut_ids)):
-        digits = [t2d[t] for (_, t2d), t in zip(per_cut, terms)]
-        term_index[terms] = int(np.ravel_multi_index(digits, counts)) if digits else 0
 
     local = PauliList.from_symplectic(paulis.z[:, qubits], paulis.x[:, qubits])
     packed = np.concatenate([local.z, local.x], axis=1)
     _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
     # first-appearance order, as the addon's PauliList.unique: its grouping depends on the order
-    order = np.argsort(first)
-    first, term_pauli = first[order], np.argsort(order)[inverse.reshape(-1)]
+    by_appearance = np.argsort(first)
+    first, term_pauli = first[by_appearance], np.argsort(by_appearance)[inverse.reshape(-1)]
     return PartitionPlan(
         label=label,
         qubits=qubits,
         cut_ids=cut_ids,
-        term_index=term_index,
+        cut_sides=tuple(sides[c] for c in cut_ids),
+        basis_shape=shape,
         template=template,
         term_parameters=term_parameters,
         term_values=term_values,

@@ -52,7 +52,9 @@ class DistributedEstimator(BaseEstimatorV2):
         seed: seed of sampled mode (and of automatic cut finding); results are reproducible.
         device: ``"auto"`` (GPU when CuPy sees one and Aer has GPU support), ``"CPU"``, ``"GPU"``.
         threads: Aer threads (0 = all cores this process may use).
-        max_subexperiments: refuse plans that need more distinct subexperiments than this.
+        max_subexperiments: refuse plans that need more subexperiments than this.
+        minimal_basis: per cut side, simulate only a linearly independent subset of the local
+            QPD channels (4 of the 5 distinct ones of a CX/CZ cut) and expand the rest exactly.
         engine: where queries execute; defaults to this process (MPI plugs in here).
     """
 
@@ -65,6 +67,7 @@ class DistributedEstimator(BaseEstimatorV2):
         device: str = "auto",
         threads: int = 0,
         max_subexperiments: int = DEFAULT_MAX_SUBEXPERIMENTS,
+        minimal_basis: bool = True,
         engine=None,
     ):
         _check_shots(shots, "shots")
@@ -77,6 +80,7 @@ class DistributedEstimator(BaseEstimatorV2):
         self.shots = shots
         self.seed = seed
         self.max_subexperiments = max_subexperiments
+        self.minimal_basis = minimal_basis
         if engine is None:
             resolved = resolve_device(device)
             engine = LocalEngine(AerRunner(resolved, threads), array_module(resolved))
@@ -151,6 +155,7 @@ class DistributedEstimator(BaseEstimatorV2):
                 self.max_subcircuit_qubits,
                 self.max_subexperiments,
                 self.seed,
+                self.minimal_basis,
             )
         with self.recorder.phase(query, "generate", n_circuits=plan.num_subexperiments):
             return build_program(plan, sampled)

@@ -2,10 +2,12 @@
 
 For global Pauli term ``j`` and parameter row ``r``::
 
-    value[r, j] = sum_{t_1..t_C} prod_c coeff_c[t_c] * prod_p E_p[sub_p(t restricted to p), r, pauli_p(j)]
+    value[r, j] = sum_{a, b} prod_c K_c[a_c, b_c] * prod_p E_p[(a or b of the cuts touching p), r, pauli_p(j)]
 
-Each partition's operand carries only the indices of the cuts that touch it, so the joint
-product of all QPD terms is never materialised; ``einsum`` picks the contraction order. All
+where ``a_c``/``b_c`` pick the simulated basis channel on each side of cut ``c`` and the kernel
+``K_c`` folds in the QPD coefficients (``cutplan.CutPlan``). Each partition's operand carries
+only the indices of the cuts that touch it, so the joint product of all QPD terms is never
+materialised; ``einsum`` picks the contraction order. All
 functions take an array module ``xp`` (NumPy or CuPy) and are free of MPI and simulators.
 """
 
@@ -20,25 +22,26 @@ import numpy as np
 from .cutplan import CutPlan
 
 _ROW, _TERM = "r", "j"
-_CUT_LETTERS = [c for c in string.ascii_letters if c not in (_ROW, _TERM)]
+_LETTERS = [c for c in string.ascii_letters if c not in (_ROW, _TERM)]
 
 
-def _cut_letter(cut: int) -> str:
-    if cut >= len(_CUT_LETTERS):
-        raise ValueError(f"reconstruction supports at most {len(_CUT_LETTERS)} cuts, got cut {cut}")
-    return _CUT_LETTERS[cut]
+def _side_letter(cut: int, side: int) -> str:
+    """The einsum index of the basis channel on ``side`` of ``cut``."""
+    if 2 * cut + 1 >= len(_LETTERS):
+        raise ValueError(f"reconstruction supports at most {len(_LETTERS) // 2} cuts, got cut {cut}")
+    return _LETTERS[2 * cut + side]
 
 
 def _operands(plan: CutPlan, estimates, xp: ModuleType):
-    """einsum operands: one coefficient vector per cut, one gathered tensor per partition."""
+    """einsum operands: one kernel per cut, one tensor [basis channels..., rows, terms] per partition."""
     specs, tensors = [], []
-    for c, coeffs in enumerate(plan.cut_coefficients):
-        specs.append(_cut_letter(c))
-        tensors.append(xp.asarray(coeffs))
+    for c, kernel in enumerate(plan.cut_kernels):
+        specs.append(_side_letter(c, 0) + _side_letter(c, 1))
+        tensors.append(xp.asarray(kernel))
     for part, values in zip(plan.partitions, estimates):
         by_term = xp.asarray(values)[:, :, xp.asarray(part.term_pauli)]
-        tensors.append(by_term[xp.asarray(part.term_index)])
-        specs.append("".join(_cut_letter(c) for c in part.cut_ids) + _ROW + _TERM)
+        tensors.append(by_term.reshape(*part.basis_shape, *by_term.shape[1:]))
+        specs.append("".join(_side_letter(c, k) for c, k in zip(part.cut_ids, part.cut_sides)) + _ROW + _TERM)
     return specs, tensors
 
 
@@ -67,22 +70,18 @@ def term_sensitivities(plan: CutPlan, estimates, weights, xp: ModuleType = np) -
     delta-method standard errors of sampled mode.
     """
     specs, tensors = _operands(plan, estimates, xp)
-    first_partition = len(plan.cut_coefficients)
+    first_partition = len(plan.cut_kernels)
     weights = xp.asarray(weights)
     out = []
     for p, part in enumerate(plan.partitions):
         k = first_partition + p
-        others = specs[:k] + specs[k + 1 :]
-        rest = tensors[:k] + tensors[k + 1 :]
+        others, rest = specs[:k] + specs[k + 1 :], tensors[:k] + tensors[k + 1 :]
         if rest:
             grad = _contract(xp, ",".join(others) + "->" + specs[k], rest)
         else:  # a single uncut partition: the value is the estimate itself
             grad = xp.ones(tensors[k].shape)
-        grad = grad.reshape(-1, *grad.shape[-2:])  # [joint local terms, rows, terms]
+        grad = grad.reshape(part.num_subexperiments, *grad.shape[-2:])  # [subexperiments, rows, terms]
         onehot = xp.zeros((len(part.term_pauli), len(part.paulis)))
         onehot[xp.arange(len(part.term_pauli)), xp.asarray(part.term_pauli)] = 1.0
-        per_term = xp.einsum("trj,jo,jk->trko", grad, weights, onehot)
-        sens = xp.zeros((part.num_subexperiments, *per_term.shape[1:]))
-        xp.add.at(sens, xp.asarray(part.term_index).reshape(-1), per_term)
-        out.append(sens)
+        out.append(xp.einsum("srj,jo,jk->srko", grad, weights, onehot))
     return out

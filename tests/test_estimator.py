@@ -59,13 +59,15 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("minimal_basis", [True, False])
 @pytest.mark.parametrize("num_qubits,labels,cuts", CASES)
-def test_exact_matches_uncut_statevector(num_qubits, labels, cuts):
+def test_exact_matches_uncut_statevector(num_qubits, labels, cuts, minimal_basis):
     rng = np.random.default_rng(num_qubits * 31 + cuts)
     circuit = random_circuit(num_qubits, labels, cuts, rng)
     observable = random_observable(num_qubits, 4, rng)
     rows = rng.uniform(-np.pi, np.pi, (7, circuit.num_parameters))
-    result = DistributedEstimator(partition_labels=labels).run([(circuit, observable, rows)]).result()[0]
+    estimator = DistributedEstimator(partition_labels=labels, minimal_basis=minimal_basis)
+    result = estimator.run([(circuit, observable, rows)]).result()[0]
     np.testing.assert_allclose(result.data.evs, exact(circuit, observable, rows), atol=1e-10)
     assert np.all(result.data.stds == 0)
     assert result.metadata["num_partitions"] == len(set(labels))
@@ -81,15 +83,16 @@ def test_three_partitions_enumerate_only_their_own_cuts():
     qc.cx(0, 1)
     qc.cx(4, 5)
     observable = random_observable(6, 3, rng)
-    estimator = DistributedEstimator(partition_labels="AABBCC")
     rows = rng.uniform(-3, 3, (4, 6))
-    result = estimator.run([(qc, observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact(qc, observable, rows), atol=1e-10)
-    plan = next(iter(estimator._programs.values())).plan
-    touched = {p.label: len(p.cut_ids) for p in plan.partitions}
-    assert touched == {"A": 1, "B": 2, "C": 1}
-    # 5 distinct local circuits per side of a CX/CZ cut, not 6: duplicates run once
-    assert plan.num_subexperiments == 5 + 25 + 5
+    # per cut side: 5 distinct local channels of 6 QPD terms; 4 of them span all 5
+    for minimal, per_side in ((False, 5), (True, 4)):
+        estimator = DistributedEstimator(partition_labels="AABBCC", minimal_basis=minimal)
+        result = estimator.run([(qc, observable, rows)]).result()[0]
+        np.testing.assert_allclose(result.data.evs, exact(qc, observable, rows), atol=1e-10)
+        plan = next(iter(estimator._programs.values())).plan
+        touched = {p.label: len(p.cut_ids) for p in plan.partitions}
+        assert touched == {"A": 1, "B": 2, "C": 1}
+        assert plan.num_subexperiments == per_side + per_side**2 + per_side
 
 
 def test_plan_is_built_once_per_circuit_structure():
@@ -200,7 +203,7 @@ def test_partition_wider_than_limit(small):
 
 def test_too_many_subexperiments():
     model = cut_qnn(6, cuts=3, layers=3)
-    with pytest.raises(CutPlanError, match="needs 250 subexperiments, more than max_subexperiments=100"):
+    with pytest.raises(CutPlanError, match="needs 128 subexperiments, more than max_subexperiments=100"):
         DistributedEstimator(partition_labels=model.partition_labels, max_subexperiments=100).run(
             [(model.circuit, model.observable, np.zeros(model.circuit.num_parameters))]
         )

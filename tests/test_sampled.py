@@ -92,8 +92,12 @@ def run_sampled(
     return estimator.run([(circuit, observables, params[:, None, :])]).result()[0]
 
 
-def sampled_estimator(labels: str | None, shots: int, seed: int | None) -> DistributedEstimator:
-    return DistributedEstimator(partition_labels=labels, shots=shots, seed=seed, device="CPU")
+def sampled_estimator(
+    labels: str | None, shots: int, seed: int | None, minimal_basis: bool = True
+) -> DistributedEstimator:
+    return DistributedEstimator(
+        partition_labels=labels, shots=shots, seed=seed, device="CPU", minimal_basis=minimal_basis
+    )
 
 
 def case_problem(index: int) -> tuple[str, QuantumCircuit, list[SparsePauliOp], np.ndarray]:
@@ -104,14 +108,14 @@ def case_problem(index: int) -> tuple[str, QuantumCircuit, list[SparsePauliOp], 
 
 
 def estimator_program(
-    circuit: QuantumCircuit, observable: SparsePauliOp, params: np.ndarray, labels: str
+    circuit: QuantumCircuit, observable: SparsePauliOp, params: np.ndarray, labels: str, minimal_basis: bool = True
 ) -> tuple[Program, np.ndarray]:
     """The sampled program the estimator builds, and the coefficient of each of its Pauli terms.
 
     Terms are taken in the order the estimator sees them (ObservablesArray may reorder them).
     """
     terms = EstimatorPub.coerce((circuit, observable, params)).observables.ravel().tolist()[0]
-    plan = build_cut_plan(circuit, PauliList(list(terms)), labels)
+    plan = build_cut_plan(circuit, PauliList(list(terms)), labels, minimal_basis=minimal_basis)
     return build_program(plan, sampled=True), np.array(list(terms.values())).real
 
 
@@ -201,7 +205,8 @@ def test_sample_counts_do_not_depend_on_block_split() -> None:
 
 def test_counts_do_not_depend_on_tile_split() -> None:
     """Aligned tiles of a program, simulated and sampled separately, draw the same shots."""
-    labels, circuit, observables, params = case_problem(3)
+    labels, circuit, observables, _ = case_problem(3)
+    params = np.random.default_rng(5).uniform(-np.pi, np.pi, (12, circuit.num_parameters))
     program, _ = estimator_program(circuit, observables[0], params, labels)
     rows = query_rows(program.plan, params)
     sizes = [program.experiments(i, rows) for i in range(len(program.circuits))]
@@ -271,7 +276,12 @@ def addon_results(
         }
         pubs = []
         for terms in joint_terms:
-            s = part.term_index[tuple(terms[c] for c in part.cut_ids)]
+            # without basis reduction each QPD term expands to exactly one simulated channel
+            channels = [
+                int(np.argmax(program.plan.cut_sides[c][k].expansion[terms[c]]))
+                for c, k in zip(part.cut_ids, part.cut_sides)
+            ]
+            s = int(np.ravel_multi_index(channels, part.basis_shape)) if channels else 0
             for cog in ObservableCollection(subobservables[part.label]).groups:
                 content = frozenset(str(o) for o in cog.commuting_observables)
                 assert content in by_content, f"addon group {set(content)} is not an hpcqnn group"
@@ -283,13 +293,14 @@ def addon_results(
 
 
 def test_addon_reconstructs_hpcqnn_values_from_the_same_counts() -> None:
-    """Counts redrawn as the estimator draws them, reconstructed by the addon, give hpcqnn's evs."""
+    """Counts redrawn as the estimator draws them, reconstructed by the addon, give hpcqnn's evs
+    (without basis reduction, hpcqnn simulates exactly the addon's distinct subexperiments)."""
     labels, circuit, observable, params = addon_problem()
     shots, seed = 200, 11
-    estimator = sampled_estimator(labels, shots, seed)
+    estimator = sampled_estimator(labels, shots, seed, minimal_basis=False)
     evs = estimator.run([(circuit, observable, params)]).result()[0].data.evs
 
-    program, term_coefficients = estimator_program(circuit, observable, params, labels)
+    program, term_coefficients = estimator_program(circuit, observable, params, labels, minimal_basis=False)
     paulis = program.plan.paulis
     assert any(len(groups) > 1 for groups in program.groups)
     rows = query_rows(program.plan, params)
@@ -303,11 +314,9 @@ def test_addon_reconstructs_hpcqnn_values_from_the_same_counts() -> None:
     )
     weights = generate_qpd_weights(problem.bases, num_samples=np.inf)
     joint_terms = [m for m, _ in sorted(weights.items(), key=lambda x: x[1][0], reverse=True)]
-    assert len(joint_terms) == len(coefficients) == program.plan.num_joint_terms
+    assert len(joint_terms) == len(coefficients) == np.prod([len(b.coeffs) for b in problem.bases])
     for terms, (coefficient, _) in zip(joint_terms, coefficients):
-        assert coefficient == pytest.approx(
-            np.prod([c[t] for c, t in zip(program.plan.cut_coefficients, terms)])
-        )
+        assert coefficient == pytest.approx(np.prod([b.coeffs[t] for b, t in zip(problem.bases, terms)]))
 
     for row in range(len(params)):
         results = addon_results(program, counts, row, rows, joint_terms, problem.subobservables)
