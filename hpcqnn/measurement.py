@@ -72,7 +72,7 @@ def query_rows(plan: CutPlan, params: np.ndarray) -> QueryRows:
     """Deduplicate ``params`` [rows, circuit parameters] per partition (deterministic)."""
     unique, inverse = [], []
     for part in plan.partitions:
-        if len(part.parameter_columns) == 0:
+        if len(part.parameter_columns) == 0 or len(params) == 1:
             first, inv = np.zeros(1, dtype=np.int64), np.zeros(len(params), dtype=np.int64)
         else:
             _, first, inv = np.unique(

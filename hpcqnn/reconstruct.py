@@ -51,7 +51,15 @@ def _numpy_path(expression: str, shapes: tuple[tuple[int, ...], ...]) -> list:
     return np.einsum_path(expression, *(np.empty(s) for s in shapes), optimize="greedy")[0]
 
 
+_DIRECT_LIMIT = 1 << 18  # below this many index combinations one direct einsum beats planning
+
+
 def _contract(xp: ModuleType, expression: str, tensors):
+    sizes = {}
+    for spec, tensor in zip(expression.split("->")[0].split(","), tensors):
+        sizes.update(zip(spec, tensor.shape))
+    if xp is np and np.prod(list(sizes.values()), dtype=float) < _DIRECT_LIMIT:
+        return np.einsum(expression, *tensors, optimize=False)
     if xp is np:
         return np.einsum(expression, *tensors, optimize=_numpy_path(expression, tuple(t.shape for t in tensors)))
     return xp.einsum(expression, *tensors, optimize="greedy")
