@@ -19,6 +19,7 @@ import numpy as np
 
 from . import __version__
 from .circuits import cut_qnn
+from .slurm import slurm_info
 from .timing import PHASES
 
 
@@ -126,7 +127,9 @@ def run_bench(
                 entries.append(entry)
                 progress(_row(entry))
                 if run_dir is not None:
-                    (run_dir / "results.json").write_text(json.dumps({**entry, "settings": settings, "hpcqnn_version": __version__}, indent=2))
+                    (run_dir / "results.json").write_text(
+                        json.dumps({**entry, "settings": settings, "hpcqnn_version": __version__, "slurm": slurm_info()}, indent=2)
+                    )
         if is_root and reference_queries:
             reference = bench_reference(model, params[:reference_queries, :1], shots, seed)
             reference.update(cuts=c, ranks=1)

@@ -31,6 +31,7 @@ from .engine import finish_query, run_tiles
 from .errors import ExecutionConfigError, HpcqnnError
 from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, query_rows
 from .simulator import AerRunner, Tile
+from .slurm import slurm_attributes
 from .tiles import dynamic_chunk, split_chunks, split_static
 from .timelog import HDF5TimingLog, rank_file
 from .timing import PhaseRecorder, PhaseRow
@@ -321,6 +322,7 @@ def mpi_estimator(
                     "device": resolved, "mpi_library": mpi_library(), "hpcqnn_version": __version__,
                     "config": config_text, "schedule": schedule, "threads": threads,
                     "clock": "time.time() (Unix epoch seconds)",
+                    **slurm_attributes(),
                 },
                 append=append_timing,
             )

@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import __version__
 from .config import Config, config_dict
+from .slurm import slurm_info
 from .timing import query_summary
 
 PACKAGES = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "qiskit-addon-cutting", "numpy", "mpi4py", "mpich", "h5py")
@@ -36,4 +37,5 @@ def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
         "versions": package_versions(),
         "wall_seconds": wall_seconds,
         "query_phases": query_summary(estimator.recorder.rows),
+        "slurm": slurm_info(),
     }

@@ -1,0 +1,83 @@
+# The shared body of the sbatch scripts in slurm/ (and the matrix reader of jobs/sweep.sh).
+# Source it after slurm/env.sh; it defines functions only.
+
+# hpcqnn_matrix_lines MATRIX: the task lines of a sweep matrix (comments and blank lines dropped).
+# A line is `CONFIG RANKS [hpcqnn train args...]`, split on whitespace (no spaces inside an arg).
+hpcqnn_matrix_lines() {
+    grep -v -E '^[[:space:]]*(#|$)' "$1"
+}
+
+# hpcqnn_train_step RUN_DIR NTASKS CONFIG [hpcqnn train args...]
+#
+# Runs `hpcqnn train` as one job step of NTASKS MPI ranks, writing RUN_DIR. RUN_DIR must be
+# stable across requeues (derive it from the job id): on a requeued job (SLURM_RESTART_COUNT > 0)
+# a checkpoint there is resumed with --resume. When training stopped early on SIGTERM
+# (`--signal=TERM@60` before the time limit, `scancel --signal=TERM`, a preemption notice) rank 0
+# wrote a checkpoint and the step exits 0 without results.json: the job then requeues itself
+# (`scontrol requeue`, needs --requeue; HPCQNN_REQUEUE=0 turns it off) and continues when it
+# starts again.
+#
+# Launcher: HPCQNN_LAUNCHER=srun (default; `srun --mpi=$HPCQNN_SRUN_MPI`, pmi2 by default,
+# which the pip MPICH speaks) or mpiexec (the mpiexec on PATH, i.e. the one of the MPI that
+# mpi4py is linked with; inside an allocation it starts its ranks through Slurm itself).
+# Extra srun options: the array HPCQNN_SRUN_ARGS, e.g. HPCQNN_SRUN_ARGS=(--gpus-per-task=1).
+hpcqnn_train_step() {
+    local run_dir=$1 ntasks=$2 config=$3
+    shift 3
+    local restarts=${SLURM_RESTART_COUNT:-0}
+    local resume=()
+    echo "hpcqnn-slurm: job ${SLURM_JOB_ID:-?} (${SLURM_JOB_NAME:-?}) restart $restarts on ${SLURM_JOB_NODELIST:-$(hostname)}: $ntasks ranks, run directory $run_dir"
+    if [[ -f $run_dir/results.json ]]; then
+        echo "hpcqnn-slurm: $run_dir/results.json exists: this run already finished"
+        return 0
+    fi
+    if (( restarts > 0 )); then
+        if [[ -f $run_dir/checkpoint.npz ]]; then
+            resume=(--resume)
+            echo "hpcqnn-slurm: requeued (restart $restarts): resuming from $run_dir/checkpoint.npz"
+        elif [[ -d $run_dir ]] && [[ -n $(ls -A "$run_dir") ]]; then
+            # stopped before its first checkpoint: keep what it logged, start over
+            mv "$run_dir" "$run_dir.incomplete-$restarts"
+            echo "hpcqnn-slurm: requeued without a checkpoint: moved the partial run to $run_dir.incomplete-$restarts; starting afresh"
+        fi
+    fi
+    mkdir -p "$(dirname "$run_dir")"
+
+    local cmd
+    case ${HPCQNN_LAUNCHER:-srun} in
+        srun)
+            cmd=(srun --mpi="${HPCQNN_SRUN_MPI:-pmi2}" --ntasks="$ntasks" --kill-on-bad-exit=1)
+            # since Slurm 22.05 srun no longer inherits --cpus-per-task from the allocation
+            [[ -n ${SLURM_CPUS_PER_TASK:-} ]] && cmd+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
+            cmd+=(${HPCQNN_SRUN_ARGS[@]+"${HPCQNN_SRUN_ARGS[@]}"})
+            ;;
+        mpiexec) cmd=(mpiexec -n "$ntasks") ;;
+        *) echo "hpcqnn-slurm: HPCQNN_LAUNCHER must be srun or mpiexec, got '$HPCQNN_LAUNCHER'" >&2; return 2 ;;
+    esac
+    cmd+=(hpcqnn train "$config" --out "$run_dir" "${resume[@]}" "$@")
+    echo "hpcqnn-slurm: ${cmd[*]}"
+    local rc=0
+    "${cmd[@]}" || rc=$?
+    if (( rc != 0 )); then
+        echo "hpcqnn-slurm: training step failed with exit code $rc" >&2
+        return "$rc"
+    fi
+    if [[ -f $run_dir/results.json ]]; then
+        echo "hpcqnn-slurm: finished: $run_dir/results.json"
+        return 0
+    fi
+    if [[ ! -f $run_dir/checkpoint.npz ]]; then
+        echo "hpcqnn-slurm: the step ended without results.json or a checkpoint" >&2
+        return 1
+    fi
+    if [[ ${HPCQNN_REQUEUE:-1} == 0 || -z ${SLURM_JOB_ID:-} ]]; then
+        echo "hpcqnn-slurm: stopped early with a checkpoint; continue with: sbatch ... or hpcqnn train $config --out $run_dir --resume"
+        return 0
+    fi
+    echo "hpcqnn-slurm: stopped early with a checkpoint: requeueing job $SLURM_JOB_ID to resume"
+    if ! scontrol requeue "$SLURM_JOB_ID"; then
+        echo "hpcqnn-slurm: scontrol requeue failed (submitted without --requeue, or JobRequeue=0?); resume by hand with --resume" >&2
+        return 1
+    fi
+    return 0
+}
