@@ -1,12 +1,16 @@
 """hpcqnn: distributed training of quantum neural networks via circuit cutting."""
 
 from .errors import (
+    ConfigError,
     CutPlanError,
+    DataError,
     DeviceUnavailableError,
     ExecutionConfigError,
     HpcqnnError,
+    MPIWorldError,
     ObservableError,
     ParameterShapeError,
+    SimulationError,
 )
 from .estimator import DistributedEstimator
 
@@ -24,13 +28,17 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ConfigError",
     "CutPlanError",
+    "DataError",
     "DeviceUnavailableError",
     "DistributedEstimator",
     "ExecutionConfigError",
     "HpcqnnError",
+    "MPIWorldError",
     "ObservableError",
     "ParameterShapeError",
+    "SimulationError",
     "Straggler",
     "__version__",
     "mpi_estimator",

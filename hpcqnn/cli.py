@@ -27,11 +27,22 @@ def parse_int_list(text: str) -> list[int]:
     return values
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def int_at_least(minimum: int):
+    """argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
 
 
 def parse_modes(text: str) -> tuple[str, ...]:
@@ -52,14 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
     bench = sub.add_parser("bench", help="per-query phase timings, hpcqnn vs the addon pipeline")
-    bench.add_argument("--qubits", type=positive_int, default=8, help="circuit width (default 8)")
+    bench.add_argument("--qubits", type=int_at_least(2), default=8, help="circuit width (default 8)")
     bench.add_argument("--cuts", type=parse_int_list, default=[1, 2, 3], help="cut counts, e.g. 1..3 (default)")
     bench.add_argument("--layers", type=positive_int, default=3, help="ansatz layers (default 3, at least the cuts)")
     bench.add_argument("--shots", type=positive_int, default=10_000, help="shots of sampled mode and the reference")
     bench.add_argument("--queries", type=positive_int, default=20, help="hpcqnn queries per setting (default 20)")
     bench.add_argument("--rows", type=positive_int, default=1, help="parameter rows per hpcqnn query (default 1)")
     bench.add_argument(
-        "--reference-queries", type=int, default=1,
+        "--reference-queries", type=int_at_least(0), default=1,
         help="addon-pipeline queries per setting (default 1; 0 skips it: it takes minutes at 3 cuts)",
     )
     bench.add_argument("--modes", type=parse_modes, default=("exact", "sampled"), help="exact,sampled (default both)")
@@ -68,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--schedule", choices=["static", "dynamic"], default="static", help="MPI tile schedule")
     bench.add_argument("--straggler-ranks", type=parse_int_list, default=[], help="ranks to slow down, e.g. 1 or 1,3")
     bench.add_argument("--straggler-slowdown", type=float, default=1.0, help="factor on their execution time")
-    bench.add_argument("--straggler-delay", type=float, default=0.0, help="extra seconds per tile batch")
+    bench.add_argument("--straggler-probability", type=float, default=0.0, help="chance that any tile is slowed")
+    bench.add_argument("--straggler-delay", type=float, default=0.0, help="extra seconds per slowed tile")
     bench.add_argument("--out", type=Path, help="run directory root: per-setting timing/rank-*.h5 and results.json")
     bench.add_argument("--json", type=Path, help="write the report as JSON here (default OUT/bench.json)")
     return parser
@@ -77,46 +89,50 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "bench":
-            return _bench(args)
-        if args.command == "train":
-            return _train(args)
+        return {"bench": _bench, "train": _train}[args.command](args)
     except HpcqnnError as exc:
         print(f"hpcqnn: error: {exc}", file=sys.stderr)
         return 2
-    return 1
 
 
 def _train(args: argparse.Namespace) -> int:
     import time
 
     from .config import dump_config, load_config
-    from .distributed import mpi_estimator, root_check
-    from .errors import HpcqnnError
-    from .train import CHECKPOINT, Progress, StopRequest, estimator_options, train
+    from .distributed import mpi_estimator, on_root
     from .runinfo import run_metadata
+    from .train import CHECKPOINT, Progress, StopRequest, estimator_options, load_data, train
 
     config = load_config(args.config, args.set)  # every rank validates before any work
     text = dump_config(config)
-    out = args.out or Path("runs") / f"{config.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.resume and args.out is None:
+        raise HpcqnnError("--resume needs --out: the run directory to continue")
 
-    def check_run_directory() -> None:
+    loaded = []  # rank 0 keeps the dataset; only the run directory is broadcast
+
+    def prepare() -> Path:
+        """Rank 0: the run directory (checked, never overwritten); loads the dataset."""
+        out = args.out or Path("runs") / f"{config.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if args.resume:
-            if not (out / CHECKPOINT).exists():
-                raise HpcqnnError(f"--resume: no {CHECKPOINT} in {out}")
-            saved = (out / "config.toml").read_text()
-            if saved != text:
+            if not (out / CHECKPOINT).exists() or not (out / "config.toml").exists():
+                raise HpcqnnError(f"--resume: no {CHECKPOINT} and config.toml in {out}")
+            if (out / "config.toml").read_text() != text:
                 raise HpcqnnError(
                     f"--resume: the resolved config differs from {out / 'config.toml'}; a resumed run "
                     "must keep its budget (same config file and --set values)"
                 )
-        elif out.exists() and any(out.iterdir()):
-            raise HpcqnnError(f"{out} exists and is not empty: use --resume to continue it, or another --out")
+            if (out / "results.json").exists():
+                raise HpcqnnError(f"--resume: {out} already finished (results.json exists)")
+        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise HpcqnnError(f"{out} exists and is not an empty directory: use --resume to continue it, or another --out")
+        loaded.append(load_data(config))
+        return out
 
-    problem = root_check(check_run_directory)
+    prepared, problem = on_root(prepare)
     if problem:
         print(f"hpcqnn: error: {problem}", file=sys.stderr)
         return 2
+    out = prepared  # rank 0's choice, so every rank writes into the same run directory
     stop = StopRequest()
     stop.install()  # on every rank: Slurm signals all tasks; workers keep serving until rank 0 stops
     started = time.time()
@@ -127,24 +143,33 @@ def _train(args: argparse.Namespace) -> int:
         (out / "config.toml").write_text(text)
         progress = Progress()
         progress.line(f"hpcqnn train: {config.run.name} -> {out} ({estimator.engine.size} ranks, {estimator.device})")
-        results = train(config, estimator, out, args.resume, stop, progress)
+        results = train(config, loaded[0], estimator, out, args.resume, stop, progress)
         if results is None:
             return 0
         results.update(run_metadata(config, estimator, time.time() - started))
         (out / "results.json").write_text(json.dumps(results, indent=2))
-        progress.line(
-            f"test accuracy {results['final']['test_accuracy']:.3f}; wrote {out / 'results.json'}"
-        )
+        progress.line(f"test accuracy {results['final']['test_accuracy']:.3f}; wrote {out / 'results.json'}")
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
     from .bench import HEADER, format_report, run_bench
-    from .distributed import Straggler
+    from .distributed import Straggler, on_root
 
     straggler = None
-    if args.straggler_ranks or args.straggler_delay or args.straggler_slowdown != 1.0:
-        straggler = Straggler(tuple(args.straggler_ranks), delay=args.straggler_delay, slowdown=args.straggler_slowdown)
+    if args.straggler_ranks or args.straggler_probability or args.straggler_delay or args.straggler_slowdown != 1.0:
+        straggler = Straggler(
+            tuple(args.straggler_ranks), args.straggler_probability, args.straggler_delay, args.straggler_slowdown, args.seed
+        )
+
+    def check_out() -> None:
+        if args.out is not None and args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+            raise HpcqnnError(f"{args.out} exists and is not an empty directory: give a new --out")
+
+    _, problem = on_root(check_out)
+    if problem:
+        print(f"hpcqnn: error: {problem}", file=sys.stderr)
+        return 2
     printed = []
 
     def progress(line: str) -> None:

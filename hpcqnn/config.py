@@ -20,15 +20,11 @@ from pathlib import Path
 from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
 from .devices import DEVICES
-from .errors import HpcqnnError
+from .errors import ConfigError
 
 # Dataset name -> (number of classes, raw feature count); ``features`` may not exceed the latter.
 _DATASETS = {"iris": (3, 4), "digits": (10, 64), "mnist": (10, 784)}
 _COMPARISONS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-
-
-class ConfigError(HpcqnnError, ValueError):
-    """The configuration file or a ``--set`` override is malformed or out of range."""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ SIMULATOR_BASIS = (
 )
 
 DEFAULT_MAX_SUBEXPERIMENTS = 100_000
+MAX_CUTS = 25  # two einsum indices per cut (reconstruct.py)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class PartitionPlan:
 
     Subexperiment ``s`` is ``template`` with ``term_parameters`` bound to ``term_values[s]``;
     subexperiments enumerate, in C order, one basis channel per cut in ``cut_ids`` (``basis_shape``
-    of them each), this partition holding side ``cut_sides[k]`` of cut ``cut_ids[k]``.
+    of them each), this partition holding side ``sides[k]`` of cut ``cut_ids[k]``.
     ``term_pauli[j]`` is the local Pauli that global term ``j`` restricts to; ``measured_ancillas``
     carry the deferred QPD measurements.
     """
@@ -55,7 +56,7 @@ class PartitionPlan:
     label: Hashable
     qubits: tuple[int, ...]
     cut_ids: tuple[int, ...]
-    cut_sides: tuple[int, ...]
+    sides: tuple[int, ...]
     basis_shape: tuple[int, ...]
     template: QuantumCircuit
     term_parameters: tuple[Parameter, ...]
@@ -126,9 +127,12 @@ def build_cut_plan(
         raise ObservableError(
             f"observables act on {paulis.num_qubits} qubits, the circuit has {circuit.num_qubits}"
         )
-    if max_subcircuit_qubits is not None and max_subcircuit_qubits < 1:
-        raise CutPlanError(f"max_subcircuit_qubits must be >= 1, got {max_subcircuit_qubits}")
+    if max_subcircuit_qubits is not None and (
+        not isinstance(max_subcircuit_qubits, (int, np.integer)) or max_subcircuit_qubits < 1
+    ):
+        raise CutPlanError(f"max_subcircuit_qubits must be an integer >= 1, got {max_subcircuit_qubits!r}")
     circuit = _unroll(circuit)
+    _check_circuit(circuit)  # again: unrolling can reveal resets (e.g. inside initialize)
 
     if partition_labels is None and max_subcircuit_qubits is not None:
         circuit, labels = _find_gate_cuts(circuit, max_subcircuit_qubits, seed)
@@ -146,6 +150,8 @@ def build_cut_plan(
 
     problem = partition_problem(circuit, labels, None)
     bases: list[QPDBasis] = list(problem.bases)
+    if len(bases) > MAX_CUTS:
+        raise CutPlanError(f"this partition needs {len(bases)} cuts; hpcqnn reconstructs at most {MAX_CUTS}")
     qubits_of = {lab: tuple(i for i, x in enumerate(labels) if x == lab) for lab in problem.subcircuits}
     sides = {lab: _qpd_sides(sub) for lab, sub in problem.subcircuits.items()}
     cut_sides = tuple((_cut_side(b, 0, minimal_basis), _cut_side(b, 1, minimal_basis)) for b in bases)
@@ -188,9 +194,11 @@ def _check_circuit(circuit: QuantumCircuit) -> None:
 
 
 def _unroll(circuit: QuantumCircuit) -> QuantumCircuit:
+    """The circuit in SIMULATOR_BASIS gates (custom gates and library blocks unrolled)."""
     if all(i.operation.name in SIMULATOR_BASIS for i in circuit.data):
         return circuit
-    return transpile(circuit, basis_gates=list(SIMULATOR_BASIS), optimization_level=0)
+    gates = [name for name in SIMULATOR_BASIS if name != "barrier"]  # transpile refuses "barrier"
+    return transpile(circuit, basis_gates=gates, optimization_level=0)
 
 
 def _crossing_gates(circuit: QuantumCircuit, labels: Sequence[Hashable]):
@@ -228,7 +236,10 @@ def _find_gate_cuts(
     try:
         cut_circuit, _ = find_cuts(circuit, options, DeviceConstraints(qubits_per_subcircuit=max_qubits))
     except Exception as exc:
-        raise CutPlanError(f"find_cuts found no gate cuts into {max_qubits}-qubit pieces: {exc}") from exc
+        raise CutPlanError(
+            f"find_cuts found no gate cuts into {max_qubits}-qubit pieces (gates with unbound "
+            f"parameters cannot be cut): {exc}"
+        ) from exc
     return cut_circuit, _components(cut_circuit)
 
 
@@ -431,7 +442,7 @@ def _plan_partition(
         label=label,
         qubits=qubits,
         cut_ids=cut_ids,
-        cut_sides=tuple(sides[c] for c in cut_ids),
+        sides=tuple(sides[c] for c in cut_ids),
         basis_shape=shape,
         template=template,
         term_parameters=term_parameters,

@@ -28,7 +28,7 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from .errors import HpcqnnError
+from .errors import DataError
 
 DATASETS = ("iris", "digits", "mnist")
 MNIST_FILES = {
@@ -38,10 +38,6 @@ MNIST_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 _IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
-
-
-class DataError(HpcqnnError, ValueError):
-    """A dataset cannot be loaded or prepared as requested."""
 
 
 @dataclass(frozen=True, eq=False)

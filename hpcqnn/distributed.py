@@ -28,7 +28,7 @@ from mpi4py import MPI
 from . import __version__
 from .devices import array_module, resolve_device
 from .engine import finish_query, run_tiles
-from .errors import ExecutionConfigError, HpcqnnError
+from .errors import ExecutionConfigError, HpcqnnError, MPIWorldError
 from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, query_rows
 from .simulator import AerRunner, Tile
 from .slurm import slurm_attributes
@@ -42,14 +42,11 @@ _TAG_REQUEST, _TAG_TILE = 11, 12
 _HEADER = 8  # cmd, program id, rows, parameters, shots, seed, query, spare
 
 
-class MPIWorldError(HpcqnnError, RuntimeError):
-    """The MPI world does not match what the launcher started."""
-
-
 @dataclass(frozen=True)
 class Straggler:
-    """Injected slowness: on ``ranks`` (or on each tile with ``probability``), after a tile
-    batch ran for ``t`` seconds, sleep ``delay + (slowdown - 1) * t`` more."""
+    """Injected slowness, per tile: a tile is hit on ``ranks`` (every tile) or with
+    ``probability`` (drawn per query and tile, seeded); each hit tile adds ``delay`` seconds, and
+    ``slowdown`` stretches the hit tiles' share of the measured execution time."""
 
     ranks: tuple[int, ...] = ()
     probability: float = 0.0
@@ -67,13 +64,17 @@ class Straggler:
 
     def seconds(self, rank: int, query: int, tiles: Sequence[Tile], elapsed: float) -> float:
         """Injected delay for a batch of tiles that took ``elapsed`` seconds on ``rank``."""
-        hit = rank in self.ranks
-        if not hit and self.probability > 0:
-            draws = [
-                np.random.default_rng([self.seed, query, t.circuit, t.start]).random() for t in tiles
-            ]
-            hit = any(d < self.probability for d in draws)
-        return self.delay + (self.slowdown - 1.0) * elapsed if hit else 0.0
+        if rank in self.ranks:
+            hit = np.ones(len(tiles), dtype=bool)
+        elif self.probability > 0:
+            hit = np.array(
+                [np.random.default_rng([self.seed, query, t.circuit, t.start]).random() < self.probability for t in tiles]
+            )
+        else:
+            return 0.0
+        sizes = np.array([t.stop - t.start for t in tiles], dtype=float)
+        share = sizes[hit].sum() / sizes.sum() if sizes.sum() else 0.0
+        return self.delay * int(hit.sum()) + (self.slowdown - 1.0) * elapsed * share
 
 
 def _wait(request: MPI.Request) -> None:
@@ -241,12 +242,12 @@ def launcher_size() -> int | None:
     return None
 
 
-def check_world(comm: MPI.Comm) -> None:
+def check_world() -> None:
     """Refuse to run when every launched process sees a world of its own (wrong MPI library)."""
-    expected = launcher_size()
-    if expected is not None and expected != comm.Get_size():
+    expected, world = launcher_size(), MPI.COMM_WORLD.Get_size()
+    if expected is not None and expected != world:
         raise MPIWorldError(
-            f"the launcher started {expected} processes but MPI reports a world of {comm.Get_size()}: "
+            f"the launcher started {expected} processes but MPI reports a world of {world}: "
             "mpi4py is linked against a different MPI than the launcher (use the mpiexec of the "
             "MPI mpi4py was built with, or `srun --mpi=pmi2` for the pip MPICH)"
         )
@@ -264,20 +265,22 @@ def cores_per_rank(comm: MPI.Comm) -> int:
         local.Free()
 
 
-def root_check(check, comm: MPI.Comm | None = None) -> str | None:
-    """Run ``check()`` on rank 0 only; every rank gets its HpcqnnError message (or None).
+def on_root(task, comm: MPI.Comm | None = None) -> tuple[object, str | None]:
+    """Run ``task()`` on rank 0 only; every rank gets its result and error message (or None).
 
-    For checks of shared state (run directories) that must not race with rank 0's writes and
-    must fail on every rank alike, before any work starts.
+    For decisions about shared state (run directories, defaults that depend on the clock) that
+    every rank must share and that must not race with rank 0's writes, before any work starts.
     """
     comm = comm or MPI.COMM_WORLD
-    message = None
+    value, message = None, None
     if comm.Get_rank() == 0:
         try:
-            check()
+            value = task()
         except HpcqnnError as exc:
             message = str(exc)
-    return comm.bcast(message, root=0)
+        except Exception as exc:  # noqa: BLE001 - any failure must reach every rank, or they hang
+            message = f"{type(exc).__name__}: {exc}"
+    return comm.bcast((value, message), root=0)
 
 
 def mpi_library() -> str:
@@ -308,9 +311,13 @@ def mpi_estimator(
     from .estimator import DistributedEstimator
 
     comm = comm or MPI.COMM_WORLD
-    log = None
+    # the same on every rank: a plain error everywhere, nothing to abort
+    check_world()
+    if schedule not in SCHEDULES:
+        raise ExecutionConfigError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    _wait(comm.Ibarrier())  # rank 0 may arrive late (busy elsewhere): wait without spinning
+    log = engine = None
     try:
-        check_world(comm)
         resolved = resolve_device(device)
         threads = cores_per_rank(comm) if threads is None else threads
         recorder = PhaseRecorder()
@@ -337,8 +344,11 @@ def mpi_estimator(
         else:
             engine.serve()
             yield None
-    except BaseException:
-        if comm.Get_size() == 1:
+    except BaseException as exc:
+        clean_exit = isinstance(exc, SystemExit) and exc.code in (0, None)
+        if clean_exit and comm.Get_rank() == 0 and engine is not None:
+            engine.shutdown()
+        if clean_exit or comm.Get_size() == 1:
             raise
         sys.stderr.write(f"hpcqnn: rank {comm.Get_rank()} of {comm.Get_size()} failed; aborting the job\n")
         sys.stderr.write(traceback.format_exc())

@@ -25,3 +25,19 @@ class ExecutionConfigError(HpcqnnError, ValueError):
 
 class DeviceUnavailableError(HpcqnnError, RuntimeError):
     """A GPU was requested but none is usable on this node."""
+
+
+class ConfigError(HpcqnnError, ValueError):
+    """A run configuration (TOML file or --set override) is invalid."""
+
+
+class DataError(HpcqnnError, ValueError):
+    """A dataset cannot be loaded or split as configured."""
+
+
+class SimulationError(HpcqnnError, RuntimeError):
+    """Aer reported a failed simulation."""
+
+
+class MPIWorldError(HpcqnnError, RuntimeError):
+    """The MPI world does not match what the launcher started."""

@@ -19,7 +19,7 @@ from qiskit.primitives.containers.bindings_array import BindingsArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
 from qiskit.quantum_info import PauliList
 
-from .cutplan import DEFAULT_MAX_SUBEXPERIMENTS, build_cut_plan
+from .cutplan import DEFAULT_MAX_SUBEXPERIMENTS, SIMULATOR_BASIS, build_cut_plan
 from .devices import array_module, resolve_device
 from .engine import LocalEngine
 from .errors import ExecutionConfigError, ObservableError, ParameterShapeError
@@ -75,6 +75,8 @@ class DistributedEstimator(BaseEstimatorV2):
             raise ExecutionConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
         if not isinstance(threads, (int, np.integer)) or threads < 0:
             raise ExecutionConfigError(f"threads must be an integer >= 0, got {threads!r}")
+        if not isinstance(max_subexperiments, (int, np.integer)) or max_subexperiments < 1:
+            raise ExecutionConfigError(f"max_subexperiments must be a positive integer, got {max_subexperiments!r}")
         self.partition_labels = None if partition_labels is None else list(partition_labels)
         self.max_subcircuit_qubits = max_subcircuit_qubits
         self.shots = shots
@@ -262,14 +264,24 @@ def _pauli_terms(pub: EstimatorPub) -> tuple[list[str], np.ndarray]:
 
 
 def _structure_key(circuit: QuantumCircuit) -> Hashable:
+    """Equal for circuits that cut into the same plan: gates, qubits, parameters (exactly, arrays
+    included) and, for gates outside the simulator basis, their definitions."""
     index = {q: i for i, q in enumerate(circuit.qubits)}
-    return (
-        circuit.num_qubits,
-        tuple(
-            (inst.operation.name, tuple(index[q] for q in inst.qubits), tuple(map(str, inst.operation.params)))
-            for inst in circuit.data
-        ),
-    )
+
+    def value(param) -> Hashable:
+        return param.tobytes() if isinstance(param, np.ndarray) else str(param)
+
+    def instruction(inst) -> Hashable:
+        op = inst.operation
+        inner = op.definition if op.name not in SIMULATOR_BASIS else None
+        return (
+            op.name,
+            tuple(index[q] for q in inst.qubits),
+            tuple(value(p) for p in op.params),
+            None if inner is None else _structure_key(inner),
+        )
+
+    return circuit.num_qubits, tuple(instruction(inst) for inst in circuit.data)
 
 
 def _pub_result(pub: EstimatorPub, table: np.ndarray, std: np.ndarray | None, metadata: dict) -> PubResult:

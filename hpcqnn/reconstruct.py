@@ -41,7 +41,7 @@ def _operands(plan: CutPlan, estimates, xp: ModuleType):
     for part, values in zip(plan.partitions, estimates):
         by_term = xp.asarray(values)[:, :, xp.asarray(part.term_pauli)]
         tensors.append(by_term.reshape(*part.basis_shape, *by_term.shape[1:]))
-        specs.append("".join(_side_letter(c, k) for c, k in zip(part.cut_ids, part.cut_sides)) + _ROW + _TERM)
+        specs.append("".join(_side_letter(c, k) for c, k in zip(part.cut_ids, part.sides)) + _ROW + _TERM)
     return specs, tensors
 
 

@@ -22,7 +22,7 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_config
 from qiskit_aer.backends.controller_wrappers import AerConfig
 
-from .errors import HpcqnnError
+from .errors import SimulationError
 from .measurement import Program, QueryRows
 
 
@@ -32,10 +32,6 @@ class Tile(NamedTuple):
     circuit: int
     start: int
     stop: int
-
-
-class SimulationError(HpcqnnError, RuntimeError):
-    """Aer reported a failed simulation."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ query, so a killed job keeps every finished query and readers may look while it 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -39,23 +40,27 @@ class HDF5TimingLog:
     """Appends phase rows to one rank's HDF5 file, flushing after each write."""
 
     def __init__(self, path: str | Path, attributes: dict, append: bool = False):
-        """``append`` continues an existing file (a resumed run); otherwise the file must be new."""
+        """``append`` continues an existing file (a resumed run); otherwise the file must be new.
+
+        An existing file is copied into a fresh one (its rows kept, its attributes updated by
+        ``attributes``): a process killed while writing leaves the file marked open for writing,
+        which HDF5 refuses to reopen for writing but still reads.
+        """
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and not append:
             raise FileExistsError(f"{self.path} exists: timing logs are never overwritten")
-        if self.path.exists():
-            self._file = h5py.File(self.path, "r+", libver="latest")
-            self._rows = self._file["phases"]
-        else:
-            self._file = h5py.File(self.path, "w", libver="latest")
-            for key, value in attributes.items():
-                self._file.attrs[key] = "" if value is None else value
-            self._rows = self._file.create_dataset(
-                "phases", shape=(0,), maxshape=(None,), dtype=ROW_DTYPE, chunks=(256,)
-            )
+        old_rows, old_attributes = _previous(self.path)
+        fresh = self.path.with_name(self.path.name + ".new")
+        self._file = h5py.File(fresh, "w", libver="latest")
+        for key, value in {**old_attributes, **attributes}.items():
+            self._file.attrs[key] = "" if value is None else value
+        self._rows = self._file.create_dataset(
+            "phases", data=old_rows, maxshape=(None,), dtype=ROW_DTYPE, chunks=(256,)
+        )
         self._file.swmr_mode = True
         self._file.flush()
+        os.replace(fresh, self.path)
 
     def write(self, rows: list[PhaseRow]) -> None:
         if not rows:
@@ -70,6 +75,18 @@ class HDF5TimingLog:
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
+
+
+def _previous(path: Path) -> tuple[np.ndarray, dict]:
+    """Rows and attributes of an existing log; an unreadable one is set aside, never deleted."""
+    if not path.exists():
+        return np.zeros(0, dtype=ROW_DTYPE), {}
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            return f["phases"][()].astype(ROW_DTYPE), dict(f.attrs)
+    except (OSError, KeyError):
+        os.replace(path, path.with_name(path.name + ".unreadable"))
+        return np.zeros(0, dtype=ROW_DTYPE), {}
 
 
 def read_timing(path: str | Path) -> tuple[np.ndarray, dict]:

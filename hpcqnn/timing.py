@@ -42,6 +42,7 @@ class PhaseRecorder:
         self.rows: list[PhaseRow] = []
         self.sink = sink
         self._written = 0
+        self._by_query: dict[int, list[PhaseRow]] = defaultdict(list)
 
     @contextmanager
     def phase(self, query: int, name: str, **counts) -> Iterator[dict]:
@@ -51,10 +52,11 @@ class PhaseRecorder:
         try:
             yield extra
         finally:
-            self.rows.append(PhaseRow(query, name, start, time.time(), **extra))
+            self.add(PhaseRow(query, name, start, time.time(), **extra))
 
     def add(self, row: PhaseRow) -> None:
         self.rows.append(row)
+        self._by_query[row.query].append(row)
 
     def flush(self) -> None:
         if self.sink is not None and self._written < len(self.rows):
@@ -64,9 +66,8 @@ class PhaseRecorder:
     def seconds(self, query: int) -> dict[str, float]:
         """Total seconds per phase of one query."""
         totals: dict[str, float] = defaultdict(float)
-        for row in self.rows:
-            if row.query == query:
-                totals[row.phase] += row.t_end - row.t_start
+        for row in self._by_query.get(query, ()):
+            totals[row.phase] += row.t_end - row.t_start
         return dict(totals)
 
 

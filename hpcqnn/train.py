@@ -70,6 +70,8 @@ class TrainState:
             adam_m=zeros if self.adam_m is None else self.adam_m,
             adam_v=zeros if self.adam_v is None else self.adam_v,
         )
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())  # on disk before it replaces the previous checkpoint
         os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
 
     @classmethod
@@ -150,7 +152,7 @@ def estimator_options(config: Config) -> dict:
     }
 
 
-def describe_model(config: Config, qnn, estimator) -> dict:
+def describe_model(config: Config, qnn) -> dict:
     return {
         "qubits": qnn.num_qubits,
         "layers": config.model.layers,
@@ -165,12 +167,19 @@ def describe_model(config: Config, qnn, estimator) -> dict:
     }
 
 
-def train(config: Config, estimator, out_dir: Path, resume: bool, stop: StopRequest, progress: Progress) -> dict | None:
-    """Train, evaluate, write ``results.json``; ``None`` if stopped early (checkpoint written)."""
-    data = load_dataset(
+def load_data(config: Config) -> Dataset:
+    """The configured dataset, split and scaled (raises DataError naming the problem)."""
+    return load_dataset(
         config.data.dataset, config.data.classes, config.data.features, config.data.test_fraction,
         config.run.seed, config.data.path or None, config.data.max_train,
     )
+
+
+def train(
+    config: Config, data: Dataset, estimator, out_dir: Path, resume: bool, stop: StopRequest, progress: Progress
+) -> dict | None:
+    """Train and evaluate; the results for ``results.json``, or ``None`` if stopped early
+    (a checkpoint was written)."""
     qnn = cut_qnn(config.data.features, config.model.cuts, config.model.layers, config.model.rotations)
     model = QNNClassifier(qnn, estimator)
     checkpoint = out_dir / CHECKPOINT
@@ -230,7 +239,7 @@ def train(config: Config, estimator, out_dir: Path, resume: bool, stop: StopRequ
     test_probabilities = model.probabilities(test_angles, state.theta)
     return {
         "dataset": data.description,
-        "model": describe_model(config, qnn, estimator),
+        "model": describe_model(config, qnn),
         "budget": {
             "epochs": config.training.epochs, "batch_size": batch, "steps_per_epoch": steps,
             "optimizer": config.training.optimizer, "learning_rate": config.training.learning_rate,

@@ -269,3 +269,35 @@ def test_empty_parameter_array(small):
         DistributedEstimator(partition_labels=small.partition_labels).run(
             [(small.circuit, small.observable, np.zeros((0, 12)))]
         )
+
+
+def test_custom_gates_are_unrolled_and_keyed_by_their_definition():
+    """Two circuits that differ only inside a custom gate must not share a cut plan."""
+
+    def with_block(flip: bool) -> QuantumCircuit:
+        inner = QuantumCircuit(2, name="blk")
+        inner.h(0)
+        inner.cx(0, 1)
+        if flip:
+            inner.x(1)
+        qc = QuantumCircuit(4)
+        qc.append(inner.to_gate(), [0, 1])
+        qc.rzx(0.4, 2, 3)  # outside the simulator basis too
+        qc.cx(1, 2)
+        return qc
+
+    observable = SparsePauliOp(["ZZZZ", "IXZI"], [1.0, 0.5])
+    estimator = DistributedEstimator(partition_labels="AABB")
+    for flip in (False, True):
+        qc = with_block(flip)
+        value = estimator.run([(qc, observable)]).result()[0].data.evs
+        assert value == pytest.approx(Statevector(qc).expectation_value(observable).real, abs=1e-10)
+    assert len(estimator._programs) == 2
+
+
+def test_reset_hidden_in_initialize_is_refused():
+    qc = QuantumCircuit(2)
+    qc.initialize([0, 1], [0])
+    qc.cx(0, 1)
+    with pytest.raises(CutPlanError, match="resets"):
+        DistributedEstimator(partition_labels="AB").run([(qc, SparsePauliOp("ZZ"))])

@@ -252,7 +252,7 @@ def test_mismatched_world(tmp_path):
     """A plain process told by PMI_SIZE that 3 were launched refuses to run."""
     job = launch("estimate.py", tmp_path, "static", ranks=None, timeout=JOB_TIMEOUT, env={"PMI_SIZE": "3"})
     assert job.returncode != 0
-    assert re.search(r"hpcqnn\.distributed\.MPIWorldError: .*\b3\b.*\b1\b", job.output), job.output
+    assert re.search(r"hpcqnn\.errors\.MPIWorldError: .*\b3\b.*\b1\b", job.output), job.output
     assert not (tmp_path / "results.npz").exists()
     assert not any(tmp_path.rglob("*.h5"))
 

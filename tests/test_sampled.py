@@ -279,7 +279,7 @@ def addon_results(
             # without basis reduction each QPD term expands to exactly one simulated channel
             channels = [
                 int(np.argmax(program.plan.cut_sides[c][k].expansion[terms[c]]))
-                for c, k in zip(part.cut_ids, part.cut_sides)
+                for c, k in zip(part.cut_ids, part.sides)
             ]
             s = int(np.ravel_multi_index(channels, part.basis_shape)) if channels else 0
             for cog in ObservableCollection(subobservables[part.label]).groups:

@@ -1,0 +1,55 @@
+"""Per-rank HDF5 timing logs: rows survive a hard kill, and a resumed run appends to them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import pytest
+
+from hpcqnn.timelog import HDF5TimingLog, read_timing
+from hpcqnn.timing import PhaseRow
+
+
+def test_rows_survive_a_hard_kill_and_appending_continues(tmp_path):
+    path = tmp_path / "timing" / "rank-00000.h5"
+    script = textwrap.dedent(
+        f"""
+        import os
+        from hpcqnn.timelog import HDF5TimingLog
+        from hpcqnn.timing import PhaseRow
+        log = HDF5TimingLog({str(path)!r}, {{"rank": 0, "size": 2}})
+        log.write([PhaseRow(0, "execute", 1.0, 2.0, 1, 4), PhaseRow(0, "reduce", 2.0, 2.5)])
+        os._exit(9)  # no close: HDF5 keeps the file marked open for writing
+        """
+    )
+    assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
+    rows, attributes = read_timing(path)
+    assert list(rows["phase"]) == ["execute", "reduce"] and attributes["size"] == 2
+
+    log = HDF5TimingLog(path, {"size": 3}, append=True)  # a resumed run, now on 3 ranks
+    log.write([PhaseRow(1, "execute", 3.0, 4.0, 1, 4)])
+    log.close()
+    rows, attributes = read_timing(path)
+    assert list(rows["query"]) == [0, 0, 1]
+    assert attributes["rank"] == 0 and attributes["size"] == 3
+
+
+def test_a_new_log_never_overwrites(tmp_path):
+    path = tmp_path / "rank-00000.h5"
+    HDF5TimingLog(path, {"rank": 0}).close()
+    with pytest.raises(FileExistsError):
+        HDF5TimingLog(path, {"rank": 0})
+
+
+def test_an_unreadable_log_is_set_aside_on_append(tmp_path):
+    path = tmp_path / "rank-00000.h5"
+    path.write_bytes(b"not an hdf5 file")
+    log = HDF5TimingLog(path, {"rank": 0}, append=True)
+    log.write([PhaseRow(0, "execute", 1.0, 2.0)])
+    log.close()
+    assert (tmp_path / "rank-00000.h5.unreadable").read_bytes() == b"not an hdf5 file"
+    assert len(read_timing(path)[0]) == 1
+    assert h5py.is_hdf5(path)
