@@ -19,11 +19,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
+from .data import DATASETS as _DATASETS  # name -> (classes, raw features): limits of [data]
 from .devices import DEVICES
 from .errors import ConfigError
 
-# Dataset name -> (number of classes, raw feature count); ``features`` may not exceed the latter.
-_DATASETS = {"iris": (3, 4), "digits": (10, 64), "mnist": (10, 784)}
 _COMPARISONS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 

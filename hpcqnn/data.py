@@ -30,7 +30,8 @@ from sklearn.preprocessing import StandardScaler
 
 from .errors import DataError
 
-DATASETS = ("iris", "digits", "mnist")
+#: name -> (classes, raw features per example)
+DATASETS = {"iris": (3, 4), "digits": (10, 64), "mnist": (10, 784)}
 MNIST_FILES = {
     "x_train": "train-images-idx3-ubyte",
     "y_train": "train-labels-idx1-ubyte",
