@@ -82,7 +82,7 @@ def _wait(request: MPI.Request) -> None:
     pause = 1e-5
     while not request.Test():
         time.sleep(pause)
-        pause = min(pause * 2, 2e-3)
+        pause = min(pause * 2, 5e-4)
 
 
 @dataclass
@@ -96,7 +96,7 @@ class MPIEngine:
     schedule: str = "static"
     straggler: Straggler | None = None
     root_computes: bool = True
-    tiles_per_rank: int = 8
+    tiles_per_rank: int = 16
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -202,19 +202,27 @@ class MPIEngine:
             self.recorder.add(PhaseRow(query, "straggle", begin, time.time(), n_tiles=len(tiles), injected_delay=delay))
 
     def _coordinate(self, queue: deque, run) -> None:
-        """Rank 0 of the dynamic schedule: answer tile requests, computing between them."""
-        active = self.size - 1
-        request = np.zeros(1, dtype=np.int64)
-        status = MPI.Status()
-        while active or queue:
-            while active and self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=_TAG_REQUEST, status=status):
-                self.comm.Recv(request, source=status.Get_source(), tag=_TAG_REQUEST)
+        """Rank 0 of the dynamic schedule: answer tile requests, computing between them.
+
+        One receive stays posted per worker (each has at most one request outstanding): testing
+        posted receives drives MPI's progress, where a single Iprobe after a long tile can miss
+        a request that already arrived (seen with MPICH), leaving the worker idle a tile longer.
+        """
+        buffers = {w: np.zeros(1, dtype=np.int64) for w in range(1, self.size)}
+        pending = {w: self.comm.Irecv(b, source=w, tag=_TAG_REQUEST) for w, b in buffers.items()}
+        while pending or queue:
+            for worker, request in list(pending.items()):
+                if not request.Test():
+                    continue
                 tile = queue.popleft() if queue else Tile(-1, 0, 0)
-                active -= tile.circuit < 0
-                self.comm.Send(np.array(tile, dtype=np.int64), dest=status.Get_source(), tag=_TAG_TILE)
-            if queue and (self.root_computes or active == 0):
+                self.comm.Send(np.array(tile, dtype=np.int64), dest=worker, tag=_TAG_TILE)
+                if tile.circuit < 0:
+                    del pending[worker]
+                else:
+                    pending[worker] = self.comm.Irecv(buffers[worker], source=worker, tag=_TAG_REQUEST)
+            if queue and (self.root_computes or not pending):
                 run([queue.popleft()])
-            elif active:
+            elif pending:
                 time.sleep(2e-4)
 
     def _request_tiles(self, run) -> None:

@@ -1,0 +1,231 @@
+"""Report figures (matplotlib, Agg backend), each written as NAME.png and NAME.pdf.
+
+Every function takes tables of ``analysis.metrics`` / ``analysis.replay`` and an output folder
+and returns the paths it wrote: none when the tables hold nothing to draw (e.g. scaling needs a
+problem measured at two rank counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from .metrics import BREAKDOWN, PAPER_RECONSTRUCT_SHARE  # noqa: E402
+
+COLORS = {
+    "partition": "#8c564b", "generate": "#e377c2", "broadcast": "#17becf", "execute": "#1f77b4",
+    "straggle": "#d62728", "reconstruct": "#ff7f0e", "contract": "#ffbb78", "wait": "#c7c7c7",
+    "reduce": "#2ca02c", "other": "#7f7f7f",
+}
+
+
+def save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+    """Write ``fig`` as PNG and PDF into ``out`` and close it."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def label(row: pd.Series, columns: list[str]) -> str:
+    """A short legend label from a row's workload/execution columns."""
+    parts = {
+        "kind": lambda v: str(v), "dataset": lambda v: "" if v in ("bench", None) else str(v),
+        "qubits": lambda v: f"{v:.0f}q", "cuts": lambda v: f"{v:.0f} cuts", "rows": lambda v: f"{v:.0f} rows",
+        "mode": str, "ranks": lambda v: f"{v:.0f} ranks", "schedule": str,
+        "cutting": lambda v: "" if v else "uncut", "straggler": lambda v: "straggler" if v else "",
+    }
+    return " ".join(t for c in columns if c in parts and pd.notna(row.get(c)) and (t := parts[c](row[c])))
+
+
+def groups(table: pd.DataFrame, keys: list[str], x: str) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(label, rows sorted by ``x``) of every group of ``keys`` with two or more ``x`` values."""
+    for _, group in table.groupby(keys, dropna=False, sort=True):
+        if group[x].nunique() > 1:
+            yield label(group.iloc[0], keys), group.sort_values(x)
+
+
+def scaling(strong: pd.DataFrame, weak: pd.DataFrame, keys: list[str], out: Path) -> list[Path]:
+    """Speed-up and parallel efficiency vs ranks: strong scaling solid, weak scaling dashed."""
+    if strong.empty and weak.empty:
+        return []
+    fig, (ax_s, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
+    for table, y, style, kind in ((strong, "speedup", "-o", "strong"), (weak, "scaled_speedup", "--s", "weak")):
+        for name, group in groups(table, [k for k in keys if k != "rows" or kind == "strong"], "ranks"):
+            line = ax_s.plot(group["ranks"], group[y], style, label=f"{kind}: {name}")[0]
+            ax_e.plot(group["ranks"], group["efficiency"], style, color=line.get_color())
+    top = max(strong["ranks"].max() if len(strong) else 1, weak["ranks"].max() if len(weak) else 1)
+    ax_s.plot([1, top], [1, top], ":", color="gray", label="ideal")
+    ax_e.axhline(1.0, ls=":", color="gray")
+    for ax, name in ((ax_s, "speed-up"), (ax_e, "parallel efficiency")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("MPI ranks")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    ax_e.set_ylim(0, 1.2)
+    ax_s.legend(fontsize=7)
+    fig.suptitle("Scaling of one estimator query (median steady query)")
+    return save(fig, out, "scaling")
+
+
+def breakdown(means: pd.DataFrame, keys: list[str], x: str, out: Path, name: str) -> list[Path]:
+    """Stacked phase shares of the mean steady query vs ``x``, one panel per group of ``keys``."""
+    panels = list(groups(means, keys, x))
+    if not panels:
+        return []
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    columns = [f"share_{p}" for p in BREAKDOWN] + ["wall"]
+    for ax, (title, runs) in zip(axes[0], panels):
+        group = runs.groupby(x)[columns].mean().reset_index()  # repeated runs: their mean
+        positions = np.arange(len(group))
+        bottom = np.zeros(len(group))
+        for phase in BREAKDOWN:
+            values = group[f"share_{phase}"].to_numpy()
+            ax.bar(positions, values, bottom=bottom, color=COLORS[phase], label=phase)
+            bottom += values
+        for pos, wall in zip(positions, group["wall"]):
+            ax.text(pos, 1.01, f"{1e3 * wall:.0f} ms", ha="center", fontsize=7)
+        ax.set_xticks(positions, [f"{v:g}" for v in group[x]])
+        ax.set_xlabel(x)
+        ax.set_ylim(0, 1.1)
+        ax.set_title(title, fontsize=8)
+    axes[0][0].set_ylabel("share of query wall time (rank 0)")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.suptitle(f"Phase breakdown vs {x} (mean steady query over runs; labels: wall time)")
+    return save(fig, out, name)
+
+
+def reconstruction_share(summary: pd.DataFrame, keys: list[str], out: Path) -> list[Path]:
+    """Median (marker) and p95 (bar top) reconstruction share vs cuts, beside the paper's 53 %."""
+    cut = summary.dropna(subset=["reconstruct_median", "cuts"])
+    cut = cut[cut["cutting"].astype(bool)]
+    if cut.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for _, runs in cut.groupby(keys, dropna=False):
+        group = runs.groupby("cuts")[["reconstruct_median", "reconstruct_p95"]].median().reset_index()
+        median, p95 = 100 * group["reconstruct_median"], 100 * group["reconstruct_p95"]
+        ax.errorbar(group["cuts"], median, yerr=[np.zeros(len(group)), p95 - median], fmt="-o", capsize=3,
+                    label=label(runs.iloc[0], keys))
+    for (key, value), style in zip(PAPER_RECONSTRUCT_SHARE.items(), ("--", ":")):
+        ax.axhline(100 * value, ls=style, color="crimson", label=f"paper, 3 cuts ({key}): {100 * value:.0f} %")
+    ax.set_yscale("log")
+    ax.set_xlabel("cuts")
+    ax.set_ylabel("reconstruction share of query time (%)")
+    ax.set_xticks(sorted(cut["cuts"].unique()))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title("Reconstruction share: median (marker) to p95 (bar)")
+    return save(fig, out, "reconstruction_share")
+
+
+def gantt(intervals: pd.DataFrame, run: str, query: int, out: Path, name: str) -> list[Path]:
+    """Per-rank timeline of one query: execution, local reconstruction, final contraction,
+    straggler delay, waiting and reduce (milliseconds from the query's start)."""
+    rows = intervals[(intervals["run"] == run) & (intervals["query"] == query)]
+    if rows.empty:
+        return []
+    start = rows["t_start"].min()
+    phase = rows["phase"].where(~((rows["phase"] == "reconstruct") & (rows["n_experiments"] == 0)), "contract")
+    ranks = sorted(rows["rank"].unique())
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(ranks) + 1.5))
+    handles = []
+    for kind, color in COLORS.items():
+        chosen = rows[phase == kind]
+        if chosen.empty:
+            continue
+        for rank, mine in chosen.groupby("rank"):
+            spans = list(zip(1e3 * (mine["t_start"] - start), 1e3 * mine["seconds"]))
+            ax.broken_barh(spans, (rank - 0.4, 0.8), facecolors=color, edgecolor="white", linewidth=0.3)
+        handles.append(Patch(color=color, label="local reconstruct" if kind == "reconstruct" else kind))
+    ax.set_yticks(ranks, [f"rank {r}" for r in ranks])
+    ax.invert_yaxis()
+    ax.set_xlabel("ms since the query started (blank: untimed, e.g. rank 0 handing out tiles)")
+    ax.legend(handles=handles, fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    ax.set_title(f"{run}, query {query}", fontsize=9)
+    return save(fig, out, name)
+
+
+def stragglers(sensitivity: pd.DataFrame, out: Path) -> list[Path]:
+    """Wall time without and with the injected straggler, per schedule."""
+    table = sensitivity.dropna(subset=["wall_clean"])
+    if table.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = [label(r, ["cuts", "rows", "ranks", "schedule"]) for _, r in table.iterrows()]
+    positions = np.arange(len(table))
+    ax.bar(positions - 0.2, 1e3 * table["wall_clean"], 0.4, label="no straggler", color="#1f77b4")
+    ax.bar(positions + 0.2, 1e3 * table["wall_straggler"], 0.4, label="straggler", color="#d62728")
+    for pos, (_, row) in zip(positions, table.iterrows()):
+        ax.text(pos + 0.2, 1e3 * row["wall_straggler"], f"x{row['sensitivity']:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(positions, names, fontsize=8)
+    ax.set_ylabel("median query wall time (ms)")
+    ax.legend(fontsize=8)
+    slow = table.iloc[0]
+    ax.set_title(f"Straggler: rank(s) {slow['straggler_ranks']} x{slow['straggler_slowdown']:g} slower", fontsize=9)
+    return save(fig, out, "stragglers")
+
+
+def accuracy(accuracy_table: pd.DataFrame, robustness: pd.DataFrame, out: Path) -> list[Path]:
+    """Test accuracy vs Gaussian sigma and FGSM epsilon per cut setting (strength 0: clean)."""
+    if robustness.empty:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    clean = accuracy_table.set_index("run")["test_accuracy"]
+    colors = {c: f"C{k}" for k, c in enumerate(sorted(robustness["cuts"].unique()))}
+    for ax, attack, xlabel in zip(axes, ("gaussian", "fgsm"), ("Gaussian noise sigma", "FGSM epsilon")):
+        for (cuts, cutting, mode), group in robustness[robustness["attack"] == attack].groupby(["cuts", "cutting", "mode"]):
+            points = group.groupby("strength")["accuracy"].mean()
+            points = pd.concat([pd.Series({0.0: clean[group["run"]].mean()}), points])
+            ax.plot(points.index, points.to_numpy(), "-o" if cutting else ":x", color=colors[cuts], ms=5 if cutting else 9,
+                    zorder=2 if cutting else 3, label=f"{cuts:.0f} cuts {mode}" + ("" if cutting else ", uncut baseline"))
+        ax.set_xlabel(xlabel + " (standardized features)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("Robustness per cut setting")
+    return save(fig, out, "accuracy_robustness")
+
+
+def projection(projected: pd.DataFrame, measured: pd.DataFrame, out: Path) -> list[Path]:
+    """Modelled speed-up at 1..1024 ranks beside the measured and modelled workstation points.
+
+    ``measured``: ranks, measured and predicted wall of the reference workload's clean runs."""
+    if projected.empty:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, straggler in zip(axes, (False, True)):
+        for (schedule, reduce), group in projected[projected["straggler"] == straggler].groupby(["schedule", "reduce"]):
+            ax.plot(group["ranks"], group["speedup"], "-" if reduce == "tree" else ":", marker=".",
+                    label=f"model, cluster: {schedule}, {reduce} reduce")
+        ranks = projected["ranks"]
+        ax.plot([1, ranks.max()], [1, ranks.max()], color="gray", lw=0.8, label="ideal")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("MPI ranks")
+        ax.grid(alpha=0.3, which="both")
+        ax.set_title("rank 1 slowed down" if straggler else "no straggler", fontsize=9)
+    serial = measured[measured["ranks"] == 1][["measured", "predicted"]].median()  # one rank runs statically
+    for (schedule, group), marker in zip(measured.groupby("schedule"), "^vs"):
+        if serial.notna().all():
+            group = pd.concat([measured[measured["ranks"] == 1], group[group["ranks"] > 1]])
+            group = group.groupby("ranks")[["measured", "predicted"]].median()
+            axes[0].plot(group.index, serial["measured"] / group["measured"], "k" + marker, ms=8,
+                         label=f"measured here: {schedule}")
+            axes[0].plot(group.index, serial["predicted"] / group["predicted"], marker, mfc="none", mec="crimson", ms=11,
+                         label=f"model of this host: {schedule}")
+    axes[0].set_ylabel("speed-up over 1 rank")
+    for ax in axes:
+        ax.legend(fontsize=6)
+    fig.suptitle("Replay model: projected speed-up of one query")
+    return save(fig, out, "projection")

@@ -1,0 +1,299 @@
+"""analysis/: tables, metrics, figures, report and the replay model.
+
+Real runs are made here once (``hpcqnn bench`` and ``hpcqnn train`` under mpiexec, a 1-rank
+bench in this process); synthetic run directories with known timings are written with
+``hpcqnn.timelog.HDF5TimingLog``; damaged and killed runs load with the damage reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import metrics, replay, report
+from analysis.load import RunLoadWarning, find_run_dirs, load_runs
+from hpcqnn import cli
+from hpcqnn.timelog import HDF5TimingLog, rank_file, read_timing
+from hpcqnn.timing import PHASES, PhaseRow
+
+ROOT = Path(__file__).resolve().parents[1]
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+BENCH = ("bench", "--qubits", "6", "--rows", "8", "--queries", "4", "--modes", "exact", "--reference-queries", "0")
+FIGURES = ("scaling", "breakdown_cuts", "breakdown_ranks", "reconstruction_share", "gantt_static", "gantt_static_straggler",
+           "stragglers", "accuracy_robustness", "projection")
+
+
+def mpirun(ranks: int, *args: object) -> None:
+    """``hpcqnn ARGS`` under ``mpiexec -n ranks``; fail the test on error or after 180 s."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_"))}
+    command = [MPIEXEC, "-n", str(ranks), sys.executable, "-m", "hpcqnn.cli", *map(str, args)]
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory) -> Path:
+    """Six real runs: bench at 2 ranks (cuts 0..2) and 1 rank (cuts 2), with a straggler, and training."""
+    if MPIEXEC is None:
+        pytest.skip("no mpiexec found")
+    root = tmp_path_factory.mktemp("runs")
+    mpirun(2, *BENCH, "--cuts", "0..2", "--out", root / "bench-r2")
+    straggler = ("--straggler-ranks", "1", "--straggler-slowdown", "3")
+    mpirun(2, *BENCH, "--cuts", "2", *straggler, "--out", root / "bench-r2-straggler")
+    assert cli.main([*BENCH, "--cuts", "2", "--out", str(root / "bench-r1")]) == 0  # one rank, in this process
+    mpirun(2, "train", ROOT / "jobs" / "iris_quick.toml", "--out", root / "train",
+           "--set", "training.epochs=1", "--set", "data.max_train=24", "--set", "evaluation.gaussian_draws=1")
+    return root
+
+
+# -- real runs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.mpi
+def test_tables_hold_every_timing_row(real):
+    tables = load_runs([real])
+    runs = tables.runs.set_index("run")
+    assert sorted(runs.index) == ["bench-r1/cuts2-exact", "bench-r2-straggler/cuts2-exact", "bench-r2/cuts0-exact",
+                                  "bench-r2/cuts1-exact", "bench-r2/cuts2-exact", "train"]
+    assert runs["ranks"].to_dict() == {r: 1 if r.startswith("bench-r1") else 2 for r in runs.index}
+    assert (runs["ranks_read"] == runs["ranks"]).all() and runs["complete"].all() and not tables.skipped
+    assert runs.loc["bench-r2/cuts1-exact", ["kind", "cuts", "mode", "schedule"]].tolist() == ["bench", 1, "exact", "static"]
+    assert runs.loc["train", ["kind", "name", "cuts", "qubits"]].tolist() == ["train", "iris_quick", 1, 4]
+    assert runs["straggler"].to_dict() == {r: "straggler" in r for r in runs.index}
+
+    for run, meta in runs.iterrows():
+        for rank in range(meta["ranks"]):
+            raw, _ = read_timing(rank_file(meta["path"], rank))
+            mine = tables.intervals[(tables.intervals["run"] == run) & (tables.intervals["rank"] == rank)]
+            assert len(mine) == len(raw) > 0
+            np.testing.assert_array_equal(mine["t_end"] - mine["t_start"], mine["seconds"])
+    assert not tables.phases.duplicated(["run", "rank", "query", "phase"]).any()
+    bench = tables.phases[tables.phases["kind"] == "bench"]
+    for (run, rank), rows in bench.groupby(["run", "rank"]):
+        assert sorted(rows["query"].unique()) == [0, 1, 2, 3]  # --queries 4
+        for query, phases in rows.groupby("query"):
+            expected = {"broadcast", "execute", "reconstruct", "wait", "reduce"}
+            if rank == 0 and query == 0:
+                expected |= {"partition", "generate"}
+            assert expected <= set(phases["phase"]), (run, rank, query)
+    straggle = tables.phases[tables.phases["phase"] == "straggle"]
+    assert set(straggle["run"]) == {"bench-r2-straggler/cuts2-exact"} and set(straggle["rank"]) == {1}
+
+
+@pytest.mark.mpi
+def test_shares_from_raw_rows_match_results_json(real):
+    tables = load_runs([real])
+    shares = metrics.share_summary(tables.phases).set_index(["run", "phase"])
+    recorded = tables.results["train"]["query_phases"]
+    for phase in PHASES:
+        for stat in ("median", "p95"):
+            expected = recorded[f"phase_share_{stat}"][phase]
+            assert shares.loc[("train", phase), stat] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    walls = metrics.query_table(tables.phases).groupby("run")["wall"]
+    assert walls.median()["train"] == pytest.approx(recorded["query_seconds_median"], rel=1e-9)
+    assert metrics.reconstruction_share(tables.phases).set_index("run").loc["train", "median"] == pytest.approx(
+        recorded["phase_share_median"]["reconstruct"], rel=1e-9)
+
+    # bench: the same rank-0 phase seconds; its share divides by the Python-side wall of each run() call
+    breakdown = metrics.phase_breakdown(tables.phases).groupby("run").mean(numeric_only=True)
+    for run in ("bench-r2/cuts1-exact", "bench-r2/cuts2-exact", "bench-r1/cuts2-exact"):
+        result = tables.results[run]
+        for phase in PHASES:
+            assert breakdown.loc[run, phase] == pytest.approx(result["phase_seconds_mean"][phase], rel=1e-9, abs=1e-15)
+        assert breakdown.loc[run, "wall"] <= result["query_seconds_mean"]
+        ours = breakdown.loc[run, "reconstruct"] / breakdown.loc[run, "wall"]
+        theirs = ours * breakdown.loc[run, "wall"] / result["query_seconds_mean"]
+        assert theirs == pytest.approx(result["reconstruct_share"], rel=1e-9)
+
+
+@pytest.mark.mpi
+def test_report_writes_every_figure_and_table(real, tmp_path):
+    out = tmp_path / "report"
+    assert report.main([str(real), "--out", str(out), "--projection-ranks", "1,2,8,64"]) == 0
+    for name in FIGURES:
+        for ext in ("png", "pdf"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0, name
+    summary = (out / "summary.md").read_text()
+    for title in ("## Query timing", "## Reconstruction share vs cuts", "## Barrier wait per rank",
+                  "## Injected vs real straggler delay", "## Strong scaling", "## Cut overhead", "## Subexperiments vs cuts",
+                  "## Straggler sensitivity", "## Accuracy", "## Robustness", "## Replay model: validation",
+                  "## Replay model: projected speed-up"):
+        assert title in summary, title
+    assert "![projection](projection.png)" in summary and "## Skipped files" not in summary
+
+
+@pytest.mark.mpi
+def test_damaged_and_missing_files_are_skipped_by_name(real, tmp_path):
+    runs = {}
+    for damage in ("truncated", "garbage", "missing"):
+        runs[damage] = tmp_path / damage
+        shutil.copytree(real / "bench-r2" / "cuts2-exact", runs[damage])
+    victim = Path("timing") / "rank-00001.h5"
+    data = (runs["truncated"] / victim).read_bytes()
+    (runs["truncated"] / victim).write_bytes(data[: len(data) // 2])
+    (runs["garbage"] / victim).write_bytes(os.urandom(4096))
+    (runs["missing"] / victim).unlink()
+    (runs["missing"] / "results.json").write_text("{not json")
+
+    with pytest.warns(RunLoadWarning) as caught:
+        tables = load_runs(runs.values())
+    assert [str(w.message) for w in caught] == list(tables.skipped) and len(tables.skipped) == 4
+    for damage, path in runs.items():
+        assert any(str(path / victim) in s for s in tables.skipped), damage
+    assert any("truncated" in s for s in tables.skipped) and any("results.json" in s for s in tables.skipped)
+    assert (tables.runs["ranks_read"] == 1).all() and (tables.runs["ranks"] == 2).all()
+    assert set(tables.intervals["rank"]) == {0} and tables.intervals.groupby("run")["query"].nunique().eq(4).all()
+
+
+def test_killed_run_loads_its_finished_queries(tmp_path):
+    """A process killed without closing its SWMR log (os._exit) leaves readable rows."""
+    script = (
+        "import os, sys\n"
+        "from hpcqnn.timelog import HDF5TimingLog\n"
+        "from hpcqnn.timing import PhaseRow\n"
+        "log = HDF5TimingLog(sys.argv[1], {'rank': 0, 'size': 1, 'schedule': 'static', 'threads': 1})\n"
+        "log.write([PhaseRow(0, 'execute', 1.0, 2.0, n_experiments=4)])\n"
+        "log.write([PhaseRow(1, 'execute', 3.0, 3.5, n_experiments=4)])\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(rank_file(tmp_path, 0))], check=True, timeout=60)
+    tables = load_runs([tmp_path])
+    assert not tables.skipped and tables.runs["complete"].tolist() == [False]
+    assert metrics.query_table(tables.phases)["wall"].tolist() == [1.0, 0.5]
+
+
+# -- synthetic runs with known timings -------------------------------------------------------------
+
+
+def write_synthetic_run(path: Path, ranks: int, rows: int) -> None:
+    """Three queries (the first builds the plan): every rank broadcasts 10 ms, executes
+    ``base x (1 + 0.1 rank)`` with ``base = 50 ms x rows / ranks``, waits for the slowest, reduces
+    10 ms; rank 0 then contracts 20 ms. Wall of a steady query: 40 ms + base x (1 + 0.1 (ranks - 1))."""
+    base = 0.05 * rows / ranks
+    config = json.dumps({"qubits": 6, "cuts": 3, "mode": "exact", "rows": rows, "layers": 3, "straggler": None})
+    slowest = base * (1 + 0.1 * (ranks - 1))
+    for rank in range(ranks):
+        log = HDF5TimingLog(rank_file(path, rank), {"rank": rank, "size": ranks, "hostname": "synthetic", "device": "CPU",
+                                                     "schedule": "static", "threads": 1, "config": config})
+        t = 1000.0
+        for query in range(3):
+            out = []
+            if query == 0 and rank == 0:
+                out += [PhaseRow(query, "partition", t, t + 0.05), PhaseRow(query, "generate", t + 0.05, t + 0.06)]
+            t += 0.06 if query == 0 else 0.0
+            busy = base * (1 + 0.1 * rank)
+            out += [
+                PhaseRow(query, "broadcast", t, t + 0.01, n_rows=rows, bytes=8 * rows),
+                PhaseRow(query, "execute", t + 0.01, t + 0.01 + busy, n_experiments=100 * rows // ranks),
+                PhaseRow(query, "wait", t + 0.01 + busy, t + 0.01 + slowest),
+                PhaseRow(query, "reduce", t + 0.01 + slowest, t + 0.02 + slowest, bytes=800),
+            ]
+            if rank == 0:
+                out.append(PhaseRow(query, "reconstruct", t + 0.02 + slowest, t + 0.04 + slowest, n_rows=rows))
+            log.write(out)
+            t += 1.0
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    for ranks, rows in ((1, 16), (2, 16), (4, 16), (1, 4), (2, 8)):
+        write_synthetic_run(root / f"r{ranks}-rows{rows}", ranks, rows)
+    tables = load_runs([root])
+    return tables, metrics.run_summary(tables.runs, tables.phases).set_index("run")
+
+
+def test_synthetic_walls_breakdown_and_shares(synthetic):
+    tables, summary = synthetic
+    wall = {"r1-rows16": 0.84, "r2-rows16": 0.48, "r4-rows16": 0.30, "r1-rows4": 0.24, "r2-rows8": 0.26}
+    assert summary["wall"].to_dict() == pytest.approx(wall)
+    breakdown = metrics.phase_breakdown(tables.phases).set_index(["run", "query"])
+    steady = breakdown.loc[("r4-rows16", 1)]
+    expected = {"broadcast": 0.01, "execute": 0.2, "wait": 0.06, "reduce": 0.01, "reconstruct": 0.02, "other": 0.0,
+                "wall": 0.3}
+    assert {k: steady[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+    assert breakdown.loc[("r4-rows16", 0), "partition"] == pytest.approx(0.05) and breakdown.loc[("r4-rows16", 0), "setup"]
+    # the setup query is longer; median and p95 over [a, b, b] with a < b are both b
+    shares = metrics.reconstruction_share(tables.phases).set_index("run")
+    for run, w in wall.items():
+        assert shares.loc[run, ["median", "p95"]].tolist() == pytest.approx([0.02 / w, 0.02 / w])
+    means = metrics.mean_breakdown(tables.phases).set_index("run")
+    assert means.loc["r4-rows16", [f"share_{p}" for p in metrics.BREAKDOWN]].sum() == pytest.approx(1.0)
+    assert means.loc["r2-rows16", "share_execute"] == pytest.approx(0.4 / 0.48)
+    waits = metrics.rank_waits(tables.phases).set_index(["run", "rank"])["wait_median"]
+    assert [waits[("r4-rows16", r)] for r in range(4)] == pytest.approx([0.06, 0.04, 0.02, 0.0], abs=1e-9)
+    imbalance = metrics.load_imbalance(tables.phases).set_index(["run", "query"])["imbalance"]
+    assert imbalance[("r4-rows16", 2)] == pytest.approx(0.26 / 0.23)
+
+
+def test_synthetic_strong_and_weak_scaling(synthetic):
+    _, summary = synthetic
+    strong = metrics.strong_scaling(summary.reset_index())
+    strong = strong[strong["rows"] == 16].set_index("ranks")
+    assert strong["speedup"].to_dict() == pytest.approx({1: 1.0, 2: 0.84 / 0.48, 4: 0.84 / 0.30})
+    assert strong["efficiency"].to_dict() == pytest.approx({1: 1.0, 2: 0.875, 4: 0.7})
+    weak = metrics.weak_scaling(summary.reset_index()).set_index("ranks")
+    assert weak["rows"].to_dict() == {1: 4, 2: 8, 4: 16}
+    base = 400 / 0.24  # experiments per second at 1 rank
+    assert weak["scaled_speedup"].to_dict() == pytest.approx({1: 1.0, 2: 800 / 0.26 / base, 4: 1600 / 0.30 / base})
+    assert weak["efficiency"].to_dict() == pytest.approx({1: 1.0, 2: 0.24 / 0.26, 4: 0.24 / 0.30})
+
+
+def test_find_run_dirs_and_labels(synthetic, tmp_path):
+    tables, _ = synthetic
+    assert sorted(tables.runs["run"]) == ["r1-rows16", "r1-rows4", "r2-rows16", "r2-rows8", "r4-rows16"]
+    for name in ("a/x", "b/x"):
+        write_synthetic_run(tmp_path / name, 1, 4)
+    assert find_run_dirs([tmp_path / "a" / "x"]) == [tmp_path / "a" / "x"]
+    assert sorted(load_runs([tmp_path]).runs["run"]) == ["a/x", "b/x"]
+
+
+# -- the replay model ------------------------------------------------------------------------------
+
+
+COSTS = replay.Costs(
+    execute=replay.TileCost(0.0, 1e-3), reconstruct=replay.TileCost(0.0, 0.0), contraction_row=0.0,
+    start_lag=0.0, sync=0.0, overhead=0.0, capacity=1.0,
+)
+NETWORK = replay.Network(latency=0.0, bandwidth=1e12)
+WORK = replay.Workload(experiments=100, rows=1, param_bytes=0, buffer_bytes=0)
+
+
+def test_replay_static_processor_sharing_and_stragglers():
+    def wall(**scenario) -> float:
+        return replay.simulate(WORK, COSTS, NETWORK, replay.Scenario(**scenario)).wall
+
+    assert wall(ranks=1) == pytest.approx(0.1)
+    assert wall(ranks=2) == pytest.approx(0.05)  # a core each
+    assert wall(ranks=4, cores=2.0) == pytest.approx(0.05)  # 4 ranks share 2 cores
+    assert wall(ranks=2, straggler_ranks=(1,), slowdown=3.0) == pytest.approx(0.05 + 2 * 0.05)
+    # sharing one core, both ranks execute for 100 ms; the straggler then sleeps 2 x 100 ms
+    assert wall(ranks=2, cores=1.0, straggler_ranks=(1,), slowdown=3.0) == pytest.approx(0.1 + 0.2)
+    static = wall(ranks=4, straggler_ranks=(1,), slowdown=4.0)
+    assert static == pytest.approx(0.025 * 4)
+    assert wall(ranks=4, schedule="dynamic", straggler_ranks=(1,), slowdown=4.0) < static
+    assert wall(ranks=4, schedule="dynamic", prompt_probe=True) < wall(ranks=4, schedule="dynamic")
+    heavy = replace(WORK, param_bytes=1024, buffer_bytes=1 << 20)
+    linear = replay.simulate(heavy, COSTS, replay.CLUSTER, replay.Scenario(64, reduce="linear"))
+    tree = replay.simulate(heavy, COSTS, replay.CLUSTER, replay.Scenario(64, reduce="tree"))
+    assert linear.reduce == pytest.approx(63 / 6 * tree.reduce)
+
+
+def test_polling_notices_late_and_tile_costs_fit():
+    assert replay.noticed_after(0.0) == 0.0
+    assert replay.noticed_after(1e-3) == pytest.approx(1.27e-3)  # tests at 10, 30, 70, ... 1270 us
+    assert replay.noticed_after(1e-2) == pytest.approx(1.055e-2)  # then every 2 ms
+    sizes = np.array([4, 64, 128, 512, 1024, 2048] * 3)
+    cost, residual = replay.fit_tile_cost(pd.Series(sizes), pd.Series(5e-4 + 6e-5 * sizes.astype(float)))
+    assert (cost.call, cost.experiment, cost.exponent) == pytest.approx((5e-4, 6e-5, 1.0), rel=1e-6) and residual < 1e-20
+    assert cost(4096) == pytest.approx(5e-4 + 6e-5 * 4096)  # beyond the fitted sizes: linear
