@@ -26,9 +26,10 @@ sharing: every computing rank runs at ``c x min(1, cores / (computing ranks x c)
 Static: each rank runs its ``hpcqnn.tiles.split_static`` share as one batch. Dynamic: rank 0
 hands out ``split_chunks`` tiles on request (one request ahead per worker, a Recv + Send of
 rank-0 time each) and runs tiles itself between requests, as ``MPIEngine._coordinate`` does; a
-waiting worker notices its tile at its next poll (``_wait`` sleeps 10 us, doubling to 2 ms), and
-rank 0 matches a request that arrived during its tile only at the boundary after (MPICH's
-``Iprobe`` needs a progressing call first: measured, see ``_Machine._probe``).
+waiting worker notices its tile at its next poll (``_wait`` sleeps 10 us, doubling to 0.5 ms); rank
+0 keeps a receive posted per worker, so it sees a request at its first test after a tile
+(``prompt_probe``; a bare ``Iprobe`` loop, as hpcqnn had before, sees it a tile later with MPICH:
+``_Machine._probe`` models both).
 A slowed batch sleeps ``delay`` per tile plus ``slowdown - 1`` times its execution (a straggler
 rank's every batch; with ``probability``, its expectation). Then:
 
@@ -65,14 +66,13 @@ from .load import RunTables
 CPU_PHASES = ("execute", "reconstruct")
 AER_PARALLEL_QUBITS = 14  # Aer's default statevector_parallel_threshold
 POLL = 2e-4  # seconds rank 0 sleeps between request checks when it has no tile to run
-WAIT_FIRST, WAIT_MAX = 1e-5, 2e-3  # ``hpcqnn.distributed._wait``: test, sleep, double the sleep up to 2 ms
+WAIT_FIRST, WAIT_MAX = 1e-5, 5e-4  # ``hpcqnn.distributed._wait``: test, sleep, double the sleep up to 0.5 ms
 WORKLOAD_KEYS = ["kind", "dataset", "qubits", "layers", "cuts", "cutting", "mode"]
 CONFIG_KEYS = ["ranks", "schedule", "rows", "straggler", "straggler_ranks", "straggler_probability", "straggler_slowdown",
                "straggler_delay"]
 PROJECTION_RANKS = tuple(2**k for k in range(11))
-#: (schedule, name, prompt_probe) of the projection; "dynamic, probe fix" models a coordinator
-#: whose request loop progresses MPI before its first probe (not what hpcqnn does today).
-PROJECTED_SCHEDULES = (("static", "static", False), ("dynamic", "dynamic", False), ("dynamic", "dynamic, probe fix", True))
+#: (schedule, name, prompt_probe) of the projection: hpcqnn's static and dynamic schedules.
+PROJECTED_SCHEDULES = (("static", "static", True), ("dynamic", "dynamic", True))
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,8 @@ class Scenario:
     slowdown: float = 1.0
     delay: float = 0.0  # seconds per slowed tile
     root_computes: bool = True
-    tiles_per_rank: int = 8
-    prompt_probe: bool = False  # True: rank 0 sees tile requests at its first probe (see ``_Machine._probe``)
+    tiles_per_rank: int = 16  # hpcqnn.distributed.MPIEngine's default
+    prompt_probe: bool = True  # False: a bare Iprobe loop that sees requests a tile late (``_Machine._probe``)
 
 
 @dataclass(frozen=True)
@@ -284,7 +284,7 @@ class _Noticed:
 
 def noticed_after(waited: float) -> float:
     """When a rank polling like ``_wait`` notices what arrived ``waited`` seconds after it began:
-    its first test at or after that moment (tests after sleeps of 10 us, 20 us, ... 2 ms, 2 ms)."""
+    its first test at or after that moment (tests after sleeps of 10 us, 20 us, ... 0.5 ms, 0.5 ms)."""
     checked, pause = 0.0, WAIT_FIRST
     while checked < waited and pause < WAIT_MAX:
         checked, pause = checked + pause, min(2 * pause, WAIT_MAX)

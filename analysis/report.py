@@ -176,8 +176,7 @@ def build(tables: RunTables, out: Path, cores: float, ranks: Iterable[int], work
             f"Query of {reference['run']} ({label(reference, [*replay.WORKLOAD_KEYS, 'rows'])}, "
             f"{reference['experiments'] * work_scale:.0f} experiments), "
             f"calibrated on every straggler-free run of its workload; {replay.CLUSTER}; speed-up over the modelled "
-            "1-rank time; straggler: rank 1 slowed down as measured. \"dynamic, probe fix\": rank 0 sees tile "
-            "requests at its first probe (see `analysis/replay.py`).\n\n", keys=[],
+            "1-rank time; straggler: rank 1 slowed down as measured.\n\n", keys=[],
         ))
     text.append("## Figures\n\n" + "".join(f"![{p.stem}]({p.name})\n\n" for p in paths if p.suffix == ".png"))
     if tables.skipped:
