@@ -2,8 +2,10 @@
 
 **Calibration** (``calibrate``) from the timing rows of runs of one workload (same circuits):
 
-- ``execute`` rows give a ``TileCost`` ``call + experiment x n ** exponent`` in *core-seconds*,
-  fitted (relative least squares) through the median per distinct tile size ``n``. Core-seconds
+- ``execute`` rows give a ``TileCost`` in *core-seconds*: a row of ``n`` experiments is
+  ``ceil(n / CALL_EXPERIMENTS)`` Aer calls of 256, ..., the remainder (``AerRunner.run``), each
+  ``call + experiment x m ** exponent``, fitted (relative least squares) through the median per
+  distinct row size ``n``. Core-seconds
   weight each moment of a row by the cores its rank had then: a computing rank uses ``c`` cores
   (``rank_cores``: its Aer threads if the widest subexperiment template reaches Aer's statevector
   parallel threshold of 14 qubits, else 1 - Aer runs narrower circuits on one thread), and when
@@ -23,6 +25,8 @@
 **Simulation** (``simulate``): ranks are coroutines on a discrete-event machine with processor
 sharing: every computing rank runs at ``c x min(1, cores / (computing ranks x c))`` cores
 (``cores=None``: dedicated cores, no sharing); sleeping and waiting ranks use none.
+A batch runs as its sequence of Aer calls (``call_sizes``: tiles cut at ``CALL_EXPERIMENTS``,
+consecutive pieces packed into a call while they fit, as ``AerRunner.run`` does).
 Static: each rank runs its ``hpcqnn.tiles.split_static`` share as one batch. Dynamic: rank 0
 hands out ``split_chunks`` tiles on request (one request ahead per worker, a Recv + Send of
 rank-0 time each) and runs tiles itself between requests, as ``MPIEngine._coordinate`` does; a
@@ -58,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 from hpcqnn.measurement import SAMPLE_BLOCK
+from hpcqnn.simulator import CALL_EXPERIMENTS
 from hpcqnn.tiles import dynamic_chunk, split_chunks, split_static
 
 from . import metrics
@@ -94,17 +99,31 @@ LOCAL_BANDWIDTH = 5e9
 
 @dataclass(frozen=True)
 class TileCost:
-    """Core-seconds of one call on ``n`` experiments: ``call + experiment x n ** exponent`` up to
-    the largest calibrated tile ``fitted_up_to``, linear beyond it (no extrapolated growth)."""
+    """Core-seconds of ``n`` experiments run in calls of at most ``batch`` experiments (as
+    ``hpcqnn.simulator.AerRunner.run`` does with ``CALL_EXPERIMENTS``; ``inf``: one call): each
+    call of ``m`` costs ``call + experiment x m ** exponent`` up to the largest calibrated call
+    ``fitted_up_to``, linear beyond it (no extrapolated growth)."""
 
     call: float
     experiment: float
     exponent: float = 1.0
     fitted_up_to: float = math.inf
+    batch: float = math.inf
 
     def __call__(self, n: float) -> float:
-        top = min(n, self.fitted_up_to)
-        return self.call + self.experiment * top**self.exponent * n / top if n > 0 else self.call
+        return sum(self.single(m) for m in self.calls(n))
+
+    def calls(self, n: float) -> list[float]:
+        """Sizes of the calls ``n`` experiments take: ``batch``, ..., ``batch``, the remainder."""
+        if n <= 0 or n <= self.batch:
+            return [n]
+        full, rest = divmod(n, self.batch)
+        return [self.batch] * int(full) + ([rest] if rest > 0 else [])
+
+    def single(self, m: float) -> float:
+        """Core-seconds of one call on ``m`` experiments."""
+        top = min(m, self.fitted_up_to)
+        return self.call + self.experiment * top**self.exponent * m / top if m > 0 else self.call
 
 
 @dataclass(frozen=True)
@@ -295,11 +314,27 @@ def _batch(machine: _Machine, rank: int, tiles: list[int], costs: Costs, scenari
     """One ``run_tiles`` call on ``tiles`` (their experiment counts), then the injected delay:
     ``delay`` per slowed tile and ``slowdown - 1`` times the execution (``Straggler.seconds``)."""
     start = machine.now
-    yield ("cpu", costs.execute(sum(tiles)))
+    for size in call_sizes(tiles, costs.execute.batch):
+        yield ("cpu", costs.execute.single(size))
     elapsed = machine.now - start
     yield ("cpu", costs.reconstruct(sum(tiles)))
     hit = 1.0 if rank in scenario.straggler_ranks else scenario.probability
     yield ("sleep", hit * (scenario.delay * len(tiles) + (scenario.slowdown - 1.0) * elapsed))
+
+
+def call_sizes(tiles: list[int], batch: float) -> list[float]:
+    """Experiments per simulator call for one ``run_tiles`` on ``tiles``, packed as
+    ``AerRunner.run`` does: each tile cut into pieces of at most ``batch``, consecutive pieces
+    sharing a call while their sum stays within ``batch``."""
+    calls: list[float] = []
+    size = 0.0
+    for tile in tiles:
+        for piece in TileCost(0.0, 0.0, batch=batch).calls(tile):
+            if size and size + piece > batch:
+                calls.append(size)
+                size = 0.0
+            size += piece
+    return calls + [size] if size or not calls else calls
 
 
 def _static(machine: _Machine, rank: int, tiles: list[int], lag: float, costs: Costs, scenario: Scenario) -> Iterator:
@@ -387,7 +422,7 @@ def calibrate(tables: RunTables, runs: Iterable[str], cores: float, network: Net
     breakdown = metrics.phase_breakdown(phases).merge(steady, on=["run", "query"])
     static = breakdown[breakdown["run"].map(tables.runs.set_index("run")["schedule"]) == "static"]
     return Costs(
-        execute=fit_tile_cost(execute["n_experiments"], execute["core_seconds"])[0],
+        execute=fit_tile_cost(execute["n_experiments"], execute["core_seconds"], batch=CALL_EXPERIMENTS)[0],
         reconstruct=fit_tile_cost(local["n_experiments"], local["core_seconds"])[0],
         contraction_row=_median(final["seconds"] / final["n_rows"]),
         start_lag=_start_lag(phases.merge(steady, on=["run", "query"])),
@@ -407,7 +442,8 @@ def fit_capacity(rows: pd.DataFrame, cores: float, step: float = 0.05) -> float:
     best, chosen = math.inf, float(cores)
     for capacity in np.arange(cores, 1.0 - 1e-9, -step):  # from ``cores`` down: ties keep more cores
         medians = _core_seconds(rows, capacity)[execute].groupby(keys).median()
-        residual = fit_tile_cost(medians.index.get_level_values(1).to_series(index=medians.index), medians, by_size=False)[1]
+        sizes = medians.index.get_level_values(1).to_series(index=medians.index)
+        residual = fit_tile_cost(sizes, medians, by_size=False, batch=CALL_EXPERIMENTS)[1]
         if residual < best - 1e-12:
             best, chosen = residual, float(capacity)
     return chosen
@@ -445,24 +481,30 @@ def _core_seconds(rows: pd.DataFrame, cores: float) -> pd.Series:
     return result
 
 
-def fit_tile_cost(x: pd.Series, y: pd.Series, by_size: bool = True) -> tuple[TileCost, float]:
+def fit_tile_cost(x: pd.Series, y: pd.Series, by_size: bool = True, batch: float = math.inf) -> tuple[TileCost, float]:
     """The ``TileCost`` through ``(x, y)`` (medians per distinct ``x`` if ``by_size``) and its
     residual: relative least squares, so small tiles weigh as much as big ones; the exponent is
-    searched in [1, 1.3] (per-experiment cost growing with the batch, e.g. cache misses), the
-    call cost kept >= 0 (0 when the sizes cannot tell it)."""
+    searched in [1, 1.3] (per-experiment cost growing with the call, e.g. cache misses), the
+    call cost kept >= 0 (0 when the sizes cannot tell it). A row of ``x`` experiments is
+    ``TileCost.calls``: ceil(x / ``batch``) calls of ``batch``, ..., the remainder, so
+    ``y = call x calls + experiment x sum(call sizes ** exponent)``."""
     if x.empty:
-        return TileCost(0.0, 0.0), 0.0
+        return TileCost(0.0, 0.0, batch=batch), 0.0
     points = y.groupby(x.to_numpy()).median() if by_size else pd.Series(y.to_numpy(), index=x.to_numpy())
     xs, ys = points.index.to_numpy(float), points.to_numpy(float)
-    best = (math.inf, TileCost(0.0, 0.0))
-    for exponent in np.arange(1.0, 1.3001, 0.01) if np.unique(xs).size > 2 else (1.0,):
-        powered = xs**exponent
-        (call, per), *_ = np.linalg.lstsq(np.column_stack([1 / ys, powered / ys]), np.ones(len(xs)), rcond=None)
-        if call < 0 or per <= 0 or np.unique(xs).size < 2:
+    shape = TileCost(0.0, 0.0, batch=batch)
+    sizes = [np.asarray(shape.calls(n), float) for n in xs]
+    counts = np.array([len(c) for c in sizes], float)
+    distinct = np.unique(np.concatenate(sizes)).size  # distinct call sizes: what can tell call from experiment
+    best = (math.inf, shape)
+    for exponent in np.arange(1.0, 1.3001, 0.01) if distinct > 2 else (1.0,):
+        powered = np.array([np.sum(c**exponent) for c in sizes])
+        (call, per), *_ = np.linalg.lstsq(np.column_stack([counts / ys, powered / ys]), np.ones(len(xs)), rcond=None)
+        if call < 0 or per <= 0 or distinct < 2:
             call, per = 0.0, float(np.sum(powered / ys) / np.sum((powered / ys) ** 2))
-        residual = float(np.sum((1 - (call + per * powered) / ys) ** 2))
+        residual = float(np.sum((1 - (call * counts + per * powered) / ys) ** 2))
         if residual < best[0] - 1e-12:
-            best = (residual, TileCost(float(call), float(per), float(exponent), float(xs.max())))
+            best = (residual, TileCost(float(call), float(per), float(exponent), float(min(xs.max(), batch)), batch))
     return best[1], best[0]
 
 

@@ -8,6 +8,7 @@ bench in this process); synthetic run directories with known timings are written
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -297,3 +298,23 @@ def test_polling_notices_late_and_tile_costs_fit():
     cost, residual = replay.fit_tile_cost(pd.Series(sizes), pd.Series(5e-4 + 6e-5 * sizes.astype(float)))
     assert (cost.call, cost.experiment, cost.exponent) == pytest.approx((5e-4, 6e-5, 1.0), rel=1e-6) and residual < 1e-20
     assert cost(4096) == pytest.approx(5e-4 + 6e-5 * 4096)  # beyond the fitted sizes: linear
+
+
+def test_tile_costs_follow_aer_call_batching():
+    # hpcqnn.simulator.AerRunner.run runs n experiments as ceil(n / 256) Aer calls
+    cost = replay.TileCost(1e-3, 1e-5, 1.1, batch=256)
+    assert cost.calls(600) == [256, 256, 88] and cost.calls(512) == [256, 256] and cost.calls(40) == [40]
+    assert cost(600) == pytest.approx(3e-3 + 1e-5 * (2 * 256**1.1 + 88**1.1))
+    # a static share's tiles are cut at 256 and consecutive pieces packed while they fit, as AerRunner.run does
+    assert replay.call_sizes([300, 100, 200], 256) == [256, 44 + 100, 200]
+    assert replay.call_sizes([40], math.inf) == [40]
+    # rows of whole batches and of small tiles recover the per-call cost
+    sizes = pd.Series([2, 16, 64, 512, 600, 2048] * 2)
+    rows = pd.Series([cost(n) for n in sizes])
+    fitted, residual = replay.fit_tile_cost(sizes, rows, batch=256)
+    assert (fitted.call, fitted.experiment, fitted.exponent) == pytest.approx((1e-3, 1e-5, 1.1), rel=1e-6)
+    assert residual < 1e-20 and fitted.fitted_up_to == 256 and fitted(4096) == pytest.approx(16 * cost(256))
+    # a batch is simulated as its sequence of calls: 600 experiments on one rank = 3 calls
+    costs = replace(COSTS, execute=cost)
+    wall = replay.simulate(replace(WORK, experiments=600), costs, NETWORK, replay.Scenario(1)).wall
+    assert wall == pytest.approx(cost(600))
