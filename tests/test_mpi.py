@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from qiskit.primitives import StatevectorEstimator
 
 import hpcqnn
 from hpcqnn.timelog import read_timing, rank_file
+from bounded import clean_environment, run_bounded
 
 pytestmark = pytest.mark.mpi
 
@@ -54,21 +53,9 @@ def launch(script: str, *args: object, ranks: int | None, timeout: float, env: d
     command = [sys.executable, str(SCRIPTS / script), *map(str, args)]
     if ranks is not None:
         command = [MPIEXEC, "-n", str(ranks), sys.executable, "-m", "mpi4py", *command[1:]]
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_"))}
-    environment.update(env or {})
     start = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # mpiexec (hydra) takes its ranks down on SIGTERM
-        try:
-            out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        pytest.fail(f"{' '.join(command)} still ran after {timeout} s\n{out}\n{err}")
-    return Job(proc.returncode, out + err, time.monotonic() - start)
+    returncode, output = run_bounded(command, timeout, clean_environment(env), merge_output=False)
+    return Job(returncode, output, time.monotonic() - start)
 
 
 def check_success(job: Job) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from hpcqnn.data import load_dataset
 from hpcqnn.model import QNNClassifier, bce_loss
 from hpcqnn.timelog import rank_file, read_timing
 from hpcqnn.train import CHECKPOINT, TrainState
+from bounded import clean_environment, run_bounded
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = ROOT / "jobs"
@@ -70,19 +70,8 @@ def results(out: Path) -> dict:
 
 def launch(command: list[str], timeout: float = JOB_TIMEOUT) -> subprocess.CompletedProcess:
     """Run ``command`` (outside any MPI job of this process); fail the test if it hangs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_"))}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            output, _ = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-        pytest.fail(f"{' '.join(command)} still ran after {timeout} s\n{output}")
-    return subprocess.CompletedProcess(command, proc.returncode, output)
+    returncode, output = run_bounded(command, timeout, clean_environment(), merge_output=True, cwd=ROOT)
+    return subprocess.CompletedProcess(command, returncode, output)
 
 
 def interrupted(stop_at: int, config: Path, out: Path, extra: list[str], ranks: int | None = None):
