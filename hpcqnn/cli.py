@@ -45,6 +45,12 @@ def int_at_least(minimum: int):
 positive_int = int_at_least(1)
 
 
+def require_new_directory(path: Path, hint: str) -> None:
+    """Run directories are never overwritten: ``path`` must be absent or an empty directory."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise HpcqnnError(f"{path} exists and is not an empty directory: {hint}")
+
+
 def parse_modes(text: str) -> tuple[str, ...]:
     modes = tuple(m.strip() for m in text.split(",") if m.strip())
     if not modes or any(m not in ("exact", "sampled") for m in modes):
@@ -123,8 +129,8 @@ def _train(args: argparse.Namespace) -> int:
                 )
             if (out / "results.json").exists():
                 raise HpcqnnError(f"--resume: {out} already finished (results.json exists)")
-        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise HpcqnnError(f"{out} exists and is not an empty directory: use --resume to continue it, or another --out")
+        else:
+            require_new_directory(out, "use --resume to continue it, or another --out")
         loaded.append(load_data(config))
         return out
 
@@ -162,11 +168,7 @@ def _bench(args: argparse.Namespace) -> int:
             tuple(args.straggler_ranks), args.straggler_probability, args.straggler_delay, args.straggler_slowdown, args.seed
         )
 
-    def check_out() -> None:
-        if args.out is not None and args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
-            raise HpcqnnError(f"{args.out} exists and is not an empty directory: give a new --out")
-
-    _, problem = on_root(check_out)
+    _, problem = on_root(lambda: args.out and require_new_directory(args.out, "give a new --out"))
     if problem:
         print(f"hpcqnn: error: {problem}", file=sys.stderr)
         return 2

@@ -173,80 +173,68 @@ def test_section_must_be_a_table() -> None:
         parse_config("model = 3\n")
 
 
-@pytest.mark.parametrize(
-    ("text", "pattern"),
-    [
-        ('[model]\nlayers = "three"', r"model\.layers must be an integer, got string \"three\""),
-        ("[model]\nlayers = 2.5", r"model\.layers must be an integer, got float 2\.5"),
-        ("[model]\nlayers = true", r"model\.layers must be an integer, got boolean true"),
-        ("[training]\nlearning_rate = true", r"training\.learning_rate must be a float, got boolean true"),
-        ('[training]\nlearning_rate = "0.1"', r"training\.learning_rate must be a float, got string"),
-        ("[training]\nlearning_rate = inf", r"training\.learning_rate must be a finite float, got inf"),
-        ("[execution]\nroot_computes = 1", r"execution\.root_computes must be a boolean, got integer 1"),
-        ('[execution]\nroot_computes = "yes"', r"execution\.root_computes must be a boolean, got string"),
-        ("[run]\nname = 5", r"run\.name must be a string, got integer 5"),
-        ("[data]\nclasses = 1", r"data\.classes must be an array of integers, got integer 1"),
-        ('[data]\nclasses = [1, "2"]', r"data\.classes\[1\] must be an integer, got string \"2\""),
-        ("[data]\nclasses = [1, true]", r"data\.classes\[1\] must be an integer, got boolean true"),
-        ("[evaluation]\nfgsm_epsilons = 0.1", r"evaluation\.fgsm_epsilons must be an array of floats, got float"),
-        ("[execution]\nstraggler_ranks = [[1]]", r"execution\.straggler_ranks\[0\] must be an integer, got array"),
-    ],
-)
-def test_wrong_types_name_key_type_and_value(text: str, pattern: str) -> None:
-    with pytest.raises(ConfigError, match=r"^cfg\.toml: " + pattern):
-        parse_config(text, source="cfg.toml")
+WRONG_TYPES = [
+    ('[model]\nlayers = "three"', r"model\.layers must be an integer, got string \"three\""),
+    ("[model]\nlayers = 2.5", r"model\.layers must be an integer, got float 2\.5"),
+    ("[model]\nlayers = true", r"model\.layers must be an integer, got boolean true"),
+    ("[training]\nlearning_rate = true", r"training\.learning_rate must be a float, got boolean true"),
+    ('[training]\nlearning_rate = "0.1"', r"training\.learning_rate must be a float, got string"),
+    ("[training]\nlearning_rate = inf", r"training\.learning_rate must be a finite float, got inf"),
+    ("[execution]\nroot_computes = 1", r"execution\.root_computes must be a boolean, got integer 1"),
+    ('[execution]\nroot_computes = "yes"', r"execution\.root_computes must be a boolean, got string"),
+    ("[run]\nname = 5", r"run\.name must be a string, got integer 5"),
+    ("[data]\nclasses = 1", r"data\.classes must be an array of integers, got integer 1"),
+    ('[data]\nclasses = [1, "2"]', r"data\.classes\[1\] must be an integer, got string \"2\""),
+    ("[data]\nclasses = [1, true]", r"data\.classes\[1\] must be an integer, got boolean true"),
+    ("[evaluation]\nfgsm_epsilons = 0.1", r"evaluation\.fgsm_epsilons must be an array of floats, got float"),
+    ("[execution]\nstraggler_ranks = [[1]]", r"execution\.straggler_ranks\[0\] must be an integer, got array"),
+]
 
 
-@pytest.mark.parametrize(
-    ("text", "pattern"),
-    [
-        ("[run]\nseed = -1", r"run\.seed must be >= 0, got -1"),
-        ('[data]\ndataset = "cifar"', r'data\.dataset must be one of "iris", "digits", "mnist"; got "cifar"'),
-        ("[data]\nclasses = [1]", r"data\.classes must have exactly 2 items, got 1"),
-        ("[data]\nclasses = [1, 2, 3]", r"data\.classes must have exactly 2 items, got 3"),
-        ("[data]\nclasses = [2, 2]", r"data\.classes must hold distinct values, got \[2, 2\]"),
-        ("[data]\nclasses = [-1, 2]", r"data\.classes\[0\] must be >= 0, got -1"),
-        ("[data]\nfeatures = 1", r"data\.features must be >= 2, got 1"),
-        ("[data]\ntest_fraction = 0", r"data\.test_fraction must be > 0 and < 1, got 0\.0"),
-        ("[data]\ntest_fraction = 1.0", r"data\.test_fraction must be > 0 and < 1, got 1\.0"),
-        ("[data]\nmax_train = -5", r"data\.max_train must be >= 0, got -5"),
-        ("[model]\nlayers = 0", r"model\.layers must be >= 1, got 0"),
-        ("[model]\ncuts = -1", r"model\.cuts must be >= 0, got -1"),
-        ('[model]\nrotations = "rx"', r'model\.rotations must be one of "ry", "ryrz"; got "rx"'),
-        ('[execution]\nmode = "noisy"', r"execution\.mode must be one of \"exact\", \"sampled\""),
-        ("[execution]\nshots = 0", r"execution\.shots must be > 0, got 0"),
-        ('[execution]\ndevice = "gpu"', r'execution\.device must be one of "auto", "CPU", "GPU"; got "gpu"'),
-        ('[execution]\nschedule = "guided"', r"execution\.schedule must be one of \"static\", \"dynamic\""),
-        ("[execution]\nthreads = -1", r"execution\.threads must be >= 0, got -1"),
-        ("[execution]\nstraggler_ranks = [-2]", r"execution\.straggler_ranks\[0\] must be >= 0"),
-        ("[execution]\nstraggler_probability = 1.5", r"execution\.straggler_probability must be >= 0 and <= 1"),
-        ("[execution]\nstraggler_delay = -0.1", r"execution\.straggler_delay must be >= 0, got -0\.1"),
-        ("[execution]\nstraggler_slowdown = 0.5", r"execution\.straggler_slowdown must be >= 1, got 0\.5"),
-        ('[training]\noptimizer = "sgd"', r'training\.optimizer must be one of "adam", "spsa"; got "sgd"'),
-        ("[training]\nepochs = 0", r"training\.epochs must be >= 1, got 0"),
-        ("[training]\nbatch_size = 0", r"training\.batch_size must be >= 1, got 0"),
-        ("[training]\nlearning_rate = 0", r"training\.learning_rate must be > 0, got 0\.0"),
-        ("[training]\nspsa_perturbation = -0.1", r"training\.spsa_perturbation must be > 0"),
-        ("[evaluation]\ngaussian_sigmas = [0.1, -0.2]", r"evaluation\.gaussian_sigmas\[1\] must be >= 0, got -0\.2"),
-        ("[evaluation]\ngaussian_draws = 0", r"evaluation\.gaussian_draws must be >= 1, got 0"),
-        ("[evaluation]\nfgsm_epsilons = [-1]", r"evaluation\.fgsm_epsilons\[0\] must be >= 0, got -1\.0"),
-    ],
-)
-def test_out_of_range_names_key_and_allowed_values(text: str, pattern: str) -> None:
-    with pytest.raises(ConfigError, match=r"^cfg\.toml: " + pattern):
-        parse_config(text, source="cfg.toml")
+OUT_OF_RANGE = [
+    ("[run]\nseed = -1", r"run\.seed must be >= 0, got -1"),
+    ('[data]\ndataset = "cifar"', r'data\.dataset must be one of "iris", "digits", "mnist"; got "cifar"'),
+    ("[data]\nclasses = [1]", r"data\.classes must have exactly 2 items, got 1"),
+    ("[data]\nclasses = [1, 2, 3]", r"data\.classes must have exactly 2 items, got 3"),
+    ("[data]\nclasses = [2, 2]", r"data\.classes must hold distinct values, got \[2, 2\]"),
+    ("[data]\nclasses = [-1, 2]", r"data\.classes\[0\] must be >= 0, got -1"),
+    ("[data]\nfeatures = 1", r"data\.features must be >= 2, got 1"),
+    ("[data]\ntest_fraction = 0", r"data\.test_fraction must be > 0 and < 1, got 0\.0"),
+    ("[data]\ntest_fraction = 1.0", r"data\.test_fraction must be > 0 and < 1, got 1\.0"),
+    ("[data]\nmax_train = -5", r"data\.max_train must be >= 0, got -5"),
+    ("[model]\nlayers = 0", r"model\.layers must be >= 1, got 0"),
+    ("[model]\ncuts = -1", r"model\.cuts must be >= 0, got -1"),
+    ('[model]\nrotations = "rx"', r'model\.rotations must be one of "ry", "ryrz"; got "rx"'),
+    ('[execution]\nmode = "noisy"', r"execution\.mode must be one of \"exact\", \"sampled\""),
+    ("[execution]\nshots = 0", r"execution\.shots must be > 0, got 0"),
+    ('[execution]\ndevice = "gpu"', r'execution\.device must be one of "auto", "CPU", "GPU"; got "gpu"'),
+    ('[execution]\nschedule = "guided"', r"execution\.schedule must be one of \"static\", \"dynamic\""),
+    ("[execution]\nthreads = -1", r"execution\.threads must be >= 0, got -1"),
+    ("[execution]\nstraggler_ranks = [-2]", r"execution\.straggler_ranks\[0\] must be >= 0"),
+    ("[execution]\nstraggler_probability = 1.5", r"execution\.straggler_probability must be >= 0 and <= 1"),
+    ("[execution]\nstraggler_delay = -0.1", r"execution\.straggler_delay must be >= 0, got -0\.1"),
+    ("[execution]\nstraggler_slowdown = 0.5", r"execution\.straggler_slowdown must be >= 1, got 0\.5"),
+    ('[training]\noptimizer = "sgd"', r'training\.optimizer must be one of "adam", "spsa"; got "sgd"'),
+    ("[training]\nepochs = 0", r"training\.epochs must be >= 1, got 0"),
+    ("[training]\nbatch_size = 0", r"training\.batch_size must be >= 1, got 0"),
+    ("[training]\nlearning_rate = 0", r"training\.learning_rate must be > 0, got 0\.0"),
+    ("[training]\nspsa_perturbation = -0.1", r"training\.spsa_perturbation must be > 0"),
+    ("[evaluation]\ngaussian_sigmas = [0.1, -0.2]", r"evaluation\.gaussian_sigmas\[1\] must be >= 0, got -0\.2"),
+    ("[evaluation]\ngaussian_draws = 0", r"evaluation\.gaussian_draws must be >= 1, got 0"),
+    ("[evaluation]\nfgsm_epsilons = [-1]", r"evaluation\.fgsm_epsilons\[0\] must be >= 0, got -1\.0"),
+]
 
 
-@pytest.mark.parametrize(
-    ("text", "pattern"),
-    [
-        ("[model]\nlayers = 2\ncuts = 3", r"model\.cuts must be <= model\.layers .*got cuts = 3, layers = 2"),
-        ('[data]\ndataset = "mnist"', r'data\.path must name the MNIST .* when data\.dataset = "mnist"'),
-        ("[data]\nclasses = [0, 3]", r'data\.classes must be labels from 0 to 2 for data\.dataset = "iris"'),
-        ('[data]\ndataset = "iris"\nfeatures = 5', r"data\.features must be <= 4 \(the raw feature count of iris\)"),
-    ],
-)
-def test_cross_field_errors(text: str, pattern: str) -> None:
+CROSS_FIELD = [
+    ("[model]\nlayers = 2\ncuts = 3", r"model\.cuts must be <= model\.layers .*got cuts = 3, layers = 2"),
+    ('[data]\ndataset = "mnist"', r'data\.path must name the MNIST .* when data\.dataset = "mnist"'),
+    ("[data]\nclasses = [0, 3]", r'data\.classes must be labels from 0 to 2 for data\.dataset = "iris"'),
+    ('[data]\ndataset = "iris"\nfeatures = 5', r"data\.features must be <= 4 \(the raw feature count of iris\)"),
+]
+
+
+@pytest.mark.parametrize(("text", "pattern"), WRONG_TYPES + OUT_OF_RANGE + CROSS_FIELD)
+def test_invalid_values_name_the_key_and_what_is_allowed(text: str, pattern: str) -> None:
     with pytest.raises(ConfigError, match=r"^cfg\.toml: " + pattern):
         parse_config(text, source="cfg.toml")
 
