@@ -1,15 +1,17 @@
 """The QNN circuit family used by the benchmark and the classifiers.
 
-``n`` qubits in two halves A = [0, n/2) and B = [n/2, n). Features enter as RY(x_i); each of
-``layers`` ansatz layers applies RY(w) RZ(w) (``rotations="ryrz"``) or RY(w) (``"ry"``) to every
-qubit and a CX ladder inside each half.
-``cuts`` CX gates join the halves (qubits n/2-1 and n/2), one after each of the first ``cuts``
-layers, so the same circuit is the uncut baseline (one partition) or a ``cuts``-cut problem
-(labels ``"A"*(n/2) + "B"*(n - n/2)``). The readout observable is Z on every qubit.
+``n`` qubits in ``pieces`` consecutive blocks (two halves by default; block ``k`` holds qubits
+``[k n / pieces, (k + 1) n / pieces)``). Features enter as RY(x_i); each of ``layers`` ansatz
+layers applies RY(w) RZ(w) (``rotations="ryrz"``) or RY(w) (``"ry"``) to every qubit and a CX
+ladder inside each block. ``cuts`` CX gates join every pair of neighbouring blocks (the last
+qubit of one and the first of the next), one after each of the first ``cuts`` layers, so the same
+circuit is the uncut baseline (one partition) or a cut problem with ``cuts x (pieces - 1)`` gate
+cuts (labels ``"AA..BB..CC.."``, one letter per block). The readout observable is Z on every qubit.
 """
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 from qiskit import QuantumCircuit
@@ -33,21 +35,28 @@ class CutQNN:
 ROTATIONS = {"ry": ("ry",), "ryrz": ("ry", "rz")}
 
 
-def cut_qnn(num_qubits: int, cuts: int, layers: int = 3, rotations: str = "ryrz") -> CutQNN:
-    """Build the two-half QNN with ``cuts`` CX gates across the halves."""
+def cut_qnn(
+    num_qubits: int, cuts: int, layers: int = 3, rotations: str = "ryrz", pieces: int = 2
+) -> CutQNN:
+    """Build the QNN of ``pieces`` blocks with ``cuts`` CX gates between neighbouring blocks."""
     if num_qubits < 2:
         raise ValueError(f"num_qubits must be >= 2, got {num_qubits}")
+    if not 2 <= pieces <= min(num_qubits, len(string.ascii_uppercase)):
+        raise ValueError(
+            f"pieces must be between 2 and min(num_qubits, 26) = {min(num_qubits, 26)}, got {pieces}"
+        )
     if cuts < 0:
         raise ValueError(f"cuts must be >= 0, got {cuts}")
     if rotations not in ROTATIONS:
         raise ValueError(f"rotations must be one of {sorted(ROTATIONS)}, got {rotations!r}")
     if layers < cuts:
         raise ValueError(f"layers ({layers}) must be >= cuts ({cuts}): one cut gate per layer")
-    half = num_qubits // 2
+    bounds = [k * num_qubits // pieces for k in range(pieces + 1)]
     inputs = ParameterVector("x", num_qubits)
     gates = ROTATIONS[rotations]
     weights = ParameterVector("w", len(gates) * num_qubits * layers)
-    qc = QuantumCircuit(num_qubits, name=f"cut_qnn_{num_qubits}q_{cuts}c")
+    name = f"cut_qnn_{num_qubits}q_{cuts}c" + (f"_{pieces}p" if pieces != 2 else "")
+    qc = QuantumCircuit(num_qubits, name=name)
     for q in range(num_qubits):
         qc.ry(inputs[q], q)
     w = iter(weights)
@@ -55,10 +64,11 @@ def cut_qnn(num_qubits: int, cuts: int, layers: int = 3, rotations: str = "ryrz"
         for q in range(num_qubits):
             for gate in gates:
                 getattr(qc, gate)(next(w), q)
-        for lo, hi in ((0, half), (half, num_qubits)):
+        for lo, hi in zip(bounds, bounds[1:]):
             for q in range(lo, hi - 1):
                 qc.cx(q, q + 1)
         if layer < cuts:
-            qc.cx(half - 1, half)
-    labels = "A" * half + "B" * (num_qubits - half)
+            for boundary in bounds[1:-1]:
+                qc.cx(boundary - 1, boundary)
+    labels = "".join(string.ascii_uppercase[k] * (hi - lo) for k, (lo, hi) in enumerate(zip(bounds, bounds[1:])))
     return CutQNN(qc, inputs, weights, SparsePauliOp("Z" * num_qubits), labels)

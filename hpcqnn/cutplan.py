@@ -25,7 +25,9 @@ from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import Gate, Parameter
 from qiskit.synthesis import OneQubitEulerDecomposer
 from qiskit.quantum_info import PauliList
-from qiskit_addon_cutting import partition_problem
+from qiskit.transpiler import Target
+from qiskit_addon_cutting import cut_wires, expand_observables, partition_problem
+from qiskit_addon_cutting.instructions import CutWire, Move
 from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate
 from qiskit_addon_cutting.qpd.instructions import SingleQubitQPDGate
 
@@ -37,6 +39,10 @@ SIMULATOR_BASIS = (
     "rx", "ry", "rz", "p", "u", "cx", "cy", "cz", "ch", "swap", "ecr",
     "rxx", "ryy", "rzz", "crx", "cry", "crz", "cp", "barrier",
 )
+
+#: Wire-cut instructions of qiskit-addon-cutting, kept through unrolling: a ``cut_wire`` marker
+#: becomes a ``move`` onto a new qubit (``cut_wires``), and every ``move`` is cut.
+WIRE_CUT_OPS = {"cut_wire": CutWire(), "move": Move()}
 
 DEFAULT_MAX_SUBEXPERIMENTS = 100_000
 MAX_CUTS = 25  # two einsum indices per cut (reconstruct.py)
@@ -112,15 +118,22 @@ def build_cut_plan(
     max_subexperiments: int = DEFAULT_MAX_SUBEXPERIMENTS,
     seed: int | None = None,
     minimal_basis: bool = True,
+    wire_cuts: bool = False,
 ) -> CutPlan:
     """Partition ``circuit`` and enumerate the subexperiments of every partition.
 
     With neither ``partition_labels`` nor ``max_subcircuit_qubits`` the circuit is not cut (one
-    partition, the uncut baseline). With ``max_subcircuit_qubits`` alone, gate cuts are found with
-    qiskit-addon-cutting's ``find_cuts``; given together, the width is checked against the labels.
+    partition, the uncut baseline) unless it holds wire cuts. With ``max_subcircuit_qubits`` alone,
+    cuts are found with qiskit-addon-cutting's ``find_cuts`` (gate cuts, and wire cuts too with
+    ``wire_cuts``); given together, the width is checked against the labels.
+
+    Wire cuts are the addon's: ``CutWire`` markers (each becomes a ``Move`` onto a new qubit, so
+    ``partition_labels`` then label the qubits of ``cut_wires(circuit)``) or ``Move`` gates placed
+    by the user; without labels, the pieces are the qubits the remaining gates connect.
     ``minimal_basis`` simulates, per cut side, only a linearly independent subset of its distinct
-    local channels (4 of 5 for CX/CZ) and expands the others exactly; ``False`` simulates every
-    distinct channel, as qiskit-addon-cutting does (minus its duplicates).
+    local channels (4 of 5 for CX/CZ, 4 of 6 for a wire cut's preparations) and expands the others
+    exactly; ``False`` simulates every distinct channel, as qiskit-addon-cutting does (minus its
+    duplicates).
     """
     _check_circuit(circuit)
     if len(paulis) == 0 or paulis.num_qubits != circuit.num_qubits:
@@ -134,18 +147,26 @@ def build_cut_plan(
     circuit = _unroll(circuit)
     _check_circuit(circuit)  # again: unrolling can reveal resets (e.g. inside initialize)
 
-    if partition_labels is None and max_subcircuit_qubits is not None:
-        circuit, labels = _find_gate_cuts(circuit, max_subcircuit_qubits, seed)
-    elif partition_labels is None:
-        labels = ["A"] * circuit.num_qubits
-    else:
+    find = partition_labels is None and max_subcircuit_qubits is not None
+    if find and circuit.num_qubits > max_subcircuit_qubits:
+        circuit = _find_cuts(circuit, max_subcircuit_qubits, seed, wire_cuts)
+    if circuit.get_instructions("cut_wire"):
+        expanded = cut_wires(circuit)
+        paulis = PauliList(expand_observables(paulis, circuit, expanded))
+        circuit = expanded
+    if partition_labels is not None:
         labels = list(partition_labels)
         if len(labels) != circuit.num_qubits:
             raise CutPlanError(
-                f"partition_labels has {len(labels)} labels, the circuit has "
-                f"{circuit.num_qubits} qubits: give one label per qubit"
+                f"partition_labels has {len(labels)} labels, the circuit has {circuit.num_qubits} "
+                "qubits (each CutWire adds one): give one label per qubit"
             )
         _check_cut_gates(circuit, labels)
+    elif find or any(_is_wire_cut(inst.operation) for inst in circuit.data):
+        labels = _components(circuit)
+    else:
+        labels = [0] * circuit.num_qubits
+    _check_wire_cuts_cross(circuit, labels)
     _check_widths(labels, max_subcircuit_qubits)
 
     problem = partition_problem(circuit, labels, None)
@@ -194,11 +215,24 @@ def _check_circuit(circuit: QuantumCircuit) -> None:
 
 
 def _unroll(circuit: QuantumCircuit) -> QuantumCircuit:
-    """The circuit in SIMULATOR_BASIS gates (custom gates and library blocks unrolled)."""
-    if all(i.operation.name in SIMULATOR_BASIS for i in circuit.data):
+    """The circuit in SIMULATOR_BASIS gates (custom gates and library blocks unrolled), wire-cut
+    instructions and gates already marked for cutting kept as they are."""
+    if all(i.operation.name in SIMULATOR_BASIS or _is_cut_mark(i.operation) for i in circuit.data):
         return circuit
-    gates = [name for name in SIMULATOR_BASIS if name != "barrier"]  # transpile refuses "barrier"
-    return transpile(circuit, basis_gates=gates, optimization_level=0)
+    marked = {i.operation.name: i.operation for i in circuit.data if isinstance(i.operation, TwoQubitQPDGate)}
+    target = Target.from_configuration(  # "reset" passes through so that _check_circuit names it
+        basis_gates=[name for name in SIMULATOR_BASIS if name != "barrier"] + ["reset", *WIRE_CUT_OPS, *marked],
+        custom_name_mapping={**WIRE_CUT_OPS, **marked},
+    )
+    return transpile(circuit, target=target, optimization_level=0)
+
+
+def _is_wire_cut(op) -> bool:
+    return op.name in WIRE_CUT_OPS or isinstance(op, TwoQubitQPDGate) and op.label == "cut_move"
+
+
+def _is_cut_mark(op) -> bool:
+    return op.name in WIRE_CUT_OPS or isinstance(op, TwoQubitQPDGate)
 
 
 def _crossing_gates(circuit: QuantumCircuit, labels: Sequence[Hashable]):
@@ -211,6 +245,8 @@ def _crossing_gates(circuit: QuantumCircuit, labels: Sequence[Hashable]):
 def _check_cut_gates(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> None:
     for index, inst, qubits in _crossing_gates(circuit, labels):
         op = inst.operation
+        if isinstance(op, TwoQubitQPDGate):  # marked for cutting already (CutWire, find_cuts)
+            continue
         where = f"gate {op.name} on qubits {qubits} (instruction {index})"
         if len(qubits) != 2:
             raise CutPlanError(f"{where} spans partitions but only two-qubit gates can be cut")
@@ -225,26 +261,24 @@ def _check_cut_gates(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> Non
             raise CutPlanError(f"{where} spans partitions and cannot be cut: {exc}") from exc
 
 
-def _find_gate_cuts(
-    circuit: QuantumCircuit, max_qubits: int, seed: int | None
-) -> tuple[QuantumCircuit, list[int]]:
-    if circuit.num_qubits <= max_qubits:
-        return circuit, [0] * circuit.num_qubits
+def _find_cuts(circuit: QuantumCircuit, max_qubits: int, seed: int | None, wire_cuts: bool) -> QuantumCircuit:
+    """The circuit with the cuts ``find_cuts`` chose marked (gates wrapped, ``CutWire`` inserted)."""
     from qiskit_addon_cutting import DeviceConstraints, OptimizationParameters, find_cuts
 
-    options = OptimizationParameters(seed=seed if seed is not None else 111, gate_lo=True, wire_lo=False)
+    options = OptimizationParameters(seed=seed if seed is not None else 111, gate_lo=True, wire_lo=wire_cuts)
     try:
         cut_circuit, _ = find_cuts(circuit, options, DeviceConstraints(qubits_per_subcircuit=max_qubits))
     except Exception as exc:
+        what = "gate or wire cuts" if wire_cuts else "gate cuts (wire_cuts=True also tries wire cuts)"
         raise CutPlanError(
-            f"find_cuts found no gate cuts into {max_qubits}-qubit pieces (gates with unbound "
+            f"find_cuts found no {what} into {max_qubits}-qubit pieces (gates with unbound "
             f"parameters cannot be cut): {exc}"
         ) from exc
-    return cut_circuit, _components(cut_circuit)
+    return cut_circuit
 
 
 def _components(circuit: QuantumCircuit) -> list[int]:
-    """Connected qubit components, ignoring the gates marked for cutting."""
+    """Connected qubit components, ignoring the gates marked for cutting and wire cuts."""
     parent = list(range(circuit.num_qubits))
 
     def root(q: int) -> int:
@@ -254,7 +288,7 @@ def _components(circuit: QuantumCircuit) -> list[int]:
         return q
 
     for inst in circuit.data:
-        if isinstance(inst.operation, TwoQubitQPDGate) or inst.operation.name == "barrier":
+        if _is_cut_mark(inst.operation) or inst.operation.name == "barrier":
             continue
         qs = [root(circuit.find_bit(q).index) for q in inst.qubits]
         for q in qs[1:]:
@@ -262,6 +296,16 @@ def _components(circuit: QuantumCircuit) -> list[int]:
     roots = [root(q) for q in range(circuit.num_qubits)]
     order = {r: i for i, r in enumerate(dict.fromkeys(roots))}
     return [order[r] for r in roots]
+
+
+def _check_wire_cuts_cross(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> None:
+    for index, inst in enumerate(circuit.data):
+        qubits = [circuit.find_bit(q).index for q in inst.qubits]
+        if _is_wire_cut(inst.operation) and labels[qubits[0]] == labels[qubits[1]]:
+            raise CutPlanError(
+                f"the wire cut (Move) on qubits {qubits} (instruction {index}) stays inside partition "
+                f"{labels[qubits[0]]!r}; a Move must join two partitions (label its qubits differently)"
+            )
 
 
 def _check_widths(labels: Sequence[Hashable], max_qubits: int | None) -> None:

@@ -57,11 +57,14 @@ def run_tiles(
     with recorder.phase(query, "execute", **counts):
         start = time.time()
         outputs = runner.run(program, rows, tiles)
-        data = [draw_shots(program, t.circuit, t.start, raw, shots, seed, query) for t, raw in zip(tiles, outputs)]
+        per_tile = [program.experiment_shots(t.circuit, t.start, t.stop, rows, shots) if shots else None for t in tiles]
+        data = [
+            draw_shots(program, t.circuit, t.start, raw, n, seed, query) for t, raw, n in zip(tiles, outputs, per_tile)
+        ]
         elapsed = time.time() - start
     with recorder.phase(query, "reconstruct", **counts):
-        for tile, values in zip(tiles, data):
-            accumulate_tile(program, buffers, tile.circuit, tile.start, values, shots)
+        for tile, values, n in zip(tiles, data, per_tile):
+            accumulate_tile(program, buffers, tile.circuit, tile.start, values, n)
     return elapsed
 
 

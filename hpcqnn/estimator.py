@@ -23,7 +23,7 @@ from .cutplan import DEFAULT_MAX_SUBEXPERIMENTS, SIMULATOR_BASIS, build_cut_plan
 from .devices import array_module, resolve_device
 from .engine import LocalEngine
 from .errors import ExecutionConfigError, ObservableError, ParameterShapeError
-from .measurement import Program, build_program
+from .measurement import SHOT_ALLOCATIONS, Program, build_program
 from .simulator import AerRunner
 from .timing import PhaseRecorder
 
@@ -45,10 +45,15 @@ class DistributedEstimator(BaseEstimatorV2):
 
     Args:
         partition_labels: one label per qubit; gates between differently labelled qubits are cut.
-        max_subcircuit_qubits: find gate cuts automatically so that no piece is wider than this
+        max_subcircuit_qubits: find cuts automatically so that no piece is wider than this
             (with ``partition_labels``, only checks the pieces' widths).
-        shots: ``None`` for exact values; otherwise shots per subexperiment measurement setting.
-            A ``precision`` given to ``run`` overrides it as ``ceil(1 / precision**2)``.
+        wire_cuts: let the automatic cut finder cut wires as well as gates. Circuits may also
+            carry the addon's ``CutWire`` markers or ``Move`` gates; those are always cut.
+        shots: ``None`` for exact values; otherwise the shot budget per parameter row is ``shots``
+            times the measurement settings (subexperiments x commuting groups). A ``precision``
+            given to ``run`` overrides it as ``ceil(1 / precision**2)``.
+        shot_allocation: ``"proportional"`` (default) splits the budget across subexperiments in
+            proportion to their |QPD coefficient| weight; ``"uniform"`` gives every setting ``shots``.
         seed: seed of sampled mode (and of automatic cut finding); results are reproducible.
         device: ``"auto"`` (GPU when CuPy sees one and Aer has GPU support), ``"CPU"``, ``"GPU"``.
         threads: Aer threads (0 = all cores this process may use).
@@ -62,7 +67,9 @@ class DistributedEstimator(BaseEstimatorV2):
         self,
         partition_labels: Sequence[Hashable] | str | None = None,
         max_subcircuit_qubits: int | None = None,
+        wire_cuts: bool = False,
         shots: int | None = None,
+        shot_allocation: str = "proportional",
         seed: int | None = None,
         device: str = "auto",
         threads: int = 0,
@@ -73,13 +80,19 @@ class DistributedEstimator(BaseEstimatorV2):
         _check_shots(shots, "shots")
         if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ExecutionConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
+        if shot_allocation not in SHOT_ALLOCATIONS:
+            raise ExecutionConfigError(
+                f"shot_allocation must be one of {SHOT_ALLOCATIONS}, got {shot_allocation!r}"
+            )
         if not isinstance(threads, (int, np.integer)) or threads < 0:
             raise ExecutionConfigError(f"threads must be an integer >= 0, got {threads!r}")
         if not isinstance(max_subexperiments, (int, np.integer)) or max_subexperiments < 1:
             raise ExecutionConfigError(f"max_subexperiments must be a positive integer, got {max_subexperiments!r}")
         self.partition_labels = None if partition_labels is None else list(partition_labels)
         self.max_subcircuit_qubits = max_subcircuit_qubits
+        self.wire_cuts = bool(wire_cuts)
         self.shots = shots
+        self.shot_allocation = shot_allocation
         self.seed = seed
         self.max_subexperiments = max_subexperiments
         self.minimal_basis = minimal_basis
@@ -158,9 +171,10 @@ class DistributedEstimator(BaseEstimatorV2):
                 self.max_subexperiments,
                 self.seed,
                 self.minimal_basis,
+                self.wire_cuts,
             )
         with self.recorder.phase(query, "generate", n_circuits=plan.num_subexperiments):
-            return build_program(plan, sampled)
+            return build_program(plan, sampled, self.shot_allocation)
 
     def _shots_for(self, precision: float | None) -> int | None:
         if self.shots is None:
@@ -206,6 +220,7 @@ class DistributedEstimator(BaseEstimatorV2):
             "num_circuits": len(item.program.circuits),
             "num_rows": rows,
             "shots": item.shots,
+            "shot_allocation": None if item.shots is None else self.shot_allocation,
             "device": self.device,
             "target_precision": 0.0 if item.shots is None else 1.0 / math.sqrt(item.shots),
         }

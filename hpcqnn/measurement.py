@@ -5,14 +5,21 @@ run for every experiment ``e = s * n + r``: subexperiment ``s`` with the ``r``-t
 distinct parameter rows that partition needs (``QueryRows``).
 Exact mode saves one expectation value per distinct local Pauli (times the Z of every deferred
 QPD measurement). Sampled mode saves the outcome distribution of each qubit-wise commuting group
-(grouped as qiskit-addon-cutting groups them) and draws ``shots`` outcomes from it per
-experiment, seeded per (query, circuit, experiment block) so results do not depend on how the
-experiments are split into tiles.
+(grouped as qiskit-addon-cutting groups them) and draws shots from it per experiment, seeded per
+(query, circuit, experiment block) so results do not depend on how the experiments are split
+into tiles.
+
+Shots: a query's budget is ``shots`` times the measurement settings of one parameter row (every
+subexperiment of every circuit). ``"uniform"`` gives each setting ``shots``; ``"proportional"``
+splits the same budget in proportion to each subexperiment's |QPD coefficient| weight ``w``
+(``subexperiment_weights``), the typical size of the reconstruction's sensitivity to its
+estimate: the variance ``sum w**2 sigma**2 / n`` at a fixed total is smallest with ``n``
+proportional to ``w sigma``, and ``sigma`` (at most 1) is not known before measuring.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -21,9 +28,12 @@ from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 from qiskit_aer.library import SaveExpectationValue, SaveProbabilities
 
 from .cutplan import CutPlan
+from .errors import ExecutionConfigError
 
 #: Experiments sampled from one seed; tiles start at multiples of it so any split draws the same shots.
 SAMPLE_BLOCK = 64
+
+SHOT_ALLOCATIONS = ("uniform", "proportional")
 
 
 @dataclass(frozen=True)
@@ -46,11 +56,26 @@ class Program:
     partition_of: np.ndarray
     group_of: np.ndarray
     groups: tuple[tuple[Group, ...], ...]
+    shot_weights: tuple[np.ndarray, ...] = ()  # sampled mode: per circuit, [subexperiments]
+    _allocations: dict = field(default_factory=dict, compare=False, repr=False)
 
     def experiments(self, circuit: int, rows: QueryRows) -> int:
         """How many (subexperiment, row) experiments circuit ``circuit`` runs for a query."""
         p = self.partition_of[circuit]
         return self.plan.partitions[p].num_subexperiments * len(rows.unique[p])
+
+    def subexperiment_shots(self, shots: int) -> tuple[np.ndarray, ...]:
+        """Shots of every (circuit, subexperiment) for a budget of ``shots`` per setting."""
+        if shots not in self._allocations:
+            sizes = [len(w) for w in self.shot_weights]
+            split = allocate_shots(np.concatenate(self.shot_weights), shots * sum(sizes))
+            self._allocations[shots] = tuple(np.split(split, np.cumsum(sizes)[:-1]))
+        return self._allocations[shots]
+
+    def experiment_shots(self, circuit: int, start: int, stop: int, rows: QueryRows, shots: int) -> np.ndarray:
+        """Shots of experiments ``start ... stop`` of ``circuit`` (experiment = subexperiment x row)."""
+        unique = len(rows.unique[self.partition_of[circuit]])
+        return self.subexperiment_shots(shots)[circuit][np.arange(start, stop) // unique]
 
 
 @dataclass(frozen=True)
@@ -83,8 +108,13 @@ def query_rows(plan: CutPlan, params: np.ndarray) -> QueryRows:
     return QueryRows(len(params), unique, inverse)
 
 
-def build_program(plan: CutPlan, sampled: bool) -> Program:
+def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proportional") -> Program:
     """Attach the save instructions of the mode (exact or sampled) to every template."""
+    if shot_allocation not in SHOT_ALLOCATIONS:
+        raise ExecutionConfigError(f"shot_allocation must be one of {SHOT_ALLOCATIONS}, got {shot_allocation!r}")
+    weights = subexperiment_weights(plan)
+    if shot_allocation == "uniform":
+        weights = [np.ones_like(w) for w in weights]
     circuits, partition_of, group_of, all_groups = [], [], [], []
     for p, part in enumerate(plan.partitions):
         groups = _measurement_groups(part.paulis) if sampled else []
@@ -103,7 +133,46 @@ def build_program(plan: CutPlan, sampled: bool) -> Program:
         partition_of=np.array(partition_of, dtype=np.int64),
         group_of=np.array(group_of, dtype=np.int64),
         groups=tuple(all_groups),
+        shot_weights=tuple(weights[p] for p in partition_of) if sampled else (),
     )
+
+
+def subexperiment_weights(plan: CutPlan) -> list[np.ndarray]:
+    """Per partition, how strongly each subexperiment's estimate can move the result.
+
+    The result is ``sum prod_c K_c[a_c, b_c] prod_p E_p`` over every cut's channel pair.
+    Subexperiment ``s`` picks channel ``s_c`` on this partition's side of each cut it touches, so
+    with the other partitions' estimates of unit size and random sign, its sensitivity has
+    root-mean-square ``prod_c ||K_c[s_c, :]||_2`` (row, or column on side 1): the |QPD
+    coefficient| of its term when it takes part in one term (no basis reduction), their
+    root-sum-square when it stands for several. A cut the partition does not touch contributes
+    ``||K_c||_F`` to all of its subexperiments alike, hence the normalisation by it.
+    """
+    weights = []
+    for part in plan.partitions:
+        w = np.ones(())
+        for c, side in zip(part.cut_ids, part.sides):
+            norms = np.sqrt(np.square(plan.cut_kernels[c]).sum(axis=1 - side))
+            w = np.multiply.outer(w, norms / np.linalg.norm(norms))
+        weights.append(w.reshape(-1))
+    return weights
+
+
+def allocate_shots(weights: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` shots in proportion to ``weights`` (largest remainders), at least one
+    shot to every positive weight."""
+    weights = np.asarray(weights, dtype=float)
+    positive = weights > 0
+    if total < positive.sum():
+        raise ExecutionConfigError(f"{total} shots cannot give each of {positive.sum()} settings one shot")
+    share = total * weights / weights.sum()
+    shots = np.floor(share).astype(np.int64)
+    order = np.argsort(-(share - shots), kind="stable")
+    shots[order[: total - shots.sum()]] += 1
+    while np.any(positive & (shots == 0)):  # starved settings take a shot from the richest
+        shots[np.argmax(shots)] -= 1
+        shots[np.argmax(positive & (shots == 0))] += 1
+    return shots
 
 
 def _ancilla_pauli(local: Pauli, width: int, ancillas: tuple[int, ...]) -> Pauli:
@@ -202,22 +271,24 @@ class QueryBuffers:
 
 
 def draw_shots(
-    program: Program, circuit: int, start: int, raw: np.ndarray, shots: int | None, seed: int | None, query: int
+    program: Program, circuit: int, start: int, raw: np.ndarray, shots: np.ndarray | None, seed: int | None, query: int
 ) -> np.ndarray:
     """Sampled mode: counts drawn from a tile's outcome probabilities (the measurement itself,
-    so it belongs to execution). Exact mode: the expectation values unchanged."""
+    so it belongs to execution), ``shots[e]`` for its experiment ``e``. Exact mode: the
+    expectation values unchanged."""
     if not program.sampled:
         return raw
     return sample_counts(raw, shots, seed, query, circuit, offset=start)
 
 
 def accumulate_tile(
-    program: Program, buffers: QueryBuffers, circuit: int, start: int, data: np.ndarray, shots: int | None
+    program: Program, buffers: QueryBuffers, circuit: int, start: int, data: np.ndarray, shots: np.ndarray | None
 ) -> None:
     """Store one tile's results (experiments ``start ...``) as estimates in ``buffers``.
 
-    ``data`` is what ``draw_shots`` returned: expectation values (exact) or counts (sampled),
-    from which the Paulis' means and covariances are taken with the ancilla parity folded in.
+    ``data`` is what ``draw_shots`` returned: expectation values (exact) or counts (sampled, with
+    ``shots[e]`` shots in experiment ``e``), from which the Paulis' means and covariances are
+    taken with the ancilla parity folded in.
     """
     p = program.partition_of[circuit]
     rows = slice(start, start + len(data))
@@ -226,17 +297,19 @@ def accumulate_tile(
         return
     group = program.groups[p][program.group_of[circuit]]
     signed, total = fold_ancillas(data, group.signs.shape[0])
-    means = signed @ group.signs / shots
-    second = np.einsum("eb,bk,bl->ekl", total, group.signs, group.signs) / shots
+    n = np.maximum(shots, 1)[:, None]  # an unweighted setting gets no shots and estimates 0
+    means = signed @ group.signs / n
+    second = np.einsum("eb,bk,bl->ekl", total, group.signs, group.signs) / n[:, :, None]
     buffers.estimates[p][rows, group.paulis] += means * group.weights
-    covariance = (second - means[:, :, None] * means[:, None, :]) / max(shots - 1, 1)
+    covariance = (second - means[:, :, None] * means[:, None, :]) / np.maximum(n - 1, 1)[:, :, None]
     buffers.covariances[circuit][rows] = covariance
 
 
 def sample_counts(
-    probabilities: np.ndarray, shots: int, seed: int | None, query: int, circuit: int, offset: int
+    probabilities: np.ndarray, shots: int | np.ndarray, seed: int | None, query: int, circuit: int, offset: int
 ) -> np.ndarray:
-    """Multinomial counts per experiment, one random stream per block of SAMPLE_BLOCK experiments.
+    """Multinomial counts per experiment (``shots`` each, or ``shots[e]``), one random stream per
+    block of SAMPLE_BLOCK experiments.
 
     ``offset`` is the index of the first experiment in ``probabilities`` (a multiple of the block).
     """
@@ -245,12 +318,13 @@ def sample_counts(
     probabilities = np.clip(probabilities, 0.0, None)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     counts = np.empty(probabilities.shape, dtype=np.int64)
+    shots = np.broadcast_to(shots, len(probabilities))
     entropy = None if seed is None else [seed]
     for start in range(0, len(probabilities), SAMPLE_BLOCK):
         block = slice(start, start + SAMPLE_BLOCK)
         key = [query, circuit, (offset + start) // SAMPLE_BLOCK]
         rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))
-        counts[block] = rng.multinomial(shots, probabilities[block])
+        counts[block] = rng.multinomial(shots[block], probabilities[block])
     return counts
 
 

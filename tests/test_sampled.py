@@ -3,6 +3,7 @@ hpcqnn draws pushed through qiskit-addon-cutting's own reconstruction."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,9 +21,18 @@ from qiskit_addon_cutting import (
 from qiskit_addon_cutting.qpd import generate_qpd_weights
 from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
-from hpcqnn import DistributedEstimator
+from hpcqnn import DistributedEstimator, ExecutionConfigError
 from hpcqnn.cutplan import build_cut_plan
-from hpcqnn.measurement import SAMPLE_BLOCK, Program, QueryRows, build_program, query_rows, sample_counts
+from hpcqnn.measurement import (
+    SAMPLE_BLOCK,
+    Program,
+    QueryRows,
+    allocate_shots,
+    build_program,
+    query_rows,
+    sample_counts,
+    subexperiment_weights,
+)
 from hpcqnn.simulator import AerRunner, Tile
 from hpcqnn.tiles import split_chunks
 
@@ -93,10 +103,11 @@ def run_sampled(
 
 
 def sampled_estimator(
-    labels: str | None, shots: int, seed: int | None, minimal_basis: bool = True
+    labels: str | None, shots: int, seed: int | None, minimal_basis: bool = True, allocation: str = "proportional"
 ) -> DistributedEstimator:
     return DistributedEstimator(
-        partition_labels=labels, shots=shots, seed=seed, device="CPU", minimal_basis=minimal_basis
+        partition_labels=labels, shots=shots, seed=seed, device="CPU", minimal_basis=minimal_basis,
+        shot_allocation=allocation,
     )
 
 
@@ -108,7 +119,12 @@ def case_problem(index: int) -> tuple[str, QuantumCircuit, list[SparsePauliOp], 
 
 
 def estimator_program(
-    circuit: QuantumCircuit, observable: SparsePauliOp, params: np.ndarray, labels: str, minimal_basis: bool = True
+    circuit: QuantumCircuit,
+    observable: SparsePauliOp,
+    params: np.ndarray,
+    labels: str,
+    minimal_basis: bool = True,
+    allocation: str = "proportional",
 ) -> tuple[Program, np.ndarray]:
     """The sampled program the estimator builds, and the coefficient of each of its Pauli terms.
 
@@ -116,7 +132,7 @@ def estimator_program(
     """
     terms = EstimatorPub.coerce((circuit, observable, params)).observables.ravel().tolist()[0]
     plan = build_cut_plan(circuit, PauliList(list(terms)), labels, minimal_basis=minimal_basis)
-    return build_program(plan, sampled=True), np.array(list(terms.values())).real
+    return build_program(plan, sampled=True, shot_allocation=allocation), np.array(list(terms.values())).real
 
 
 # -- 1. sampled values against exact ones ---------------------------------------------------
@@ -292,21 +308,29 @@ def addon_results(
     return results
 
 
-def test_addon_reconstructs_hpcqnn_values_from_the_same_counts() -> None:
+@pytest.mark.parametrize("allocation", ["uniform", "proportional"])
+def test_addon_reconstructs_hpcqnn_values_from_the_same_counts(allocation: str) -> None:
     """Counts redrawn as the estimator draws them, reconstructed by the addon, give hpcqnn's evs
     (without basis reduction, hpcqnn simulates exactly the addon's distinct subexperiments)."""
     labels, circuit, observable, params = addon_problem()
     shots, seed = 200, 11
-    estimator = sampled_estimator(labels, shots, seed, minimal_basis=False)
+    estimator = sampled_estimator(labels, shots, seed, minimal_basis=False, allocation=allocation)
     evs = estimator.run([(circuit, observable, params)]).result()[0].data.evs
 
-    program, term_coefficients = estimator_program(circuit, observable, params, labels, minimal_basis=False)
+    program, term_coefficients = estimator_program(
+        circuit, observable, params, labels, minimal_basis=False, allocation=allocation
+    )
     paulis = program.plan.paulis
     assert any(len(groups) > 1 for groups in program.groups)
     rows = query_rows(program.plan, params)
     tiles = [Tile(i, 0, program.experiments(i, rows)) for i in range(len(program.circuits))]
     outputs = AerRunner("CPU").run(program, rows, tiles)
-    counts = [sample_counts(out, shots, seed, 0, i, offset=0) for i, out in enumerate(outputs)]
+    counts = [
+        sample_counts(out, program.experiment_shots(i, 0, len(out), rows, shots), seed, 0, i, offset=0)
+        for i, out in enumerate(outputs)
+    ]
+    per_experiment = np.unique(np.concatenate([c.sum(axis=1) for c in counts]))
+    assert (len(per_experiment) > 1) == (allocation == "proportional"), per_experiment
 
     problem = partition_problem(circuit, labels, paulis)
     _, coefficients = generate_cutting_experiments(
@@ -403,3 +427,67 @@ def test_partly_parameter_free_circuit() -> None:
     exact = exact_values(circuit, [observable], params)[:, 0]
     assert np.all(result.data.stds > 0)
     assert np.all(np.abs(result.data.evs - exact) <= 5 * result.data.stds)
+
+
+# -- shot allocation ------------------------------------------------------------------------
+
+
+def test_allocate_shots_splits_the_budget_in_proportion() -> None:
+    shots = allocate_shots(np.array([1.0, 2.0, 3.0, 0.001, 0.0]), 600)
+    assert shots.sum() == 600
+    assert shots[4] == 0 and shots[3] == 1  # a positive weight always gets a shot
+    np.testing.assert_allclose(shots[:3], [100, 200, 300], atol=1)
+    assert np.array_equal(allocate_shots(np.ones(7), 70), np.full(7, 10))
+    with pytest.raises(ExecutionConfigError, match="3 shots cannot give each of 4 settings one shot"):
+        allocate_shots(np.ones(4), 3)
+
+
+def small_angle_problem() -> tuple[str, QuantumCircuit, list[SparsePauliOp], np.ndarray]:
+    """Three partitions joined by an RZZ(0.3) and a CP(0.5) cut, whose QPD terms have very
+    unequal coefficients (the identity-like terms dominate)."""
+    labels = "AABBCC"
+    circuit = random_circuit(labels, [], seed=3)
+    circuit.rzz(0.3, 1, 2)
+    circuit.cp(0.5, 3, 4)
+    circuit.compose(random_circuit(labels, [], seed=4).assign_parameters(np.full(12, 0.7)), inplace=True)
+    params = np.random.default_rng(5).uniform(-np.pi, np.pi, (4, circuit.num_parameters))
+    return labels, circuit, random_observables(6, seed=6), params
+
+
+@pytest.mark.parametrize("minimal_basis", [True, False])
+def test_subexperiment_weights_are_rms_sensitivities(minimal_basis: bool) -> None:
+    """Brute force over every channel pair of every cut: a subexperiment's root-mean-square
+    sensitivity (other estimates of unit size, random sign) is its weight, up to one constant."""
+    labels, circuit, observables, params = small_angle_problem()
+    plan = build_cut_plan(circuit, PauliList(["ZZZZZZ"]), labels, minimal_basis=minimal_basis)
+    weights = subexperiment_weights(plan)
+    pairs = [list(itertools.product(range(len(k)), range(len(k.T)))) for k in plan.cut_kernels]
+    ratios = []
+    for part, w in zip(plan.partitions, weights):
+        squares = np.zeros(part.basis_shape)
+        for choice in itertools.product(*pairs):  # (a_c, b_c) for every cut c
+            product = np.prod([k[a, b] ** 2 for k, (a, b) in zip(plan.cut_kernels, choice)])
+            mine = tuple(choice[c][side] for c, side in zip(part.cut_ids, part.sides))
+            squares[mine] += product
+        ratios.append(w / np.sqrt(squares.reshape(-1)))
+    ratios = np.concatenate(ratios)
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-12)
+    assert np.ptp(np.concatenate(weights)) > 0.1  # unequal coefficients give unequal weights
+
+
+def test_proportional_allocation_beats_uniform_at_equal_total_shots() -> None:
+    """Same budget (checked), same circuits: weighting shots by |coefficient| shrinks both the
+    reported stds and the actual error over repeated queries on the small-angle cuts."""
+    labels, circuit, observables, params = small_angle_problem()
+    exact = exact_values(circuit, observables, params)
+    errors, stds, budgets = {}, {}, {}
+    for allocation in ("uniform", "proportional"):
+        estimator = sampled_estimator(labels, 400, seed=8, allocation=allocation)
+        results = [run_sampled(estimator, circuit, observables, params) for _ in range(12)]
+        errors[allocation] = np.sqrt(np.mean([np.square(r.data.evs - exact) for r in results]))
+        stds[allocation] = np.mean([r.data.stds for r in results])
+        program = next(iter(estimator._programs.values()))
+        budgets[allocation] = sum(int(n.sum()) for n in program.subexperiment_shots(400))
+    assert budgets["uniform"] == budgets["proportional"] == 400 * sum(len(w) for w in program.shot_weights)
+    assert stds["proportional"] < 0.8 * stds["uniform"], stds
+    assert errors["proportional"] < 0.8 * errors["uniform"], errors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from qiskit.quantum_info import SparsePauliOp
+from qiskit_addon_cutting.instructions import CutWire
 
 from hpcqnn.circuits import cut_qnn
 
@@ -15,6 +16,37 @@ MIXED = [
     SparsePauliOp(["ZIIIIZ", "IIXXII"], [0.7, -0.4]),
     SparsePauliOp(["IIZZII", "YIIIIY", "IIIIII"], [1.1, 0.3, 0.25]),
 ]
+
+
+def wire_cut_circuit():
+    """A 4-qubit QNN whose qubit 1, after its ansatz, carries its state into the other half
+    through a wire cut (pieces {0, 1} and {1', 2, 3}: 5 qubits after cut_wires)."""
+    qc = cut_qnn(4, cuts=0, layers=2).circuit.copy()
+    qc.append(CutWire(), [1])
+    qc.cx(1, 2)
+    qc.cz(1, 3)
+    qc.ry(0.3, 1)
+    return qc
+
+
+CHAIN = cut_qnn(8, cuts=1, layers=2, pieces=4)  # four partitions in a chain, three CX cuts
+#: Cut shapes beyond MODEL: name -> (estimator options, the circuit, its observables).
+SHAPES = {
+    "wire": ({}, wire_cut_circuit(), [SparsePauliOp(["ZZZZ", "XIIY"], [1.0, 0.5]), SparsePauliOp("IZZI")]),
+    "chain": (
+        {"partition_labels": CHAIN.partition_labels},
+        CHAIN.circuit,
+        [CHAIN.observable, SparsePauliOp(["ZIIIIIIZ", "IIIXXIII"], [0.6, -0.8])],
+    ),
+}
+
+
+def shape_runs(name: str) -> list[list[tuple]]:
+    """Two runs of a SHAPES entry: 6 rows of both observables; then a single row."""
+    _, circuit, observables = SHAPES[name]
+    rng = np.random.default_rng(7)
+    values = rng.uniform(-np.pi, np.pi, (6, circuit.num_parameters))
+    return [[(circuit, observables, values[:, None, :])], [(circuit, observables[0], values[0])]]
 
 
 def runs() -> list[list[tuple]]:

@@ -1,0 +1,135 @@
+"""Wire cuts (the addon's CutWire markers, Move gates, find_cuts with wire cuts) against the uncut
+statevector, exact and sampled, alone and mixed with gate cuts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qiskit import QuantumCircuit
+from qiskit.circuit import ParameterVector
+from qiskit.quantum_info import SparsePauliOp, Statevector
+from qiskit_addon_cutting import cut_wires, expand_observables
+from qiskit_addon_cutting.instructions import CutWire, Move
+
+from hpcqnn import CutPlanError, DistributedEstimator
+
+
+def relay_circuit(wire_cut: bool, gate_cut: bool = False) -> QuantumCircuit:
+    """Six qubits: qubit 2 works with the left block {0, 1}, then carries its state to the right
+    block {3, 4, 5}; ``wire_cut`` marks qubit 2's wire between the two with a CutWire.
+    ``gate_cut`` adds a CX between the blocks after the move (cut when the blocks are partitions)."""
+    params = ParameterVector("t", 12)
+    k = iter(params)
+    qc = QuantumCircuit(6)
+    for q in range(6):
+        qc.ry(next(k), q)
+    qc.cx(0, 1)
+    qc.cx(1, 2)
+    qc.cz(0, 2)
+    for q in range(3):
+        qc.rx(next(k), q)
+    if wire_cut:
+        qc.append(CutWire(), [2])
+    qc.cx(2, 3)
+    qc.cz(2, 4)
+    qc.cx(2, 5)
+    qc.cx(3, 4)
+    qc.cz(4, 5)
+    qc.cx(5, 2)
+    if gate_cut:
+        qc.cx(0, 5)
+    for q in range(3, 6):
+        qc.rx(next(k), q)
+    return qc
+
+
+OBSERVABLES = [
+    SparsePauliOp(["ZZZZZZ", "XIIIIY", "IIZXII"], [1.0, 0.4, -0.7]),
+    SparsePauliOp(["IIIZII", "YIIIIX"], [0.5, 1.2]),
+]
+
+
+def statevector_values(circuit: QuantumCircuit, rows: np.ndarray) -> np.ndarray:
+    states = [Statevector(circuit.assign_parameters(row)) for row in rows]
+    return np.array([[s.expectation_value(o).real for o in OBSERVABLES] for s in states])
+
+
+def run(estimator: DistributedEstimator, circuit: QuantumCircuit, rows: np.ndarray, observables=OBSERVABLES):
+    return estimator.run([(circuit, observables, rows[:, None, :])]).result()[0]
+
+
+ROWS = np.random.default_rng(7).uniform(-np.pi, np.pi, (5, 12))
+
+
+@pytest.mark.parametrize("minimal_basis,subexperiments", [(True, 4 + 4), (False, 4 + 6)])
+def test_cut_wire_marker_matches_statevector(minimal_basis: bool, subexperiments: int):
+    """A CutWire splits the circuit into the qubits the other gates connect; the wire cut's
+    source side simulates 4 channels, its destination 4 of the 6 distinct preparations."""
+    result = run(DistributedEstimator(minimal_basis=minimal_basis), relay_circuit(True), ROWS)
+    np.testing.assert_allclose(result.data.evs, statevector_values(relay_circuit(False), ROWS), rtol=0, atol=1e-10)
+    assert result.metadata["num_cuts"] == 1 and result.metadata["num_partitions"] == 2
+    assert result.metadata["num_subexperiments"] == subexperiments
+
+
+def test_wire_and_gate_cuts_together():
+    """Labels then name the qubits of ``cut_wires(circuit)``: qubit 2's first segment is the
+    new qubit 2, its continuation qubit 3."""
+    circuit = relay_circuit(True, gate_cut=True)
+    result = run(DistributedEstimator(partition_labels="AAABBBB"), circuit, ROWS)
+    np.testing.assert_allclose(
+        result.data.evs, statevector_values(relay_circuit(False, gate_cut=True), ROWS), rtol=0, atol=1e-10
+    )
+    assert result.metadata["num_cuts"] == 2
+    assert result.metadata["num_subexperiments"] == 4 * 4 + 4 * 4  # each partition holds a side of both
+
+
+def test_move_gates_with_labels_match_statevector():
+    """The addon's Move route: the user widens the circuit, moves the state and labels the qubits."""
+    marked = relay_circuit(True)
+    moved = cut_wires(marked)  # Move gates wrapped for cutting, one new qubit
+    plain = QuantumCircuit(moved.num_qubits)
+    for inst in moved.data:  # the same circuit with bare Move gates, as a user would write it
+        op = Move() if inst.operation.name == "qpd_2q" else inst.operation
+        plain.append(op, [moved.find_bit(q).index for q in inst.qubits])
+    observables = [
+        SparsePauliOp(expand_observables(o.paulis, marked, moved), o.coeffs) for o in OBSERVABLES
+    ]
+    labels = ["L" if q in (0, 1, 2) else "R" for q in range(plain.num_qubits)]
+    assert [inst.operation.name for inst in plain.data].count("move") == 1
+    result = run(DistributedEstimator(partition_labels=labels), plain, ROWS, observables)
+    np.testing.assert_allclose(result.data.evs, statevector_values(relay_circuit(False), ROWS), rtol=0, atol=1e-10)
+
+
+def test_find_cuts_with_wire_cuts_needs_fewer_subexperiments():
+    """Into 4-qubit pieces: gate cuts alone need two CX cuts, a wire cut does it with one."""
+    circuit = relay_circuit(False)
+    expected = statevector_values(circuit, ROWS)
+    counts = {}
+    for wire_cuts in (False, True):
+        result = run(DistributedEstimator(max_subcircuit_qubits=4, wire_cuts=wire_cuts, seed=1), circuit, ROWS)
+        np.testing.assert_allclose(result.data.evs, expected, rtol=0, atol=1e-10)
+        counts[wire_cuts] = result.metadata["num_subexperiments"]
+    assert counts[True] < counts[False]
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "proportional"])
+def test_sampled_wire_cut_within_errors(allocation: str):
+    estimator = DistributedEstimator(partition_labels="AAABBBB", shots=4000, seed=3, shot_allocation=allocation)
+    result = run(estimator, relay_circuit(True, gate_cut=True), ROWS)
+    exact = statevector_values(relay_circuit(False, gate_cut=True), ROWS)
+    assert np.all(result.data.stds > 0)
+    assert np.all(np.abs(result.data.evs - exact) <= 5 * result.data.stds), (result.data.evs - exact) / result.data.stds
+
+
+def test_move_inside_one_partition_is_refused():
+    qc = QuantumCircuit(3)
+    qc.h(0)
+    qc.append(Move(), [0, 1])
+    qc.cx(1, 2)
+    with pytest.raises(CutPlanError, match=r"\(Move\) on qubits \[0, 1\].*must join two partitions"):
+        DistributedEstimator(partition_labels="AAB").run([(qc, SparsePauliOp("ZZZ"))])
+
+
+def test_labels_must_cover_the_qubits_cut_wires_adds():
+    with pytest.raises(CutPlanError, match="6 labels, the circuit has 7 qubits.*each CutWire adds one"):
+        DistributedEstimator(partition_labels="AAABBB").run([(relay_circuit(True), OBSERVABLES[0], ROWS[0])])
