@@ -1,24 +1,30 @@
 """Per-query phase timings of hpcqnn beside the addon's own pipeline, in one run.
 
-For each cut count the benchmark times ``queries`` estimator queries of the two-half QNN
-(``hpcqnn.circuits.cut_qnn``) in exact and/or sampled mode, on every rank of the MPI world
-(one rank when started alone), and ``reference_queries`` queries of the naive addon pipeline
-(partition, generate, sample, reconstruct redone every query) on rank 0. Every query draws
-fresh random parameters from one seeded stream, so all pipelines see the same rows. With
-``out``, each (cuts, mode) setting is a run directory with per-rank HDF5 timing logs.
+For each width and cut count the benchmark times ``queries`` estimator queries of the QNN
+(``hpcqnn.circuits.cut_qnn``: two halves, or pieces of ``piece_qubits``) in exact and/or sampled
+mode, on every rank of the MPI world (one rank when started alone), and ``reference_queries``
+queries of the naive addon pipeline (partition, generate, sample, reconstruct redone every query)
+on rank 0. Every query draws fresh random parameters from one seeded stream, so all pipelines
+see the same rows. Each setting also reports the subexperiments per partition, what the addon
+would generate, and every rank's peak memory. With ``out``, each (width, cuts, mode) setting is
+a run directory with per-rank HDF5 timing logs.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import platform
+import resource
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .circuits import cut_qnn
+from .errors import ExecutionConfigError
 from .slurm import slurm_info
 from .timing import PHASES
 
@@ -54,6 +60,7 @@ def bench_hpcqnn(estimator, model, rows: np.ndarray) -> dict:
             "pipeline": "hpcqnn " + ("exact" if estimator.shots is None else "sampled"),
             "shots": estimator.shots,
             "subexperiments": meta["num_subexperiments"],
+            "subexperiments_per_partition": meta["subexperiments_per_partition"],
             "circuits": meta["num_circuits"],
             "device": meta["device"],
             "last_value": float(np.ravel(result.data.evs)[-1]),
@@ -75,15 +82,47 @@ def bench_reference(model, rows: np.ndarray, shots: int, seed: int) -> dict:
     return _summary(per_query, walls, {"pipeline": "addon reference", "shots": shots, "last_value": value})
 
 
+def addon_subexperiments(model) -> int:
+    """How many subexperiments qiskit-addon-cutting generates for one exact query of ``model``:
+    every partition runs every joint QPD term for each of its commuting observable groups."""
+    from qiskit_addon_cutting import partition_problem
+    from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
+
+    problem = partition_problem(model.circuit, model.partition_labels, model.observable.paulis)
+    terms = int(np.prod([len(basis.coeffs) for basis in problem.bases]))
+    return terms * sum(len(ObservableCollection(obs).groups) for obs in problem.subobservables.values())
+
+
+def bench_models(qubits: Sequence[int], cuts: Sequence[int], piece_qubits: int | None, layers: int) -> list:
+    """``(qubits, pieces, cuts, model)`` of every setting, built before any rank starts work."""
+    models = []
+    for n in qubits:
+        pieces = 2 if piece_qubits is None else max(2, math.ceil(n / piece_qubits))
+        for c in cuts:
+            try:
+                models.append((n, pieces, c, cut_qnn(n, c, layers=max(layers, c), pieces=pieces)))
+            except ValueError as exc:
+                raise ExecutionConfigError(f"no benchmark QNN of {n} qubits in {pieces} pieces with {c} cuts: {exc}") from exc
+    return models
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_bench(
-    qubits: int = 8,
-    cuts: list[int] = (1, 2, 3),
+    qubits: Sequence[int] = (8,),
+    cuts: Sequence[int] = (1, 2, 3),
+    piece_qubits: int | None = None,
     shots: int = 10_000,
+    shot_allocation: str = "proportional",
     queries: int = 20,
     rows: int = 1,
     layers: int = 3,
     modes: tuple[str, ...] = ("exact", "sampled"),
     reference_queries: int = 1,
+    reference_max_qubits: int = 40,
     seed: int = 1234,
     device: str = "auto",
     schedule: str = "static",
@@ -91,13 +130,20 @@ def run_bench(
     out: Path | None = None,
     progress=print,
 ) -> dict | None:
-    """Benchmark every cut count; a JSON-ready report on rank 0, ``None`` on other ranks."""
-    from .distributed import mpi_estimator
+    """Benchmark every (width, cut count); a JSON-ready report on rank 0, ``None`` elsewhere.
+
+    The QNN has two halves, or with ``piece_qubits`` as many pieces of that width as it takes,
+    with ``cuts`` CX cuts between neighbouring pieces. The addon reference runs for widths up to
+    ``reference_max_qubits``.
+    """
+    from .distributed import gather_on_root, mpi_estimator
 
     settings = {
-        "qubits": qubits, "cuts": list(cuts), "shots": shots, "queries": queries, "rows": rows,
-        "layers": layers, "modes": list(modes), "reference_queries": reference_queries, "seed": seed,
-        "schedule": schedule, "straggler": None if straggler is None else straggler.__dict__,
+        "qubits": list(qubits), "cuts": list(cuts), "piece_qubits": piece_qubits, "shots": shots,
+        "shot_allocation": shot_allocation, "queries": queries, "rows": rows, "layers": layers,
+        "modes": list(modes), "reference_queries": reference_queries,
+        "reference_max_qubits": reference_max_qubits, "seed": seed, "schedule": schedule,
+        "straggler": None if straggler is None else straggler.__dict__,
     }
     report = {
         "hpcqnn_version": __version__,
@@ -107,32 +153,42 @@ def run_bench(
         "results": [],
     }
     is_root = True
-    for c in cuts:
-        model = cut_qnn(qubits, c, layers=max(layers, c))
-        stream = np.random.default_rng(seed + c)
+    for n, pieces, c, model in bench_models(qubits, cuts, piece_qubits, layers):
+        stream = np.random.default_rng([seed, n, c])
         params = stream.uniform(-np.pi, np.pi, (queries, rows, model.circuit.num_parameters))
+        setting = {"qubits": n, "pieces": pieces, "cuts": c}
         entries = []
         for mode in modes:
-            run_dir = None if out is None else Path(out) / f"cuts{c}-{mode}"
+            name = f"cuts{c}-{mode}" if len(qubits) == 1 else f"q{n}-cuts{c}-{mode}"
+            run_dir = None if out is None else Path(out) / name
             with mpi_estimator(
                 partition_labels=model.partition_labels, shots=None if mode == "exact" else shots,
-                seed=seed, device=device, schedule=schedule, straggler=straggler,
-                timing_dir=run_dir, config_text=json.dumps({**settings, "cuts": c, "mode": mode}),
+                shot_allocation=shot_allocation, seed=seed, device=device, schedule=schedule,
+                straggler=straggler, timing_dir=run_dir,
+                config_text=json.dumps({**settings, **setting, "mode": mode}),
             ) as estimator:
-                if estimator is None:
-                    is_root = False
-                    continue
-                entry = bench_hpcqnn(estimator, model, params)
-                entry.update(cuts=c, ranks=estimator.engine.size)
-                entries.append(entry)
-                progress(_row(entry))
-                if run_dir is not None:
-                    (run_dir / "results.json").write_text(
-                        json.dumps({**entry, "settings": settings, "hpcqnn_version": __version__, "slurm": slurm_info()}, indent=2)
-                    )
-        if is_root and reference_queries:
+                if estimator is not None:
+                    entry = bench_hpcqnn(estimator, model, params)
+                    entry.update(setting, ranks=estimator.engine.size)
+            peaks = gather_on_root(peak_memory_mb())
+            if peaks is None:
+                is_root = False
+                continue
+            entry["peak_memory_mb_per_rank"] = peaks
+            entries.append(entry)
+            progress(_row(entry))
+            if run_dir is not None:
+                (run_dir / "results.json").write_text(
+                    json.dumps({**entry, "settings": settings, "hpcqnn_version": __version__, "slurm": slurm_info()}, indent=2)
+                )
+        if not is_root:
+            continue
+        addon = addon_subexperiments(model)
+        for entry in entries:
+            entry["addon_subexperiments"] = addon
+        if reference_queries and n <= reference_max_qubits:
             reference = bench_reference(model, params[:reference_queries, :1], shots, seed)
-            reference.update(cuts=c, ranks=1)
+            reference.update(setting, ranks=1, subexperiments=addon)
             progress(_row(reference))
             for entry in entries:
                 entry["speedup_vs_reference"] = reference["query_seconds_mean"] / (entry["query_seconds_mean"] / rows)
@@ -142,17 +198,19 @@ def run_bench(
 
 
 HEADER = (
-    f"{'cuts':>4} {'ranks':>5}  {'pipeline':<16} {'partition':>9} {'generate':>9} {'execute':>9} "
-    f"{'reconstr.':>9} {'reduce+wait':>11} {'query s':>9} {'recon %':>8} {'setup %':>8}"
+    f"{'qubits':>6} {'cuts':>4} {'ranks':>5}  {'pipeline':<16} {'subexp':>6} {'partition':>9} {'generate':>9} "
+    f"{'execute':>9} {'reconstr.':>9} {'reduce+wait':>11} {'query s':>9} {'recon %':>8} {'setup %':>8} {'peak MiB':>8}"
 )
 
 
 def _row(entry: dict) -> str:
     m = entry["phase_seconds_mean"]
+    peak = max(entry.get("peak_memory_mb_per_rank") or [float("nan")])
     return (
-        f"{entry['cuts']:>4} {entry['ranks']:>5}  {entry['pipeline']:<16} {m['partition']:>9.4f} {m['generate']:>9.4f} "
-        f"{m['execute']:>9.4f} {m['reconstruct']:>9.5f} {m['reduce'] + m['wait']:>11.5f} "
-        f"{entry['query_seconds_mean']:>9.4f} {100 * entry['reconstruct_share']:>7.2f}% {100 * entry['setup_share']:>7.2f}%"
+        f"{entry['qubits']:>6} {entry['cuts']:>4} {entry['ranks']:>5}  {entry['pipeline']:<16} {entry['subexperiments']:>6} "
+        f"{m['partition']:>9.4f} {m['generate']:>9.4f} {m['execute']:>9.4f} {m['reconstruct']:>9.5f} "
+        f"{m['reduce'] + m['wait']:>11.5f} {entry['query_seconds_mean']:>9.4f} {100 * entry['reconstruct_share']:>7.2f}% "
+        f"{100 * entry['setup_share']:>7.2f}% {peak:>8.0f}"
     )
 
 
@@ -164,5 +222,5 @@ def format_report(report: dict) -> str:
         lines.append("")
         lines.append("speed-up per parameter row vs the addon reference at the same shots:")
         for e in speedups:
-            lines.append(f"  cuts={e['cuts']} {e['pipeline']:<16} {e['speedup_vs_reference']:>10.1f}x")
+            lines.append(f"  qubits={e['qubits']} cuts={e['cuts']} {e['pipeline']:<16} {e['speedup_vs_reference']:>10.1f}x")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import HpcqnnError
+from .measurement import SHOT_ALLOCATIONS
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -69,15 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
     bench = sub.add_parser("bench", help="per-query phase timings, hpcqnn vs the addon pipeline")
-    bench.add_argument("--qubits", type=int_at_least(2), default=8, help="circuit width (default 8)")
+    bench.add_argument("--qubits", type=parse_int_list, default=[8], help="circuit widths, e.g. 8 or 20,30,40 (default 8)")
+    bench.add_argument(
+        "--piece-qubits", type=int_at_least(1), default=None,
+        help="cut each circuit into pieces of this many qubits (default: two halves)",
+    )
     bench.add_argument("--cuts", type=parse_int_list, default=[1, 2, 3], help="cut counts, e.g. 1..3 (default)")
     bench.add_argument("--layers", type=positive_int, default=3, help="ansatz layers (default 3, at least the cuts)")
     bench.add_argument("--shots", type=positive_int, default=10_000, help="shots of sampled mode and the reference")
+    bench.add_argument(
+        "--shot-allocation", choices=SHOT_ALLOCATIONS, default="proportional",
+        help="sampled mode: split the shot budget by |QPD coefficient| (default) or uniformly",
+    )
     bench.add_argument("--queries", type=positive_int, default=20, help="hpcqnn queries per setting (default 20)")
     bench.add_argument("--rows", type=positive_int, default=1, help="parameter rows per hpcqnn query (default 1)")
     bench.add_argument(
         "--reference-queries", type=int_at_least(0), default=1,
         help="addon-pipeline queries per setting (default 1; 0 skips it: it takes minutes at 3 cuts)",
+    )
+    bench.add_argument(
+        "--reference-max-qubits", type=int_at_least(2), default=40,
+        help="run the addon pipeline only up to this width (default 40)",
     )
     bench.add_argument("--modes", type=parse_modes, default=("exact", "sampled"), help="exact,sampled (default both)")
     bench.add_argument("--seed", type=int, default=1234)
@@ -182,12 +195,15 @@ def _bench(args: argparse.Namespace) -> int:
     report = run_bench(
         qubits=args.qubits,
         cuts=args.cuts,
+        piece_qubits=args.piece_qubits,
         shots=args.shots,
+        shot_allocation=args.shot_allocation,
         queries=args.queries,
         rows=args.rows,
         layers=args.layers,
         modes=args.modes,
         reference_queries=args.reference_queries,
+        reference_max_qubits=args.reference_max_qubits,
         seed=args.seed,
         device=args.device,
         schedule=args.schedule,

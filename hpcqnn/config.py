@@ -22,6 +22,7 @@ from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 from .data import DATASETS as _DATASETS  # name -> (classes, raw features): limits of [data]
 from .devices import DEVICES
 from .errors import ConfigError
+from .measurement import SHOT_ALLOCATIONS
 
 _COMPARISONS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
@@ -82,11 +83,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """[model]: the ansatz depth, the number of cuts and the rotation gates per layer."""
+    """[model]: the ansatz depth, the number of cuts between neighbouring pieces, the rotation
+    gates per layer and the pieces (blocks of qubits, the partitions when cutting)."""
 
     layers: int = _key(3, ge=1)
     cuts: int = _key(0, ge=0)
     rotations: str = _key("ryrz", choices=("ry", "ryrz"))
+    pieces: int = _key(2, ge=2, le=26)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class ExecutionConfig:
     cutting: bool = _key(True)  # false: the same circuit run uncut, the baseline of its cut setting
     mode: str = _key("exact", choices=("exact", "sampled"))
     shots: int = _key(1000, gt=0)
+    shot_allocation: str = _key("proportional", choices=SHOT_ALLOCATIONS)
     device: str = _key("auto", choices=DEVICES)
     schedule: str = _key("static", choices=("static", "dynamic"))
     threads: int = _key(0, ge=0)
@@ -271,6 +275,9 @@ def _check_consistency(config: Config, values: _Values, source: str) -> None:
     if model.cuts > model.layers:
         fail(("model.cuts", "model.layers"), "model.cuts must be <= model.layers (at most one cut per layer), "
              f"got cuts = {model.cuts}, layers = {model.layers}")
+    if model.pieces > data.features:
+        fail(("model.pieces", "data.features"), "model.pieces must be <= data.features (one qubit per "
+             f"feature, at least one qubit per piece), got pieces = {model.pieces}, features = {data.features}")
     if data.dataset == "mnist" and not data.path:
         fail(("data.dataset", "data.path"),
              'data.path must name the MNIST directory or .npz file when data.dataset = "mnist"')

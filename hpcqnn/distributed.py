@@ -291,6 +291,11 @@ def on_root(task, comm: MPI.Comm | None = None) -> tuple[object, str | None]:
     return comm.bcast((value, message), root=0)
 
 
+def gather_on_root(value: object, comm: MPI.Comm | None = None) -> list | None:
+    """Every rank's ``value`` in rank order on rank 0, ``None`` on the others."""
+    return (comm or MPI.COMM_WORLD).gather(value, root=0)
+
+
 def mpi_library() -> str:
     return MPI.Get_library_version().strip().splitlines()[0]
 

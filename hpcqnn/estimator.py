@@ -217,6 +217,7 @@ class DistributedEstimator(BaseEstimatorV2):
             "num_cuts": plan.num_cuts,
             "num_partitions": len(plan.partitions),
             "num_subexperiments": plan.num_subexperiments,
+            "subexperiments_per_partition": [part.num_subexperiments for part in plan.partitions],
             "num_circuits": len(item.program.circuits),
             "num_rows": rows,
             "shots": item.shots,

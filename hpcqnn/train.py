@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .circuits import cut_qnn
+from .circuits import CutQNN, cut_qnn
 from .config import Config
 from .data import Dataset, load_dataset
 from .model import QNNClassifier, bce_loss, sigmoid
@@ -139,10 +139,10 @@ def estimator_options(config: Config) -> dict:
     straggler = None
     if ex.straggler_ranks or ex.straggler_probability or ex.straggler_delay or ex.straggler_slowdown != 1.0:
         straggler = Straggler(ex.straggler_ranks, ex.straggler_probability, ex.straggler_delay, ex.straggler_slowdown, config.run.seed)
-    qnn = cut_qnn(config.data.features, config.model.cuts, config.model.layers, config.model.rotations)
     return {
-        "partition_labels": qnn.partition_labels if ex.cutting else None,
+        "partition_labels": build_qnn(config).partition_labels if ex.cutting else None,
         "shots": ex.shots if ex.mode == "sampled" else None,
+        "shot_allocation": ex.shot_allocation,
         "seed": config.run.seed,
         "device": ex.device,
         "schedule": ex.schedule,
@@ -152,11 +152,18 @@ def estimator_options(config: Config) -> dict:
     }
 
 
+def build_qnn(config: Config) -> CutQNN:
+    """The configured QNN circuit (one qubit per feature)."""
+    model = config.model
+    return cut_qnn(config.data.features, model.cuts, model.layers, model.rotations, model.pieces)
+
+
 def describe_model(config: Config, qnn) -> dict:
     return {
         "qubits": qnn.num_qubits,
         "layers": config.model.layers,
         "cuts": config.model.cuts,
+        "pieces": config.model.pieces,
         "cutting": config.execution.cutting,
         "rotations": config.model.rotations,
         "encoding": "RY(angle) per feature, angle = pi * (x - train min) / (train max - train min)",
@@ -180,7 +187,7 @@ def train(
 ) -> dict | None:
     """Train and evaluate; the results for ``results.json``, or ``None`` if stopped early
     (a checkpoint was written)."""
-    qnn = cut_qnn(config.data.features, config.model.cuts, config.model.layers, config.model.rotations)
+    qnn = build_qnn(config)
     model = QNNClassifier(qnn, estimator)
     checkpoint = out_dir / CHECKPOINT
     if resume:

@@ -40,11 +40,13 @@ max_train = 200
 layers = 4
 cuts = 2
 rotations = "ry"
+pieces = 3
 
 [execution]
 cutting = false
 mode = "sampled"
 shots = 4096
+shot_allocation = "uniform"
 device = "CPU"
 schedule = "dynamic"
 threads = 2
@@ -70,9 +72,9 @@ fgsm_epsilons = [0.1]
 FULL_CONFIG = Config(
     run=RunConfig(name="cut-study", seed=7),
     data=DataConfig(dataset="digits", classes=(3, 8), features=6, test_fraction=0.25, path="", max_train=200),
-    model=ModelConfig(layers=4, cuts=2, rotations="ry"),
+    model=ModelConfig(layers=4, cuts=2, rotations="ry", pieces=3),
     execution=ExecutionConfig(
-        cutting=False, mode="sampled", shots=4096, device="CPU", schedule="dynamic", threads=2, root_computes=False,
+        cutting=False, mode="sampled", shots=4096, shot_allocation="uniform", device="CPU", schedule="dynamic", threads=2, root_computes=False,
         straggler_ranks=(1, 3), straggler_probability=0.5, straggler_delay=0.01, straggler_slowdown=2.5,
     ),
     training=TrainingConfig(optimizer="spsa", epochs=3, batch_size=8, learning_rate=0.1, spsa_perturbation=0.2),
@@ -85,9 +87,9 @@ def test_defaults() -> None:
     assert config == Config() == parse_config("")
     assert config.run == RunConfig(name="run", seed=1234)
     assert config.data == DataConfig("iris", (1, 2), 4, 0.2, "", 0)
-    assert config.model == ModelConfig(3, 0, "ryrz")
+    assert config.model == ModelConfig(3, 0, "ryrz", 2)
     assert config.execution == ExecutionConfig(
-        True, "exact", 1000, "auto", "static", 0, True, (), 0.0, 0.0, 1.0
+        True, "exact", 1000, "proportional", "auto", "static", 0, True, (), 0.0, 0.0, 1.0
     )
     assert config.training == TrainingConfig("adam", 10, 16, 0.05, 0.1)
     assert config.evaluation == EvaluationConfig((0.05, 0.1, 0.2, 0.3), 5, (0.05, 0.1, 0.2))
@@ -127,7 +129,7 @@ def test_config_dict_is_plain_json() -> None:
     plain = config_dict(FULL_CONFIG)
     assert plain["execution"]["straggler_ranks"] == [1, 3]
     assert plain["evaluation"]["gaussian_sigmas"] == [0.0, 0.5]
-    assert plain["model"] == {"layers": 4, "cuts": 2, "rotations": "ry"}
+    assert plain["model"] == {"layers": 4, "cuts": 2, "rotations": "ry", "pieces": 3}
     assert json.loads(json.dumps(plain)) == plain
     assert list(plain) == ["run", "data", "model", "execution", "training", "evaluation"]
 
@@ -204,6 +206,8 @@ OUT_OF_RANGE = [
     ("[data]\nmax_train = -5", r"data\.max_train must be >= 0, got -5"),
     ("[model]\nlayers = 0", r"model\.layers must be >= 1, got 0"),
     ("[model]\ncuts = -1", r"model\.cuts must be >= 0, got -1"),
+    ("[model]\npieces = 1", r"model\.pieces must be >= 2 and <= 26, got 1"),
+    ('[execution]\nshot_allocation = "greedy"', r'execution\.shot_allocation must be one of "uniform", "proportional"'),
     ('[model]\nrotations = "rx"', r'model\.rotations must be one of "ry", "ryrz"; got "rx"'),
     ('[execution]\nmode = "noisy"', r"execution\.mode must be one of \"exact\", \"sampled\""),
     ("[execution]\nshots = 0", r"execution\.shots must be > 0, got 0"),
@@ -229,6 +233,7 @@ CROSS_FIELD = [
     ("[model]\nlayers = 2\ncuts = 3", r"model\.cuts must be <= model\.layers .*got cuts = 3, layers = 2"),
     ('[data]\ndataset = "mnist"', r'data\.path must name the MNIST .* when data\.dataset = "mnist"'),
     ("[data]\nclasses = [0, 3]", r'data\.classes must be labels from 0 to 2 for data\.dataset = "iris"'),
+    ("[model]\npieces = 5", r"model\.pieces must be <= data\.features .*got pieces = 5, features = 4"),
     ('[data]\ndataset = "iris"\nfeatures = 5', r"data\.features must be <= 4 \(the raw feature count of iris\)"),
 ]
 
