@@ -102,13 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--straggler-delay", type=float, default=0.0, help="extra seconds per slowed tile")
     bench.add_argument("--out", type=Path, help="run directory root: per-setting timing/rank-*.h5 and results.json")
     bench.add_argument("--json", type=Path, help="write the report as JSON here (default OUT/bench.json)")
+    shots = sub.add_parser(
+        "bench-shots", help="sampled-mode error at equal total shots: uniform vs |coefficient|-proportional"
+    )
+    shots.add_argument("--qubits", type=int_at_least(2), default=8, help="width of the two-half problems (default 8)")
+    shots.add_argument("--cuts", type=positive_int, default=3, help="cut gates of the two-half problems (default 3)")
+    shots.add_argument("--shots", type=positive_int, default=1000, help="mean shots per measurement setting (default 1000)")
+    shots.add_argument("--rows", type=positive_int, default=8, help="parameter rows per query (default 8)")
+    shots.add_argument("--repeats", type=positive_int, default=20, help="queries (fresh shots) per allocation (default 20)")
+    shots.add_argument("--seed", type=int, default=1234)
+    shots.add_argument("--json", type=Path, help="write the results as JSON here")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"bench": _bench, "train": _train}[args.command](args)
+        return {"bench": _bench, "bench-shots": _bench_shots, "train": _train}[args.command](args)
     except HpcqnnError as exc:
         print(f"hpcqnn: error: {exc}", file=sys.stderr)
         return 2
@@ -220,6 +230,18 @@ def _bench(args: argparse.Namespace) -> int:
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.write_text(json.dumps(report, indent=2))
         print(f"\nwrote {destination}")
+    return 0
+
+
+def _bench_shots(args: argparse.Namespace) -> int:
+    from .shotbench import HEADER, study
+
+    print(HEADER, flush=True)
+    results = study(args.qubits, args.cuts, args.shots, args.rows, args.repeats, args.seed, lambda line: print(line, flush=True))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {args.json}")
     return 0
 
 

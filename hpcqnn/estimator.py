@@ -134,6 +134,11 @@ class DistributedEstimator(BaseEstimatorV2):
         job._submit()
         return job
 
+    def program(self, pub: EstimatorPubLike) -> Program:
+        """The program (cut plan, circuits, shot allocation) ``pub`` runs with; built and cached
+        if new, nothing is simulated."""
+        return self._prepare(pub, None).program
+
     # -- preparation: every check happens here, before anything is simulated -----------------
 
     def _prepare(self, pub_like: EstimatorPubLike, precision: float | None) -> _PreparedPub:
