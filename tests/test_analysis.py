@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import metrics, replay, report
+from analysis import metrics, replay, report, sweep
 from analysis.load import RunLoadWarning, find_run_dirs, load_runs
 from hpcqnn import cli
 from hpcqnn.timelog import HDF5TimingLog, rank_file, read_timing
@@ -318,3 +318,23 @@ def test_tile_costs_follow_aer_call_batching():
     costs = replace(COSTS, execute=cost)
     wall = replay.simulate(replace(WORK, experiments=600), costs, NETWORK, replay.Scenario(1)).wall
     assert wall == pytest.approx(cost(600))
+
+
+def test_sweep_runs_a_loaded_step_again_and_keeps_the_quietest(tmp_path, monkeypatch):
+    loads = iter([0.9, 0.5, 0.7])  # every attempt loaded: the second is kept
+
+    def fake_run(step):
+        other = next(loads)
+        (tmp_path / "runs" / step.name).mkdir(parents=True)
+        (tmp_path / "runs" / step.name / "load").write_text(str(other))
+        return {"step": step.name, "ranks": step.ranks, "seconds": 1.0, "other_cores": other}
+
+    monkeypatch.setattr(sweep, "_run_once", fake_run)
+    step = sweep.Step("bench-x", 2, ())
+    record = sweep.run_step(step, tmp_path / "runs", retries=2)
+    assert record["other_cores"] == 0.5 and record["attempts"] == 3
+    assert (tmp_path / "runs" / "bench-x" / "load").read_text() == "0.5"
+    assert sorted(p.name for p in (tmp_path / "loaded").iterdir()) == ["bench-x-0", "bench-x-2"]
+    assert sweep.run_step(step, tmp_path / "runs", retries=2) is None  # exists: skipped
+    loads = iter([0.05])
+    assert sweep.run_step(sweep.Step("bench-y", 2, ()), tmp_path / "runs", retries=2)["attempts"] == 1  # quiet at once
