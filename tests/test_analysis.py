@@ -320,6 +320,133 @@ def test_tile_costs_follow_aer_call_batching():
     assert wall == pytest.approx(cost(600))
 
 
+# -- the replay model on a crowded host: sharing, per-tile loop, crowded sync ------------------------
+
+
+def write_timed_run(path: Path, ranks: int, schedule: str, rows_of) -> None:
+    """A run of three queries (query 0 builds the plan) whose rank rows are ``rows_of(query,
+    rank, t)`` for a query starting at ``t`` (every query starts 1 s after the previous)."""
+    config = json.dumps({"qubits": 6, "cuts": 3, "mode": "exact", "rows": 4, "layers": 3, "straggler": None})
+    for rank in range(ranks):
+        attributes = {"rank": rank, "size": ranks, "hostname": "synthetic", "device": "CPU", "schedule": schedule,
+                      "threads": 1, "config": config}
+        log = HDF5TimingLog(rank_file(path, rank), attributes)
+        for query in range(3):
+            t = 1000.0 + query
+            setup = [PhaseRow(query, "partition", t - 0.01, t - 0.005)] if query == 0 and rank == 0 else []
+            log.write(setup + rows_of(query, rank, t))
+        log.close()
+
+
+def static_rows(ends: list[float], lags: list[float], sync: float, n: int = 512):
+    """Rows of a static query: rank r's parameters arrive ``lags[r]`` after rank 0's, it executes
+    ``n`` experiments from then until ``ends[r]`` (seconds after the query start), enters the
+    barrier, and every rank's reduce ends ``sync`` after the last entry."""
+
+    def rows_of(query: int, rank: int, t: float) -> list[PhaseRow]:
+        start, end, last = t + 0.001 + lags[rank], t + ends[rank], t + max(ends)
+        return [
+            PhaseRow(query, "broadcast", t, t + 0.001 + lags[rank], n_rows=4, bytes=256),
+            PhaseRow(query, "execute", start, end, n_experiments=n, n_tiles=1),
+            PhaseRow(query, "wait", end, last),
+            PhaseRow(query, "reduce", last, last + sync, bytes=1024),
+        ]
+
+    return rows_of
+
+
+def test_core_shares_even_and_root():
+    assert replay.core_shares(True, 1, 1, 2.0) == (1.0, 1.0)  # they fit: a core each
+    assert replay.core_shares(True, 3, 1, 2.0) == (0.5, 0.5)
+    assert replay.core_shares(True, 3, 1, None) == (1.0, 1.0)  # no shared host
+    assert replay.core_shares(True, 3, 1, 2.0, "root") == pytest.approx((1.0, 1 / 3))  # rank 0 alone on a core
+    assert replay.core_shares(False, 3, 1, 2.0, "root") == pytest.approx((0.0, 2 / 3))  # rank 0 idle: all theirs
+    assert replay.core_shares(True, 3, 1, 1.0, "root") == pytest.approx((0.25, 0.25))  # one core: no core to keep
+    # crowded cores deliver capacity / cores of a core; rank 0's own core is not time-sliced
+    assert replay.core_shares(True, 3, 1, 2.0, "even", capacity=1.6) == pytest.approx((0.4, 0.4))
+    assert replay.core_shares(True, 3, 1, 2.0, "root", capacity=1.6) == pytest.approx((1.0, 0.8 / 3))
+    assert replay.core_shares(True, 1, 1, 2.0, "root", capacity=1.6) == (1.0, 1.0)  # not crowded: unaffected
+
+
+def test_machine_runs_root_alone_on_its_core():
+    def proc(seconds):
+        yield ("cpu", seconds)
+
+    def finish(sharing: str) -> list[float]:
+        machine = replay._Machine(4, 1, 2.0, 0.0, True, sharing)
+        machine.run([proc(0.03) for _ in range(4)])
+        return machine.finish
+
+    assert finish("even") == pytest.approx([0.06] * 4)
+    # rank 0 has a core: done at 30 ms; the others got 10 ms each on the other core by then and
+    # run the remaining 20 ms at 2/3 of a core
+    assert finish("root") == pytest.approx([0.03, 0.06, 0.06, 0.06])
+    # a dynamic query: rank 0 runs about as many tiles as the three others together
+    work = replay.Workload(experiments=640, rows=1, param_bytes=0, buffer_bytes=0)
+    dynamic = {s: replay.simulate(work, COSTS, NETWORK, replay.Scenario(4, "dynamic", cores=2.0, sharing=s)).compute
+               for s in replay.SHARINGS}
+    assert dynamic["root"] == pytest.approx(dynamic["even"], rel=0.05) and dynamic["root"] >= 0.32
+
+
+def test_calibration_finds_root_sharing_and_the_true_tile_cost(tmp_path):
+    """512 experiments cost 51.2 ms of a core: alone, and on a 2-core host where 4 ranks ran as
+    Linux runs them (rank 0 alone on a core, the others sharing the other until it is done)."""
+    cost = 0.0512
+    write_timed_run(tmp_path / "r1", 1, "static", static_rows([0.001 + cost], [0.0], 0.0))
+    write_timed_run(tmp_path / "r4", 4, "static", static_rows([0.001 + cost] + [0.001 + 2 * cost] * 3,
+                                                              [0.0] * 4, 0.002))
+    tables = load_runs([tmp_path])
+    rows = replay._rows(tables, tables.runs["run"])
+    assert replay.fit_sharing(rows, 2.0) == "root"
+    even = replay._core_seconds(rows, 2.0, 2.0, "even")[rows["phase"] == "execute"]
+    assert even.max() / even.min() > 2  # evenly shared, rank 0's rows look half as costly as the others'
+    costs = replay.calibrate(tables, tables.runs["run"], 2.0, NETWORK)
+    assert costs.sharing == "root" and costs.execute(512) == pytest.approx(cost, rel=1e-6)
+
+
+def test_crowded_hosts_have_their_own_start_lag_and_sync(tmp_path):
+    # 2 ranks on 2 cores: 1 ms lag, 1 ms sync; 4 ranks on 2 cores: 3 ms lag, 4 ms sync
+    write_timed_run(tmp_path / "r2", 2, "static", static_rows([0.021, 0.022], [0.0, 0.001], 0.001))
+    crowded = static_rows([0.021, 0.06, 0.06, 0.06], [0.0, 0.003, 0.003, 0.003], 0.004)
+    write_timed_run(tmp_path / "r4", 4, "static", crowded)
+    tables = load_runs([tmp_path])
+    assert replay.crowded_runs(tables, tables.runs["run"], 2.0) == ["r4"]
+    costs = replay.calibrate(tables, tables.runs["run"], 2.0, NETWORK)
+    assert (costs.start_lag, costs.sync) == pytest.approx((0.001, 0.001), rel=1e-4)  # minus 1 KB at 1 TB/s
+    assert (costs.crowded_lag, costs.crowded_sync) == pytest.approx((0.003, 0.004), rel=1e-4)
+    work = replace(WORK, experiments=400)
+    plain = replace(COSTS, start_lag=0.001, sync=0.001, crowded_lag=0.003, crowded_sync=0.004)
+    assert replay.simulate(work, plain, NETWORK, replay.Scenario(2, cores=2.0)).sync == pytest.approx(0.001)
+    assert replay.simulate(work, plain, NETWORK, replay.Scenario(4, cores=2.0)).sync == pytest.approx(0.004)
+    assert replay.simulate(work, plain, NETWORK, replay.Scenario(4)).sync == pytest.approx(0.001)  # a core per rank
+
+
+def test_dynamic_loop_costs_core_time_per_tile(tmp_path):
+    """Rank 0 spends 0.1 ms between its tiles (answering requests): calibrated, then charged per tile."""
+
+    def rows_of(query: int, rank: int, t: float) -> list[PhaseRow]:
+        out, now = [PhaseRow(query, "broadcast", t, t + 0.001, n_rows=4, bytes=256)], t + 0.001
+        for _ in range(4):
+            out += [PhaseRow(query, "execute", now, now + 0.002, n_experiments=8, n_tiles=1),
+                    PhaseRow(query, "reconstruct", now + 0.002, now + 0.00201, n_experiments=8, n_tiles=1)]
+            now += 0.00201 + (1e-4 if rank == 0 else 5e-4)  # a worker's gaps include waiting: not measured
+        return out + [PhaseRow(query, "wait", now, t + 0.011),
+                      PhaseRow(query, "reduce", t + 0.011, t + 0.012, bytes=64)]
+
+    write_timed_run(tmp_path / "dyn", 2, "dynamic", rows_of)
+    tables = load_runs([tmp_path])
+    loop = replay._rows(tables, tables.runs["run"]).query("phase == 'loop'")
+    assert len(loop) == 3 * 3 and (loop["rank"] == 0).all()  # three gaps per query on rank 0
+    costs = replay.calibrate(tables, tables.runs["run"], 2.0, NETWORK)
+    assert costs.loop == pytest.approx(1e-4)
+    # 10 tiles of 32 experiments (32 ms); rank 0 runs 6 of them (the worker's first request
+    # arrives while rank 0 runs its first tile), so 1 ms of loop per tile ends the query 6 ms later
+    work, scenario = replace(WORK, experiments=320), replay.Scenario(2, "dynamic", tiles_per_rank=5)
+    base = replay.simulate(work, COSTS, NETWORK, scenario).compute
+    looped = replay.simulate(work, replace(COSTS, loop=1e-3), NETWORK, scenario).compute
+    assert base == pytest.approx(6 * 0.032, abs=replay.POLL) and looped - base == pytest.approx(6e-3)
+
+
 def test_sweep_runs_a_loaded_step_again_and_keeps_the_quietest(tmp_path, monkeypatch):
     loads = iter([0.9, 0.5, 0.7])  # every attempt loaded: the second is kept
 
@@ -338,3 +465,17 @@ def test_sweep_runs_a_loaded_step_again_and_keeps_the_quietest(tmp_path, monkeyp
     assert sweep.run_step(step, tmp_path / "runs", retries=2) is None  # exists: skipped
     loads = iter([0.05])
     assert sweep.run_step(sweep.Step("bench-y", 2, ()), tmp_path / "runs", retries=2)["attempts"] == 1  # quiet at once
+
+
+def test_crowded_capacity_is_fitted_to_the_walls_of_crowded_runs(tmp_path):
+    """4 ranks run 512 experiments each (51.2 ms of a core) on 2 cores in 128 ms: the host
+    delivered 1.6 cores, not 2 - the capacity under which the model gives that wall."""
+    write_timed_run(tmp_path / "r4", 4, "static", static_rows([0.128] * 4, [0.0] * 4, 0.0))
+    write_timed_run(tmp_path / "r2", 2, "static", static_rows([0.0522] * 2, [0.0] * 2, 0.0))
+    tables = load_runs([tmp_path])
+
+    def at(capacity: float) -> replay.Costs:
+        return replace(COSTS, execute=replay.TileCost(0.0, 1e-4), capacity=capacity, sharing="even")
+
+    assert replay.fit_capacity(tables, ["r2", "r4"], 2.0, NETWORK, at).capacity == pytest.approx(1.6)
+    assert replay.fit_capacity(tables, ["r2"], 2.0, NETWORK, at).capacity == 2.0  # nothing crowded: all cores
