@@ -10,16 +10,17 @@
   the widest subexperiment template reaches Aer's statevector parallel threshold of 14 qubits,
   else 1 - Aer runs narrower circuits on one thread) while the ``k`` computing ranks of its host
   fit in its cores; sleeping and waiting ranks use none. A *crowded* host (``k x c`` above its
-  cores: 4 ranks on 2 cores) is described by two fitted things. ``sharing`` (``fit_sharing``,
-  the policy that makes the execute rows of all runs, rank 0's and the others', tell one
-  ``TileCost``): ``even`` shares the cores evenly; ``root`` gives rank 0 a core of its own
-  (``min(c, cores - 1)``) and the others share the rest - what Linux did here: the always-busy
-  rank 0 ran alone on one core, the ranks that sleep between tiles crowded the other.
-  ``capacity`` (``fit_capacity``): the cores a crowded host delivers (its time-sliced cores
+  cores: 4 ranks on 2 cores) is described by two numbers. ``root_share``: 0 shares the cores
+  evenly; 1 gives rank 0 a core of its own (``min(c, cores - 1)``) and the others share the
+  rest - what Linux mostly did here (measured with per-process CPU times): the always-busy
+  rank 0 ran alone on one core, the ranks that sleep between tiles crowded the other; 0.5
+  interpolates the rates. ``capacity``: the cores a crowded host delivers (its time-sliced cores
   deliver ``capacity / cores`` of a core: context switches and cache refills inflate the work,
-  MPI's blocking reduce spins, woken ranks wait for a slice), the one under which the simulated
-  walls of the crowded configurations best match their measured medians - the rows alone cannot
-  tell the lost core time from the cost of the work.
+  MPI's blocking reduce spins, woken ranks wait for a slice). The rows cannot tell either from
+  the cost of the work, so ``fit_host`` picks both (``ROOT_SHARES`` x ``EFFICIENCIES``) as the
+  pair under which the calibrated model best predicts the walls of the configurations (the
+  median wall of each; least squares of relative errors): costs calibrated under a wrong share
+  mispredict the other configurations, crowded or not.
 - local ``reconstruct`` rows (those with experiments) give the same kind of cost; rank 0's final
   contraction gives seconds per parameter row.
 - ``loop``: core-seconds of the dynamic schedule's loop per tile (testing and answering requests,
@@ -57,8 +58,8 @@ parameters), barrier ``h x latency``, reduce ``h`` (tree) or ``P - 1`` (linear) 
 
 **Validation** (``validate``): every measured configuration is predicted from a calibration on
 the runs of the same workload in the *other* configurations - costs from the straggler-free
-ones, the crowded capacity from the walls of all of them - and compared with the median of its
-runs; configurations whose simulator calls are smaller or larger than any calibrated one are
+ones, root share and capacity from the walls of all of them - and compared with the median of
+its runs; configurations whose simulator calls are smaller or larger than any calibrated one are
 marked (``in_range``): the fixed cost of a call is only known from small tiles.
 """
 
@@ -149,7 +150,7 @@ class Costs:
     sync: float
     overhead: float
     capacity: float  # effective cores of the measured host when crowded (``core_shares``)
-    sharing: str = "even"  # how the measured host shared its cores (``core_shares``)
+    root_share: float = 0.0  # how the measured host shared its cores (``core_shares``)
     loop: float = 0.0  # core-seconds of the dynamic schedule's loop per tile (request, reply, bookkeeping)
     crowded_lag: float | None = None  # ``start_lag`` and ``sync`` where ranks outnumbered cores (None: as uncrowded)
     crowded_sync: float | None = None
@@ -182,7 +183,7 @@ class Scenario:
     reduce: str = "tree"
     rank_cores: int = 1  # cores a computing rank uses (see ``rank_cores``)
     cores: float | None = None  # cores all ranks share; None: each rank has its own
-    sharing: str = "even"  # how ranks share ``cores`` when they want more (``core_shares``)
+    root_share: float = 0.0  # how ranks share ``cores`` when they want more (``core_shares``)
     capacity: float | None = None  # what ``cores`` deliver when crowded (``core_shares``); None: ``cores``
     straggler_ranks: tuple[int, ...] = ()
     probability: float = 0.0  # chance that a tile is slowed (modelled by its expectation)
@@ -213,11 +214,8 @@ class Replay:
 # -- the discrete-event machine ------------------------------------------------------------------
 
 
-SHARINGS = ("even", "root")
-
-
 def core_shares(
-    root: bool, others: int, rank_cores: float, cores: float | None, sharing: str = "even",
+    root: bool, others: int, rank_cores: float, cores: float | None, root_share: float = 0.0,
     capacity: float | None = None,
 ) -> tuple[float, float]:
     """Cores (of rank 0, of each other rank) while ``root`` (rank 0 computing or not) and
@@ -225,21 +223,23 @@ def core_shares(
 
     Ranks that fit (``k x c <= cores``) get their ``c`` cores. On a crowded host, cores that
     time-slice several ranks deliver ``capacity / cores`` of a core (context switches, shared
-    caches, other load; ``capacity`` None: ``cores``), and ``sharing`` says who gets them:
-    ``even``: every computing rank ``c x min(1, capacity / (k x c))``; ``root``: rank 0 keeps
+    caches, other load; ``capacity`` None: ``cores``), and ``root_share`` says who gets them:
+    0: every computing rank ``c x min(1, capacity / (k x c))`` (even); 1: rank 0 keeps
     ``min(c, cores - 1)`` cores to itself (unsliced; its even share if that is more) and the
-    others share what the remaining cores deliver (measured with Linux on 2 cores: the
-    always-busy rank 0 runs alone on one core while the ranks that sleep between tiles crowd
-    the other, the load balancer seeing their low average load)."""
+    others share what the remaining cores deliver; in between, both rates are interpolated.
+    Measured with Linux on 2 cores: the always-busy rank 0 often runs alone on one core while
+    the ranks that sleep between tiles crowd the other (the load balancer sees their low average
+    load), but not always - whole runs of 4 ranks shared the cores evenly."""
     c, computing = float(rank_cores), others + int(root)
     if cores is None or not computing or computing * c <= cores:
         return (c if root else 0.0), (c if others else 0.0)
     efficiency = (cores if capacity is None else capacity) / cores
     even = c * min(1.0, efficiency * cores / (computing * c))
-    if sharing == "even" or not root or not others:
+    if not root_share or not root or not others:
         return (even if root else 0.0), (even if others else 0.0)
     mine = max(even, min(c, cores - 1.0))
-    return mine, min(c, efficiency * (cores - mine) / others)
+    theirs = min(c, efficiency * (cores - mine) / others)
+    return even + root_share * (mine - even), even + root_share * (theirs - even)
 
 
 class _Machine:
@@ -253,11 +253,11 @@ class _Machine:
     """
 
     def __init__(self, ranks: int, rank_cores: int, cores: float | None, latency: float, prompt_probe: bool,
-                 sharing: str = "even", capacity: float | None = None):
+                 root_share: float = 0.0, capacity: float | None = None):
         self.now = 0.0
         self.finish = [0.0] * ranks
         self._rank_cores, self._cores, self._latency, self._prompt = rank_cores, cores, latency, prompt_probe
-        self._sharing, self._capacity = sharing, capacity
+        self._root_share, self._capacity = root_share, capacity
         self._probed = [0.0] * ranks
         self._virtual = [0.0, 0.0]  # per class: rank 0, the others
         self._cpu: list[list[tuple[float, int, int]]] = [[], []]  # per class: (virtual end, seq, rank)
@@ -298,7 +298,7 @@ class _Machine:
         return max(self.finish)
 
     def _rates(self) -> tuple[float, float]:
-        return core_shares(bool(self._cpu[0]), len(self._cpu[1]), self._rank_cores, self._cores, self._sharing,
+        return core_shares(bool(self._cpu[0]), len(self._cpu[1]), self._rank_cores, self._cores, self._root_share,
                            self._capacity)
 
     def _advance(self, time: float, rates: tuple[float, float]) -> None:
@@ -429,8 +429,8 @@ def _coordinator(machine: _Machine, tiles: deque, dispatch: float, costs: Costs,
 def simulate(workload: Workload, costs: Costs, network: Network, scenario: Scenario) -> Replay:
     """The modelled critical path of one steady query (see the module docstring)."""
     p = scenario.ranks
-    machine = _Machine(p, scenario.rank_cores, scenario.cores, network.latency, scenario.prompt_probe, scenario.sharing,
-                       scenario.capacity)
+    machine = _Machine(p, scenario.rank_cores, scenario.cores, network.latency, scenario.prompt_probe,
+                       scenario.root_share, scenario.capacity)
     crowded = scenario.cores is not None and p * scenario.rank_cores > scenario.cores
     lag = (costs.crowded_lag if crowded and costs.crowded_lag is not None else costs.start_lag) if p > 1 else 0.0
     sync = (costs.crowded_sync if crowded and costs.crowded_sync is not None else costs.sync) if p > 1 else 0.0
@@ -473,14 +473,12 @@ def fit_network(tables: RunTables, runs: Iterable[str], bandwidth: float = LOCAL
 
 def calibrate(tables: RunTables, runs: Iterable[str], cores: float, network: Network,
               walls: Iterable[str] | None = None) -> Costs:
-    """Costs from the timing rows of ``runs`` (one workload) measured on hosts of ``cores`` cores:
-    the sharing policy from the execute rows (``fit_sharing``), the crowded host's capacity from
-    the walls of the crowded configurations among ``runs`` (``fit_capacity``), the rest from
-    the rows as the module docstring says."""
+    """Costs from the timing rows of ``runs`` (one workload) measured on hosts of ``cores`` cores,
+    as the module docstring says; how a crowded host ran them (root share and capacity,
+    ``fit_host``) from the walls of the configurations among ``walls`` (default: ``runs``)."""
     runs = list(runs)
     rows = _rows(tables, runs)
     timeline = _Timeline(rows)
-    sharing = fit_sharing(rows, cores, timeline)
     execute = (rows["phase"] == "execute").to_numpy()
     reconstruct = (rows["phase"] == "reconstruct").to_numpy()
     local = reconstruct & (rows["n_experiments"] > 0).to_numpy()
@@ -499,51 +497,56 @@ def calibrate(tables: RunTables, runs: Iterable[str], cores: float, network: Net
         contraction_row=_median(final["seconds"] / final["n_rows"]),
         start_lag=_start_lag(plain), sync=_sync(plain, network),
         overhead=_median((static if len(static) else breakdown)["other"]),
-        capacity=float(cores), sharing=sharing,
+        capacity=float(cores),
         crowded_lag=_start_lag(steady_phases[crowded]) if crowded.any() else None,
         crowded_sync=_sync(steady_phases[crowded], network) if crowded.any() else None,
     )
     sizes = rows["n_experiments"].to_numpy()
 
-    def at(capacity: float) -> Costs:
-        """``base`` with the compute costs the rows give on a host delivering ``capacity`` when crowded."""
-        core_seconds = timeline.core_seconds(cores, capacity, sharing).to_numpy()
+    def at(root_share: float, capacity: float) -> Costs:
+        """``base`` with the compute costs the rows give on a host that, crowded, delivered
+        ``capacity`` cores and gave rank 0 ``root_share`` (``core_shares``)."""
+        core_seconds = timeline.core_seconds(cores, capacity, root_share).to_numpy()
         return replace(
-            base, capacity=float(capacity), loop=_median(pd.Series(core_seconds[loop])),
+            base, capacity=float(capacity), root_share=float(root_share), loop=_median(pd.Series(core_seconds[loop])),
             execute=fit_tile_cost(pd.Series(sizes[execute]), pd.Series(core_seconds[execute]),
                                   batch=CALL_EXPERIMENTS)[0],
             reconstruct=fit_tile_cost(pd.Series(sizes[local]), pd.Series(core_seconds[local]))[0],
         )
 
-    return fit_capacity(tables, runs if walls is None else list(walls), cores, network, at)
+    walls = runs if walls is None else list(walls)
+    if not crowded_runs(tables, [*runs, *walls], cores):
+        return at(0.0, float(cores))  # nothing ran crowded: neither is measured nor needed
+    return fit_host(tables, walls, cores, network, at)
 
 
-EFFICIENCIES = tuple(np.round(np.arange(1.0, 0.4999, -0.025), 3))  # crowded capacity / cores tried by ``fit_capacity``
+ROOT_SHARES = (0.0, 0.5, 1.0)  # rank 0's share of a crowded host tried by ``fit_host`` (``core_shares``)
+EFFICIENCIES = tuple(np.round(np.arange(1.0, 0.4999, -0.05), 3))  # crowded capacity / cores tried by ``fit_host``
 
 
-def fit_capacity(tables: RunTables, runs: list[str], cores: float, network: Network, at) -> Costs:
-    """The costs ``at(capacity)`` whose simulation best predicts the median walls of the
-    crowded straggler-free configurations among ``runs`` (least squares of relative errors),
-    over capacities ``EFFICIENCIES x cores``; ties keep more capacity; ``at(cores)`` without
-    crowded runs. Crowded cores deliver less than the rows' core-seconds say - time slicing
-    inflates the work (measured with process CPU times here: +6-8 % per experiment), MPI's
-    blocking reduce spins, waking ranks wait for a slice - and the execute rows alone cannot
-    tell that from the cost of the work, the query walls can."""
-    crowded = crowded_runs(tables, runs, cores)
-    summary = metrics.run_summary(tables.runs[tables.runs["run"].isin(crowded)],
-                                  tables.phases[tables.phases["run"].isin(crowded)])
+def fit_host(tables: RunTables, runs: list[str], cores: float, network: Network, at) -> Costs:
+    """The costs ``at(root_share, capacity)`` whose simulation best predicts the median walls of
+    the configurations among ``runs`` (least squares of relative errors), over ``ROOT_SHARES``
+    and capacities ``EFFICIENCIES x cores``; ties keep the even share and more capacity.
+
+    Both describe a crowded host, and its rows cannot tell them: a row's core-seconds depend on
+    how the cores were shared, and crowded cores deliver less than their time says - time
+    slicing inflates the work (measured with process CPU times here: +6-8 % per experiment),
+    MPI's blocking reduce spins, woken ranks wait for a slice. The walls can: costs from a wrong
+    share mispredict the other configurations, crowded or not."""
+    summary = metrics.run_summary(tables.runs[tables.runs["run"].isin(runs)],
+                                  tables.phases[tables.phases["run"].isin(runs)])
     summary = summary.dropna(subset=["wall", "threads"])
     configurations = [(workload_of(group.iloc[0], tables), group.iloc[0], float(group["wall"].median()))
                       for _, group in summary.groupby(CONFIG_KEYS, dropna=False)]
-    if not configurations:
-        return at(float(cores))
     best, chosen = math.inf, None
-    for efficiency in EFFICIENCIES:
-        costs = at(efficiency * cores)
-        error = sum((simulate(workload, costs, network, scenario_of(first, cores, costs)).wall / wall - 1.0) ** 2
-                    for workload, first, wall in configurations)
-        if error < best - 1e-12:
-            best, chosen = error, costs
+    for root_share in ROOT_SHARES:
+        for efficiency in EFFICIENCIES:
+            costs = at(root_share, efficiency * cores)
+            error = sum((simulate(workload, costs, network, scenario_of(first, cores, costs)).wall / wall - 1.0) ** 2
+                        for workload, first, wall in configurations)
+            if chosen is None or error < best - 1e-12:
+                best, chosen = error, costs
     return chosen
 
 
@@ -554,26 +557,6 @@ def crowded_runs(tables: RunTables, runs: Iterable[str], cores: float) -> list[s
     per_host = meta["ranks"] / meta["hosts"].fillna(1).clip(lower=1)
     wanted = per_host * meta.apply(rank_cores, axis=1) if len(meta) else per_host
     return meta.loc[wanted > cores + 1e-9, "run"].tolist()
-
-
-def fit_sharing(rows: pd.DataFrame, cores: float, timeline: _Timeline | None = None) -> str:
-    """The ``SHARINGS`` policy under which the execute rows' core-seconds are best explained by
-    one ``TileCost`` whatever ranks computed beside them (residual of ``fit_tile_cost`` over
-    per-(run, rank class, tile size) medians, the least over crowded capacities
-    ``EFFICIENCIES x cores``; rank 0 is a class of its own, as ``root`` sharing treats it).
-    Ties keep even sharing."""
-    execute = rows["phase"] == "execute"
-    keys = [rows.loc[execute, "run"], rows.loc[execute, "rank"] == 0, rows.loc[execute, "n_experiments"]]
-    timeline = timeline or _Timeline(rows)
-    best, chosen = math.inf, "even"
-    for sharing in SHARINGS:
-        for efficiency in EFFICIENCIES:
-            medians = timeline.core_seconds(cores, efficiency * cores, sharing)[execute].groupby(keys).median()
-            sizes = medians.index.get_level_values(2).to_series(index=medians.index)
-            residual = fit_tile_cost(sizes, medians, by_size=False, batch=CALL_EXPERIMENTS)[1]
-            if residual < best - 1e-12:
-                best, chosen = residual, sharing
-    return chosen
 
 
 def _rows(tables: RunTables, runs: Iterable[str]) -> pd.DataFrame:
@@ -601,10 +584,12 @@ def rank_cores(run: pd.Series) -> int:
     return int(run["threads"]) if width >= AER_PARALLEL_QUBITS and pd.notna(run["threads"]) else 1
 
 
-def _core_seconds(rows: pd.DataFrame, cores: float, capacity: float | None = None, sharing: str = "even") -> pd.Series:
+def _core_seconds(
+    rows: pd.DataFrame, cores: float, capacity: float | None = None, root_share: float = 0.0
+) -> pd.Series:
     """Core-seconds of every ``CPU_PHASES`` row: its duration weighted by the cores its rank had
     at each moment (``core_shares``), given which ranks of its host were computing."""
-    return _Timeline(rows).core_seconds(cores, capacity, sharing)
+    return _Timeline(rows).core_seconds(cores, capacity, root_share)
 
 
 class _Timeline:
@@ -629,10 +614,11 @@ class _Timeline:
             self.groups.append((group.index, float(group["rank_cores"].iloc[0]), root, np.diff(times), states,
                                 where.ravel(), *spans))
 
-    def core_seconds(self, cores: float, capacity: float | None, sharing: str) -> pd.Series:
+    def core_seconds(self, cores: float, capacity: float | None, root_share: float) -> pd.Series:
         result = pd.Series(np.nan, index=self.index)
         for index, used, root, steps, states, where, first, last in self.groups:
-            rates = np.array([core_shares(bool(r), int(k), used, cores, sharing, capacity) for r, k in states])[where]
+            rates = np.array([core_shares(bool(r), int(k), used, cores, root_share, capacity)
+                              for r, k in states])[where]
             column = np.where(root, 0, 1)
             integral = np.vstack([np.zeros(2), np.cumsum(rates * steps[:, None], axis=0)])
             result[index] = integral[last, column] - integral[first, column]
@@ -709,12 +695,12 @@ def workload_of(summary_row: pd.Series, tables: RunTables) -> Workload:
 
 def scenario_of(summary_row: pd.Series, cores: float | None, costs: Costs | None = None) -> Scenario:
     """How a measured run ran: its ranks, schedule, Aer threads and straggler, on ``cores`` cores
-    shared as ``costs`` found (its capacity and sharing; None: evenly, at full capacity)."""
+    shared as ``costs`` found (its capacity and root share; None: evenly, at full capacity)."""
     slow = bool(summary_row["straggler"])
     ranks = tuple(int(r) for r in str(summary_row["straggler_ranks"]).split(",") if r.strip())
     return Scenario(
         ranks=int(summary_row["ranks"]), schedule=summary_row["schedule"] or "static",
-        rank_cores=rank_cores(summary_row), cores=cores, sharing=costs.sharing if costs else "even",
+        rank_cores=rank_cores(summary_row), cores=cores, root_share=costs.root_share if costs else 0.0,
         capacity=costs.capacity if costs else None, straggler_ranks=ranks if slow else (),
         probability=float(summary_row["straggler_probability"]) if slow else 0.0,
         slowdown=float(summary_row["straggler_slowdown"]), delay=float(summary_row["straggler_delay"]),
@@ -723,8 +709,8 @@ def scenario_of(summary_row: pd.Series, cores: float | None, costs: Costs | None
 
 def validate(tables: RunTables, cores: float) -> pd.DataFrame:
     """Every configuration (ranks, schedule, rows, straggler) predicted from the runs of its
-    workload in *other* configurations (costs from the straggler-free ones, the crowded
-    capacity from all of them, ``calibrate``), for hosts with ``cores`` cores. ``measured`` is
+    workload in *other* configurations (costs from the straggler-free ones, root share and
+    capacity from the walls of all of them, ``calibrate``), for hosts with ``cores`` cores. ``measured`` is
     the median over the configuration's runs, ``spread`` their max / min - 1 (the noise floor
     where a configuration was run more than once);
     ``in_range``: its batches are no smaller and no larger than the calibration's tiles (the
@@ -747,11 +733,11 @@ def validate(tables: RunTables, cores: float) -> pd.DataFrame:
             rows.append({
                 **{k: first[k] for k in [*WORKLOAD_KEYS, *CONFIG_KEYS[:4]]}, "runs": len(runs),
                 "spread": runs["wall"].max() / runs["wall"].min() - 1.0, "basis_runs": len(basis),
-                "capacity": costs.capacity, "sharing": costs.sharing, "batch": batch_size(workload, scenario),
+                "capacity": costs.capacity, "root_share": costs.root_share, "batch": batch_size(workload, scenario),
                 "in_range": calibrated.min() <= batch_size(workload, scenario) <= calibrated.max(),
                 "measured": measured, "predicted": predicted, "error": predicted / measured - 1.0,
             })
-    columns = [*WORKLOAD_KEYS, *CONFIG_KEYS[:4], "runs", "spread", "basis_runs", "capacity", "sharing", "batch",
+    columns = [*WORKLOAD_KEYS, *CONFIG_KEYS[:4], "runs", "spread", "basis_runs", "capacity", "root_share", "batch",
                "in_range"]
     return pd.DataFrame(rows, columns=[*columns, "measured", "predicted", "error"])
 

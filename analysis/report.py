@@ -165,9 +165,9 @@ def build(
                 measured_ms=ms(validation["measured"]), predicted_ms=ms(validation["predicted"]),
                 error_pct=percent(validation["error"])).drop(columns=["measured", "predicted", "error"]),
             "Each configuration predicted from the runs of its workload in the *other* configurations "
-            "(leave one configuration out: costs from their straggler-free runs; `capacity`, the cores the "
-            f"{cores}-core host delivered when ranks outnumbered its cores, from their walls; `sharing`: `root` = "
-            "rank 0 kept a core of its own; model in `analysis/replay.py`); "
+            "(leave one configuration out: costs from their straggler-free runs; from their walls, `capacity`, the "
+            f"cores the {cores}-core host delivered when ranks outnumbered its cores, and `root_share`: 0 = the "
+            "crowded cores shared evenly, 1 = rank 0 kept a core of its own; model in `analysis/replay.py`); "
             "`spread` = max / min - 1 of the configuration's repeated runs (the noise floor); `in_range`: its "
             "simulator calls (`batch` experiments) lie within the calibrated tile sizes. "
             f"Largest |error|: {100 * inside:.1f} % in range, {100 * worst:.1f} % in all.\n\n", keys=[],
@@ -196,8 +196,9 @@ def validation_table(validation: pd.DataFrame) -> str:
         measured_ms=ms(validation["measured"]), predicted_ms=ms(validation["predicted"]),
         error_pct=percent(validation["error"]), spread_pct=percent(validation["spread"]),
     )
-    keys = [k for k in ["cuts", "ranks", "schedule", "rows", "straggler", "runs", "spread_pct", "capacity", "sharing",
-                        "in_range", "measured_ms", "predicted_ms", "error_pct"] if k in shown]
+    keys = ["cuts", "ranks", "schedule", "rows", "straggler", "runs", "spread_pct", "capacity", "root_share", "in_range",
+            "measured_ms", "predicted_ms", "error_pct"]
+    keys = [k for k in keys if k in shown]
     table, note = compact(shown[keys], ["cuts"])
     worst = validation["error"].abs().max()
     return (f"Replay model validation (each configuration predicted from the others' runs): {note.strip()}\n"

@@ -357,51 +357,57 @@ def static_rows(ends: list[float], lags: list[float], sync: float, n: int = 512)
 
 def test_core_shares_even_and_root():
     assert replay.core_shares(True, 1, 1, 2.0) == (1.0, 1.0)  # they fit: a core each
-    assert replay.core_shares(True, 3, 1, 2.0) == (0.5, 0.5)
+    assert replay.core_shares(True, 3, 1, 2.0) == (0.5, 0.5)  # root share 0: even
     assert replay.core_shares(True, 3, 1, None) == (1.0, 1.0)  # no shared host
-    assert replay.core_shares(True, 3, 1, 2.0, "root") == pytest.approx((1.0, 1 / 3))  # rank 0 alone on a core
-    assert replay.core_shares(False, 3, 1, 2.0, "root") == pytest.approx((0.0, 2 / 3))  # rank 0 idle: all theirs
-    assert replay.core_shares(True, 3, 1, 1.0, "root") == pytest.approx((0.25, 0.25))  # one core: no core to keep
+    assert replay.core_shares(True, 3, 1, 2.0, 1.0) == pytest.approx((1.0, 1 / 3))  # rank 0 alone on a core
+    assert replay.core_shares(True, 3, 1, 2.0, 0.5) == pytest.approx((0.75, 5 / 12))  # halfway
+    assert replay.core_shares(False, 3, 1, 2.0, 1.0) == pytest.approx((0.0, 2 / 3))  # rank 0 idle: all theirs
+    assert replay.core_shares(True, 3, 1, 1.0, 1.0) == pytest.approx((0.25, 0.25))  # one core: no core to keep
     # crowded cores deliver capacity / cores of a core; rank 0's own core is not time-sliced
-    assert replay.core_shares(True, 3, 1, 2.0, "even", capacity=1.6) == pytest.approx((0.4, 0.4))
-    assert replay.core_shares(True, 3, 1, 2.0, "root", capacity=1.6) == pytest.approx((1.0, 0.8 / 3))
-    assert replay.core_shares(True, 1, 1, 2.0, "root", capacity=1.6) == (1.0, 1.0)  # not crowded: unaffected
+    assert replay.core_shares(True, 3, 1, 2.0, 0.0, capacity=1.6) == pytest.approx((0.4, 0.4))
+    assert replay.core_shares(True, 3, 1, 2.0, 1.0, capacity=1.6) == pytest.approx((1.0, 0.8 / 3))
+    assert replay.core_shares(True, 1, 1, 2.0, 1.0, capacity=1.6) == (1.0, 1.0)  # not crowded: unaffected
 
 
 def test_machine_runs_root_alone_on_its_core():
     def proc(seconds):
         yield ("cpu", seconds)
 
-    def finish(sharing: str) -> list[float]:
-        machine = replay._Machine(4, 1, 2.0, 0.0, True, sharing)
+    def finish(root_share: float) -> list[float]:
+        machine = replay._Machine(4, 1, 2.0, 0.0, True, root_share)
         machine.run([proc(0.03) for _ in range(4)])
         return machine.finish
 
-    assert finish("even") == pytest.approx([0.06] * 4)
+    assert finish(0.0) == pytest.approx([0.06] * 4)
     # rank 0 has a core: done at 30 ms; the others got 10 ms each on the other core by then and
     # run the remaining 20 ms at 2/3 of a core
-    assert finish("root") == pytest.approx([0.03, 0.06, 0.06, 0.06])
+    assert finish(1.0) == pytest.approx([0.03, 0.06, 0.06, 0.06])
     # a dynamic query: rank 0 runs about as many tiles as the three others together
     work = replay.Workload(experiments=640, rows=1, param_bytes=0, buffer_bytes=0)
-    dynamic = {s: replay.simulate(work, COSTS, NETWORK, replay.Scenario(4, "dynamic", cores=2.0, sharing=s)).compute
-               for s in replay.SHARINGS}
-    assert dynamic["root"] == pytest.approx(dynamic["even"], rel=0.05) and dynamic["root"] >= 0.32
+    dynamic = {s: replay.simulate(work, COSTS, NETWORK, replay.Scenario(4, "dynamic", cores=2.0, root_share=s)).compute
+               for s in (0.0, 1.0)}
+    assert dynamic[1.0] == pytest.approx(dynamic[0.0], rel=0.05) and dynamic[1.0] >= 0.32
 
 
-def test_calibration_finds_root_sharing_and_the_true_tile_cost(tmp_path):
+@pytest.mark.parametrize("root_share, root_rate", [(1.0, 1.0), (0.5, 0.75)])
+def test_calibration_finds_the_root_share_and_the_true_tile_cost(tmp_path, root_share, root_rate):
     """512 experiments cost 51.2 ms of a core: alone, and on a 2-core host where 4 ranks ran as
-    Linux runs them (rank 0 alone on a core, the others sharing the other until it is done)."""
+    Linux runs them: rank 0 at ``root_rate`` cores (1: alone on a core), the others sharing the
+    rest until it is done, then both cores (they end at 2 x 51.2 ms either way)."""
     cost = 0.0512
     write_timed_run(tmp_path / "r1", 1, "static", static_rows([0.001 + cost], [0.0], 0.0))
-    write_timed_run(tmp_path / "r4", 4, "static", static_rows([0.001 + cost] + [0.001 + 2 * cost] * 3,
+    write_timed_run(tmp_path / "r4", 4, "static", static_rows([0.001 + cost / root_rate] + [0.001 + 2 * cost] * 3,
                                                               [0.0] * 4, 0.002))
     tables = load_runs([tmp_path])
     rows = replay._rows(tables, tables.runs["run"])
-    assert replay.fit_sharing(rows, 2.0) == "root"
-    even = replay._core_seconds(rows, 2.0, 2.0, "even")[rows["phase"] == "execute"]
-    assert even.max() / even.min() > 2  # evenly shared, rank 0's rows look half as costly as the others'
+    execute = rows["phase"] == "execute"
+    for share in replay.ROOT_SHARES:  # only the true share gives every row the same cost
+        seconds = replay._core_seconds(rows, 2.0, 2.0, share)[execute]
+        assert (seconds.max() / seconds.min() < 1 + 1e-9) == (share == root_share)
+    # the costs from a wrong share mispredict the 1-rank wall: the walls find the true one
     costs = replay.calibrate(tables, tables.runs["run"], 2.0, NETWORK)
-    assert costs.sharing == "root" and costs.execute(512) == pytest.approx(cost, rel=1e-6)
+    assert (costs.root_share, costs.capacity) == (root_share, 2.0)
+    assert costs.execute(512) == pytest.approx(cost, rel=1e-6)
 
 
 def test_crowded_hosts_have_their_own_start_lag_and_sync(tmp_path):
@@ -467,15 +473,16 @@ def test_sweep_runs_a_loaded_step_again_and_keeps_the_quietest(tmp_path, monkeyp
     assert sweep.run_step(sweep.Step("bench-y", 2, ()), tmp_path / "runs", retries=2)["attempts"] == 1  # quiet at once
 
 
-def test_crowded_capacity_is_fitted_to_the_walls_of_crowded_runs(tmp_path):
-    """4 ranks run 512 experiments each (51.2 ms of a core) on 2 cores in 128 ms: the host
-    delivered 1.6 cores, not 2 - the capacity under which the model gives that wall."""
+def test_crowded_capacity_is_fitted_to_the_walls_of_crowded_runs(tmp_path, monkeypatch):
+    """4 ranks run 512 experiments each (51.2 ms of a core) on 2 cores in 128 ms: evenly shared,
+    the host delivered 1.6 cores, not 2 - the capacity under which the model gives that wall."""
+    monkeypatch.setattr(replay, "ROOT_SHARES", (0.0,))  # (rank 0 alone on a core at 1.5 cores gives it too)
     write_timed_run(tmp_path / "r4", 4, "static", static_rows([0.128] * 4, [0.0] * 4, 0.0))
     write_timed_run(tmp_path / "r2", 2, "static", static_rows([0.0522] * 2, [0.0] * 2, 0.0))
     tables = load_runs([tmp_path])
 
-    def at(capacity: float) -> replay.Costs:
-        return replace(COSTS, execute=replay.TileCost(0.0, 1e-4), capacity=capacity, sharing="even")
+    def at(root_share: float, capacity: float) -> replay.Costs:
+        return replace(COSTS, execute=replay.TileCost(0.0, 1e-4), capacity=capacity, root_share=root_share)
 
-    assert replay.fit_capacity(tables, ["r2", "r4"], 2.0, NETWORK, at).capacity == pytest.approx(1.6)
-    assert replay.fit_capacity(tables, ["r2"], 2.0, NETWORK, at).capacity == 2.0  # nothing crowded: all cores
+    assert replay.fit_host(tables, ["r2", "r4"], 2.0, NETWORK, at).capacity == pytest.approx(1.6)
+    assert replay.fit_host(tables, ["r2"], 2.0, NETWORK, at).capacity == 2.0  # nothing crowded: ties keep all cores
