@@ -5,32 +5,45 @@
 - ``execute`` rows give a ``TileCost`` in *core-seconds*: a row of ``n`` experiments is
   ``ceil(n / CALL_EXPERIMENTS)`` Aer calls of 256, ..., the remainder (``AerRunner.run``), each
   ``call + experiment x m ** exponent``, fitted (relative least squares) through the median per
-  distinct row size ``n``. Core-seconds
-  weight each moment of a row by the cores its rank had then: a computing rank uses ``c`` cores
-  (``rank_cores``: its Aer threads if the widest subexperiment template reaches Aer's statevector
-  parallel threshold of 14 qubits, else 1 - Aer runs narrower circuits on one thread), and when
-  the ``k`` ranks computing at that moment on a host want more than its capacity ``C``, each gets
-  ``c x C / (k x c)``. This is how oversubscription (4 ranks on 2 cores) is modelled; sleeping
-  and waiting ranks use no core. ``fit_capacity`` picks ``C`` in [1, cores]: hardware threads
-  sharing a core, or other load on the host, make it smaller than the core count.
+  distinct row size ``n``. Core-seconds weight each moment of a row by the cores its rank had
+  then (``core_shares``): a computing rank uses ``c`` cores (``rank_cores``: its Aer threads if
+  the widest subexperiment template reaches Aer's statevector parallel threshold of 14 qubits,
+  else 1 - Aer runs narrower circuits on one thread) while the ``k`` computing ranks of its host
+  fit in its cores; sleeping and waiting ranks use none. A *crowded* host (``k x c`` above its
+  cores: 4 ranks on 2 cores) is described by two numbers. ``root_share``: 0 shares the cores
+  evenly; 1 gives rank 0 a core of its own (``min(c, cores - 1)``) and the others share the
+  rest - what Linux mostly did here (measured with per-process CPU times): the always-busy
+  rank 0 ran alone on one core, the ranks that sleep between tiles crowded the other; 0.5
+  interpolates the rates. ``capacity``: the cores a crowded host delivers (its time-sliced cores
+  deliver ``capacity / cores`` of a core: context switches and cache refills inflate the work,
+  MPI's blocking reduce spins, woken ranks wait for a slice). The rows cannot tell either from
+  the cost of the work, so ``fit_host`` picks both (``ROOT_SHARES`` x ``EFFICIENCIES``) as the
+  pair under which the calibrated model best predicts the walls of the configurations (the
+  median wall of each; least squares of relative errors): costs calibrated under a wrong share
+  mispredict the other configurations, crowded or not.
 - local ``reconstruct`` rows (those with experiments) give the same kind of cost; rank 0's final
   contraction gives seconds per parameter row.
+- ``loop``: core-seconds of the dynamic schedule's loop per tile (testing and answering requests,
+  bookkeeping): rank 0's median gap between one of its tiles and the next (``_rows``).
 - ``start_lag``: a worker's parameter broadcast ends this long after rank 0's (header polling).
 - ``sync``: from the last rank entering the barrier to the end of rank 0's reduce, minus the
   modelled messages (the polling granularity of ``_wait`` and rank skew).
+  ``start_lag`` and ``sync`` are calibrated apart on crowded runs (``crowded_lag``,
+  ``crowded_sync``: ranks wake into busy cores there) and on the others.
 - ``overhead``: rank 0's untimed seconds per query (wall minus its phases), static runs.
 - ``fit_network``: the message latency is the median per-hop duration of the workers' parameter
   broadcast; bandwidth is assumed (shared memory or the interconnect, see ``CLUSTER``).
 
 **Simulation** (``simulate``): ranks are coroutines on a discrete-event machine with processor
-sharing: every computing rank runs at ``c x min(1, cores / (computing ranks x c))`` cores
-(``cores=None``: dedicated cores, no sharing); sleeping and waiting ranks use none.
+sharing: computing ranks run at the rates of ``core_shares`` (rank 0 at its own, the others at
+one common rate; ``cores=None``: dedicated cores, no sharing); sleeping and waiting ranks use none.
 A batch runs as its sequence of Aer calls (``call_sizes``: tiles cut at ``CALL_EXPERIMENTS``,
 consecutive pieces packed into a call while they fit, as ``AerRunner.run`` does).
 Static: each rank runs its ``hpcqnn.tiles.split_static`` share as one batch. Dynamic: rank 0
 hands out ``split_chunks`` tiles on request (one request ahead per worker, a Recv + Send of
-rank-0 time each) and runs tiles itself between requests, as ``MPIEngine._coordinate`` does; a
-waiting worker notices its tile at its next poll (``_wait`` sleeps 10 us, doubling to 0.5 ms); rank
+rank-0 time each) and runs tiles itself between requests, as ``MPIEngine._coordinate`` does;
+every tile costs ``loop`` core-seconds on the rank that runs it; a waiting worker notices its
+tile at its next poll (``_wait`` sleeps 10 us, doubling to 0.5 ms); rank
 0 keeps a receive posted per worker, so it sees a request at its first test after a tile
 (``prompt_probe``; a bare ``Iprobe`` loop, as hpcqnn had before, sees it a tile later with MPICH:
 ``_Machine._probe`` models both).
@@ -44,10 +57,10 @@ parameters), barrier ``h x latency``, reduce ``h`` (tree) or ``P - 1`` (linear) 
 ``latency + buffer bytes / bandwidth``.
 
 **Validation** (``validate``): every measured configuration is predicted from a calibration on
-the straggler-free runs of the same workload in the *other* configurations (the host's capacity
-fitted too), and compared with the median of its runs; configurations whose simulator calls are
-smaller or larger than any calibrated one are marked (``in_range``): the fixed cost of a call is
-only known from small tiles.
+the runs of the same workload in the *other* configurations - costs from the straggler-free
+ones, root share and capacity from the walls of all of them - and compared with the median of
+its runs; configurations whose simulator calls are smaller or larger than any calibrated one are
+marked (``in_range``): the fixed cost of a call is only known from small tiles.
 """
 
 from __future__ import annotations
@@ -68,7 +81,7 @@ from hpcqnn.tiles import dynamic_chunk, split_chunks, split_static
 from . import metrics
 from .load import RunTables
 
-CPU_PHASES = ("execute", "reconstruct")
+CPU_PHASES = ("execute", "reconstruct", "loop")  # "loop": rank 0 between its dynamic tiles (``_rows``)
 AER_PARALLEL_QUBITS = 14  # Aer's default statevector_parallel_threshold
 POLL = 2e-4  # seconds rank 0 sleeps between request checks when it has no tile to run
 WAIT_FIRST, WAIT_MAX = 1e-5, 5e-4  # ``hpcqnn.distributed._wait``: test, sleep, double the sleep up to 0.5 ms
@@ -136,7 +149,11 @@ class Costs:
     start_lag: float
     sync: float
     overhead: float
-    capacity: float  # effective cores of the measured host
+    capacity: float  # effective cores of the measured host when crowded (``core_shares``)
+    root_share: float = 0.0  # how the measured host shared its cores (``core_shares``)
+    loop: float = 0.0  # core-seconds of the dynamic schedule's loop per tile (request, reply, bookkeeping)
+    crowded_lag: float | None = None  # ``start_lag`` and ``sync`` where ranks outnumbered cores (None: as uncrowded)
+    crowded_sync: float | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +183,8 @@ class Scenario:
     reduce: str = "tree"
     rank_cores: int = 1  # cores a computing rank uses (see ``rank_cores``)
     cores: float | None = None  # cores all ranks share; None: each rank has its own
+    root_share: float = 0.0  # how ranks share ``cores`` when they want more (``core_shares``)
+    capacity: float | None = None  # what ``cores`` deliver when crowded (``core_shares``); None: ``cores``
     straggler_ranks: tuple[int, ...] = ()
     probability: float = 0.0  # chance that a tile is slowed (modelled by its expectation)
     slowdown: float = 1.0
@@ -195,22 +214,53 @@ class Replay:
 # -- the discrete-event machine ------------------------------------------------------------------
 
 
+def core_shares(
+    root: bool, others: int, rank_cores: float, cores: float | None, root_share: float = 0.0,
+    capacity: float | None = None,
+) -> tuple[float, float]:
+    """Cores (of rank 0, of each other rank) while ``root`` (rank 0 computing or not) and
+    ``others`` more ranks compute on a host of ``cores`` cores (None: a core set per rank).
+
+    Ranks that fit (``k x c <= cores``) get their ``c`` cores. On a crowded host, cores that
+    time-slice several ranks deliver ``capacity / cores`` of a core (context switches, shared
+    caches, other load; ``capacity`` None: ``cores``), and ``root_share`` says who gets them:
+    0: every computing rank ``c x min(1, capacity / (k x c))`` (even); 1: rank 0 keeps
+    ``min(c, cores - 1)`` cores to itself (unsliced; its even share if that is more) and the
+    others share what the remaining cores deliver; in between, both rates are interpolated.
+    Measured with Linux on 2 cores: the always-busy rank 0 often runs alone on one core while
+    the ranks that sleep between tiles crowd the other (the load balancer sees their low average
+    load), but not always - whole runs of 4 ranks shared the cores evenly."""
+    c, computing = float(rank_cores), others + int(root)
+    if cores is None or not computing or computing * c <= cores:
+        return (c if root else 0.0), (c if others else 0.0)
+    efficiency = (cores if capacity is None else capacity) / cores
+    even = c * min(1.0, efficiency * cores / (computing * c))
+    if not root_share or not root or not others:
+        return (even if root else 0.0), (even if others else 0.0)
+    mine = max(even, min(c, cores - 1.0))
+    theirs = min(c, efficiency * (cores - mine) / others)
+    return even + root_share * (mine - even), even + root_share * (theirs - even)
+
+
 class _Machine:
     """Rank coroutines on shared cores (processor sharing, virtual time) with message passing.
 
     A coroutine yields ``("cpu", core_seconds)``, ``("sleep", seconds)``, ``("send", rank, msg)``,
     ``("recv",)`` (resumes with the next message) or ``("probe",)`` (resumes with the queued
-    messages it sees, see ``_probe``). All computing ranks run at the same rate, so one virtual
-    clock orders their ends.
+    messages it sees, see ``_probe``). Computing ranks run at the rates of ``core_shares``:
+    rank 0 at its own, every other rank at one common rate, so one virtual clock per class
+    (rank 0, the others) orders their ends.
     """
 
-    def __init__(self, ranks: int, rank_cores: int, cores: float | None, latency: float, prompt_probe: bool):
+    def __init__(self, ranks: int, rank_cores: int, cores: float | None, latency: float, prompt_probe: bool,
+                 root_share: float = 0.0, capacity: float | None = None):
         self.now = 0.0
         self.finish = [0.0] * ranks
         self._rank_cores, self._cores, self._latency, self._prompt = rank_cores, cores, latency, prompt_probe
+        self._root_share, self._capacity = root_share, capacity
         self._probed = [0.0] * ranks
-        self._virtual = 0.0
-        self._cpu: list[tuple[float, int, int]] = []  # (virtual end, seq, rank)
+        self._virtual = [0.0, 0.0]  # per class: rank 0, the others
+        self._cpu: list[list[tuple[float, int, int]]] = [[], []]  # per class: (virtual end, seq, rank)
         self._timers: list[tuple[float, int, int, object]] = []  # (time, seq, rank, message or _WAKE)
         self._mail = [deque() for _ in range(ranks)]
         self._receiving: dict[int, float] = {}  # rank -> when it began waiting
@@ -222,18 +272,20 @@ class _Machine:
         self._procs = procs
         for rank in range(len(procs)):
             self._resume(rank, None)
-        while self._cpu or self._timers:
-            rate = self._rate()
-            t_cpu = self.now + (self._cpu[0][0] - self._virtual) / rate if self._cpu else math.inf
+        while self._cpu[0] or self._cpu[1] or self._timers:
+            rates = self._rates()
+            ends = [self.now + (heap[0][0] - virtual) / rate if heap and rate > 0 else math.inf
+                    for heap, virtual, rate in zip(self._cpu, self._virtual, rates)]
+            first = 0 if ends[0] <= ends[1] else 1
             t_timer = self._timers[0][0] if self._timers else math.inf
-            if t_cpu <= t_timer:
-                virtual, _, rank = heapq.heappop(self._cpu)
-                self.now, self._virtual = t_cpu, virtual
+            if ends[first] <= t_timer:
+                self._advance(ends[first], rates)
+                virtual, _, rank = heapq.heappop(self._cpu[first])
+                self._virtual[first] = virtual
                 self._resume(rank, None)
                 continue
             time, _, rank, message = heapq.heappop(self._timers)
-            self._virtual += rate * (time - self.now) if self._cpu else 0.0
-            self.now = time
+            self._advance(time, rates)
             if message is _WAKE:
                 self._resume(rank, None)
             elif isinstance(message, _Noticed):
@@ -245,9 +297,15 @@ class _Machine:
                 self._mail[rank].append((self.now, message))
         return max(self.finish)
 
-    def _rate(self) -> float:
-        wanted = len(self._cpu) * self._rank_cores
-        return self._rank_cores * (1.0 if self._cores is None or not wanted else min(1.0, self._cores / wanted))
+    def _rates(self) -> tuple[float, float]:
+        return core_shares(bool(self._cpu[0]), len(self._cpu[1]), self._rank_cores, self._cores, self._root_share,
+                           self._capacity)
+
+    def _advance(self, time: float, rates: tuple[float, float]) -> None:
+        for k in (0, 1):
+            if self._cpu[k]:
+                self._virtual[k] += rates[k] * (time - self.now)
+        self.now = time
 
     def _push_timer(self, time: float, rank: int, message: object) -> None:
         self._seq += 1
@@ -263,7 +321,8 @@ class _Machine:
             kind, value = command[0], None
             if kind == "cpu" and command[1] > 0:
                 self._seq += 1
-                heapq.heappush(self._cpu, (self._virtual + command[1], self._seq, rank))
+                k = int(rank > 0)
+                heapq.heappush(self._cpu[k], (self._virtual[k] + command[1], self._seq, rank))
                 return
             if kind == "sleep" and command[1] > 0:
                 self._push_timer(self.now + command[1], rank, _WAKE)
@@ -348,6 +407,7 @@ def _worker(machine: _Machine, rank: int, lag: float, costs: Costs, scenario: Sc
     yield ("send", 0, rank)
     while (n := (yield ("recv",))) is not None:
         yield ("send", 0, rank)
+        yield ("cpu", costs.loop)
         yield from _batch(machine, rank, [n], costs, scenario)
 
 
@@ -360,6 +420,7 @@ def _coordinator(machine: _Machine, tiles: deque, dispatch: float, costs: Costs,
             active -= n is None
             yield ("send", source, n)
         if tiles and (scenario.root_computes or active == 0):
+            yield ("cpu", costs.loop)
             yield from _batch(machine, 0, [tiles.popleft()], costs, scenario)
         elif active:
             yield ("sleep", POLL)
@@ -368,8 +429,11 @@ def _coordinator(machine: _Machine, tiles: deque, dispatch: float, costs: Costs,
 def simulate(workload: Workload, costs: Costs, network: Network, scenario: Scenario) -> Replay:
     """The modelled critical path of one steady query (see the module docstring)."""
     p = scenario.ranks
-    machine = _Machine(p, scenario.rank_cores, scenario.cores, network.latency, scenario.prompt_probe)
-    lag = costs.start_lag if p > 1 else 0.0
+    machine = _Machine(p, scenario.rank_cores, scenario.cores, network.latency, scenario.prompt_probe,
+                       scenario.root_share, scenario.capacity)
+    crowded = scenario.cores is not None and p * scenario.rank_cores > scenario.cores
+    lag = (costs.crowded_lag if crowded and costs.crowded_lag is not None else costs.start_lag) if p > 1 else 0.0
+    sync = (costs.crowded_sync if crowded and costs.crowded_sync is not None else costs.sync) if p > 1 else 0.0
     if scenario.schedule == "static" or p == 1:
         first = 0 if scenario.root_computes or p == 1 else 1
         split = split_static(workload.counts(), p - first, workload.align)
@@ -388,7 +452,7 @@ def simulate(workload: Workload, costs: Costs, network: Network, scenario: Scena
         broadcast=2 * hops * network.latency + hops * workload.param_bytes / network.bandwidth,
         compute=compute,
         barrier=hops * network.latency,
-        sync=costs.sync if p > 1 else 0.0,
+        sync=sync,
         reduce=steps * network.message(workload.buffer_bytes),
         contraction=costs.contraction_row * workload.rows,
     )
@@ -407,53 +471,110 @@ def fit_network(tables: RunTables, runs: Iterable[str], bandwidth: float = LOCAL
     return Network(latency=max(float(per_hop.median()), 0.0), bandwidth=bandwidth)
 
 
-def calibrate(tables: RunTables, runs: Iterable[str], cores: float, network: Network) -> Costs:
-    """Costs from the timing rows of ``runs`` (one workload) measured on hosts of ``cores`` cores."""
+def calibrate(tables: RunTables, runs: Iterable[str], cores: float, network: Network,
+              walls: Iterable[str] | None = None) -> Costs:
+    """Costs from the timing rows of ``runs`` (one workload) measured on hosts of ``cores`` cores,
+    as the module docstring says; how a crowded host ran them (root share and capacity,
+    ``fit_host``) from the walls of the configurations among ``walls`` (default: ``runs``)."""
     runs = list(runs)
     rows = _rows(tables, runs)
-    capacity = fit_capacity(rows, cores)
-    rows = rows.assign(core_seconds=_core_seconds(rows, capacity))
-    execute = rows[rows["phase"] == "execute"]
-    reconstruct = rows["phase"] == "reconstruct"
-    local = rows[reconstruct & (rows["n_experiments"] > 0)]
-    final = rows[reconstruct & (rows["n_experiments"] == 0) & (rows["rank"] == 0) & (rows["n_rows"] > 0)]
+    timeline = _Timeline(rows)
+    execute = (rows["phase"] == "execute").to_numpy()
+    reconstruct = (rows["phase"] == "reconstruct").to_numpy()
+    local = reconstruct & (rows["n_experiments"] > 0).to_numpy()
+    loop = (rows["phase"] == "loop").to_numpy()
+    final = rows[reconstruct & (rows["n_experiments"] == 0).to_numpy() & (rows["rank"] == 0).to_numpy()
+                 & (rows["n_rows"] > 0).to_numpy()]
     phases = tables.phases[tables.phases["run"].isin(runs)]
     steady = metrics.steady(metrics.query_table(phases))[["run", "query"]]
     breakdown = metrics.phase_breakdown(phases).merge(steady, on=["run", "query"])
     static = breakdown[breakdown["run"].map(tables.runs.set_index("run")["schedule"]) == "static"]
-    return Costs(
-        execute=fit_tile_cost(execute["n_experiments"], execute["core_seconds"], batch=CALL_EXPERIMENTS)[0],
-        reconstruct=fit_tile_cost(local["n_experiments"], local["core_seconds"])[0],
+    steady_phases = phases.merge(steady, on=["run", "query"])
+    crowded = steady_phases["run"].isin(crowded_runs(tables, runs, cores))
+    plain = steady_phases[~crowded] if (~crowded).any() else steady_phases
+    base = Costs(
+        execute=TileCost(0.0, 0.0), reconstruct=TileCost(0.0, 0.0),
         contraction_row=_median(final["seconds"] / final["n_rows"]),
-        start_lag=_start_lag(phases.merge(steady, on=["run", "query"])),
-        sync=_sync(phases.merge(steady, on=["run", "query"]), network),
+        start_lag=_start_lag(plain), sync=_sync(plain, network),
         overhead=_median((static if len(static) else breakdown)["other"]),
-        capacity=capacity,
+        capacity=float(cores),
+        crowded_lag=_start_lag(steady_phases[crowded]) if crowded.any() else None,
+        crowded_sync=_sync(steady_phases[crowded], network) if crowded.any() else None,
     )
+    sizes = rows["n_experiments"].to_numpy()
+
+    def at(root_share: float, capacity: float) -> Costs:
+        """``base`` with the compute costs the rows give on a host that, crowded, delivered
+        ``capacity`` cores and gave rank 0 ``root_share`` (``core_shares``)."""
+        core_seconds = timeline.core_seconds(cores, capacity, root_share).to_numpy()
+        return replace(
+            base, capacity=float(capacity), root_share=float(root_share), loop=_median(pd.Series(core_seconds[loop])),
+            execute=fit_tile_cost(pd.Series(sizes[execute]), pd.Series(core_seconds[execute]),
+                                  batch=CALL_EXPERIMENTS)[0],
+            reconstruct=fit_tile_cost(pd.Series(sizes[local]), pd.Series(core_seconds[local]))[0],
+        )
+
+    walls = runs if walls is None else list(walls)
+    if not crowded_runs(tables, [*runs, *walls], cores):
+        return at(0.0, float(cores))  # nothing ran crowded: neither is measured nor needed
+    return fit_host(tables, walls, cores, network, at)
 
 
-def fit_capacity(rows: pd.DataFrame, cores: float, step: float = 0.05) -> float:
-    """The host's effective cores in [1, ``cores``]: the capacity under which the execute rows'
-    core-seconds are best explained by one ``TileCost``, whatever the number of ranks computing
-    beside them (residual of ``fit_tile_cost`` over per-(run, tile size) medians). Below
-    ``cores`` when hardware threads share a core or other work loads the host."""
-    execute = rows["phase"] == "execute"
-    keys = [rows.loc[execute, "run"], rows.loc[execute, "n_experiments"]]
-    best, chosen = math.inf, float(cores)
-    for capacity in np.arange(cores, 1.0 - 1e-9, -step):  # from ``cores`` down: ties keep more cores
-        medians = _core_seconds(rows, capacity)[execute].groupby(keys).median()
-        sizes = medians.index.get_level_values(1).to_series(index=medians.index)
-        residual = fit_tile_cost(sizes, medians, by_size=False, batch=CALL_EXPERIMENTS)[1]
-        if residual < best - 1e-12:
-            best, chosen = residual, float(capacity)
+ROOT_SHARES = (0.0, 0.5, 1.0)  # rank 0's share of a crowded host tried by ``fit_host`` (``core_shares``)
+EFFICIENCIES = tuple(np.round(np.arange(1.0, 0.4999, -0.05), 3))  # crowded capacity / cores tried by ``fit_host``
+
+
+def fit_host(tables: RunTables, runs: list[str], cores: float, network: Network, at) -> Costs:
+    """The costs ``at(root_share, capacity)`` whose simulation best predicts the median walls of
+    the configurations among ``runs`` (least squares of relative errors), over ``ROOT_SHARES``
+    and capacities ``EFFICIENCIES x cores``; ties keep the even share and more capacity.
+
+    Both describe a crowded host, and its rows cannot tell them: a row's core-seconds depend on
+    how the cores were shared, and crowded cores deliver less than their time says - time
+    slicing inflates the work (measured with process CPU times here: 512 experiments took
+    26.8-26.9 ms of CPU on one rank alone, 28.8-33.1 ms per rank with 4 ranks on 2 cores), MPI's
+    blocking reduce spins, woken ranks wait for a slice. The walls can: costs from a wrong share
+    mispredict the other configurations, crowded or not."""
+    summary = metrics.run_summary(tables.runs[tables.runs["run"].isin(runs)],
+                                  tables.phases[tables.phases["run"].isin(runs)])
+    summary = summary.dropna(subset=["wall", "threads"])
+    configurations = [(workload_of(group.iloc[0], tables), group.iloc[0], float(group["wall"].median()))
+                      for _, group in summary.groupby(CONFIG_KEYS, dropna=False)]
+    best, chosen = math.inf, None
+    for root_share in ROOT_SHARES:
+        for efficiency in EFFICIENCIES:
+            costs = at(root_share, efficiency * cores)
+            error = sum((simulate(workload, costs, network, scenario_of(first, cores, costs)).wall / wall - 1.0) ** 2
+                        for workload, first, wall in configurations)
+            if chosen is None or error < best - 1e-12:
+                best, chosen = error, costs
     return chosen
 
 
+def crowded_runs(tables: RunTables, runs: Iterable[str], cores: float) -> list[str]:
+    """The ``runs`` whose ranks wanted more cores than their hosts of ``cores`` cores have."""
+    meta = tables.runs[tables.runs["run"].isin(list(runs))]
+    meta = meta[meta["ranks"].notna() & meta["threads"].notna()]
+    per_host = meta["ranks"] / meta["hosts"].fillna(1).clip(lower=1)
+    wanted = per_host * meta.apply(rank_cores, axis=1) if len(meta) else per_host
+    return meta.loc[wanted > cores + 1e-9, "run"].tolist()
+
+
 def _rows(tables: RunTables, runs: Iterable[str]) -> pd.DataFrame:
-    """Timing rows of ``runs`` with each run's ranks and the cores a computing rank used."""
+    """Timing rows of ``runs`` with each run's ranks and the cores a computing rank used, plus
+    ``loop`` rows: rank 0 of a dynamic run between one of its tiles (its local reconstruct
+    end) and its next (execute start), answering requests - CPU work no timing row covers."""
     meta = tables.runs.set_index("run")
     meta = meta.assign(rank_cores=meta.apply(rank_cores, axis=1))[["ranks", "rank_cores"]]
     rows = tables.intervals[tables.intervals["run"].isin(list(runs))]
+    dynamic = rows["run"].map(tables.runs.set_index("run")["schedule"]) == "dynamic"
+    tiles = rows[dynamic & (rows["rank"] == 0) & (rows["n_experiments"] > 0)].sort_values(["run", "query", "t_start"])
+    after = tiles.groupby(["run", "query"]).shift(-1)
+    gaps = tiles[(tiles["phase"] == "reconstruct") & (after["phase"] == "execute")]
+    loop = gaps.assign(phase="loop", t_start=gaps["t_end"], t_end=after.loc[gaps.index, "t_start"],
+                       n_experiments=0, n_tiles=1)
+    loop = loop.assign(seconds=loop["t_end"] - loop["t_start"])
+    rows = pd.concat([rows, loop[loop["seconds"] >= 0]], ignore_index=True)
     return rows.join(meta, on="run")
 
 
@@ -464,21 +585,45 @@ def rank_cores(run: pd.Series) -> int:
     return int(run["threads"]) if width >= AER_PARALLEL_QUBITS and pd.notna(run["threads"]) else 1
 
 
-def _core_seconds(rows: pd.DataFrame, cores: float) -> pd.Series:
-    """Core-seconds of every ``execute``/``reconstruct`` row: its duration weighted by the cores
-    its rank had at each moment, given how many ranks of its host were computing then."""
-    result = pd.Series(np.nan, index=rows.index)
-    cpu = rows[rows["phase"].isin(CPU_PHASES)]
-    for _, group in cpu.groupby(["run", "host"]):
-        used = float(group["rank_cores"].iloc[0])
-        times = np.concatenate([group["t_start"], group["t_end"]])
-        steps = np.concatenate([np.ones(len(group)), -np.ones(len(group))])
-        order = np.argsort(times, kind="stable")
-        times, computing = times[order], np.cumsum(steps[order])[:-1]
-        rate = used * np.minimum(1.0, cores / (np.maximum(computing, 1) * used))
-        integral = np.concatenate([[0.0], np.cumsum(rate * np.diff(times))])
-        result[group.index] = np.interp(group["t_end"], times, integral) - np.interp(group["t_start"], times, integral)
-    return result
+def _core_seconds(
+    rows: pd.DataFrame, cores: float, capacity: float | None = None, root_share: float = 0.0
+) -> pd.Series:
+    """Core-seconds of every ``CPU_PHASES`` row: its duration weighted by the cores its rank had
+    at each moment (``core_shares``), given which ranks of its host were computing."""
+    return _Timeline(rows).core_seconds(cores, capacity, root_share)
+
+
+class _Timeline:
+    """Which ranks of each (run, host) computed when (``CPU_PHASES`` rows): built once, then
+    weighed under any host model (``core_seconds``)."""
+
+    def __init__(self, rows: pd.DataFrame):
+        self.index = rows.index
+        self.groups = []
+        cpu = rows[rows["phase"].isin(CPU_PHASES)]
+        for _, group in cpu.groupby(["run", "host"]):
+            root = (group["rank"] == 0).to_numpy()
+            times = np.concatenate([group["t_start"], group["t_end"]])
+            steps = np.concatenate([np.ones(len(group)), -np.ones(len(group))])
+            order = np.argsort(times, kind="stable")
+            computing = np.rint(np.cumsum(steps[order])[:-1]).astype(int)
+            rooted = np.rint(np.cumsum((steps * np.concatenate([root, root]))[order])[:-1]) > 0
+            states, where = np.unique(np.column_stack([rooted, np.maximum(computing - rooted, 0)]), axis=0,
+                                      return_inverse=True)
+            times = times[order]
+            spans = [np.searchsorted(times, group[column].to_numpy()) for column in ("t_start", "t_end")]
+            self.groups.append((group.index, float(group["rank_cores"].iloc[0]), root, np.diff(times), states,
+                                where.ravel(), *spans))
+
+    def core_seconds(self, cores: float, capacity: float | None, root_share: float) -> pd.Series:
+        result = pd.Series(np.nan, index=self.index)
+        for index, used, root, steps, states, where, first, last in self.groups:
+            rates = np.array([core_shares(bool(r), int(k), used, cores, root_share, capacity)
+                              for r, k in states])[where]
+            column = np.where(root, 0, 1)
+            integral = np.vstack([np.zeros(2), np.cumsum(rates * steps[:, None], axis=0)])
+            result[index] = integral[last, column] - integral[first, column]
+        return result
 
 
 def fit_tile_cost(x: pd.Series, y: pd.Series, by_size: bool = True, batch: float = math.inf) -> tuple[TileCost, float]:
@@ -549,47 +694,52 @@ def workload_of(summary_row: pd.Series, tables: RunTables) -> Workload:
     )
 
 
-def scenario_of(summary_row: pd.Series, cores: float | None) -> Scenario:
-    """How a measured run ran: its ranks, schedule, Aer threads and straggler, on ``cores`` cores."""
+def scenario_of(summary_row: pd.Series, cores: float | None, costs: Costs | None = None) -> Scenario:
+    """How a measured run ran: its ranks, schedule, Aer threads and straggler, on ``cores`` cores
+    shared as ``costs`` found (its capacity and root share; None: evenly, at full capacity)."""
     slow = bool(summary_row["straggler"])
     ranks = tuple(int(r) for r in str(summary_row["straggler_ranks"]).split(",") if r.strip())
     return Scenario(
         ranks=int(summary_row["ranks"]), schedule=summary_row["schedule"] or "static",
-        rank_cores=rank_cores(summary_row), cores=cores, straggler_ranks=ranks if slow else (),
+        rank_cores=rank_cores(summary_row), cores=cores, root_share=costs.root_share if costs else 0.0,
+        capacity=costs.capacity if costs else None, straggler_ranks=ranks if slow else (),
         probability=float(summary_row["straggler_probability"]) if slow else 0.0,
         slowdown=float(summary_row["straggler_slowdown"]), delay=float(summary_row["straggler_delay"]),
     )
 
 
 def validate(tables: RunTables, cores: float) -> pd.DataFrame:
-    """Every configuration (ranks, schedule, rows, straggler) predicted from the straggler-free
-    runs of its workload in *other* configurations, on the capacity fitted for hosts with
-    ``cores`` cores. ``measured`` is the median over the configuration's runs, ``spread`` their
-    max / min - 1 (the noise floor where a configuration was run more than once);
+    """Every configuration (ranks, schedule, rows, straggler) predicted from the runs of its
+    workload in *other* configurations (costs from the straggler-free ones, root share and
+    capacity from the walls of all of them, ``calibrate``), for hosts with ``cores`` cores. ``measured`` is
+    the median over the configuration's runs, ``spread`` their max / min - 1 (the noise floor
+    where a configuration was run more than once);
     ``in_range``: its batches are no smaller and no larger than the calibration's tiles (the
     model does not extrapolate the fixed cost of a simulator call reliably)."""
     summary = metrics.run_summary(tables.runs, tables.phases).dropna(subset=["wall", "threads"])
     rows = []
     for _, group in summary.groupby(WORKLOAD_KEYS, dropna=False):
         for _, runs in group.groupby(CONFIG_KEYS, dropna=False):
-            basis = group[~group["straggler"] & ~group["run"].isin(runs["run"])]
+            others = group[~group["run"].isin(runs["run"])]
+            basis = others[~others["straggler"]]
             if basis.empty:
                 continue
             network = fit_network(tables, basis["run"])
-            costs = calibrate(tables, basis["run"], cores, network)
+            costs = calibrate(tables, basis["run"], cores, network, walls=others["run"])
             first = runs.iloc[0]
-            workload, scenario = workload_of(first, tables), scenario_of(first, costs.capacity)
+            workload, scenario = workload_of(first, tables), scenario_of(first, cores, costs)
             predicted = simulate(workload, costs, network, scenario).wall
             measured = float(runs["wall"].median())
             calibrated = _rows(tables, basis["run"]).query("phase == 'execute'")["n_experiments"]
             rows.append({
                 **{k: first[k] for k in [*WORKLOAD_KEYS, *CONFIG_KEYS[:4]]}, "runs": len(runs),
                 "spread": runs["wall"].max() / runs["wall"].min() - 1.0, "basis_runs": len(basis),
-                "capacity": costs.capacity, "batch": batch_size(workload, scenario),
+                "capacity": costs.capacity, "root_share": costs.root_share, "batch": batch_size(workload, scenario),
                 "in_range": calibrated.min() <= batch_size(workload, scenario) <= calibrated.max(),
                 "measured": measured, "predicted": predicted, "error": predicted / measured - 1.0,
             })
-    columns = [*WORKLOAD_KEYS, *CONFIG_KEYS[:4], "runs", "spread", "basis_runs", "capacity", "batch", "in_range"]
+    columns = [*WORKLOAD_KEYS, *CONFIG_KEYS[:4], "runs", "spread", "basis_runs", "capacity", "root_share", "batch",
+               "in_range"]
     return pd.DataFrame(rows, columns=[*columns, "measured", "predicted", "error"])
 
 

@@ -77,8 +77,10 @@ def gantt_choices(summary: pd.DataFrame, queries: pd.DataFrame) -> list[tuple[st
     return choices
 
 
-def build(tables: RunTables, out: Path, cores: float, ranks: Iterable[int], work_scale: float) -> Path:
-    """Write the figures and ``summary.md`` into ``out``; the summary's path."""
+def build(
+    tables: RunTables, out: Path, cores: float, ranks: Iterable[int], work_scale: float
+) -> tuple[Path, pd.DataFrame]:
+    """Write the figures and ``summary.md`` into ``out``; the summary's path and the replay validation."""
     out.mkdir(parents=True, exist_ok=True)
     summary = metrics.run_summary(tables.runs, tables.phases)
     means = metrics.mean_breakdown(tables.phases).merge(summary[["run", *SETTING]], on="run")
@@ -162,8 +164,10 @@ def build(tables: RunTables, out: Path, cores: float, ranks: Iterable[int], work
             "Replay model: validation on this host", validation.assign(
                 measured_ms=ms(validation["measured"]), predicted_ms=ms(validation["predicted"]),
                 error_pct=percent(validation["error"])).drop(columns=["measured", "predicted", "error"]),
-            "Each configuration predicted from the straggler-free runs of its workload in the *other* configurations "
-            f"(leave one configuration out), on the host capacity fitted for {cores} cores (model in `analysis/replay.py`); "
+            "Each configuration predicted from the runs of its workload in the *other* configurations "
+            "(leave one configuration out: costs from their straggler-free runs; from their walls, `capacity`, the "
+            f"cores the {cores}-core host delivered when ranks outnumbered its cores, and `root_share`: 0 = the "
+            "crowded cores shared evenly, 1 = rank 0 kept a core of its own; model in `analysis/replay.py`); "
             "`spread` = max / min - 1 of the configuration's repeated runs (the noise floor); `in_range`: its "
             "simulator calls (`batch` experiments) lie within the calibrated tile sizes. "
             f"Largest |error|: {100 * inside:.1f} % in range, {100 * worst:.1f} % in all.\n\n", keys=[],
@@ -183,7 +187,22 @@ def build(tables: RunTables, out: Path, cores: float, ranks: Iterable[int], work
         text.append("## Skipped files\n\n" + "".join(f"- {s}\n" for s in tables.skipped) + "\n")
     summary_path = out / "summary.md"
     summary_path.write_text("".join(text))
-    return summary_path
+    return summary_path, validation
+
+
+def validation_table(validation: pd.DataFrame) -> str:
+    """The replay validation as printed: measured vs predicted wall per configuration."""
+    shown = validation.assign(
+        measured_ms=ms(validation["measured"]), predicted_ms=ms(validation["predicted"]),
+        error_pct=percent(validation["error"]), spread_pct=percent(validation["spread"]),
+    )
+    keys = ["cuts", "ranks", "schedule", "rows", "straggler", "runs", "spread_pct", "capacity", "root_share", "in_range",
+            "measured_ms", "predicted_ms", "error_pct"]
+    keys = [k for k in keys if k in shown]
+    table, note = compact(shown[keys], ["cuts"])
+    worst = validation["error"].abs().max()
+    return (f"Replay model validation (each configuration predicted from the others' runs): {note.strip()}\n"
+            f"{table.to_string(index=False, float_format=lambda v: f'{v:.3g}')}\nlargest |error| {100 * worst:.1f} %")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         tables = load_runs(args.runs)
     for message in tables.skipped:
         print(f"skipped: {message}")
-    path = build(tables, args.out, args.cores, args.projection_ranks, args.work_scale)
+    path, validation = build(tables, args.out, args.cores, args.projection_ranks, args.work_scale)
+    if not validation.empty:
+        print(validation_table(validation))
     print(f"wrote {path} and {len(list(args.out.glob('*.png')))} figures")
     return 0
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import metrics, replay, report
+from analysis import metrics, replay, report, sweep
 from analysis.load import RunLoadWarning, find_run_dirs, load_runs
 from hpcqnn import cli
 from hpcqnn.timelog import HDF5TimingLog, rank_file, read_timing
@@ -318,3 +318,171 @@ def test_tile_costs_follow_aer_call_batching():
     costs = replace(COSTS, execute=cost)
     wall = replay.simulate(replace(WORK, experiments=600), costs, NETWORK, replay.Scenario(1)).wall
     assert wall == pytest.approx(cost(600))
+
+
+# -- the replay model on a crowded host: sharing, per-tile loop, crowded sync ------------------------
+
+
+def write_timed_run(path: Path, ranks: int, schedule: str, rows_of) -> None:
+    """A run of three queries (query 0 builds the plan) whose rank rows are ``rows_of(query,
+    rank, t)`` for a query starting at ``t`` (every query starts 1 s after the previous)."""
+    config = json.dumps({"qubits": 6, "cuts": 3, "mode": "exact", "rows": 4, "layers": 3, "straggler": None})
+    for rank in range(ranks):
+        attributes = {"rank": rank, "size": ranks, "hostname": "synthetic", "device": "CPU", "schedule": schedule,
+                      "threads": 1, "config": config}
+        log = HDF5TimingLog(rank_file(path, rank), attributes)
+        for query in range(3):
+            t = 1000.0 + query
+            setup = [PhaseRow(query, "partition", t - 0.01, t - 0.005)] if query == 0 and rank == 0 else []
+            log.write(setup + rows_of(query, rank, t))
+        log.close()
+
+
+def static_rows(ends: list[float], lags: list[float], sync: float, n: int = 512):
+    """Rows of a static query: rank r's parameters arrive ``lags[r]`` after rank 0's, it executes
+    ``n`` experiments from then until ``ends[r]`` (seconds after the query start), enters the
+    barrier, and every rank's reduce ends ``sync`` after the last entry."""
+
+    def rows_of(query: int, rank: int, t: float) -> list[PhaseRow]:
+        start, end, last = t + 0.001 + lags[rank], t + ends[rank], t + max(ends)
+        return [
+            PhaseRow(query, "broadcast", t, t + 0.001 + lags[rank], n_rows=4, bytes=256),
+            PhaseRow(query, "execute", start, end, n_experiments=n, n_tiles=1),
+            PhaseRow(query, "wait", end, last),
+            PhaseRow(query, "reduce", last, last + sync, bytes=1024),
+        ]
+
+    return rows_of
+
+
+def test_core_shares_even_and_root():
+    assert replay.core_shares(True, 1, 1, 2.0) == (1.0, 1.0)  # they fit: a core each
+    assert replay.core_shares(True, 3, 1, 2.0) == (0.5, 0.5)  # root share 0: even
+    assert replay.core_shares(True, 3, 1, None) == (1.0, 1.0)  # no shared host
+    assert replay.core_shares(True, 3, 1, 2.0, 1.0) == pytest.approx((1.0, 1 / 3))  # rank 0 alone on a core
+    assert replay.core_shares(True, 3, 1, 2.0, 0.5) == pytest.approx((0.75, 5 / 12))  # halfway
+    assert replay.core_shares(False, 3, 1, 2.0, 1.0) == pytest.approx((0.0, 2 / 3))  # rank 0 idle: all theirs
+    assert replay.core_shares(True, 3, 1, 1.0, 1.0) == pytest.approx((0.25, 0.25))  # one core: no core to keep
+    # crowded cores deliver capacity / cores of a core; rank 0's own core is not time-sliced
+    assert replay.core_shares(True, 3, 1, 2.0, 0.0, capacity=1.6) == pytest.approx((0.4, 0.4))
+    assert replay.core_shares(True, 3, 1, 2.0, 1.0, capacity=1.6) == pytest.approx((1.0, 0.8 / 3))
+    assert replay.core_shares(True, 1, 1, 2.0, 1.0, capacity=1.6) == (1.0, 1.0)  # not crowded: unaffected
+
+
+def test_machine_runs_root_alone_on_its_core():
+    def proc(seconds):
+        yield ("cpu", seconds)
+
+    def finish(root_share: float) -> list[float]:
+        machine = replay._Machine(4, 1, 2.0, 0.0, True, root_share)
+        machine.run([proc(0.03) for _ in range(4)])
+        return machine.finish
+
+    assert finish(0.0) == pytest.approx([0.06] * 4)
+    # rank 0 has a core: done at 30 ms; the others got 10 ms each on the other core by then and
+    # run the remaining 20 ms at 2/3 of a core
+    assert finish(1.0) == pytest.approx([0.03, 0.06, 0.06, 0.06])
+    # a dynamic query: rank 0 runs about as many tiles as the three others together
+    work = replay.Workload(experiments=640, rows=1, param_bytes=0, buffer_bytes=0)
+    dynamic = {s: replay.simulate(work, COSTS, NETWORK, replay.Scenario(4, "dynamic", cores=2.0, root_share=s)).compute
+               for s in (0.0, 1.0)}
+    assert dynamic[1.0] == pytest.approx(dynamic[0.0], rel=0.05) and dynamic[1.0] >= 0.32
+
+
+@pytest.mark.parametrize("root_share, root_rate", [(1.0, 1.0), (0.5, 0.75)])
+def test_calibration_finds_the_root_share_and_the_true_tile_cost(tmp_path, root_share, root_rate):
+    """512 experiments cost 51.2 ms of a core: alone, and on a 2-core host where 4 ranks ran as
+    Linux runs them: rank 0 at ``root_rate`` cores (1: alone on a core), the others sharing the
+    rest until it is done, then both cores (they end at 2 x 51.2 ms either way)."""
+    cost = 0.0512
+    write_timed_run(tmp_path / "r1", 1, "static", static_rows([0.001 + cost], [0.0], 0.0))
+    write_timed_run(tmp_path / "r4", 4, "static", static_rows([0.001 + cost / root_rate] + [0.001 + 2 * cost] * 3,
+                                                              [0.0] * 4, 0.002))
+    tables = load_runs([tmp_path])
+    rows = replay._rows(tables, tables.runs["run"])
+    execute = rows["phase"] == "execute"
+    for share in replay.ROOT_SHARES:  # only the true share gives every row the same cost
+        seconds = replay._core_seconds(rows, 2.0, 2.0, share)[execute]
+        assert (seconds.max() / seconds.min() < 1 + 1e-9) == (share == root_share)
+    # the costs from a wrong share mispredict the 1-rank wall: the walls find the true one
+    costs = replay.calibrate(tables, tables.runs["run"], 2.0, NETWORK)
+    assert (costs.root_share, costs.capacity) == (root_share, 2.0)
+    assert costs.execute(512) == pytest.approx(cost, rel=1e-6)
+
+
+def test_crowded_hosts_have_their_own_start_lag_and_sync(tmp_path):
+    # 2 ranks on 2 cores: 1 ms lag, 1 ms sync; 4 ranks on 2 cores: 3 ms lag, 4 ms sync
+    write_timed_run(tmp_path / "r2", 2, "static", static_rows([0.021, 0.022], [0.0, 0.001], 0.001))
+    crowded = static_rows([0.021, 0.06, 0.06, 0.06], [0.0, 0.003, 0.003, 0.003], 0.004)
+    write_timed_run(tmp_path / "r4", 4, "static", crowded)
+    tables = load_runs([tmp_path])
+    assert replay.crowded_runs(tables, tables.runs["run"], 2.0) == ["r4"]
+    costs = replay.calibrate(tables, tables.runs["run"], 2.0, NETWORK)
+    assert (costs.start_lag, costs.sync) == pytest.approx((0.001, 0.001), rel=1e-4)  # minus 1 KB at 1 TB/s
+    assert (costs.crowded_lag, costs.crowded_sync) == pytest.approx((0.003, 0.004), rel=1e-4)
+    work = replace(WORK, experiments=400)
+    plain = replace(COSTS, start_lag=0.001, sync=0.001, crowded_lag=0.003, crowded_sync=0.004)
+    assert replay.simulate(work, plain, NETWORK, replay.Scenario(2, cores=2.0)).sync == pytest.approx(0.001)
+    assert replay.simulate(work, plain, NETWORK, replay.Scenario(4, cores=2.0)).sync == pytest.approx(0.004)
+    assert replay.simulate(work, plain, NETWORK, replay.Scenario(4)).sync == pytest.approx(0.001)  # a core per rank
+
+
+def test_dynamic_loop_costs_core_time_per_tile(tmp_path):
+    """Rank 0 spends 0.1 ms between its tiles (answering requests): calibrated, then charged per tile."""
+
+    def rows_of(query: int, rank: int, t: float) -> list[PhaseRow]:
+        out, now = [PhaseRow(query, "broadcast", t, t + 0.001, n_rows=4, bytes=256)], t + 0.001
+        for _ in range(4):
+            out += [PhaseRow(query, "execute", now, now + 0.002, n_experiments=8, n_tiles=1),
+                    PhaseRow(query, "reconstruct", now + 0.002, now + 0.00201, n_experiments=8, n_tiles=1)]
+            now += 0.00201 + (1e-4 if rank == 0 else 5e-4)  # a worker's gaps include waiting: not measured
+        return out + [PhaseRow(query, "wait", now, t + 0.011),
+                      PhaseRow(query, "reduce", t + 0.011, t + 0.012, bytes=64)]
+
+    write_timed_run(tmp_path / "dyn", 2, "dynamic", rows_of)
+    tables = load_runs([tmp_path])
+    loop = replay._rows(tables, tables.runs["run"]).query("phase == 'loop'")
+    assert len(loop) == 3 * 3 and (loop["rank"] == 0).all()  # three gaps per query on rank 0
+    costs = replay.calibrate(tables, tables.runs["run"], 2.0, NETWORK)
+    assert costs.loop == pytest.approx(1e-4)
+    # 10 tiles of 32 experiments (32 ms); rank 0 runs 6 of them (the worker's first request
+    # arrives while rank 0 runs its first tile), so 1 ms of loop per tile ends the query 6 ms later
+    work, scenario = replace(WORK, experiments=320), replay.Scenario(2, "dynamic", tiles_per_rank=5)
+    base = replay.simulate(work, COSTS, NETWORK, scenario).compute
+    looped = replay.simulate(work, replace(COSTS, loop=1e-3), NETWORK, scenario).compute
+    assert base == pytest.approx(6 * 0.032, abs=replay.POLL) and looped - base == pytest.approx(6e-3)
+
+
+def test_sweep_runs_a_loaded_step_again_and_keeps_the_quietest(tmp_path, monkeypatch):
+    loads = iter([0.9, 0.5, 0.7])  # every attempt loaded: the second is kept
+
+    def fake_run(step):
+        other = next(loads)
+        (tmp_path / "runs" / step.name).mkdir(parents=True)
+        (tmp_path / "runs" / step.name / "load").write_text(str(other))
+        return {"step": step.name, "ranks": step.ranks, "seconds": 1.0, "other_cores": other}
+
+    monkeypatch.setattr(sweep, "_run_once", fake_run)
+    step = sweep.Step("bench-x", 2, ())
+    record = sweep.run_step(step, tmp_path / "runs", retries=2)
+    assert record["other_cores"] == 0.5 and record["attempts"] == 3
+    assert (tmp_path / "runs" / "bench-x" / "load").read_text() == "0.5"
+    assert sorted(p.name for p in (tmp_path / "loaded").iterdir()) == ["bench-x-0", "bench-x-2"]
+    assert sweep.run_step(step, tmp_path / "runs", retries=2) is None  # exists: skipped
+    loads = iter([0.05])
+    assert sweep.run_step(sweep.Step("bench-y", 2, ()), tmp_path / "runs", retries=2)["attempts"] == 1  # quiet at once
+
+
+def test_crowded_capacity_is_fitted_to_the_walls_of_crowded_runs(tmp_path, monkeypatch):
+    """4 ranks run 512 experiments each (51.2 ms of a core) on 2 cores in 128 ms: evenly shared,
+    the host delivered 1.6 cores, not 2 - the capacity under which the model gives that wall."""
+    monkeypatch.setattr(replay, "ROOT_SHARES", (0.0,))  # (rank 0 alone on a core at 1.5 cores gives it too)
+    write_timed_run(tmp_path / "r4", 4, "static", static_rows([0.128] * 4, [0.0] * 4, 0.0))
+    write_timed_run(tmp_path / "r2", 2, "static", static_rows([0.0522] * 2, [0.0] * 2, 0.0))
+    tables = load_runs([tmp_path])
+
+    def at(root_share: float, capacity: float) -> replay.Costs:
+        return replace(COSTS, execute=replay.TileCost(0.0, 1e-4), capacity=capacity, root_share=root_share)
+
+    assert replay.fit_host(tables, ["r2", "r4"], 2.0, NETWORK, at).capacity == pytest.approx(1.6)
+    assert replay.fit_host(tables, ["r2"], 2.0, NETWORK, at).capacity == 2.0  # nothing crowded: ties keep all cores
