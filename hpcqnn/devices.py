@@ -1,8 +1,8 @@
 """Where a process computes: GPU probing, rank-to-GPU binding and the array-module switch.
 
 A GPU is used only when CuPy sees a CUDA device, Aer's build offers "GPU" and a one-qubit
-circuit really runs there: the GPU build of Aer lists "GPU" on machines that have none, and a
-CUDA driver older than the wheels' runtime only shows up when something runs. The rank with
+circuit really runs there: the GPU build of Aer lists "GPU" on machines that have none, and it
+can fail where CuPy works (its own CUDA libraries, a driver too old for them). The rank with
 local index ``r`` on its node uses GPU ``r mod n`` of the ``n`` GPUs it can see (with Slurm's
 per-task GPU binding each rank sees one GPU, so that is GPU 0 of its own set). No MPI here:
 ``hpcqnn.distributed`` finds the local rank from the MPI world.
