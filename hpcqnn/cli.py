@@ -171,7 +171,8 @@ def _train(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(text)
         progress = Progress()
-        progress.line(f"hpcqnn train: {config.run.name} -> {out} ({estimator.engine.size} ranks, {estimator.device})")
+        devices = ", ".join(sorted(set(estimator.engine.rank_devices)))
+        progress.line(f"hpcqnn train: {config.run.name} -> {out} ({estimator.engine.size} ranks on {devices})")
         results = train(config, loaded[0], estimator, out, args.resume, stop, progress)
         if results is None:
             return 0

@@ -7,6 +7,12 @@ and term tables) is broadcast once; per query only a small header and the parame
 turns the tiles it ran into estimates in its own query buffer as they finish, and the buffers
 meet at rank 0 in one ``Reduce(SUM)`` (each entry is written by exactly one rank, so the sum is
 the serial result), where the final contraction runs.
+
+Devices: each rank simulates on the GPU its local rank picks (``devices``), and rank 0
+contracts with CuPy when it has a GPU. The query buffers stay in host memory on every device:
+Aer hands its results back there and filling a buffer is only copying them in, so the Reduce is
+an ordinary host-memory MPI reduce (no CUDA-aware MPI needed or used), and rank 0 moves the
+reduced estimates to its GPU once, for the contraction.
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ import numpy as np
 from mpi4py import MPI
 
 from . import __version__
-from .devices import array_module, resolve_device
+from .devices import DEVICES, Placement, announce, array_module, place
 from .engine import finish_query, run_tiles
-from .errors import ExecutionConfigError, HpcqnnError, MPIWorldError
+from .errors import DeviceUnavailableError, ExecutionConfigError, HpcqnnError, MPIWorldError
 from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, query_rows
 from .simulator import AerRunner, Tile
 from .slurm import slurm_attributes
@@ -97,6 +103,7 @@ class MPIEngine:
     straggler: Straggler | None = None
     root_computes: bool = True
     tiles_per_rank: int = 16
+    rank_devices: list[str] = field(default_factory=list)  # where each rank computes ("GPU 0", "CPU")
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -261,16 +268,53 @@ def check_world() -> None:
         )
 
 
-def cores_per_rank(comm: MPI.Comm) -> int:
-    """Cores this rank owns: its CPU affinity if ranks on the node are bound apart, else a share."""
+def local_layout(comm: MPI.Comm) -> tuple[int, int]:
+    """This rank's index among the ranks of ``comm`` on its node (it picks the rank's GPU), and
+    the cores it owns: its CPU affinity if ranks on the node are bound apart, else a share.
+
+    Taken from the MPI world, not from launcher variables: ``mpiexec`` inside a Slurm batch
+    script leaves every rank the batch step's SLURM_LOCALID.
+    """
     mine = os.sched_getaffinity(0)
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
         sets = local.allgather(sorted(mine))
         disjoint = sum(len(s) for s in sets) == len(set().union(*map(set, sets)))
-        return max(1, len(mine) if disjoint else len(mine) // local.Get_size())
+        return local.Get_rank(), max(1, len(mine) if disjoint else len(mine) // local.Get_size())
     finally:
         local.Free()
+
+
+def place_ranks(comm: MPI.Comm, requested: str, local_rank: int) -> tuple[Placement, list[str]]:
+    """This rank's placement and every rank's label, decided on all ranks before any work.
+
+    A rank that cannot use a requested GPU makes every rank raise the same
+    ``DeviceUnavailableError`` (nothing to abort); where ``"auto"`` fell back to the CPU, rank 0
+    says so once per process.
+    """
+    try:
+        placement, problem = place(requested, local_rank), ""
+    except DeviceUnavailableError as exc:
+        placement, problem = Placement(), str(exc)
+    found = comm.allgather((socket.gethostname(), placement.label, placement.note, problem))
+    failed = [(rank, host, text) for rank, (host, _, _, text) in enumerate(found) if text]
+    if failed:
+        where = ", ".join(f"{rank} ({host})" for rank, host, _ in failed)
+        raise DeviceUnavailableError(f"rank(s) {where} of {len(found)}: {failed[0][2]}")
+    fallbacks: dict[str, list[int]] = {}
+    for rank, (_, _, note, _) in enumerate(found):
+        if note:
+            fallbacks.setdefault(note, []).append(rank)
+    if comm.Get_rank() == 0:
+        for note, ranks in fallbacks.items():
+            if len(found) == 1:
+                where = ""
+            elif len(ranks) == len(found):
+                where = f" on all {len(found)} ranks"
+            else:
+                where = " on ranks " + ", ".join(map(str, ranks))
+            announce(f"device='auto' falls back to the CPU{where}: {note}")
+    return placement, [label for _, label, _, _ in found]
 
 
 def on_root(task, comm: MPI.Comm | None = None) -> tuple[object, str | None]:
@@ -319,7 +363,8 @@ def mpi_estimator(
     Workers serve rank 0's queries until rank 0 leaves the block. An exception on any rank prints
     that rank's traceback and aborts the whole job (``MPI.Abort``) instead of hanging it.
     ``timing_dir`` is a run directory: each rank writes ``timing/rank-NNNNN.h5`` there
-    (``append_timing`` continues existing files, for resumed runs).
+    (``append_timing`` continues existing files, for resumed runs). ``device`` is decided on
+    every rank before any work (``place_ranks``).
     """
     from .estimator import DistributedEstimator
 
@@ -328,18 +373,22 @@ def mpi_estimator(
     check_world()
     if schedule not in SCHEDULES:
         raise ExecutionConfigError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if device not in DEVICES:
+        raise ExecutionConfigError(f"device must be one of {DEVICES}, got {device!r}")
     _wait(comm.Ibarrier())  # rank 0 may arrive late (busy elsewhere): wait without spinning
+    local_rank, cores = local_layout(comm)
+    placement, rank_devices = place_ranks(comm, device, local_rank)
     log = engine = None
     try:
-        resolved = resolve_device(device)
-        threads = cores_per_rank(comm) if threads is None else threads
+        threads = cores if threads is None else threads
         recorder = PhaseRecorder()
         if timing_dir is not None:
             log = HDF5TimingLog(
                 rank_file(timing_dir, comm.Get_rank()),
                 {
                     "rank": comm.Get_rank(), "size": comm.Get_size(), "hostname": socket.gethostname(),
-                    "device": resolved, "mpi_library": mpi_library(), "hpcqnn_version": __version__,
+                    **placement.attributes(), "local_rank": local_rank,
+                    "mpi_library": mpi_library(), "hpcqnn_version": __version__,
                     "config": config_text, "schedule": schedule, "threads": threads,
                     "clock": "time.time() (Unix epoch seconds)",
                     **slurm_attributes(),
@@ -348,7 +397,8 @@ def mpi_estimator(
             )
             recorder.sink = log
         engine = MPIEngine(
-            comm, AerRunner(resolved, threads), array_module(resolved), recorder, schedule, straggler, root_computes
+            comm, AerRunner(placement, threads), array_module(placement), recorder, schedule, straggler,
+            root_computes, rank_devices=rank_devices,
         )
         if comm.Get_rank() == 0:
             estimator = DistributedEstimator(engine=engine, **estimator_options)

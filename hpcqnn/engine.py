@@ -80,6 +80,11 @@ class LocalEngine:
     def device(self) -> str:
         return self.runner.device
 
+    @property
+    def rank_devices(self) -> list[str]:
+        """Where each rank computes ("CPU", "GPU 0", ...): this process alone."""
+        return [self.runner.placement.label]
+
     def evaluate(
         self,
         program: Program,

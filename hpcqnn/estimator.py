@@ -20,7 +20,7 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPu
 from qiskit.quantum_info import PauliList
 
 from .cutplan import DEFAULT_MAX_SUBEXPERIMENTS, SIMULATOR_BASIS, build_cut_plan
-from .devices import array_module, resolve_device
+from .devices import announce, array_module, local_rank_from_environment, place
 from .engine import LocalEngine
 from .errors import ExecutionConfigError, ObservableError, ParameterShapeError
 from .measurement import SHOT_ALLOCATIONS, Program, build_program
@@ -55,7 +55,9 @@ class DistributedEstimator(BaseEstimatorV2):
         shot_allocation: ``"proportional"`` (default) splits the budget across subexperiments in
             proportion to their |QPD coefficient| weight; ``"uniform"`` gives every setting ``shots``.
         seed: seed of sampled mode (and of automatic cut finding); results are reproducible.
-        device: ``"auto"`` (GPU when CuPy sees one and Aer has GPU support), ``"CPU"``, ``"GPU"``.
+        device: ``"auto"`` (a GPU when one is usable, else the CPU, said once on stderr),
+            ``"CPU"``, ``"GPU"`` (``DeviceUnavailableError`` where none is usable). The GPU is
+            picked from the launcher's local rank (``devices.local_rank_from_environment``).
         threads: Aer threads (0 = all cores this process may use).
         max_subexperiments: refuse plans that need more subexperiments than this.
         minimal_basis: per cut side, simulate only a linearly independent subset of the local
@@ -97,8 +99,10 @@ class DistributedEstimator(BaseEstimatorV2):
         self.max_subexperiments = max_subexperiments
         self.minimal_basis = minimal_basis
         if engine is None:
-            resolved = resolve_device(device)
-            engine = LocalEngine(AerRunner(resolved, threads), array_module(resolved))
+            placement = place(device, local_rank_from_environment())
+            if placement.note:
+                announce(f"device='auto' falls back to the CPU: {placement.note}")
+            engine = LocalEngine(AerRunner(placement, threads), array_module(placement))
         self.engine = engine
         self._programs: dict[Hashable, Program] = {}
         self._queries = 0

@@ -25,13 +25,14 @@ def package_versions() -> dict[str, str]:
 
 
 def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
-    """Config, ranks, device, versions and the per-query phase summary of rank 0."""
+    """Config, ranks, devices (rank 0's, and every rank's), versions and rank 0's per-query phase summary."""
     from .distributed import mpi_library
 
     return {
         "config": config_dict(config),
         "ranks": estimator.engine.size,
-        "device": estimator.device,
+        **estimator.engine.runner.placement.attributes(),  # rank 0's device and GPU
+        "rank_devices": estimator.engine.rank_devices,
         "hostname": socket.gethostname(),
         "mpi_library": mpi_library(),
         "versions": package_versions(),

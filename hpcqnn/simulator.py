@@ -12,17 +12,18 @@ circuit per call), so the program's circuits are compiled and assembled once and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 from qiskit.circuit import Parameter, ParameterExpression, QuantumCircuit
-from qiskit_aer import AerSimulator
+from qiskit_aer import AerError, AerSimulator
 from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_config
 from qiskit_aer.backends.controller_wrappers import AerConfig
 
-from .errors import SimulationError
+from .devices import Placement
+from .errors import ExecutionConfigError, SimulationError
 from .measurement import Program, QueryRows
 
 
@@ -47,13 +48,39 @@ class _Assembled:
 
 
 class AerRunner:
-    """Runs program tiles on one Aer statevector simulator."""
+    """Runs program tiles on one Aer statevector simulator.
 
-    def __init__(self, device: str = "CPU", threads: int = 0):
-        self.device = device
+    ``placement`` is where (``"CPU"``, ``"GPU"`` meaning GPU 0, or a ``devices.Placement``);
+    on a GPU every Aer call targets that one GPU. ``options`` are further Aer backend options
+    (e.g. ``cuStateVec_enable``), for benchmarks; an unknown name is an ``ExecutionConfigError``.
+    """
+
+    def __init__(self, placement: str | Placement = "CPU", threads: int = 0, options: Mapping[str, object] | None = None):
+        if isinstance(placement, str):
+            if placement not in ("CPU", "GPU"):
+                raise ExecutionConfigError(f"AerRunner runs on 'CPU' or 'GPU', got {placement!r}")
+            placement = Placement(0 if placement == "GPU" else None)
+        self.placement = placement
         self.threads = threads
-        self.backend = AerSimulator(method="statevector", device=device, max_parallel_threads=threads)
+        try:
+            self.backend = AerSimulator(
+                method="statevector", device=placement.device, max_parallel_threads=threads, **(options or {})
+            )
+        except AerError as exc:
+            raise ExecutionConfigError(f"invalid Aer option: {exc}") from exc
         self._assembled: dict[int, tuple[Program, _Assembled]] = {}
+
+    @property
+    def device(self) -> str:
+        return self.placement.device
+
+    @property
+    def run_options(self) -> dict[str, object]:
+        """Per-call Aer options: one shot per experiment, run-time binding, this runner's GPU."""
+        options: dict[str, object] = {"shots": 1, "runtime_parameter_bind_enable": True}
+        if self.placement.gpu is not None:
+            options["target_gpus"] = [self.placement.gpu]
+        return options
 
     def run(self, program: Program, rows: QueryRows, tiles: Sequence[Tile]) -> list[np.ndarray]:
         """Raw outputs per tile, each shaped [tile experiments, outputs of that circuit].
@@ -104,13 +131,7 @@ class AerRunner:
             parameterizations.append([[where, _values(expr, values)] for where, expr in slots])
             experiments.append(len(index) if slots else 1)  # parameter-free: once for all
 
-        config = generate_aer_config(
-            circuits,
-            self.backend.options,
-            shots=1,
-            runtime_parameter_bind_enable=True,
-            parameterizations=parameterizations,
-        )
+        config = generate_aer_config(circuits, self.backend.options, parameterizations=parameterizations, **self.run_options)
         output = self.backend._execute_circuits(aer_circuits, None, config)
         results = output.get("results", []) if isinstance(output, dict) else []
         if not results or not output.get("success", False) or not all(r.get("success") for r in results):

@@ -21,7 +21,9 @@ unset _hpcqnn_env_dir
 #   pip uninstall -y mpich mpi4py && MPICC=mpicc pip install --no-binary=mpi4py mpi4py
 # module load openmpi/4.1          # or mpich / intel-mpi / cray-mpich: the one mpi4py links
 #
-# GPU nodes (slurm/train_gpu.sbatch; qiskit-aer-gpu and CuPy need a matching CUDA runtime):
+# GPU nodes (slurm/train_gpu.sbatch): the pip wheels of qiskit-aer-gpu and cupy-cuda12x bring
+# their own CUDA 12 runtime libraries and need only an NVIDIA driver for CUDA 12; a CUDA module
+# is needed only where the site's driver setup asks for one. Check: python -m hpcqnn.gpucheck
 # module load cuda/12.4
 # -------------------------------------------------------------------------------------------
 

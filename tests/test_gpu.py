@@ -1,0 +1,138 @@
+"""On a real GPU: Aer's GPU results equal the CPU's, CuPy reconstruction equals NumPy, ranks bind
+to GPU (local rank mod GPUs) under mpiexec, and a training run records its GPU. Skipped, with the
+reason, where no GPU is usable (tests/test_devices.py covers the same logic without one)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hpcqnn
+from hpcqnn import cli, gpucheck
+from hpcqnn.circuits import cut_qnn
+from hpcqnn.cutplan import build_cut_plan
+from hpcqnn.devices import Placement, array_module, probe_gpus, place
+from hpcqnn.engine import finish_query
+from hpcqnn.measurement import QueryBuffers, build_program, query_rows
+from hpcqnn.timelog import rank_file, read_timing
+from bounded import clean_environment, run_bounded
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).parent / "mpi_scripts"
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+
+_PROBE = probe_gpus()
+_PROBLEM = _PROBE.problem or place("auto", 0, _PROBE).note
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(bool(_PROBLEM), reason=f"no usable GPU: {_PROBLEM}")]
+
+
+@pytest.mark.parametrize(("qubits", "cuts", "labels"), [(8, 3, None), (16, 2, None), (12, 1, "AAAABBBBCCCC")])
+def test_gpu_aer_equals_cpu_in_exact_mode(qubits, cuts, labels):
+    qnn = cut_qnn(qubits, cuts, layers=max(cuts, 2))
+    labels = labels or qnn.partition_labels
+    params = np.random.default_rng(11).uniform(-np.pi, np.pi, (6, qnn.circuit.num_parameters))
+    values = {}
+    for device in ("CPU", "GPU"):
+        estimator = hpcqnn.DistributedEstimator(partition_labels=labels, device=device)
+        assert estimator.device == device
+        result = estimator.run([(qnn.circuit, qnn.observable, params)]).result()[0]
+        assert result.metadata["device"] == device
+        values[device] = np.asarray(result.data.evs)
+    np.testing.assert_allclose(values["GPU"], values["CPU"], rtol=0, atol=1e-10)
+
+
+def test_auto_uses_the_gpu():
+    assert hpcqnn.DistributedEstimator(partition_labels="AABB").device == "GPU"
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_cupy_reconstruction_equals_numpy(sampled):
+    import cupy
+
+    qnn = cut_qnn(8, 3)
+    plan = build_cut_plan(qnn.circuit, qnn.observable.paulis, partition_labels=qnn.partition_labels)
+    program = build_program(plan, sampled=sampled)
+    rng = np.random.default_rng(3)
+    buffers = QueryBuffers(program, query_rows(plan, rng.uniform(-np.pi, np.pi, (300, len(plan.parameters)))))
+    buffers.flat[:] = rng.uniform(-1, 1, buffers.flat.shape)
+    weights = rng.uniform(-1, 1, (len(plan.paulis), 3))
+    xp = array_module(place("GPU"))
+    assert xp is cupy
+    host = finish_query(program, buffers, weights, np)
+    device = finish_query(program, buffers, weights, xp)
+    np.testing.assert_allclose(device[0], host[0], rtol=0, atol=1e-12)
+    if sampled:
+        np.testing.assert_allclose(device[1], host[1], rtol=0, atol=1e-12)
+
+
+def test_array_module_makes_the_placements_gpu_current():
+    import cupy
+
+    last = _PROBE.cuda_devices - 1
+    assert array_module(Placement(last)) is cupy and cupy.cuda.Device().id == last
+    array_module(Placement(0))
+    assert cupy.cuda.Device().id == 0
+
+
+def test_gpucheck_passes(capsys):
+    assert gpucheck.main(["--require-gpu"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU 0: Aer and CuPy run" in out and "device='auto' here: GPU" in out
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
+def test_ranks_bind_to_local_rank_mod_gpus(tmp_path):
+    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", str(SCRIPTS / "placement.py"), str(tmp_path), "GPU"]
+    code, output = run_bounded(command, 180.0, clean_environment({"SLURM_LOCALID": "0"}), merge_output=True, cwd=ROOT)
+    assert code == 0, output
+    gpus = _PROBE.cuda_devices
+    for rank in range(2):
+        _, attributes = read_timing(rank_file(tmp_path / "first", rank))
+        assert attributes["local_rank"] == rank and attributes["device"] == "GPU"
+        assert attributes["gpu"] == rank % gpus
+        assert int((tmp_path / f"cupy-{rank}.txt").read_text()) == rank % gpus
+    qnn = cut_qnn(6, cuts=3, layers=3)  # tests/mpi_scripts/workload.py's MODEL
+    params = np.random.default_rng(5).uniform(-np.pi, np.pi, (3, qnn.circuit.num_parameters))
+    cpu = hpcqnn.DistributedEstimator(partition_labels=qnn.partition_labels, device="CPU")
+    expected = cpu.run([(qnn.circuit, qnn.observable, params)]).result()[0].data.evs
+    np.testing.assert_allclose(np.load(tmp_path / "values.npy"), expected, rtol=0, atol=1e-10)
+
+
+def test_training_run_records_its_gpu(tmp_path):
+    out = tmp_path / "run"
+    sets = ["training.epochs=1", "data.max_train=16", "training.batch_size=8", "evaluation.gaussian_draws=1",
+            "execution.device=GPU"]
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        code = cli.main(["train", str(ROOT / "jobs" / "iris_quick.toml"), "--out", str(out),
+                         *[arg for s in sets for arg in ("--set", s)]])
+    finally:
+        signal.signal(signal.SIGTERM, handler)  # the CLI installs its own
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["device"] == "GPU" and results["gpu"] == 0 and results["rank_devices"] == ["GPU 0"]
+    _, attributes = read_timing(rank_file(out, 0))
+    assert attributes["device"] == "GPU" and attributes["gpu"] == 0
+
+
+def test_gpubench_compares_both_sides(tmp_path):
+    from hpcqnn import gpubench
+
+    out = tmp_path / "bench.json"
+    args = ["--queries", "2", "--rows", "4", "--large-qubits", "20", "--reconstruction-rows", "64,4096",
+            "--repeats", "2", "--json", str(out)]
+    assert gpubench.main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["gpu"] == "GPU 0" and report["gpu_skipped"] is None
+    for entry in report["execution"]:
+        assert entry["gpu_execute_s"] > 0 and entry["execute_cpu_over_gpu"] > 0
+        assert entry["max_abs_difference"] < 1e-10
+    for entry in report["reconstruction"]:
+        assert entry["cupy_s"] > 0 and entry["max_abs_difference"] < 1e-10
