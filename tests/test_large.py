@@ -3,13 +3,16 @@ state simulator of the uncut circuit (exact) and within reported errors (sampled
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_addon_cutting import generate_cutting_experiments, partition_problem
 from qiskit_aer.primitives import EstimatorV2 as AerEstimator
 
-from hpcqnn import DistributedEstimator
+from analysis import large
+from hpcqnn import DistributedEstimator, cli
 from hpcqnn.bench import addon_subexperiments
 from hpcqnn.circuits import cut_qnn
 
@@ -66,3 +69,25 @@ def test_addon_subexperiment_count(qubits: int, count: int):
     problem = partition_problem(model.circuit, model.partition_labels, model.observable.paulis)
     generated, _ = generate_cutting_experiments(problem.subcircuits, problem.subobservables, np.inf)
     assert sum(len(experiments) for experiments in generated.values()) == count == addon_subexperiments(model)
+
+
+def test_bench_of_the_family_and_its_figure(tmp_path):
+    """``hpcqnn bench --piece-qubits`` reports per-partition counts, the addon's count and peak
+    memory; ``analysis.large`` turns the report into a table and a non-empty figure."""
+    report = tmp_path / "bench.json"
+    args = ["bench", "--qubits", "20,30", "--piece-qubits", "10", "--cuts", "1", "--layers", "2", "--queries", "2",
+            "--shots", "200", "--reference-max-qubits", "20", "--json", str(report)]
+    assert cli.main(args) == 0
+    results = json.loads(report.read_text())["results"]
+    ours = {(e["qubits"], e["pipeline"]): e for e in results}
+    assert sorted(ours) == [(20, "addon reference"), (20, "hpcqnn exact"), (20, "hpcqnn sampled"),
+                            (30, "hpcqnn exact"), (30, "hpcqnn sampled")]
+    for width, parts, addon in ((20, [4, 4], 12), (30, [4, 16, 4], 108)):
+        entry = ours[width, "hpcqnn sampled"]
+        assert entry["subexperiments_per_partition"] == parts and entry["addon_subexperiments"] == addon
+        assert len(entry["peak_memory_mb_per_rank"]) == 1 and entry["peak_memory_mb_per_rank"][0] > 0
+    assert ours[20, "addon reference"]["subexperiments"] == 12
+    out = tmp_path / "figures"
+    assert large.main([str(report), "--out", str(out)]) == 0
+    assert "| 30 | 3 | hpcqnn exact | 1 | 24 (4+16+4) | 108 |" in (out / "large_qnn.md").read_text()
+    assert all((out / f"large_qnn.{ext}").stat().st_size > 1000 for ext in ("png", "pdf"))

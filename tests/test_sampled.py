@@ -4,6 +4,7 @@ hpcqnn draws pushed through qiskit-addon-cutting's own reconstruction."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ from qiskit_addon_cutting import (
 from qiskit_addon_cutting.qpd import generate_qpd_weights
 from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
-from hpcqnn import DistributedEstimator, ExecutionConfigError
+from hpcqnn import DistributedEstimator, ExecutionConfigError, cli
 from hpcqnn.cutplan import build_cut_plan
 from hpcqnn.measurement import (
     SAMPLE_BLOCK,
@@ -33,6 +34,7 @@ from hpcqnn.measurement import (
     sample_counts,
     subexperiment_weights,
 )
+from hpcqnn.shotbench import CUT_GATES
 from hpcqnn.simulator import AerRunner, Tile
 from hpcqnn.tiles import split_chunks
 
@@ -491,3 +493,16 @@ def test_proportional_allocation_beats_uniform_at_equal_total_shots() -> None:
     assert budgets["uniform"] == budgets["proportional"] == 400 * sum(len(w) for w in program.shot_weights)
     assert stds["proportional"] < 0.8 * stds["uniform"], stds
     assert errors["proportional"] < 0.8 * errors["uniform"], errors
+
+
+def test_bench_shots_spends_equal_budgets(tmp_path) -> None:
+    """``hpcqnn bench-shots`` covers every cut gate and the 40-qubit chain, both allocations
+    spending the same shots per row."""
+    path = tmp_path / "shots.json"
+    args = ["bench-shots", "--qubits", "4", "--cuts", "1", "--shots", "50", "--rows", "2", "--repeats", "2", "--json", str(path)]
+    assert cli.main(args) == 0
+    results = json.loads(path.read_text())
+    assert len(results) == len(CUT_GATES) + 1
+    for entry in results:
+        assert entry["uniform_total_shots_per_row"] == entry["proportional_total_shots_per_row"] == 50 * entry["settings"]
+        assert entry["uniform_rmse"] > 0 and entry["proportional_rmse"] > 0
