@@ -185,6 +185,7 @@ def _train(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import HEADER, format_report, run_bench
     from .distributed import Straggler, on_root
+    from .runinfo import write_json_report
 
     straggler = None
     if args.straggler_ranks or args.straggler_probability or args.straggler_delay or args.straggler_slowdown != 1.0:
@@ -226,23 +227,17 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     print()
     print(format_report(report))
-    destination = args.json or (args.out / "bench.json" if args.out else None)
-    if destination:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_text(json.dumps(report, indent=2))
-        print(f"\nwrote {destination}")
+    write_json_report(args.json or (args.out / "bench.json" if args.out else None), report)
     return 0
 
 
 def _bench_shots(args: argparse.Namespace) -> int:
+    from .runinfo import write_json_report
     from .shotbench import HEADER, study
 
     print(HEADER, flush=True)
     results = study(args.qubits, args.cuts, args.shots, args.rows, args.repeats, args.seed, lambda line: print(line, flush=True))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-        print(f"\nwrote {args.json}")
+    write_json_report(args.json, results)
     return 0
 
 

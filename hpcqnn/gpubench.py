@@ -35,7 +35,8 @@ from .devices import Placement, array_module, local_rank_from_environment, place
 from .engine import LocalEngine, finish_query
 from .errors import HpcqnnError
 from .estimator import DistributedEstimator
-from .gpucheck import installed
+from .gpucheck import PACKAGES
+from .runinfo import installed_versions, write_json_report
 from .measurement import QueryBuffers, build_program, query_rows
 from .simulator import AerRunner
 
@@ -126,7 +127,7 @@ def run(
         "hpcqnn_version": __version__,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": platform.node(),
-        "packages": installed(),
+        "packages": installed_versions(PACKAGES),
         "gpu": placement.label if gpu else None,
         "gpu_skipped": placement.note or None,
         "settings": {
@@ -254,10 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hpcqnn.gpubench: error: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"\nwrote {args.json}")
+    write_json_report(args.json, report)
     return 0
 
 

@@ -10,21 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
-
 from .devices import aer_gpu_error, local_rank_from_environment, place, probe_gpus
+from .runinfo import installed_versions
 
 PACKAGES = ("qiskit-aer", "qiskit-aer-gpu", "qiskit-aer-gpu-cu11", "cupy-cuda12x", "cupy-cuda11x", "cupy")
-
-
-def installed() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
 
 
 def cupy_error(gpu: int) -> str:
@@ -42,7 +31,7 @@ def cupy_error(gpu: int) -> str:
 
 def report() -> tuple[list[str], bool]:
     """The lines to print, and whether this process can use a GPU."""
-    packages = installed()
+    packages = installed_versions(PACKAGES)
     probe = probe_gpus()
     lines = [
         "packages: " + (", ".join(f"{k} {v}" for k, v in packages.items()) or "none of " + ", ".join(PACKAGES)),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import socket
+from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
 
 from . import __version__
@@ -14,14 +16,29 @@ from .timing import query_summary
 PACKAGES = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "qiskit-addon-cutting", "numpy", "mpi4py", "mpich", "h5py")
 
 
-def package_versions() -> dict[str, str]:
-    found = {"hpcqnn": __version__, "python": platform.python_version()}
-    for name in PACKAGES:
+def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Versions of those of ``names`` that are installed."""
+    found = {}
+    for name in names:
         try:
             found[name] = version(name)
         except PackageNotFoundError:
             pass
     return found
+
+
+def package_versions() -> dict[str, str]:
+    return {"hpcqnn": __version__, "python": platform.python_version(), **installed_versions(PACKAGES)}
+
+
+def write_json_report(path: Path | None, report: object) -> None:
+    """Write ``report`` as indented JSON to ``path`` (creating its folder) and say so; no-op
+    without a path."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {path}")
 
 
 def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
