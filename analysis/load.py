@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import tomllib
 import warnings
 from collections.abc import Iterable
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpcqnn.timelog import ROW_DTYPE, read_timing
+from hpcqnn.timelog import ROW_DTYPE, rank_file, read_timing
 
 TIMING_COLUMNS = tuple(ROW_DTYPE.names)
 RUN_COLUMNS = (
@@ -43,7 +42,6 @@ RUN_COLUMNS = (
 )
 #: Run metadata repeated on every row of the ``phases`` table.
 META_COLUMNS = ("run", "path", "kind", "ranks", "schedule", "cuts", "cutting", "mode", "device")
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 class RunLoadWarning(UserWarning):
@@ -125,44 +123,19 @@ def _read_rank_files(path: Path, skipped: list[str]) -> tuple[dict[int, np.ndarr
         return rows, attributes
     for file in sorted((path / "timing").glob("rank-*.h5")):
         try:
-            problem = _truncation(file)
-            if problem is None:
-                data, attrs = read_timing(file)
+            data, attrs = read_timing(file)
         except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError, ... on damage
-            problem = f"unreadable ({type(exc).__name__}: {exc})"
-        if problem is not None:
-            _skip(skipped, file, problem)
+            _skip(skipped, file, f"unreadable ({type(exc).__name__}: {exc})")
             continue
         attrs = {k: _plain(v) for k, v in attrs.items()}
         rank = int(attrs.get("rank", int(file.stem.split("-")[1])))
         rows[rank], attributes[rank] = data, attrs
     sizes = {int(a["size"]) for a in attributes.values() if "size" in a}
     for rank in range(max(sizes, default=0)):
-        name = path / "timing" / f"rank-{rank:05d}.h5"
+        name = rank_file(path, rank)
         if rank not in rows and not name.exists():
             _skip(skipped, name, "missing")
     return rows, attributes
-
-
-def _truncation(file: Path) -> str | None:
-    """Why ``file`` cannot be a complete HDF5 file, or None.
-
-    Checked before opening: HDF5's SWMR reader waits for a truncated file to grow instead of
-    failing. Superblock versions 2 and 3 (``libver="latest"``) store the end-of-file address
-    at byte 28.
-    """
-    with open(file, "rb") as handle:
-        head = handle.read(48)
-    if len(head) < 8 or head[:8] != _HDF5_SIGNATURE:
-        return "not an HDF5 file (bad signature)"
-    if head[8] in (2, 3):
-        if len(head) < 36:
-            return "truncated (shorter than its superblock)"
-        (end,) = struct.unpack("<Q", head[28:36])
-        size = file.stat().st_size
-        if size < end:
-            return f"truncated ({size} of {end} bytes)"
-    return None
 
 
 def _read_json(path: Path, skipped: list[str]) -> dict | None:

@@ -9,6 +9,7 @@ query, so a killed job keeps every finished query and readers may look while it 
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import h5py
@@ -82,17 +83,45 @@ def _previous(path: Path) -> tuple[np.ndarray, dict]:
     if not path.exists():
         return np.zeros(0, dtype=ROW_DTYPE), {}
     try:
-        with h5py.File(path, "r", libver="latest", swmr=True) as f:
-            return f["phases"][()].astype(ROW_DTYPE), dict(f.attrs)
+        rows, attributes = _read(path)
+        return rows.astype(ROW_DTYPE), attributes
     except (OSError, KeyError):
         os.replace(path, path.with_name(path.name + ".unreadable"))
         return np.zeros(0, dtype=ROW_DTYPE), {}
 
 
-def read_timing(path: str | Path) -> tuple[np.ndarray, dict]:
-    """Rows (structured array, ``phase`` decoded to str) and attributes of one rank file."""
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_complete(path: Path) -> None:
+    """Raise OSError naming why ``path`` cannot be a complete HDF5 file.
+
+    Checked before opening: HDF5's SWMR reader waits for a truncated file to grow instead of
+    failing. Superblock versions 2 and 3 (``libver="latest"``) store the end-of-file address
+    at byte 28.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(48)
+    if len(head) < 8 or head[:8] != _HDF5_SIGNATURE:
+        raise OSError(f"{path}: not an HDF5 file (bad signature)")
+    if head[8] in (2, 3):
+        if len(head) < 36:
+            raise OSError(f"{path}: truncated (shorter than its superblock)")
+        (end,) = struct.unpack("<Q", head[28:36])
+        size = Path(path).stat().st_size
+        if size < end:
+            raise OSError(f"{path}: truncated ({size} of {end} bytes)")
+
+
+def _read(path: str | Path) -> tuple[np.ndarray, dict]:
+    _check_complete(Path(path))
     with h5py.File(path, "r", libver="latest", swmr=True) as f:
-        rows = f["phases"][()]
-        attributes = dict(f.attrs)
+        return f["phases"][()], dict(f.attrs)
+
+
+def read_timing(path: str | Path) -> tuple[np.ndarray, dict]:
+    """Rows (structured array, ``phase`` decoded to str) and attributes of one rank file;
+    OSError for a damaged or truncated one."""
+    rows, attributes = _read(path)
     decoded = rows.astype([(n, "U16" if n == "phase" else rows.dtype[n]) for n in rows.dtype.names])
     return decoded, attributes

@@ -53,3 +53,19 @@ def test_an_unreadable_log_is_set_aside_on_append(tmp_path):
     assert (tmp_path / "rank-00000.h5.unreadable").read_bytes() == b"not an hdf5 file"
     assert len(read_timing(path)[0]) == 1
     assert h5py.is_hdf5(path)
+
+
+def test_a_truncated_log_is_refused_at_once_and_set_aside_on_append(tmp_path):
+    """HDF5's SWMR reader would wait for a truncated file to grow; hpcqnn names it instead."""
+    path = tmp_path / "rank-00000.h5"
+    log = HDF5TimingLog(path, {"rank": 0})
+    log.write([PhaseRow(q, "execute", 1.0, 2.0) for q in range(50)])
+    log.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(OSError, match="truncated"):
+        read_timing(path)
+    log = HDF5TimingLog(path, {"rank": 0}, append=True)  # a resumed run
+    log.close()
+    assert (tmp_path / "rank-00000.h5.unreadable").read_bytes() == data[: len(data) // 2]
+    assert len(read_timing(path)[0]) == 0
