@@ -25,6 +25,7 @@ import numpy as np
 from . import __version__
 from .circuits import cut_qnn
 from .errors import ExecutionConfigError
+from .options import MODES
 from .slurm import slurm_info
 from .timing import PHASES
 
@@ -120,7 +121,7 @@ def run_bench(
     queries: int = 20,
     rows: int = 1,
     layers: int = 3,
-    modes: tuple[str, ...] = ("exact", "sampled"),
+    modes: tuple[str, ...] = MODES,
     reference_queries: int = 1,
     reference_max_qubits: int = 40,
     seed: int = 1234,

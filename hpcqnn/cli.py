@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from .errors import HpcqnnError
-from .measurement import SHOT_ALLOCATIONS
+from .devices import DEVICES
+from .options import MODES, SCHEDULES, SHOT_ALLOCATIONS
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -54,7 +55,7 @@ def require_new_directory(path: Path, hint: str) -> None:
 
 def parse_modes(text: str) -> tuple[str, ...]:
     modes = tuple(m.strip() for m in text.split(",") if m.strip())
-    if not modes or any(m not in ("exact", "sampled") for m in modes):
+    if not modes or any(m not in MODES for m in modes):
         raise argparse.ArgumentTypeError(f"modes are exact and/or sampled, got {text!r}")
     return modes
 
@@ -92,10 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference-max-qubits", type=int_at_least(2), default=40,
         help="run the addon pipeline only up to this width (default 40)",
     )
-    bench.add_argument("--modes", type=parse_modes, default=("exact", "sampled"), help="exact,sampled (default both)")
+    bench.add_argument("--modes", type=parse_modes, default=MODES, help="exact,sampled (default both)")
     bench.add_argument("--seed", type=int, default=1234)
-    bench.add_argument("--device", choices=["auto", "CPU", "GPU"], default="auto")
-    bench.add_argument("--schedule", choices=["static", "dynamic"], default="static", help="MPI tile schedule")
+    bench.add_argument("--device", choices=DEVICES, default="auto")
+    bench.add_argument("--schedule", choices=SCHEDULES, default="static", help="MPI tile schedule")
     bench.add_argument("--straggler-ranks", type=parse_int_list, default=[], help="ranks to slow down, e.g. 1 or 1,3")
     bench.add_argument("--straggler-slowdown", type=float, default=1.0, help="factor on their execution time")
     bench.add_argument("--straggler-probability", type=float, default=0.0, help="chance that any tile is slowed")

@@ -22,7 +22,7 @@ from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 from .data import DATASETS as _DATASETS  # name -> (classes, raw features): limits of [data]
 from .devices import DEVICES
 from .errors import ConfigError
-from .measurement import SHOT_ALLOCATIONS
+from .options import MODES, SCHEDULES, SHOT_ALLOCATIONS
 
 _COMPARISONS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
@@ -97,11 +97,11 @@ class ExecutionConfig:
     """[execution]: how estimator queries run (mode, device, MPI schedule, injected stragglers)."""
 
     cutting: bool = _key(True)  # false: the same circuit run uncut, the baseline of its cut setting
-    mode: str = _key("exact", choices=("exact", "sampled"))
+    mode: str = _key("exact", choices=MODES)
     shots: int = _key(1000, gt=0)
     shot_allocation: str = _key("proportional", choices=SHOT_ALLOCATIONS)
     device: str = _key("auto", choices=DEVICES)
-    schedule: str = _key("static", choices=("static", "dynamic"))
+    schedule: str = _key("static", choices=SCHEDULES)
     threads: int = _key(0, ge=0)
     root_computes: bool = _key(True)
     straggler_ranks: tuple[int, ...] = _key((), ge=0)

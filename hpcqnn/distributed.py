@@ -36,13 +36,13 @@ from .devices import DEVICES, Placement, announce, array_module, place
 from .engine import finish_query, run_tiles
 from .errors import DeviceUnavailableError, ExecutionConfigError, HpcqnnError, MPIWorldError
 from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, query_rows
-from .simulator import AerRunner, Tile
+from .options import SCHEDULES
+from .simulator import AerRunner
 from .slurm import slurm_attributes
-from .tiles import dynamic_chunk, split_chunks, split_static
+from .tiles import Tile, dynamic_chunk, split_chunks, split_static
 from .timelog import HDF5TimingLog, rank_file
 from .timing import PhaseRecorder, PhaseRow
 
-SCHEDULES = ("static", "dynamic")
 _QUERY, _PROGRAM, _STOP = 1, 2, 3
 _TAG_REQUEST, _TAG_TILE = 11, 12
 _HEADER = 8  # cmd, program id, rows, parameters, shots, seed, query, spare

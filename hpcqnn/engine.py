@@ -18,7 +18,8 @@ from .measurement import (
     sampled_variance,
 )
 from .reconstruct import reconstruct_terms, term_sensitivities
-from .simulator import AerRunner, Tile
+from .simulator import AerRunner
+from .tiles import Tile
 from .timing import PhaseRecorder
 
 

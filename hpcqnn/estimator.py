@@ -23,7 +23,8 @@ from .cutplan import DEFAULT_MAX_SUBEXPERIMENTS, SIMULATOR_BASIS, build_cut_plan
 from .devices import announce, array_module, local_rank_from_environment, place
 from .engine import LocalEngine
 from .errors import ExecutionConfigError, ObservableError, ParameterShapeError
-from .measurement import SHOT_ALLOCATIONS, Program, build_program
+from .measurement import Program, build_program
+from .options import SHOT_ALLOCATIONS
 from .simulator import AerRunner
 from .timing import PhaseRecorder
 

@@ -29,11 +29,10 @@ from qiskit_aer.library import SaveExpectationValue, SaveProbabilities
 
 from .cutplan import CutPlan
 from .errors import ExecutionConfigError
+from .options import SHOT_ALLOCATIONS
 
 #: Experiments sampled from one seed; tiles start at multiples of it so any split draws the same shots.
 SAMPLE_BLOCK = 64
-
-SHOT_ALLOCATIONS = ("uniform", "proportional")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 from qiskit.circuit import Parameter, ParameterExpression, QuantumCircuit
@@ -24,18 +23,11 @@ from qiskit_aer.backends.controller_wrappers import AerConfig
 
 from .devices import Placement
 from .errors import ExecutionConfigError, SimulationError
+from .tiles import Tile
 from .measurement import Program, QueryRows
 
 
 CALL_EXPERIMENTS = 256
-
-
-class Tile(NamedTuple):
-    """A unit of work: one program circuit for the experiments [start, stop)."""
-
-    circuit: int
-    start: int
-    stop: int
 
 
 @dataclass(frozen=True)

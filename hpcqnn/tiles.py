@@ -8,8 +8,15 @@ Tiles are contiguous experiment ranges of one circuit whose starts are multiples
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
-from .simulator import Tile
+
+class Tile(NamedTuple):
+    """A unit of work: one program circuit for the experiments [start, stop)."""
+
+    circuit: int
+    start: int
+    stop: int
 
 
 def _round_up(value: int, align: int) -> int:

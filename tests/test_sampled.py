@@ -35,7 +35,8 @@ from hpcqnn.measurement import (
     subexperiment_weights,
 )
 from hpcqnn.shotbench import CUT_GATES
-from hpcqnn.simulator import AerRunner, Tile
+from hpcqnn.simulator import AerRunner
+from hpcqnn.tiles import Tile
 from hpcqnn.tiles import split_chunks
 
 Cut = tuple[str, int, int]  # (gate name, qubit, qubit) of a gate between partitions
