@@ -94,7 +94,6 @@ class CutPlan:
     couples basis channel ``a`` on side 0 of cut ``c`` with ``b`` on side 1.
     """
 
-    num_qubits: int
     parameters: tuple[Parameter, ...]
     paulis: PauliList
     cut_kernels: tuple[np.ndarray, ...]
@@ -197,7 +196,6 @@ def build_cut_plan(
         for b, (side0, side1) in zip(bases, cut_sides)
     )
     return CutPlan(
-        num_qubits=circuit.num_qubits,
         parameters=tuple(circuit.parameters),
         paulis=paulis,
         cut_kernels=kernels,

@@ -17,7 +17,7 @@ from .measurement import (
     query_rows,
     sampled_variance,
 )
-from .reconstruct import reconstruct_terms, term_sensitivities
+from .reconstruct import contraction_operands, reconstruct_terms, term_sensitivities
 from .simulator import AerRunner
 from .tiles import Tile
 from .timing import PhaseRecorder
@@ -31,10 +31,11 @@ def finish_query(
     ``weights[j, o]`` is the coefficient of global Pauli term ``j`` in observable ``o``.
     """
     estimates = buffers.partition_estimates(program)
-    evs = to_host(reconstruct_terms(program.plan, estimates, xp) @ xp.asarray(weights))
+    operands = contraction_operands(program.plan, estimates, xp)
+    evs = to_host(reconstruct_terms(operands, xp) @ xp.asarray(weights))
     if buffers.covariances is None:
         return evs, None
-    sensitivities = [to_host(s) for s in term_sensitivities(program.plan, estimates, weights, xp)]
+    sensitivities = [to_host(s) for s in term_sensitivities(program.plan, operands, weights, xp)]
     return evs, sampled_variance(program, buffers, sensitivities)
 
 

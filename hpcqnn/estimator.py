@@ -80,7 +80,7 @@ class DistributedEstimator(BaseEstimatorV2):
         minimal_basis: bool = True,
         engine=None,
     ):
-        _check_shots(shots, "shots")
+        _check_shots(shots)
         if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ExecutionConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
         if shot_allocation not in SHOT_ALLOCATIONS:
@@ -237,11 +237,11 @@ class DistributedEstimator(BaseEstimatorV2):
         }
 
 
-def _check_shots(shots, name: str) -> None:
+def _check_shots(shots) -> None:
     if shots is None:
         return
     if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots <= 0:
-        raise ExecutionConfigError(f"{name} must be a positive integer or None (exact), got {shots!r}")
+        raise ExecutionConfigError(f"shots must be a positive integer or None (exact), got {shots!r}")
 
 
 def _check_parameter_shape(pub_like) -> None:

@@ -111,9 +111,6 @@ def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proporti
     """Attach the save instructions of the mode (exact or sampled) to every template."""
     if shot_allocation not in SHOT_ALLOCATIONS:
         raise ExecutionConfigError(f"shot_allocation must be one of {SHOT_ALLOCATIONS}, got {shot_allocation!r}")
-    weights = subexperiment_weights(plan)
-    if shot_allocation == "uniform":
-        weights = [np.ones_like(w) for w in weights]
     circuits, partition_of, group_of, all_groups = [], [], [], []
     for p, part in enumerate(plan.partitions):
         groups = _measurement_groups(part.paulis) if sampled else []
@@ -132,8 +129,16 @@ def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proporti
         partition_of=np.array(partition_of, dtype=np.int64),
         group_of=np.array(group_of, dtype=np.int64),
         groups=tuple(all_groups),
-        shot_weights=tuple(weights[p] for p in partition_of) if sampled else (),
+        shot_weights=_shot_weights(plan, partition_of, shot_allocation) if sampled else (),
     )
+
+
+def _shot_weights(plan: CutPlan, partition_of: list[int], allocation: str) -> tuple[np.ndarray, ...]:
+    """Per circuit, the weight of each subexperiment in the split of a query's shots."""
+    weights = subexperiment_weights(plan)
+    if allocation == "uniform":
+        weights = [np.ones_like(w) for w in weights]
+    return tuple(weights[p] for p in partition_of)
 
 
 def subexperiment_weights(plan: CutPlan) -> list[np.ndarray]:
@@ -241,7 +246,7 @@ class QueryBuffers:
     filled on different ranks combine by summation (zeros elsewhere) into the serial result.
     """
 
-    def __init__(self, program: Program, rows: QueryRows, flat: np.ndarray | None = None):
+    def __init__(self, program: Program, rows: QueryRows):
         plan = program.plan
         runs = [part.num_subexperiments * len(u) for part, u in zip(plan.partitions, rows.unique)]
         shapes = [(n, len(part.paulis)) for n, part in zip(runs, plan.partitions)]
@@ -250,9 +255,7 @@ class QueryBuffers:
                 k = len(program.groups[p][program.group_of[i]].paulis)
                 shapes.append((runs[p], k, k))
         sizes = [int(np.prod(shape)) for shape in shapes]
-        self.flat = np.zeros(sum(sizes)) if flat is None else flat
-        if self.flat.shape != (sum(sizes),):
-            raise ValueError(f"buffer of {self.flat.shape} does not fit a query needing {sum(sizes)} values")
+        self.flat = np.zeros(sum(sizes))
         views, offset = [], 0
         for shape, size in zip(shapes, sizes):
             views.append(self.flat[offset : offset + size].reshape(shape))

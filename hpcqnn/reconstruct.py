@@ -32,8 +32,9 @@ def _side_letter(cut: int, side: int) -> str:
     return _LETTERS[2 * cut + side]
 
 
-def _operands(plan: CutPlan, estimates, xp: ModuleType):
-    """einsum operands: one kernel per cut, one tensor [basis channels..., rows, terms] per partition."""
+def contraction_operands(plan: CutPlan, estimates, xp: ModuleType = np) -> tuple[list[str], list]:
+    """einsum specs and operands: one kernel per cut, one tensor [basis channels..., rows, terms]
+    per partition (on the device of ``xp``); built once per query, used by both functions below."""
     specs, tensors = [], []
     for c, kernel in enumerate(plan.cut_kernels):
         specs.append(_side_letter(c, 0) + _side_letter(c, 1))
@@ -65,19 +66,19 @@ def _contract(xp: ModuleType, expression: str, tensors):
     return xp.einsum(expression, *tensors, optimize="greedy")
 
 
-def reconstruct_terms(plan: CutPlan, estimates, xp: ModuleType = np):
+def reconstruct_terms(operands: tuple[list[str], list], xp: ModuleType = np):
     """Value of every global Pauli term for every row, shape [rows, terms]."""
-    specs, tensors = _operands(plan, estimates, xp)
+    specs, tensors = operands
     return _contract(xp, ",".join(specs) + "->" + _ROW + _TERM, tensors)
 
 
-def term_sensitivities(plan: CutPlan, estimates, weights, xp: ModuleType = np) -> list:
+def term_sensitivities(plan: CutPlan, operands: tuple[list[str], list], weights, xp: ModuleType = np) -> list:
     """d value[r, o] / d E_p[s, r, k] for every partition, shape [subexperiments, rows, paulis, obs].
 
     ``weights[j, o]`` is the coefficient of global term ``j`` in observable ``o``. Used for the
     delta-method standard errors of sampled mode.
     """
-    specs, tensors = _operands(plan, estimates, xp)
+    specs, tensors = operands
     first_partition = len(plan.cut_kernels)
     weights = xp.asarray(weights)
     out = []
