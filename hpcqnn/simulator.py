@@ -53,7 +53,6 @@ class AerRunner:
                 raise ExecutionConfigError(f"AerRunner runs on 'CPU' or 'GPU', got {placement!r}")
             placement = Placement(0 if placement == "GPU" else None)
         self.placement = placement
-        self.threads = threads
         try:
             self.backend = AerSimulator(
                 method="statevector", device=placement.device, max_parallel_threads=threads, **(options or {})
@@ -81,11 +80,11 @@ class AerRunner:
         experiment grows with the size of a call (measured here: 4096 experiments in one call
         took 0.78 s, the same in 256-experiment calls 0.59 s).
         """
-        pieces = [
-            Tile(t.circuit, start, min(start + CALL_EXPERIMENTS, t.stop))
-            for t in tiles
-            for start in range(t.start, t.stop, CALL_EXPERIMENTS)
-        ]
+        pieces, pieces_per_tile = [], []
+        for t in tiles:
+            starts = range(t.start, t.stop, CALL_EXPERIMENTS)
+            pieces += [Tile(t.circuit, start, min(start + CALL_EXPERIMENTS, t.stop)) for start in starts]
+            pieces_per_tile.append(len(starts))
         calls, current, size = [], [], 0
         for piece in pieces:
             if current and size + piece.stop - piece.start > CALL_EXPERIMENTS:
@@ -97,8 +96,7 @@ class AerRunner:
             calls.append(current)
         outputs = [out for call in calls for out in self._call(program, rows, call)]
         merged, k = [], 0
-        for t in tiles:
-            count = -(-(t.stop - t.start) // CALL_EXPERIMENTS)
+        for count in pieces_per_tile:
             merged.append(np.concatenate(outputs[k : k + count]))
             k += count
         return merged
@@ -115,8 +113,10 @@ class AerRunner:
             index = np.concatenate([np.arange(tiles[k].start, tiles[k].stop) for k in members])
             p = program.partition_of[c]
             part, params = program.plan.partitions[p], rows.unique[p]
-            values = {q: params[index % len(params), i] for i, q in enumerate(program.plan.parameters)}
-            values.update({q: part.term_values[index // len(params), i] for i, q in enumerate(part.term_parameters)})
+            subexperiment, row = np.divmod(index, len(params))  # experiment = subexperiment x rows + row
+            used = [program.plan.parameters[i] for i in part.parameter_columns]
+            values = dict(zip(used, params[:, part.parameter_columns][row].T))
+            values.update(zip(part.term_parameters, part.term_values[subexperiment].T))
             slots = assembled.slots[c]
             circuits.append(assembled.compiled[c])
             aer_circuits.append(assembled.aer_circuits[c])
@@ -134,7 +134,7 @@ class AerRunner:
         out: list[np.ndarray | None] = [None] * len(tiles)
         first = 0
         for (c, members), count in zip(by_circuit.items(), experiments):
-            values = np.array([_outputs(program, c, r["data"]) for r in results[first : first + count]])
+            values = _outputs(program, c, results[first : first + count])
             first += count
             offset = 0
             for k in members:
@@ -179,8 +179,9 @@ def _values(expr: ParameterExpression, values: dict[Parameter, np.ndarray]) -> l
     return [float(expr.bind({p: values[p][k] for p in names}).numeric()) for k in range(count)]
 
 
-def _outputs(program: Program, circuit: int, data: dict) -> np.ndarray:
-    if not program.sampled:
-        count = len(program.plan.partitions[program.partition_of[circuit]].paulis)
-        return np.array([data[f"e{j}"] for j in range(count)], dtype=float)
-    return np.asarray(data["p"], dtype=float)
+def _outputs(program: Program, circuit: int, results: list[dict]) -> np.ndarray:
+    """[experiments, outputs]: the saved expectation values (exact) or probabilities (sampled)."""
+    if program.sampled:
+        return np.array([r["data"]["p"] for r in results], dtype=float)
+    labels = [f"e{j}" for j in range(len(program.plan.partitions[program.partition_of[circuit]].paulis))]
+    return np.array([[r["data"][label] for label in labels] for r in results], dtype=float)
