@@ -26,6 +26,7 @@ from . import __version__
 from .circuits import cut_qnn
 from .errors import ExecutionConfigError
 from .options import MODES
+from .runinfo import write_json
 from .slurm import slurm_info
 from .timing import PHASES
 
@@ -52,7 +53,7 @@ def bench_hpcqnn(estimator, model, rows: np.ndarray) -> dict:
         start = time.perf_counter()
         result = estimator.run([(model.circuit, model.observable, block)]).result()[0]
         walls.append(time.perf_counter() - start)
-        per_query.append(estimator.recorder.seconds(result.metadata["query"]))
+        per_query.append(result.metadata["phases"])
     meta = result.metadata
     return _summary(
         per_query,
@@ -179,8 +180,9 @@ def run_bench(
             entries.append(entry)
             progress(_row(entry))
             if run_dir is not None:
-                (run_dir / "results.json").write_text(
-                    json.dumps({**entry, "settings": settings, "hpcqnn_version": __version__, "slurm": slurm_info()}, indent=2)
+                write_json(
+                    run_dir / "results.json",
+                    {**entry, "settings": settings, "hpcqnn_version": __version__, "slurm": slurm_info()},
                 )
         if not is_root:
             continue

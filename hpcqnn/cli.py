@@ -5,7 +5,6 @@ Every command runs on all ranks when launched under mpiexec/srun; rank 0 prints.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -130,7 +129,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from .config import dump_config, load_config
     from .distributed import mpi_estimator, on_root
-    from .runinfo import run_metadata
+    from .runinfo import run_metadata, write_json
     from .train import CHECKPOINT, Progress, StopRequest, estimator_options, load_data, train
 
     config = load_config(args.config, args.set)  # every rank validates before any work
@@ -159,9 +158,8 @@ def _train(args: argparse.Namespace) -> int:
         return out
 
     prepared, problem = on_root(prepare)
-    if problem:
-        print(f"hpcqnn: error: {problem}", file=sys.stderr)
-        return 2
+    if problem:  # the same on every rank
+        raise HpcqnnError(problem)
     out = prepared  # rank 0's choice, so every rank writes into the same run directory
     stop = StopRequest()
     stop.install()  # on every rank: Slurm signals all tasks; workers keep serving until rank 0 stops
@@ -178,7 +176,7 @@ def _train(args: argparse.Namespace) -> int:
         if results is None:
             return 0
         results.update(run_metadata(config, estimator, time.time() - started))
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+        write_json(out / "results.json", results)
         progress.line(f"test accuracy {results['final']['test_accuracy']:.3f}; wrote {out / 'results.json'}")
     return 0
 
@@ -186,18 +184,14 @@ def _train(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import HEADER, format_report, run_bench
     from .distributed import Straggler, on_root
-    from .runinfo import write_json_report
+    from .runinfo import write_report
 
-    straggler = None
-    if args.straggler_ranks or args.straggler_probability or args.straggler_delay or args.straggler_slowdown != 1.0:
-        straggler = Straggler(
-            tuple(args.straggler_ranks), args.straggler_probability, args.straggler_delay, args.straggler_slowdown, args.seed
-        )
-
+    straggler = Straggler.unless_idle(
+        args.straggler_ranks, args.straggler_probability, args.straggler_delay, args.straggler_slowdown, args.seed
+    )
     _, problem = on_root(lambda: args.out and require_new_directory(args.out, "give a new --out"))
-    if problem:
-        print(f"hpcqnn: error: {problem}", file=sys.stderr)
-        return 2
+    if problem:  # the same on every rank
+        raise HpcqnnError(problem)
     printed = []
 
     def progress(line: str) -> None:
@@ -228,17 +222,17 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     print()
     print(format_report(report))
-    write_json_report(args.json or (args.out / "bench.json" if args.out else None), report)
+    write_report(args.json or (args.out / "bench.json" if args.out else None), report)
     return 0
 
 
 def _bench_shots(args: argparse.Namespace) -> int:
-    from .runinfo import write_json_report
+    from .runinfo import write_report
     from .shotbench import HEADER, study
 
     print(HEADER, flush=True)
     results = study(args.qubits, args.cuts, args.shots, args.rows, args.repeats, args.seed, lambda line: print(line, flush=True))
-    write_json_report(args.json, results)
+    write_report(args.json, results)
     return 0
 
 

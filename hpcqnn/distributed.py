@@ -68,6 +68,13 @@ class Straggler:
                 f"straggler delay must be >= 0 and slowdown >= 1, got {self.delay} and {self.slowdown}"
             )
 
+    @classmethod
+    def unless_idle(cls, ranks: Sequence[int], probability: float, delay: float, slowdown: float, seed: int):
+        """The straggler these settings describe, or ``None`` when they slow nothing down."""
+        if ranks or probability or delay or slowdown != 1.0:
+            return cls(tuple(ranks), probability, delay, slowdown, seed)
+        return None
+
     def seconds(self, rank: int, query: int, tiles: Sequence[Tile], elapsed: float) -> float:
         """Injected delay for a batch of tiles that took ``elapsed`` seconds on ``rank``."""
         if rank in self.ranks:

@@ -36,7 +36,7 @@ from .engine import LocalEngine, finish_query
 from .errors import HpcqnnError
 from .estimator import DistributedEstimator
 from .gpucheck import PACKAGES
-from .runinfo import installed_versions, write_json_report
+from .runinfo import installed_versions, write_report
 from .measurement import QueryBuffers, build_program, query_rows
 from .simulator import AerRunner
 
@@ -73,7 +73,7 @@ def time_queries(estimator: DistributedEstimator, case: Case, params: np.ndarray
         result = estimator.run([(case.qnn.circuit, case.qnn.observable, block)]).result()[0]
         if k:
             walls.append(time.perf_counter() - start)
-            phases.append(estimator.recorder.seconds(result.metadata["query"]))
+            phases.append(result.metadata["phases"])
         values.append(np.asarray(result.data.evs))
     return {
         "query_s": statistics.median(walls),
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hpcqnn.gpubench: error: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
-    write_json_report(args.json, report)
+    write_report(args.json, report)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import socket
 from pathlib import Path
@@ -35,14 +36,20 @@ def package_versions() -> dict[str, str]:
     return {"hpcqnn": __version__, "python": platform.python_version(), **installed_versions(PACKAGES)}
 
 
-def write_json_report(path: Path | None, report: object) -> None:
-    """Write ``report`` as indented JSON to ``path`` (creating its folder) and say so; no-op
-    without a path."""
-    if path is None:
-        return
+def write_json(path: Path, data: object) -> None:
+    """Write ``data`` as indented JSON to ``path``, creating its folder. Atomic: a results.json
+    marks a finished run (the job scripts skip or requeue by it), so it never exists half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {path}")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2))
+    os.replace(partial, path)
+
+
+def write_report(path: Path | None, report: object) -> None:
+    """``write_json`` and say so on stdout; nothing without a path (a command's --json)."""
+    if path is not None:
+        write_json(path, report)
+        print(f"\nwrote {path}")
 
 
 def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:

@@ -136,9 +136,9 @@ def estimator_options(config: Config) -> dict:
     from .distributed import Straggler
 
     ex = config.execution
-    straggler = None
-    if ex.straggler_ranks or ex.straggler_probability or ex.straggler_delay or ex.straggler_slowdown != 1.0:
-        straggler = Straggler(ex.straggler_ranks, ex.straggler_probability, ex.straggler_delay, ex.straggler_slowdown, config.run.seed)
+    straggler = Straggler.unless_idle(
+        ex.straggler_ranks, ex.straggler_probability, ex.straggler_delay, ex.straggler_slowdown, config.run.seed
+    )
     return {
         "partition_labels": build_qnn(config).partition_labels if ex.cutting else None,
         "shots": ex.shots if ex.mode == "sampled" else None,
