@@ -115,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no such report: {', '.join(missing)}")
     table = load_reports(args.reports)
+    text = markdown(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "large_qnn.md").write_text(markdown(table))
+    (args.out / "large_qnn.md").write_text(text)
     paths = figure(table, args.out)
-    print(markdown(table))
+    print(text)
     print("wrote", args.out / "large_qnn.md", *paths)
     return 0
 

@@ -75,6 +75,7 @@ import numpy as np
 import pandas as pd
 
 from hpcqnn.measurement import SAMPLE_BLOCK
+from hpcqnn.options import SCHEDULES
 from hpcqnn.simulator import CALL_EXPERIMENTS
 from hpcqnn.tiles import dynamic_chunk, split_chunks, split_static
 
@@ -89,8 +90,6 @@ WORKLOAD_KEYS = ["kind", "dataset", "qubits", "layers", "cuts", "cutting", "mode
 CONFIG_KEYS = ["ranks", "schedule", "rows", "straggler", "straggler_ranks", "straggler_probability", "straggler_slowdown",
                "straggler_delay"]
 PROJECTION_RANKS = tuple(2**k for k in range(11))
-#: (schedule, name, prompt_probe) of the projection: hpcqnn's static and dynamic schedules.
-PROJECTED_SCHEDULES = (("static", "static", True), ("dynamic", "dynamic", True))
 
 
 @dataclass(frozen=True)
@@ -585,14 +584,6 @@ def rank_cores(run: pd.Series) -> int:
     return int(run["threads"]) if width >= AER_PARALLEL_QUBITS and pd.notna(run["threads"]) else 1
 
 
-def _core_seconds(
-    rows: pd.DataFrame, cores: float, capacity: float | None = None, root_share: float = 0.0
-) -> pd.Series:
-    """Core-seconds of every ``CPU_PHASES`` row: its duration weighted by the cores its rank had
-    at each moment (``core_shares``), given which ranks of its host were computing."""
-    return _Timeline(rows).core_seconds(cores, capacity, root_share)
-
-
 class _Timeline:
     """Which ranks of each (run, host) computed when (``CPU_PHASES`` rows): built once, then
     weighed under any host model (``core_seconds``)."""
@@ -782,7 +773,7 @@ def project(
     work_scale: float = 1.0,
 ) -> pd.DataFrame:
     """Modelled wall time and speed-up at ``ranks`` (one core per rank on ``network``) for the
-    reference workload: ``PROJECTED_SCHEDULES`` x tree/linear reduce, without and with rank 1
+    reference workload: hpcqnn's schedules x tree/linear reduce, without and with rank 1
     slowed down.
 
     Calibrated on every clean run of the reference workload (measured on ``cores``-core hosts);
@@ -803,12 +794,12 @@ def project(
     slowdown = slowdown or (float(slow.median()) if len(slow) else 4.0)
     rows = []
     for p in ranks:
-        for schedule, name, prompt in PROJECTED_SCHEDULES:
+        for schedule in SCHEDULES:
             for reduce in ("tree", "linear"):
                 for straggler in (False, True):
                     scenario = Scenario(p, schedule, reduce, straggler_ranks=(1,) if straggler else (),
-                                        slowdown=slowdown, prompt_probe=prompt)
-                    rows.append({"ranks": p, "schedule": name, "reduce": reduce, "straggler": straggler,
+                                        slowdown=slowdown)
+                    rows.append({"ranks": p, "schedule": schedule, "reduce": reduce, "straggler": straggler,
                                  "wall": simulate(workload, costs, network, scenario).wall})
     table = pd.DataFrame(rows)
     table["speedup"] = simulate(workload, costs, network, Scenario(1)).wall / table["wall"]

@@ -401,8 +401,9 @@ def test_calibration_finds_the_root_share_and_the_true_tile_cost(tmp_path, root_
     tables = load_runs([tmp_path])
     rows = replay._rows(tables, tables.runs["run"])
     execute = rows["phase"] == "execute"
+    timeline = replay._Timeline(rows)
     for share in replay.ROOT_SHARES:  # only the true share gives every row the same cost
-        seconds = replay._core_seconds(rows, 2.0, 2.0, share)[execute]
+        seconds = timeline.core_seconds(2.0, 2.0, share)[execute]
         assert (seconds.max() / seconds.min() < 1 + 1e-9) == (share == root_share)
     # the costs from a wrong share mispredict the 1-rank wall: the walls find the true one
     costs = replay.calibrate(tables, tables.runs["run"], 2.0, NETWORK)
