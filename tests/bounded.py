@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+#: The venv's mpiexec (the pip MPICH) before any other on the PATH; None where there is none.
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+
+
+def mpi_command(ranks: int, *args: object) -> list[str]:
+    """``mpiexec -n ranks python -m mpi4py ARGS``: an uncaught exception on a rank aborts the job."""
+    return [MPIEXEC, "-n", str(ranks), sys.executable, "-m", "mpi4py", *map(str, args)]
 
 
 def clean_environment(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -21,13 +21,13 @@ import pandas as pd
 import pytest
 
 from analysis import metrics, replay, report, sweep
+from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 from analysis.load import RunLoadWarning, find_run_dirs, load_runs
 from hpcqnn import cli
 from hpcqnn.timelog import HDF5TimingLog, rank_file, read_timing
 from hpcqnn.timing import PHASES, PhaseRow
 
 ROOT = Path(__file__).resolve().parents[1]
-MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 BENCH = ("bench", "--qubits", "6", "--rows", "8", "--queries", "4", "--modes", "exact", "--reference-queries", "0")
 FIGURES = ("scaling", "breakdown_cuts", "breakdown_ranks", "reconstruction_share", "gantt_static", "gantt_static_straggler",
            "stragglers", "accuracy_robustness", "projection")
@@ -35,10 +35,8 @@ FIGURES = ("scaling", "breakdown_cuts", "breakdown_ranks", "reconstruction_share
 
 def mpirun(ranks: int, *args: object) -> None:
     """``hpcqnn ARGS`` under ``mpiexec -n ranks``; fail the test on error or after 180 s."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_"))}
-    command = [MPIEXEC, "-n", str(ranks), sys.executable, "-m", "hpcqnn.cli", *map(str, args)]
-    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
+    code, output = run_bounded(mpi_command(ranks, "-m", "hpcqnn.cli", *args), 180, clean_environment(), merge_output=True)
+    assert code == 0, output
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +24,10 @@ from hpcqnn.measurement import QueryBuffers, build_program, query_rows
 from hpcqnn.cutplan import build_cut_plan
 from hpcqnn.simulator import AerRunner
 from hpcqnn.timelog import rank_file, read_timing
-from bounded import clean_environment, run_bounded
+from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
-MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 NO_GPU = GPUProbe(0, ("CPU",), "CuPy is not installed")
 AER_CLAIMS_GPU = GPUProbe(0, ("CPU", "GPU"), "CUDARuntimeError: cudaErrorNoDevice")
 CPU_AER = GPUProbe(2, ("CPU",))
@@ -200,8 +197,7 @@ def test_mpi_estimator_refuses_gpu_before_any_work(no_gpu, tmp_path):
 
 
 def mpiexec(args: list[str], ranks: int, env: dict[str, str]) -> tuple[int, str]:
-    command = [MPIEXEC, "-n", str(ranks), sys.executable, "-m", "mpi4py", *args]
-    return run_bounded(command, 120.0, clean_environment(env), merge_output=True, cwd=ROOT)
+    return run_bounded(mpi_command(ranks, *args), 120.0, clean_environment(env), merge_output=True, cwd=ROOT)
 
 
 @pytest.mark.mpi

@@ -5,9 +5,7 @@ reason, where no GPU is usable (tests/test_devices.py covers the same logic with
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +19,10 @@ from hpcqnn.devices import Placement, array_module, probe_gpus, place
 from hpcqnn.engine import finish_query
 from hpcqnn.measurement import QueryBuffers, build_program, query_rows
 from hpcqnn.timelog import rank_file, read_timing
-from bounded import clean_environment, run_bounded
+from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
-MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 
 _PROBE = probe_gpus()
 _PROBLEM = _PROBE.problem or place("auto", 0, _PROBE).note
@@ -89,7 +86,7 @@ def test_gpucheck_passes(capsys):
 @pytest.mark.mpi
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 def test_ranks_bind_to_local_rank_mod_gpus(tmp_path):
-    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", str(SCRIPTS / "placement.py"), str(tmp_path), "GPU"]
+    command = mpi_command(2, SCRIPTS / "placement.py", tmp_path, "GPU")
     code, output = run_bounded(command, 180.0, clean_environment({"SLURM_LOCALID": "0"}), merge_output=True, cwd=ROOT)
     assert code == 0, output
     gpus = _PROBE.cuda_devices

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 import socket
 import sys
 import time
@@ -20,12 +19,11 @@ from qiskit.primitives import StatevectorEstimator
 
 import hpcqnn
 from hpcqnn.timelog import read_timing, rank_file
-from bounded import clean_environment, run_bounded
+from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 pytestmark = pytest.mark.mpi
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
-MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 JOB_TIMEOUT = 120.0  # seconds for a job that should succeed
 FAIL_TIMEOUT = 60.0  # seconds within which a failed job must have ended
 QUERIES = 4  # engine queries per mode in estimate.py (one per run of the workload)
@@ -52,7 +50,7 @@ def launch(script: str, *args: object, ranks: int | None, timeout: float, env: d
     ``ranks`` is None); fail the test if it outlives ``timeout``."""
     command = [sys.executable, str(SCRIPTS / script), *map(str, args)]
     if ranks is not None:
-        command = [MPIEXEC, "-n", str(ranks), sys.executable, "-m", "mpi4py", *command[1:]]
+        command = mpi_command(ranks, *command[1:])
     start = time.monotonic()
     returncode, output = run_bounded(command, timeout, clean_environment(env), merge_output=False)
     return Job(returncode, output, time.monotonic() - start)

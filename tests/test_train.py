@@ -26,13 +26,12 @@ from hpcqnn.data import load_dataset
 from hpcqnn.model import QNNClassifier, bce_loss
 from hpcqnn.timelog import rank_file, read_timing
 from hpcqnn.train import CHECKPOINT, TrainState
-from bounded import clean_environment, run_bounded
+from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = ROOT / "jobs"
 QUICK = JOBS / "iris_quick.toml"
 SCRIPTS = Path(__file__).parent / "train_scripts"
-MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 JOB_TIMEOUT = 180.0
 
 # iris_quick with 40 training examples in batches of 8: 5 steps per epoch, 2 epochs.
@@ -78,7 +77,7 @@ def interrupted(stop_at: int, config: Path, out: Path, extra: list[str], ranks: 
     """A run that receives SIGTERM during its ``stop_at``-th training step."""
     command = [sys.executable, str(SCRIPTS / "interrupt.py"), str(stop_at), "train", str(config), "--out", str(out), *extra]
     if ranks is not None:
-        command = [MPIEXEC, "-n", str(ranks), sys.executable, "-m", "mpi4py", *command[1:]]
+        command = mpi_command(ranks, *command[1:])
     return launch(command)
 
 
@@ -256,8 +255,7 @@ def test_resume_under_mpi_matches_one_rank_run(uninterrupted, tmp_path):
     out = tmp_path / "run"
     stop_at = 3
     check_stopped(interrupted(stop_at, QUICK, out, extra, ranks=2), out, stop_at)
-    job = launch([MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "hpcqnn.cli", "train", str(QUICK),
-                  "--out", str(out), *extra, "--resume"])
+    job = launch(mpi_command(2, "-m", "hpcqnn.cli", "train", QUICK, "--out", out, *extra, "--resume"))
     assert job.returncode == 0, job.stdout
     assert "resuming at epoch 1 step 3" in job.stdout
     resumed = results(out)
