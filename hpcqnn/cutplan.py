@@ -320,10 +320,15 @@ def _check_widths(labels: Sequence[Hashable], max_qubits: int | None) -> None:
 def _qpd_sides(subcircuit: QuantumCircuit) -> dict[int, int]:
     """Map cut id -> which side (qubit_id of the QPD basis maps) this subcircuit holds."""
     return {
-        int(inst.operation.label.rsplit("_", 1)[1]): inst.operation.qubit_id
+        _cut_id(inst.operation): inst.operation.qubit_id
         for inst in subcircuit.data
         if isinstance(inst.operation, SingleQubitQPDGate)
     }
+
+
+def _cut_id(placeholder: SingleQubitQPDGate) -> int:
+    """The cut a QPD placeholder belongs to (partition_problem labels it ``cut_<gate>_<id>``)."""
+    return int(placeholder.label.rsplit("_", 1)[1])
 
 
 def _local_op_key(ops) -> tuple:
@@ -522,7 +527,7 @@ def _template(
         if not isinstance(op, SingleQubitQPDGate):
             circuit.append(op, qs)
             continue
-        c = int(op.label.rsplit("_", 1)[1])
+        c = _cut_id(op)
         order.append(c)
         q = qs[0]
         circuit.u(new(c), new(c), new(c), q)

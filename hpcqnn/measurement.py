@@ -58,6 +58,10 @@ class Program:
     shot_weights: tuple[np.ndarray, ...] = ()  # sampled mode: per circuit, [subexperiments]
     _allocations: dict = field(default_factory=dict, compare=False, repr=False)
 
+    def group(self, circuit: int) -> Group:
+        """The measurement setting sampled-mode circuit ``circuit`` measures."""
+        return self.groups[self.partition_of[circuit]][self.group_of[circuit]]
+
     def experiments(self, circuit: int, rows: QueryRows) -> int:
         """How many (subexperiment, row) experiments circuit ``circuit`` runs for a query."""
         p = self.partition_of[circuit]
@@ -252,7 +256,7 @@ class QueryBuffers:
         shapes = [(n, len(part.paulis)) for n, part in zip(runs, plan.partitions)]
         if program.sampled:
             for i, p in enumerate(program.partition_of):
-                k = len(program.groups[p][program.group_of[i]].paulis)
+                k = len(program.group(i).paulis)
                 shapes.append((runs[p], k, k))
         sizes = [int(np.prod(shape)) for shape in shapes]
         self.flat = np.zeros(sum(sizes))
@@ -297,7 +301,7 @@ def accumulate_tile(
     if not program.sampled:
         buffers.estimates[p][rows] = data
         return
-    group = program.groups[p][program.group_of[circuit]]
+    group = program.group(circuit)
     signed, total = fold_ancillas(data, group.signs.shape[0])
     n = np.maximum(shots, 1)[:, None]  # an unweighted setting gets no shots and estimates 0
     means = signed @ group.signs / n
@@ -349,7 +353,7 @@ def sampled_variance(
     variance = 0.0
     for i, covariance in enumerate(buffers.covariances):
         p = program.partition_of[i]
-        group = program.groups[p][program.group_of[i]]
+        group = program.group(i)
         d = sensitivities[p][:, :, group.paulis, :] * group.weights[None, None, :, None]
         unique = len(buffers.rows.unique[p])
         cov = covariance.reshape(d.shape[0], unique, *covariance.shape[1:])[:, buffers.rows.inverse[p]]
