@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TextIO
@@ -22,10 +21,6 @@ import numpy as np
 from .errors import DeviceUnavailableError, ExecutionConfigError
 
 DEVICES = ("auto", "CPU", "GPU")
-#: Per-process local rank set by launchers, innermost first: mpiexec's own (MPICH/hydra, Open
-#: MPI) before Slurm's, because ``mpiexec`` inside a batch script inherits the batch step's
-#: SLURM_LOCALID (0 for every rank).
-LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
 INSTALL_HINT = (
     "on a GPU node: pip install -e '.[gpu]', then pip install --force-reinstall --no-deps "
     "qiskit-aer-gpu==<the installed qiskit-aer version> (README: GPU); check with "
@@ -93,18 +88,6 @@ def gpu_for_rank(local_rank: int, gpus: int) -> int:
     if local_rank < 0:
         raise ExecutionConfigError(f"local rank must be >= 0, got {local_rank}")
     return local_rank % gpus
-
-
-def local_rank_from_environment(environ: Mapping[str, str] | None = None) -> int:
-    """This process's index on its node as its launcher set it (``LOCAL_RANK_VARIABLES``), else 0.
-
-    For processes outside an MPI world; MPI ranks take theirs from the MPI world itself.
-    """
-    environ = os.environ if environ is None else environ
-    for name in LOCAL_RANK_VARIABLES:
-        if environ.get(name, "").isdigit():
-            return int(environ[name])
-    return 0
 
 
 @dataclass(frozen=True)

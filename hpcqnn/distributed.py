@@ -31,7 +31,7 @@ from types import ModuleType
 import numpy as np
 from mpi4py import MPI
 
-from . import __version__
+from . import __version__, launcher
 from .devices import DEVICES, Placement, announce, array_module, place
 from .engine import finish_query, run_tiles
 from .errors import DeviceUnavailableError, ExecutionConfigError, HpcqnnError, MPIWorldError
@@ -256,17 +256,9 @@ class MPIEngine:
 # -- launching ----------------------------------------------------------------------------------
 
 
-def launcher_size() -> int | None:
-    """How many processes the launcher says it started (mpiexec/hydra, Open MPI, srun)."""
-    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return None
-
-
 def check_world() -> None:
     """Refuse to run when every launched process sees a world of its own (wrong MPI library)."""
-    expected, world = launcher_size(), MPI.COMM_WORLD.Get_size()
+    expected, world = launcher.size(), MPI.COMM_WORLD.Get_size()
     if expected is not None and expected != world:
         raise MPIWorldError(
             f"the launcher started {expected} processes but MPI reports a world of {world}: "

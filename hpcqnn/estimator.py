@@ -20,7 +20,8 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPu
 from qiskit.quantum_info import PauliList
 
 from .cutplan import DEFAULT_MAX_SUBEXPERIMENTS, SIMULATOR_BASIS, build_cut_plan
-from .devices import announce, array_module, local_rank_from_environment, place
+from . import launcher
+from .devices import announce, array_module, place
 from .engine import LocalEngine
 from .errors import ExecutionConfigError, ObservableError, ParameterShapeError
 from .measurement import Program, build_program
@@ -58,7 +59,7 @@ class DistributedEstimator(BaseEstimatorV2):
         seed: seed of sampled mode (and of automatic cut finding); results are reproducible.
         device: ``"auto"`` (a GPU when one is usable, else the CPU, said once on stderr),
             ``"CPU"``, ``"GPU"`` (``DeviceUnavailableError`` where none is usable). The GPU is
-            picked from the launcher's local rank (``devices.local_rank_from_environment``).
+            picked from the launcher's local rank (``launcher.local_rank``).
         threads: Aer threads (0 = all cores this process may use).
         max_subexperiments: refuse plans that need more subexperiments than this.
         minimal_basis: per cut side, simulate only a linearly independent subset of the local
@@ -100,7 +101,7 @@ class DistributedEstimator(BaseEstimatorV2):
         self.max_subexperiments = max_subexperiments
         self.minimal_basis = minimal_basis
         if engine is None:
-            placement = place(device, local_rank_from_environment())
+            placement = place(device, launcher.local_rank())
             if placement.note:
                 announce(f"device='auto' falls back to the CPU: {placement.note}")
             engine = LocalEngine(AerRunner(placement, threads), array_module(placement))

@@ -31,7 +31,8 @@ from qiskit.quantum_info import PauliList
 from . import __version__
 from .circuits import CutQNN, cut_qnn
 from .cutplan import build_cut_plan
-from .devices import Placement, array_module, local_rank_from_environment, place
+from . import launcher
+from .devices import Placement, array_module, place
 from .engine import LocalEngine, finish_query
 from .errors import HpcqnnError
 from .estimator import DistributedEstimator
@@ -121,7 +122,7 @@ def run(
 ) -> dict:
     """The JSON-ready report: ``gpu`` is the GPU that ran (None when none did, ``gpu_skipped`` says why)."""
     AerRunner("CPU", threads, aer_options)  # unknown option names fail here, before any timing
-    placement = place("auto", local_rank_from_environment())
+    placement = place("auto", launcher.local_rank())
     gpu = placement.gpu is not None
     report = {
         "hpcqnn_version": __version__,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from .devices import aer_gpu_error, local_rank_from_environment, place, probe_gpus
+from . import launcher
+from .devices import aer_gpu_error, place, probe_gpus
 from .runinfo import installed_versions
 
 PACKAGES = ("qiskit-aer", "qiskit-aer-gpu", "qiskit-aer-gpu-cu11", "cupy-cuda12x", "cupy-cuda11x", "cupy")
@@ -49,7 +50,7 @@ def report() -> tuple[list[str], bool]:
         for gpu in range(probe.cuda_devices):
             problems = [text for text in (aer_gpu_error(gpu), cupy_error(gpu)) if text]
             lines.append(f"GPU {gpu}: " + ("; ".join(problems) if problems else "Aer and CuPy run"))
-    placement = place("auto", local_rank_from_environment(), probe)
+    placement = place("auto", launcher.local_rank(), probe)
     lines.append(f"device='auto' here: {placement.label}" + (f" ({placement.note})" if placement.note else ""))
     return lines, placement.gpu is not None
 

@@ -17,7 +17,8 @@ import hpcqnn
 from hpcqnn import devices
 from hpcqnn.circuits import cut_qnn
 from hpcqnn.config import load_config
-from hpcqnn.devices import GPUProbe, Placement, gpu_for_rank, local_rank_from_environment, place
+from hpcqnn import launcher
+from hpcqnn.devices import GPUProbe, Placement, gpu_for_rank, place
 from hpcqnn.engine import finish_query
 from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError
 from hpcqnn.measurement import QueryBuffers, build_program, query_rows
@@ -71,7 +72,7 @@ def test_binding_rejects_impossible_input(local_rank, gpus, message):
     ],
 )
 def test_local_rank_outside_mpi_comes_from_the_innermost_launcher(environ, expected):
-    assert local_rank_from_environment(environ) == expected
+    assert launcher.local_rank(environ) == expected
 
 
 # -- decisions ---------------------------------------------------------------------------------
