@@ -38,7 +38,7 @@ from .errors import HpcqnnError
 from .estimator import DistributedEstimator
 from .gpucheck import PACKAGES
 from .runinfo import installed_versions, write_report
-from .measurement import QueryBuffers, build_program, query_rows
+from .measurement import Program, QueryBuffers, build_program, query_rows
 from .simulator import AerRunner
 
 
@@ -87,10 +87,15 @@ def time_queries(estimator: DistributedEstimator, case: Case, params: np.ndarray
     }
 
 
-def time_reconstruction(case: Case, rows: int, xp: ModuleType, repeats: int, seed: int) -> tuple[float, np.ndarray]:
-    """Median seconds of ``finish_query`` with ``xp`` on synthetic estimates (after one warm-up), and its values."""
+def exact_program(case: Case) -> Program:
+    """The case's cut plan and exact-mode program, as the estimator builds them."""
     plan = build_cut_plan(case.qnn.circuit, PauliList(case.qnn.observable.paulis), partition_labels=case.labels)
-    program = build_program(plan, sampled=False)
+    return build_program(plan, sampled=False)
+
+
+def time_reconstruction(program: Program, rows: int, xp: ModuleType, repeats: int, seed: int) -> tuple[float, np.ndarray]:
+    """Median seconds of ``finish_query`` with ``xp`` on synthetic estimates (after one warm-up), and its values."""
+    plan = program.plan
     rng = np.random.default_rng(seed)
     params = rng.uniform(-np.pi, np.pi, (rows, len(plan.parameters)))
     buffers = QueryBuffers(program, query_rows(plan, params))
@@ -156,11 +161,12 @@ def run(
             "query_cpu_over_gpu": ratio(cpu["query_s"], on_gpu and on_gpu["query_s"]),
             "max_abs_difference": on_gpu and float(np.abs(on_gpu["values"] - cpu["values"]).max()),
         })
+        program = exact_program(case)
         for count in reconstruction_rows:
-            numpy_s, numpy_values = time_reconstruction(case, count, np, repeats, seed)
+            numpy_s, numpy_values = time_reconstruction(program, count, np, repeats, seed)
             cupy_s = difference = None
             if gpu:
-                cupy_s, cupy_values = time_reconstruction(case, count, array_module(placement), repeats, seed)
+                cupy_s, cupy_values = time_reconstruction(program, count, array_module(placement), repeats, seed)
                 difference = float(np.abs(cupy_values - numpy_values).max())
             report["reconstruction"].append({
                 "case": case.name, "rows": count, "numpy_s": numpy_s, "cupy_s": cupy_s,
