@@ -25,6 +25,8 @@ hpcqnn_train_step() {
     local run_dir=$1 ntasks=$2 config=$3
     shift 3
     local restarts=${SLURM_RESTART_COUNT:-0}
+    # an array that may be empty expands as ${a[@]+"${a[@]}"}: bash < 4.4 under set -u calls
+    # "${a[@]}" of an empty array an unbound variable
     local resume=()
     echo "hpcqnn-slurm: job ${SLURM_JOB_ID:-?} (${SLURM_JOB_NAME:-?}) restart $restarts on ${SLURM_JOB_NODELIST:-$(hostname)}: $ntasks ranks, run directory $run_dir"
     if [[ -f $run_dir/results.json ]]; then
@@ -54,7 +56,7 @@ hpcqnn_train_step() {
         mpiexec) cmd=(mpiexec -n "$ntasks") ;;
         *) echo "hpcqnn-slurm: HPCQNN_LAUNCHER must be srun or mpiexec, got '$HPCQNN_LAUNCHER'" >&2; return 2 ;;
     esac
-    cmd+=(hpcqnn train "$config" --out "$run_dir" "${resume[@]}" "$@")
+    cmd+=(hpcqnn train "$config" --out "$run_dir" ${resume[@]+"${resume[@]}"} "$@")
     echo "hpcqnn-slurm: ${cmd[*]}"
     local rc=0
     "${cmd[@]}" || rc=$?
