@@ -35,12 +35,13 @@ for ((i = 0; i < ${#LINES[@]}; i++)); do  # by count: an empty LINES is safe und
     read -r -a extra <<<"${rest:-}"
     run_dir=$OUT_ROOT/${SWEEP_ID}_$i
     resume=()
-    if [[ -f $run_dir/results.json ]]; then
-        echo "sweep.sh: [$i] ${LINES[$i]}: already finished ($run_dir)"
-        continue
-    elif [[ -f $run_dir/checkpoint.npz ]]; then
-        resume=(--resume)
-    fi
+    case $(hpcqnn_run_state "$run_dir") in  # slurm/launch.sh: the same check as a requeued job
+        finished)
+            echo "sweep.sh: [$i] ${LINES[$i]}: already finished ($run_dir)"
+            continue
+            ;;
+        stopped) resume=(--resume) ;;
+    esac
     cmd=("$MPIEXEC" -n "$ranks" hpcqnn train "$config" --out "$run_dir" ${resume[@]+"${resume[@]}"} ${extra[@]+"${extra[@]}"} "$@")
     echo "sweep.sh: [$i] ${cmd[*]}"
     if ! "${cmd[@]}" </dev/null; then  # mpiexec would otherwise read the terminal
