@@ -30,18 +30,19 @@ unset PMI_FD PMI_RANK PMI_SIZE PMI_JOBID
 mapfile -t LINES < <(hpcqnn_matrix_lines "$MATRIX")
 echo "sweep.sh: $SWEEP_ID: ${#LINES[@]} runs from $MATRIX into $OUT_ROOT/"
 failed=()
-for i in "${!LINES[@]}"; do
+for ((i = 0; i < ${#LINES[@]}; i++)); do  # by count: an empty LINES is safe under set -u on any bash
     read -r config ranks rest <<<"${LINES[$i]}"
     read -r -a extra <<<"${rest:-}"
     run_dir=$OUT_ROOT/${SWEEP_ID}_$i
     resume=()
-    if [[ -f $run_dir/results.json ]]; then
-        echo "sweep.sh: [$i] ${LINES[$i]}: already finished ($run_dir)"
-        continue
-    elif [[ -f $run_dir/checkpoint.npz ]]; then
-        resume=(--resume)
-    fi
-    cmd=("$MPIEXEC" -n "$ranks" hpcqnn train "$config" --out "$run_dir" "${resume[@]}" ${extra[@]+"${extra[@]}"} "$@")
+    case $(hpcqnn_run_state "$run_dir") in  # slurm/launch.sh: the same check as a requeued job
+        finished)
+            echo "sweep.sh: [$i] ${LINES[$i]}: already finished ($run_dir)"
+            continue
+            ;;
+        stopped) resume=(--resume) ;;
+    esac
+    cmd=("$MPIEXEC" -n "$ranks" hpcqnn train "$config" --out "$run_dir" ${resume[@]+"${resume[@]}"} ${extra[@]+"${extra[@]}"} "$@")
     echo "sweep.sh: [$i] ${cmd[*]}"
     if ! "${cmd[@]}" </dev/null; then  # mpiexec would otherwise read the terminal
         echo "sweep.sh: [$i] failed: ${LINES[$i]}" >&2

@@ -33,6 +33,8 @@ if [[ -f $HPCQNN_VENV/bin/activate ]]; then
     source "$HPCQNN_VENV/bin/activate"
 else
     echo "slurm/env.sh: no virtualenv at $HPCQNN_VENV (run \`make install\` in $HPCQNN_REPO, or set HPCQNN_VENV)" >&2
+    # return when sourced (the caller decides), exit when run as a script
+    # shellcheck disable=SC2317
     return 1 2>/dev/null || exit 1
 fi
 

@@ -1,10 +1,31 @@
-# The shared body of the sbatch scripts in slurm/ (and the matrix reader of jobs/sweep.sh).
-# Source it after slurm/env.sh; it defines functions only.
+# The shared body of the sbatch scripts in slurm/ (and the matrix reader and run-directory check
+# of jobs/sweep.sh). Source it after slurm/env.sh; it defines functions only.
 
 # hpcqnn_matrix_lines MATRIX: the task lines of a sweep matrix (comments and blank lines dropped).
 # A line is `CONFIG RANKS [hpcqnn train args...]`, split on whitespace (no spaces inside an arg).
 hpcqnn_matrix_lines() {
     grep -v -E '^[[:space:]]*(#|$)' "$1"
+}
+
+# hpcqnn_run_state RUN_DIR: where the run in RUN_DIR stands, as one word on stdout:
+#   finished  results.json exists: nothing left to do
+#   stopped   checkpoint.npz without results.json: continue it with `hpcqnn train ... --resume`
+#   partial   other files only: it stopped before its first checkpoint (`hpcqnn train` refuses a
+#             non-empty new run directory)
+#   new       absent or empty: start it
+# The one place that decides how a run (re)starts: hpcqnn_train_step on a requeue and
+# jobs/sweep.sh on a rerun with the same SWEEP_ID.
+hpcqnn_run_state() {
+    local run_dir=$1
+    if [[ -f $run_dir/results.json ]]; then
+        echo finished
+    elif [[ -f $run_dir/checkpoint.npz ]]; then
+        echo stopped
+    elif [[ -d $run_dir ]] && [[ -n $(ls -A "$run_dir") ]]; then
+        echo partial
+    else
+        echo new
+    fi
 }
 
 # hpcqnn_train_step RUN_DIR NTASKS CONFIG [hpcqnn train args...]
@@ -25,21 +46,27 @@ hpcqnn_train_step() {
     local run_dir=$1 ntasks=$2 config=$3
     shift 3
     local restarts=${SLURM_RESTART_COUNT:-0}
-    local resume=()
+    # an array that may be empty expands as ${a[@]+"${a[@]}"}: bash < 4.4 under set -u calls
+    # "${a[@]}" of an empty array an unbound variable
+    local resume=() state
     echo "hpcqnn-slurm: job ${SLURM_JOB_ID:-?} (${SLURM_JOB_NAME:-?}) restart $restarts on ${SLURM_JOB_NODELIST:-$(hostname)}: $ntasks ranks, run directory $run_dir"
-    if [[ -f $run_dir/results.json ]]; then
+    state=$(hpcqnn_run_state "$run_dir")
+    if [[ $state == finished ]]; then
         echo "hpcqnn-slurm: $run_dir/results.json exists: this run already finished"
         return 0
     fi
     if (( restarts > 0 )); then
-        if [[ -f $run_dir/checkpoint.npz ]]; then
-            resume=(--resume)
-            echo "hpcqnn-slurm: requeued (restart $restarts): resuming from $run_dir/checkpoint.npz"
-        elif [[ -d $run_dir ]] && [[ -n $(ls -A "$run_dir") ]]; then
-            # stopped before its first checkpoint: keep what it logged, start over
-            mv "$run_dir" "$run_dir.incomplete-$restarts"
-            echo "hpcqnn-slurm: requeued without a checkpoint: moved the partial run to $run_dir.incomplete-$restarts; starting afresh"
-        fi
+        case $state in
+            stopped)
+                resume=(--resume)
+                echo "hpcqnn-slurm: requeued (restart $restarts): resuming from $run_dir/checkpoint.npz"
+                ;;
+            partial)
+                # stopped before its first checkpoint: keep what it logged, start over
+                mv "$run_dir" "$run_dir.incomplete-$restarts"
+                echo "hpcqnn-slurm: requeued without a checkpoint: moved the partial run to $run_dir.incomplete-$restarts; starting afresh"
+                ;;
+        esac
     fi
     mkdir -p "$(dirname "$run_dir")"
 
@@ -54,7 +81,7 @@ hpcqnn_train_step() {
         mpiexec) cmd=(mpiexec -n "$ntasks") ;;
         *) echo "hpcqnn-slurm: HPCQNN_LAUNCHER must be srun or mpiexec, got '$HPCQNN_LAUNCHER'" >&2; return 2 ;;
     esac
-    cmd+=(hpcqnn train "$config" --out "$run_dir" "${resume[@]}" "$@")
+    cmd+=(hpcqnn train "$config" --out "$run_dir" ${resume[@]+"${resume[@]}"} "$@")
     echo "hpcqnn-slurm: ${cmd[*]}"
     local rc=0
     "${cmd[@]}" || rc=$?

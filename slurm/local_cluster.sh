@@ -207,11 +207,11 @@ stop_daemons() {
 
 stop() {
     if alive "$STATE/slurmctld.pid"; then
-        local jobs
-        jobs=$(squeue -h -o %A 2>/dev/null || true)
-        if [[ -n $jobs ]]; then
-            say "cancelling jobs: $(echo $jobs)"
-            scancel $jobs 2>/dev/null || true
+        local jobs=()
+        mapfile -t jobs < <(squeue -h -o %A 2>/dev/null || true)
+        if [[ ${#jobs[@]} -gt 0 ]]; then
+            say "cancelling jobs: ${jobs[*]}"
+            scancel "${jobs[@]}" 2>/dev/null || true
             for _ in $(seq 60); do [[ -z $(squeue -h -o %A 2>/dev/null) ]] && break; sleep 0.5; done
         fi
     fi

@@ -12,9 +12,10 @@
 # sbatch's output (the array job id).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=slurm/launch.sh
 source "$HERE/launch.sh"
 
-opts=() throttle= have_ntasks=
+opts=() throttle='' have_ntasks=''
 while [[ $# -gt 0 && $1 == -* ]]; do
     case $1 in
         --array=%*) throttle=${1#--array=} ;;
