@@ -10,7 +10,9 @@
 # Line i (0-based, comments and blank lines skipped) of MATRIX — `CONFIG RANKS [args...]` —
 # writes OUT_ROOT/<SWEEP_ID>_<i>/ (SWEEP_ID defaults to sweep-<timestamp>). Rerun with the same
 # SWEEP_ID to continue: finished lines (results.json) are skipped, stopped ones (checkpoint.npz,
-# e.g. after Ctrl-C) resume with --resume. Exits non-zero if any line failed; the others still run.
+# e.g. after Ctrl-C) resume with --resume, and ones stopped before their first checkpoint are
+# moved to <dir>.incomplete-N and start afresh. Exits non-zero if any line failed; the others
+# still run.
 # More ranks than cores works (idle ranks wait without spinning) but times then mean little.
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,6 +43,10 @@ for ((i = 0; i < ${#LINES[@]}; i++)); do  # by count: an empty LINES is safe und
             continue
             ;;
         stopped) resume=(--resume) ;;
+        partial)  # stopped before its first checkpoint: `hpcqnn train` refuses a non-empty --out
+            aside=$(hpcqnn_set_aside "$run_dir") || { failed+=("$i"); continue; }
+            echo "sweep.sh: [$i] no checkpoint in $run_dir: moved it to $aside; starting afresh"
+            ;;
     esac
     cmd=("$MPIEXEC" -n "$ranks" hpcqnn train "$config" --out "$run_dir" ${resume[@]+"${resume[@]}"} ${extra[@]+"${extra[@]}"} "$@")
     echo "sweep.sh: [$i] ${cmd[*]}"

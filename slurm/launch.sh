@@ -28,6 +28,14 @@ hpcqnn_run_state() {
     fi
 }
 
+# hpcqnn_set_aside RUN_DIR: moves a run stopped before its first checkpoint to the first free
+# RUN_DIR.incomplete-N (what it logged is kept; the run starts afresh) and prints that path.
+hpcqnn_set_aside() {
+    local run_dir=$1 n=1
+    while [[ -e $run_dir.incomplete-$n ]]; do n=$((n + 1)); done
+    mv "$run_dir" "$run_dir.incomplete-$n" && echo "$run_dir.incomplete-$n"
+}
+
 # hpcqnn_train_step RUN_DIR NTASKS CONFIG [hpcqnn train args...]
 #
 # Runs `hpcqnn train` as one job step of NTASKS MPI ranks, writing RUN_DIR. RUN_DIR must be
@@ -62,9 +70,9 @@ hpcqnn_train_step() {
                 echo "hpcqnn-slurm: requeued (restart $restarts): resuming from $run_dir/checkpoint.npz"
                 ;;
             partial)
-                # stopped before its first checkpoint: keep what it logged, start over
-                mv "$run_dir" "$run_dir.incomplete-$restarts"
-                echo "hpcqnn-slurm: requeued without a checkpoint: moved the partial run to $run_dir.incomplete-$restarts; starting afresh"
+                local aside
+                aside=$(hpcqnn_set_aside "$run_dir") || return 1
+                echo "hpcqnn-slurm: requeued without a checkpoint: moved the partial run to $aside; starting afresh"
                 ;;
         esac
     fi

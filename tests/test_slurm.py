@@ -109,9 +109,13 @@ def write_matrix(path: Path) -> list[tuple[int, list[str]]]:
 
 
 def test_workstation_sweep(tmp_path):
-    """jobs/sweep.sh: the matrix under mpiexec, one line after another; a rerun skips finished lines."""
+    """jobs/sweep.sh: the matrix under mpiexec, one line after another; a rerun skips finished lines
+    and sets aside a line stopped before its first checkpoint."""
     matrix = tmp_path / "matrix.txt"
     tasks = write_matrix(matrix)
+    stopped_early = tmp_path / "out" / "ws_1"  # as left by Ctrl-C during the first epoch
+    (stopped_early / "timing").mkdir(parents=True)
+    (stopped_early / "config.toml").write_text("# partial\n")
     env = clean_environment(SWEEP_ID="ws")
     command = [str(REPO / "jobs" / "sweep.sh"), str(matrix), str(tmp_path / "out"), *ONE_EPOCH]
     run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
@@ -122,6 +126,7 @@ def test_workstation_sweep(tmp_path):
         assert results["ranks"] == ranks
         assert all(rank_file(run_dir, r).exists() for r in range(ranks))
     assert json.loads((tmp_path / "out" / "ws_1" / "results.json").read_text())["config"]["execution"]["straggler_ranks"] == [1]
+    assert (tmp_path / "out" / "ws_1.incomplete-1" / "config.toml").read_text() == "# partial\n"
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
     assert again.returncode == 0 and again.stdout.count("already finished") == 2, again.stdout + again.stderr
 
