@@ -22,7 +22,7 @@ import numpy as np
 from .circuits import CutQNN, cut_qnn
 from .config import Config
 from .data import Dataset, load_dataset
-from .model import QNNClassifier, bce_loss, sigmoid
+from .model import QNNClassifier, bce_loss, readout
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -104,8 +104,8 @@ def spsa_step(model: QNNClassifier, state: TrainState, angles, y, lr: float, c: 
     plus, minus = state.theta + c * delta, state.theta - c * delta
     weights = np.concatenate([np.repeat(plus[None, :-2], len(y), 0), np.repeat(minus[None, :-2], len(y), 0)])
     f = model.expectations(np.concatenate([angles, angles]), weights)
-    loss_plus = bce_loss(sigmoid(plus[-2] * f[: len(y)] + plus[-1]), y)
-    loss_minus = bce_loss(sigmoid(minus[-2] * f[len(y) :] + minus[-1]), y)
+    loss_plus = bce_loss(readout(f[: len(y)], plus), y)
+    loss_minus = bce_loss(readout(f[len(y) :], minus), y)
     state.theta = state.theta - lr * (loss_plus - loss_minus) / (2 * c) * delta
     return 0.5 * (loss_plus + loss_minus)
 
