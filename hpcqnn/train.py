@@ -46,16 +46,23 @@ class TrainState:
 
     theta: np.ndarray
     rng: np.random.Generator
-    initial_theta: np.ndarray | None = None
+    initial_theta: np.ndarray
+    adam_m: np.ndarray  # Adam's moment estimates (zero until its first step; SPSA leaves them)
+    adam_v: np.ndarray
     epoch: int = 0
     step: int = 0
     permutation: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    adam_m: np.ndarray | None = None
-    adam_v: np.ndarray | None = None
     adam_t: int = 0
     queries: int = 0
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, theta: np.ndarray, rng: np.random.Generator) -> TrainState:
+        """The state before the first step, at parameters ``theta``."""
+        return cls(
+            theta=theta, rng=rng, initial_theta=theta.copy(), adam_m=np.zeros_like(theta), adam_v=np.zeros_like(theta)
+        )
 
     def save(self, path: Path) -> None:
         meta = {
@@ -63,12 +70,9 @@ class TrainState:
             "seconds": self.seconds, "history": self.history, "rng": self.rng.bit_generator.state,
         }
         tmp = path.with_suffix(".tmp.npz")
-        zeros = np.zeros_like(self.theta)
         np.savez(
             tmp, theta=self.theta, initial_theta=self.initial_theta, permutation=self.permutation,
-            meta=np.array(json.dumps(meta)),
-            adam_m=zeros if self.adam_m is None else self.adam_m,
-            adam_v=zeros if self.adam_v is None else self.adam_v,
+            meta=np.array(json.dumps(meta)), adam_m=self.adam_m, adam_v=self.adam_v,
         )
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())  # on disk before it replaces the previous checkpoint
@@ -88,8 +92,6 @@ class TrainState:
 
 
 def adam_step(state: TrainState, grad: np.ndarray, lr: float, b1: float = 0.9, b2: float = 0.999) -> None:
-    if state.adam_m is None:
-        state.adam_m, state.adam_v = np.zeros_like(grad), np.zeros_like(grad)
     state.adam_t += 1
     state.adam_m = b1 * state.adam_m + (1 - b1) * grad
     state.adam_v = b2 * state.adam_v + (1 - b2) * grad**2
@@ -196,8 +198,7 @@ def train(
         progress.line(f"resuming at epoch {state.epoch + 1} step {state.step} from {checkpoint}")
     else:
         rng = np.random.default_rng(config.run.seed)
-        theta = model.initial_theta(rng)
-        state = TrainState(theta=theta, rng=rng, initial_theta=theta.copy())
+        state = TrainState.start(model.initial_theta(rng), rng)
 
     train_angles, test_angles = data.angles(data.x_train), data.angles(data.x_test)
     batch = config.training.batch_size
