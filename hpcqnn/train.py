@@ -133,8 +133,8 @@ class Progress:
         self.stream.flush()
 
 
-def estimator_options(config: Config) -> dict:
-    """Keyword arguments of ``mpi_estimator`` for this run."""
+def estimator_options(config: Config, qnn: CutQNN) -> dict:
+    """Keyword arguments of ``mpi_estimator`` for this run of ``qnn`` (``build_qnn(config)``)."""
     from .distributed import Straggler
 
     ex = config.execution
@@ -142,7 +142,7 @@ def estimator_options(config: Config) -> dict:
         ex.straggler_ranks, ex.straggler_probability, ex.straggler_delay, ex.straggler_slowdown, config.run.seed
     )
     return {
-        "partition_labels": build_qnn(config).partition_labels if ex.cutting else None,
+        "partition_labels": qnn.partition_labels if ex.cutting else None,
         "shots": ex.shots if ex.mode == "sampled" else None,
         "shot_allocation": ex.shot_allocation,
         "seed": config.run.seed,
@@ -185,11 +185,11 @@ def load_data(config: Config) -> Dataset:
 
 
 def train(
-    config: Config, data: Dataset, estimator, out_dir: Path, resume: bool, stop: StopRequest, progress: Progress
+    config: Config, qnn: CutQNN, data: Dataset, estimator, out_dir: Path, resume: bool, stop: StopRequest,
+    progress: Progress,
 ) -> dict | None:
-    """Train and evaluate; the results for ``results.json``, or ``None`` if stopped early
-    (a checkpoint was written)."""
-    qnn = build_qnn(config)
+    """Train ``qnn`` (``build_qnn(config)``) and evaluate; the results for ``results.json``, or
+    ``None`` if stopped early (a checkpoint was written)."""
     model = QNNClassifier(qnn, estimator)
     checkpoint = out_dir / CHECKPOINT
     if resume:
