@@ -1,10 +1,11 @@
 """Training and evaluation of the QNN classifier, with checkpoints that resume bit-identically.
 
 Runs on rank 0 (the estimator does the distributed work). The training state — parameters,
-optimiser moments, the random generator, the epoch's permutation, the position inside it and the
-estimator's query counter (which seeds sampled-mode shots) — is written atomically after every
-epoch and when SIGTERM asks the run to stop (Slurm preemption), so ``--resume`` continues exactly
-where it stopped.
+optimiser moments, the random generator, the epoch's permutation, the position inside it, the
+estimator's query counter (which seeds sampled-mode shots) and the last epoch's test-set
+probabilities (``results.json`` reports them; no query repeats them) — is written atomically
+after every epoch and when SIGTERM asks the run to stop (Slurm preemption), so ``--resume``
+continues exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class TrainState:
     queries: int = 0
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    test_probabilities: np.ndarray | None = None  # of the last finished epoch's evaluation
 
     @classmethod
     def start(cls, theta: np.ndarray, rng: np.random.Generator) -> TrainState:
@@ -69,11 +71,12 @@ class TrainState:
             "epoch": self.epoch, "step": self.step, "adam_t": self.adam_t, "queries": self.queries,
             "seconds": self.seconds, "history": self.history, "rng": self.rng.bit_generator.state,
         }
+        arrays = {"theta": self.theta, "initial_theta": self.initial_theta, "permutation": self.permutation,
+                  "adam_m": self.adam_m, "adam_v": self.adam_v}
+        if self.test_probabilities is not None:
+            arrays["test_probabilities"] = self.test_probabilities
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp, theta=self.theta, initial_theta=self.initial_theta, permutation=self.permutation,
-            meta=np.array(json.dumps(meta)), adam_m=self.adam_m, adam_v=self.adam_v,
-        )
+        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())  # on disk before it replaces the previous checkpoint
         os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
@@ -88,6 +91,7 @@ class TrainState:
                 theta=data["theta"], rng=rng, initial_theta=data["initial_theta"], epoch=meta["epoch"], step=meta["step"],
                 permutation=data["permutation"], adam_m=data["adam_m"], adam_v=data["adam_v"],
                 adam_t=meta["adam_t"], queries=meta["queries"], seconds=meta["seconds"], history=meta["history"],
+                test_probabilities=data["test_probabilities"] if "test_probabilities" in data.files else None,
             )
 
 
@@ -226,6 +230,7 @@ def train(
                 return None
         p_train = model.probabilities(train_angles, state.theta)
         p_test = model.probabilities(test_angles, state.theta)
+        state.test_probabilities = p_test
         record = {
             "epoch": state.epoch + 1, "loss": bce_loss(p_train, data.y_train),
             "train_accuracy": accuracy(p_train, data.y_train), "test_accuracy": accuracy(p_test, data.y_test),
@@ -244,7 +249,8 @@ def train(
             return None
 
     robustness = evaluate_robustness(model, data, state.theta, config)
-    test_probabilities = model.probabilities(test_angles, state.theta)
+    if state.test_probabilities is None:  # a checkpoint from before they were kept, written after the last epoch
+        state.test_probabilities = model.probabilities(test_angles, state.theta)
     return {
         "dataset": data.description,
         "model": describe_model(config, qnn),
@@ -260,7 +266,7 @@ def train(
             "train_accuracy": state.history[-1]["train_accuracy"],
             "test_accuracy": state.history[-1]["test_accuracy"],
             "parameters": state.theta.tolist(),
-            "test_probabilities": test_probabilities.tolist(),
+            "test_probabilities": state.test_probabilities.tolist(),
         },
         "robustness": robustness,
         "train_seconds": state.history[-1]["seconds"],

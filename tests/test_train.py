@@ -206,6 +206,7 @@ def check_stopped(job, out: Path, stop_at: int) -> TrainState:
     state = TrainState.load(out / CHECKPOINT)
     assert (state.epoch, state.step) == divmod(stop_at, STEPS_PER_EPOCH)
     assert len(state.history) == state.epoch
+    assert (state.test_probabilities is None) == (state.epoch == 0)  # kept from the last finished epoch
     where = "after the epoch" if state.step == 0 else f"at epoch {state.epoch + 1} step {state.step}"
     assert f"checkpoint written {where}" in job.stdout, job.stdout
     return state
@@ -238,6 +239,33 @@ def test_resume_after_sigterm_is_bit_identical(mode, stop_at, uninterrupted, tmp
     # the timing log was continued, with query numbers carrying on from the checkpoint
     assert executed_queries(out) == list(range(len(executed_queries(out))))
     assert executed_queries(out) == executed_queries(reference_dir)
+
+
+def test_resume_after_the_last_epoch_reports_its_test_probabilities(uninterrupted, tmp_path):
+    """A run killed after its last epoch's checkpoint, before results.json, finishes as the
+    uninterrupted run: the final test probabilities are the checkpoint's (sampled mode: queried
+    again, their shots would differ)."""
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted("sampled"), out)
+    (out / "results.json").unlink()
+    assert train(QUICK, out, *sets(*RESUME_SETS, *MODE_SETS["sampled"]), "--resume") == 0
+    check_same_run(results(out), results(uninterrupted("sampled")))
+
+
+def test_checkpoint_without_test_probabilities_queries_them(uninterrupted, tmp_path):
+    """A last-epoch checkpoint of an hpcqnn that did not keep the test probabilities still
+    finishes: one more query (exact mode: the same probabilities)."""
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted("exact"), out)
+    (out / "results.json").unlink()
+    state = TrainState.load(out / CHECKPOINT)
+    state.test_probabilities = None
+    state.save(out / CHECKPOINT)
+    assert "test_probabilities" not in np.load(out / CHECKPOINT).files
+    assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 0
+    resumed, reference = results(out), results(uninterrupted("exact"))
+    assert resumed["final"] == reference["final"] and resumed["robustness"] == reference["robustness"]
+    assert resumed["budget"]["queries"] == reference["budget"]["queries"] + 1
 
 
 def test_resumed_results_keep_initial_parameters(uninterrupted, tmp_path):
@@ -383,6 +411,10 @@ def test_results_json_records_the_run(uninterrupted):
     assert (budget["epochs"], budget["batch_size"], budget["seed"]) == (2, 8, 2026)
     assert budget["steps_per_epoch"] == STEPS_PER_EPOCH
     assert len(budget["initial_parameters"]) == len(r["final"]["parameters"]) == model["weights"] + 2
+    # per epoch its steps and the train and test evaluations; then one query per Gaussian sigma (its
+    # draws together), one FGSM input gradient and one per epsilon; the final test probabilities are
+    # the last epoch's (no query of their own)
+    assert budget["queries"] == 2 * (STEPS_PER_EPOCH + 2) + 4 + 1 + 3
     assert budget["initial_parameters"][-2:] == [1.0, 0.0]
 
     assert [h["epoch"] for h in r["history"]] == [1, 2]
