@@ -10,11 +10,14 @@ start-up per run); runs that must receive a real SIGTERM are subprocesses of
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import signal
 import subprocess
 import sys
+from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -223,22 +226,45 @@ def check_same_run(resumed: dict, reference: dict) -> None:
     assert resumed["budget"]["queries"] == reference["budget"]["queries"]
 
 
+@dataclass
+class Resumed:
+    out: Path  # the run directory
+    state: TrainState  # the checkpoint the SIGTERM left
+    printed: str  # the resumed run's stdout
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """Per (mode, stop_at): a run stopped by SIGTERM during step ``stop_at`` (checked) and then
+    resumed to the end (built on first use)."""
+    runs: dict[tuple[str, int], Resumed] = {}
+
+    def get(mode: str, stop_at: int) -> Resumed:
+        if (mode, stop_at) not in runs:
+            extra = sets(*RESUME_SETS, *MODE_SETS[mode])
+            out = tmp_path_factory.mktemp(f"resumed-{mode}-{stop_at}") / "run"
+            state = check_stopped(interrupted(stop_at, QUICK, out, extra), out, stop_at)
+            with redirect_stdout(io.StringIO()) as printed:
+                assert train(QUICK, out, *extra, "--resume") == 0
+            runs[mode, stop_at] = Resumed(out, state, printed.getvalue())
+        return runs[mode, stop_at]
+
+    return get
+
+
 @pytest.mark.parametrize("mode, stop_at", [("exact", 7), ("sampled", 3), ("sampled", STEPS_PER_EPOCH)])
-def test_resume_after_sigterm_is_bit_identical(mode, stop_at, uninterrupted, tmp_path, capsys):
+def test_resume_after_sigterm_is_bit_identical(mode, stop_at, uninterrupted, resumed):
     reference_dir = uninterrupted(mode)
-    extra = sets(*RESUME_SETS, *MODE_SETS[mode])
-    out = tmp_path / "run"
-    state = check_stopped(interrupted(stop_at, QUICK, out, extra), out, stop_at)
+    run = resumed(mode, stop_at)
+    state = run.state
     # the checkpoint holds the estimator's query counter: steps so far + 2 evaluations per epoch
     assert state.queries == stop_at + 2 * state.epoch
 
-    capsys.readouterr()
-    assert train(QUICK, out, *extra, "--resume") == 0
-    assert f"resuming at epoch {state.epoch + 1} step {state.step}" in capsys.readouterr().out
-    check_same_run(results(out), results(reference_dir))
+    assert f"resuming at epoch {state.epoch + 1} step {state.step}" in run.printed
+    check_same_run(results(run.out), results(reference_dir))
     # the timing log was continued, with query numbers carrying on from the checkpoint
-    assert executed_queries(out) == list(range(len(executed_queries(out))))
-    assert executed_queries(out) == executed_queries(reference_dir)
+    assert executed_queries(run.out) == list(range(len(executed_queries(run.out))))
+    assert executed_queries(run.out) == executed_queries(reference_dir)
 
 
 def test_resume_after_the_last_epoch_reports_its_test_probabilities(uninterrupted, tmp_path):
@@ -268,12 +294,11 @@ def test_checkpoint_without_test_probabilities_queries_them(uninterrupted, tmp_p
     assert resumed["budget"]["queries"] == reference["budget"]["queries"] + 1
 
 
-def test_resumed_results_keep_initial_parameters(uninterrupted, tmp_path):
-    extra = sets(*RESUME_SETS)
-    out = tmp_path / "run"
-    check_stopped(interrupted(2, QUICK, out, extra), out, 2)
-    assert train(QUICK, out, *extra, "--resume") == 0
-    assert results(out)["budget"]["initial_parameters"] == results(uninterrupted("exact"))["budget"]["initial_parameters"]
+def test_resumed_results_keep_initial_parameters(uninterrupted, resumed):
+    run = resumed("exact", 7)  # the resume test's run
+    initial = results(uninterrupted("exact"))["budget"]["initial_parameters"]
+    assert run.state.theta.tolist() != initial  # the resumed run started elsewhere
+    assert results(run.out)["budget"]["initial_parameters"] == initial
 
 
 @pytest.mark.mpi
