@@ -130,7 +130,7 @@ def _train(args: argparse.Namespace) -> int:
     from .config import dump_config, load_config
     from .distributed import mpi_estimator, on_root
     from .runinfo import run_metadata, write_json
-    from .train import CHECKPOINT, Progress, StopRequest, estimator_options, load_data, train
+    from .train import CHECKPOINT, Progress, StopRequest, build_qnn, estimator_options, load_data, train
 
     config = load_config(args.config, args.set)  # every rank validates before any work
     text = dump_config(config)
@@ -164,7 +164,8 @@ def _train(args: argparse.Namespace) -> int:
     stop = StopRequest()
     stop.install()  # on every rank: Slurm signals all tasks; workers keep serving until rank 0 stops
     started = time.time()
-    with mpi_estimator(timing_dir=out, append_timing=args.resume, config_text=text, **estimator_options(config)) as estimator:
+    qnn = build_qnn(config)
+    with mpi_estimator(timing_dir=out, append_timing=args.resume, config_text=text, **estimator_options(config, qnn)) as estimator:
         if estimator is None:
             return 0
         out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,7 @@ def _train(args: argparse.Namespace) -> int:
         progress = Progress()
         devices = ", ".join(sorted(set(estimator.engine.rank_devices)))
         progress.line(f"hpcqnn train: {config.run.name} -> {out} ({estimator.engine.size} ranks on {devices})")
-        results = train(config, loaded[0], estimator, out, args.resume, stop, progress)
+        results = train(config, qnn, loaded[0], estimator, out, args.resume, stop, progress)
         if results is None:
             return 0
         results.update(run_metadata(config, estimator, time.time() - started))

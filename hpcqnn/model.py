@@ -22,6 +22,12 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
+def readout(f: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """``p(y=1) = sigmoid(scale * f + bias)`` from expectations ``f`` and ``theta``'s last two
+    entries (scale, bias)."""
+    return sigmoid(theta[-2] * f + theta[-1])
+
+
 def bce_loss(p: np.ndarray, y: np.ndarray) -> float:
     """Mean binary cross-entropy."""
     eps = 1e-12
@@ -85,21 +91,20 @@ class QNNClassifier:
         return values[:, 0], 0.5 * (values[:, 1 : 1 + k] - values[:, 1 + k :])
 
     def probabilities(self, angles: np.ndarray, theta: np.ndarray) -> np.ndarray:
-        f = self.expectations(angles, theta[:-2])
-        return sigmoid(theta[-2] * f + theta[-1])
+        return readout(self.expectations(angles, theta[:-2]), theta)
 
     def loss_and_gradient(self, angles: np.ndarray, y: np.ndarray, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """Mean BCE over the batch and its gradient with respect to ``theta``."""
-        scale, bias = theta[-2], theta[-1]
+        scale = theta[-2]
         f, df = self.expectations_with_gradient(angles, theta[:-2], "weights")
-        p = sigmoid(scale * f + bias)
+        p = readout(f, theta)
         residual = (p - y) / len(y)  # d loss / d logit
         grad = np.concatenate([(residual * scale) @ df, [residual @ f, residual.sum()]])
         return bce_loss(p, y), grad
 
     def input_gradient(self, angles: np.ndarray, y: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-example probability and d loss / d angle [examples, features] (for FGSM)."""
-        scale, bias = theta[-2], theta[-1]
+        scale = theta[-2]
         f, df = self.expectations_with_gradient(angles, theta[:-2], "inputs")
-        p = sigmoid(scale * f + bias)
+        p = readout(f, theta)
         return p, ((p - y) * scale)[:, None] * df

@@ -1,10 +1,11 @@
 """Training and evaluation of the QNN classifier, with checkpoints that resume bit-identically.
 
 Runs on rank 0 (the estimator does the distributed work). The training state — parameters,
-optimiser moments, the random generator, the epoch's permutation, the position inside it and the
-estimator's query counter (which seeds sampled-mode shots) — is written atomically after every
-epoch and when SIGTERM asks the run to stop (Slurm preemption), so ``--resume`` continues exactly
-where it stopped.
+optimiser moments, the random generator, the epoch's permutation, the position inside it, the
+estimator's query counter (which seeds sampled-mode shots) and the last epoch's test-set
+probabilities (``results.json`` reports them; no query repeats them) — is written atomically
+after every epoch and when SIGTERM asks the run to stop (Slurm preemption), so ``--resume``
+continues exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from .circuits import CutQNN, cut_qnn
 from .config import Config
 from .data import Dataset, load_dataset
-from .model import QNNClassifier, bce_loss, sigmoid
+from .model import QNNClassifier, bce_loss, readout
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -46,30 +47,36 @@ class TrainState:
 
     theta: np.ndarray
     rng: np.random.Generator
-    initial_theta: np.ndarray | None = None
+    initial_theta: np.ndarray
+    adam_m: np.ndarray  # Adam's moment estimates (zero until its first step; SPSA leaves them)
+    adam_v: np.ndarray
     epoch: int = 0
     step: int = 0
     permutation: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    adam_m: np.ndarray | None = None
-    adam_v: np.ndarray | None = None
     adam_t: int = 0
     queries: int = 0
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    test_probabilities: np.ndarray | None = None  # of the last finished epoch's evaluation
+
+    @classmethod
+    def start(cls, theta: np.ndarray, rng: np.random.Generator) -> TrainState:
+        """The state before the first step, at parameters ``theta``."""
+        return cls(
+            theta=theta, rng=rng, initial_theta=theta.copy(), adam_m=np.zeros_like(theta), adam_v=np.zeros_like(theta)
+        )
 
     def save(self, path: Path) -> None:
         meta = {
             "epoch": self.epoch, "step": self.step, "adam_t": self.adam_t, "queries": self.queries,
             "seconds": self.seconds, "history": self.history, "rng": self.rng.bit_generator.state,
         }
+        arrays = {"theta": self.theta, "initial_theta": self.initial_theta, "permutation": self.permutation,
+                  "adam_m": self.adam_m, "adam_v": self.adam_v}
+        if self.test_probabilities is not None:
+            arrays["test_probabilities"] = self.test_probabilities
         tmp = path.with_suffix(".tmp.npz")
-        zeros = np.zeros_like(self.theta)
-        np.savez(
-            tmp, theta=self.theta, initial_theta=self.initial_theta, permutation=self.permutation,
-            meta=np.array(json.dumps(meta)),
-            adam_m=zeros if self.adam_m is None else self.adam_m,
-            adam_v=zeros if self.adam_v is None else self.adam_v,
-        )
+        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())  # on disk before it replaces the previous checkpoint
         os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
@@ -84,12 +91,11 @@ class TrainState:
                 theta=data["theta"], rng=rng, initial_theta=data["initial_theta"], epoch=meta["epoch"], step=meta["step"],
                 permutation=data["permutation"], adam_m=data["adam_m"], adam_v=data["adam_v"],
                 adam_t=meta["adam_t"], queries=meta["queries"], seconds=meta["seconds"], history=meta["history"],
+                test_probabilities=data["test_probabilities"] if "test_probabilities" in data.files else None,
             )
 
 
 def adam_step(state: TrainState, grad: np.ndarray, lr: float, b1: float = 0.9, b2: float = 0.999) -> None:
-    if state.adam_m is None:
-        state.adam_m, state.adam_v = np.zeros_like(grad), np.zeros_like(grad)
     state.adam_t += 1
     state.adam_m = b1 * state.adam_m + (1 - b1) * grad
     state.adam_v = b2 * state.adam_v + (1 - b2) * grad**2
@@ -104,8 +110,8 @@ def spsa_step(model: QNNClassifier, state: TrainState, angles, y, lr: float, c: 
     plus, minus = state.theta + c * delta, state.theta - c * delta
     weights = np.concatenate([np.repeat(plus[None, :-2], len(y), 0), np.repeat(minus[None, :-2], len(y), 0)])
     f = model.expectations(np.concatenate([angles, angles]), weights)
-    loss_plus = bce_loss(sigmoid(plus[-2] * f[: len(y)] + plus[-1]), y)
-    loss_minus = bce_loss(sigmoid(minus[-2] * f[len(y) :] + minus[-1]), y)
+    loss_plus = bce_loss(readout(f[: len(y)], plus), y)
+    loss_minus = bce_loss(readout(f[len(y) :], minus), y)
     state.theta = state.theta - lr * (loss_plus - loss_minus) / (2 * c) * delta
     return 0.5 * (loss_plus + loss_minus)
 
@@ -131,8 +137,8 @@ class Progress:
         self.stream.flush()
 
 
-def estimator_options(config: Config) -> dict:
-    """Keyword arguments of ``mpi_estimator`` for this run."""
+def estimator_options(config: Config, qnn: CutQNN) -> dict:
+    """Keyword arguments of ``mpi_estimator`` for this run of ``qnn`` (``build_qnn(config)``)."""
     from .distributed import Straggler
 
     ex = config.execution
@@ -140,7 +146,7 @@ def estimator_options(config: Config) -> dict:
         ex.straggler_ranks, ex.straggler_probability, ex.straggler_delay, ex.straggler_slowdown, config.run.seed
     )
     return {
-        "partition_labels": build_qnn(config).partition_labels if ex.cutting else None,
+        "partition_labels": qnn.partition_labels if ex.cutting else None,
         "shots": ex.shots if ex.mode == "sampled" else None,
         "shot_allocation": ex.shot_allocation,
         "seed": config.run.seed,
@@ -183,11 +189,11 @@ def load_data(config: Config) -> Dataset:
 
 
 def train(
-    config: Config, data: Dataset, estimator, out_dir: Path, resume: bool, stop: StopRequest, progress: Progress
+    config: Config, qnn: CutQNN, data: Dataset, estimator, out_dir: Path, resume: bool, stop: StopRequest,
+    progress: Progress,
 ) -> dict | None:
-    """Train and evaluate; the results for ``results.json``, or ``None`` if stopped early
-    (a checkpoint was written)."""
-    qnn = build_qnn(config)
+    """Train ``qnn`` (``build_qnn(config)``) and evaluate; the results for ``results.json``, or
+    ``None`` if stopped early (a checkpoint was written)."""
     model = QNNClassifier(qnn, estimator)
     checkpoint = out_dir / CHECKPOINT
     if resume:
@@ -196,8 +202,7 @@ def train(
         progress.line(f"resuming at epoch {state.epoch + 1} step {state.step} from {checkpoint}")
     else:
         rng = np.random.default_rng(config.run.seed)
-        theta = model.initial_theta(rng)
-        state = TrainState(theta=theta, rng=rng, initial_theta=theta.copy())
+        state = TrainState.start(model.initial_theta(rng), rng)
 
     train_angles, test_angles = data.angles(data.x_train), data.angles(data.x_test)
     batch = config.training.batch_size
@@ -225,6 +230,7 @@ def train(
                 return None
         p_train = model.probabilities(train_angles, state.theta)
         p_test = model.probabilities(test_angles, state.theta)
+        state.test_probabilities = p_test
         record = {
             "epoch": state.epoch + 1, "loss": bce_loss(p_train, data.y_train),
             "train_accuracy": accuracy(p_train, data.y_train), "test_accuracy": accuracy(p_test, data.y_test),
@@ -243,7 +249,8 @@ def train(
             return None
 
     robustness = evaluate_robustness(model, data, state.theta, config)
-    test_probabilities = model.probabilities(test_angles, state.theta)
+    if state.test_probabilities is None:  # a checkpoint from before they were kept, written after the last epoch
+        state.test_probabilities = model.probabilities(test_angles, state.theta)
     return {
         "dataset": data.description,
         "model": describe_model(config, qnn),
@@ -259,7 +266,7 @@ def train(
             "train_accuracy": state.history[-1]["train_accuracy"],
             "test_accuracy": state.history[-1]["test_accuracy"],
             "parameters": state.theta.tolist(),
-            "test_probabilities": test_probabilities.tolist(),
+            "test_probabilities": state.test_probabilities.tolist(),
         },
         "robustness": robustness,
         "train_seconds": state.history[-1]["seconds"],

@@ -10,11 +10,14 @@ start-up per run); runs that must receive a real SIGTERM are subprocesses of
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import signal
 import subprocess
 import sys
+from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +209,7 @@ def check_stopped(job, out: Path, stop_at: int) -> TrainState:
     state = TrainState.load(out / CHECKPOINT)
     assert (state.epoch, state.step) == divmod(stop_at, STEPS_PER_EPOCH)
     assert len(state.history) == state.epoch
+    assert (state.test_probabilities is None) == (state.epoch == 0)  # kept from the last finished epoch
     where = "after the epoch" if state.step == 0 else f"at epoch {state.epoch + 1} step {state.step}"
     assert f"checkpoint written {where}" in job.stdout, job.stdout
     return state
@@ -222,30 +226,79 @@ def check_same_run(resumed: dict, reference: dict) -> None:
     assert resumed["budget"]["queries"] == reference["budget"]["queries"]
 
 
+@dataclass
+class Resumed:
+    out: Path  # the run directory
+    state: TrainState  # the checkpoint the SIGTERM left
+    printed: str  # the resumed run's stdout
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """Per (mode, stop_at): a run stopped by SIGTERM during step ``stop_at`` (checked) and then
+    resumed to the end (built on first use)."""
+    runs: dict[tuple[str, int], Resumed] = {}
+
+    def get(mode: str, stop_at: int) -> Resumed:
+        if (mode, stop_at) not in runs:
+            extra = sets(*RESUME_SETS, *MODE_SETS[mode])
+            out = tmp_path_factory.mktemp(f"resumed-{mode}-{stop_at}") / "run"
+            state = check_stopped(interrupted(stop_at, QUICK, out, extra), out, stop_at)
+            with redirect_stdout(io.StringIO()) as printed:
+                assert train(QUICK, out, *extra, "--resume") == 0
+            runs[mode, stop_at] = Resumed(out, state, printed.getvalue())
+        return runs[mode, stop_at]
+
+    return get
+
+
 @pytest.mark.parametrize("mode, stop_at", [("exact", 7), ("sampled", 3), ("sampled", STEPS_PER_EPOCH)])
-def test_resume_after_sigterm_is_bit_identical(mode, stop_at, uninterrupted, tmp_path, capsys):
+def test_resume_after_sigterm_is_bit_identical(mode, stop_at, uninterrupted, resumed):
     reference_dir = uninterrupted(mode)
-    extra = sets(*RESUME_SETS, *MODE_SETS[mode])
-    out = tmp_path / "run"
-    state = check_stopped(interrupted(stop_at, QUICK, out, extra), out, stop_at)
+    run = resumed(mode, stop_at)
+    state = run.state
     # the checkpoint holds the estimator's query counter: steps so far + 2 evaluations per epoch
     assert state.queries == stop_at + 2 * state.epoch
 
-    capsys.readouterr()
-    assert train(QUICK, out, *extra, "--resume") == 0
-    assert f"resuming at epoch {state.epoch + 1} step {state.step}" in capsys.readouterr().out
-    check_same_run(results(out), results(reference_dir))
+    assert f"resuming at epoch {state.epoch + 1} step {state.step}" in run.printed
+    check_same_run(results(run.out), results(reference_dir))
     # the timing log was continued, with query numbers carrying on from the checkpoint
-    assert executed_queries(out) == list(range(len(executed_queries(out))))
-    assert executed_queries(out) == executed_queries(reference_dir)
+    assert executed_queries(run.out) == list(range(len(executed_queries(run.out))))
+    assert executed_queries(run.out) == executed_queries(reference_dir)
 
 
-def test_resumed_results_keep_initial_parameters(uninterrupted, tmp_path):
-    extra = sets(*RESUME_SETS)
+def test_resume_after_the_last_epoch_reports_its_test_probabilities(uninterrupted, tmp_path):
+    """A run killed after its last epoch's checkpoint, before results.json, finishes as the
+    uninterrupted run: the final test probabilities are the checkpoint's (sampled mode: queried
+    again, their shots would differ)."""
     out = tmp_path / "run"
-    check_stopped(interrupted(2, QUICK, out, extra), out, 2)
-    assert train(QUICK, out, *extra, "--resume") == 0
-    assert results(out)["budget"]["initial_parameters"] == results(uninterrupted("exact"))["budget"]["initial_parameters"]
+    shutil.copytree(uninterrupted("sampled"), out)
+    (out / "results.json").unlink()
+    assert train(QUICK, out, *sets(*RESUME_SETS, *MODE_SETS["sampled"]), "--resume") == 0
+    check_same_run(results(out), results(uninterrupted("sampled")))
+
+
+def test_checkpoint_without_test_probabilities_queries_them(uninterrupted, tmp_path):
+    """A last-epoch checkpoint of an hpcqnn that did not keep the test probabilities still
+    finishes: one more query (exact mode: the same probabilities)."""
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted("exact"), out)
+    (out / "results.json").unlink()
+    state = TrainState.load(out / CHECKPOINT)
+    state.test_probabilities = None
+    state.save(out / CHECKPOINT)
+    assert "test_probabilities" not in np.load(out / CHECKPOINT).files
+    assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 0
+    resumed, reference = results(out), results(uninterrupted("exact"))
+    assert resumed["final"] == reference["final"] and resumed["robustness"] == reference["robustness"]
+    assert resumed["budget"]["queries"] == reference["budget"]["queries"] + 1
+
+
+def test_resumed_results_keep_initial_parameters(uninterrupted, resumed):
+    run = resumed("exact", 7)  # the resume test's run
+    initial = results(uninterrupted("exact"))["budget"]["initial_parameters"]
+    assert run.state.theta.tolist() != initial  # the resumed run started elsewhere
+    assert results(run.out)["budget"]["initial_parameters"] == initial
 
 
 @pytest.mark.mpi
@@ -383,6 +436,10 @@ def test_results_json_records_the_run(uninterrupted):
     assert (budget["epochs"], budget["batch_size"], budget["seed"]) == (2, 8, 2026)
     assert budget["steps_per_epoch"] == STEPS_PER_EPOCH
     assert len(budget["initial_parameters"]) == len(r["final"]["parameters"]) == model["weights"] + 2
+    # per epoch its steps and the train and test evaluations; then one query per Gaussian sigma (its
+    # draws together), one FGSM input gradient and one per epsilon; the final test probabilities are
+    # the last epoch's (no query of their own)
+    assert budget["queries"] == 2 * (STEPS_PER_EPOCH + 2) + 4 + 1 + 3
     assert budget["initial_parameters"][-2:] == [1.0, 0.0]
 
     assert [h["epoch"] for h in r["history"]] == [1, 2]
