@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter, ParameterVector
-from qiskit.quantum_info import SparseObservable, SparsePauliOp, Statevector
+from qiskit.quantum_info import SparseObservable, SparsePauliOp
 
 from hpcqnn import (
     CutPlanError,
@@ -16,6 +16,7 @@ from hpcqnn import (
     ParameterShapeError,
 )
 from hpcqnn.circuits import cut_qnn
+from statevector import exact_values
 
 
 def random_circuit(num_qubits: int, labels: str, cuts: int, rng: np.random.Generator):
@@ -42,10 +43,6 @@ def random_observable(num_qubits: int, terms: int, rng: np.random.Generator) -> 
     return SparsePauliOp(labels, rng.normal(size=terms)).simplify()
 
 
-def exact(circuit: QuantumCircuit, observable: SparsePauliOp, rows: np.ndarray) -> np.ndarray:
-    return np.array([Statevector(circuit.assign_parameters(x)).expectation_value(observable).real for x in rows])
-
-
 CASES = [
     (4, "AABB", 1),
     (4, "ABAB", 2),
@@ -68,7 +65,7 @@ def test_exact_matches_uncut_statevector(num_qubits, labels, cuts, minimal_basis
     rows = rng.uniform(-np.pi, np.pi, (7, circuit.num_parameters))
     estimator = DistributedEstimator(partition_labels=labels, minimal_basis=minimal_basis)
     result = estimator.run([(circuit, observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact(circuit, observable, rows), atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, exact_values(circuit, observable, rows), atol=1e-10)
     assert np.all(result.data.stds == 0)
     assert result.metadata["num_partitions"] == len(set(labels))
 
@@ -88,7 +85,7 @@ def test_three_partitions_enumerate_only_their_own_cuts():
     for minimal, per_side in ((False, 5), (True, 4)):
         estimator = DistributedEstimator(partition_labels="AABBCC", minimal_basis=minimal)
         result = estimator.run([(qc, observable, rows)]).result()[0]
-        np.testing.assert_allclose(result.data.evs, exact(qc, observable, rows), atol=1e-10)
+        np.testing.assert_allclose(result.data.evs, exact_values(qc, observable, rows), atol=1e-10)
         plan = next(iter(estimator._programs.values())).plan
         touched = {p.label: len(p.cut_ids) for p in plan.partitions}
         assert touched == {"A": 1, "B": 2, "C": 1}
@@ -123,8 +120,8 @@ def test_broadcasting_and_several_pubs_in_one_batch():
     assert result[0].data.evs.shape == (3, 2)
     assert result[1].data.evs.shape == ()
     for o, obs in enumerate(observables):
-        np.testing.assert_allclose(result[0].data.evs[:, o], exact(model.circuit, obs, rows[:, 0]), atol=1e-10)
-    np.testing.assert_allclose(result[1].data.evs, exact(model.circuit, observables[0], rows[0])[0], atol=1e-10)
+        np.testing.assert_allclose(result[0].data.evs[:, o], exact_values(model.circuit, obs, rows[:, 0]), atol=1e-10)
+    np.testing.assert_allclose(result[1].data.evs, exact_values(model.circuit, observables[0], rows[0])[0], atol=1e-10)
     assert estimator.num_queries == 2  # the two observable sets are two plans
 
 
@@ -135,7 +132,7 @@ def test_parameter_free_circuit_and_bound_angle_cut():
     qc.cx(0, 3)
     observable = SparsePauliOp(["ZZZZ", "XXII"], [1.0, 0.3])
     result = DistributedEstimator(partition_labels="AABB").run([(qc, observable)]).result()[0]
-    assert result.data.evs == pytest.approx(Statevector(qc).expectation_value(observable).real, abs=1e-10)
+    assert result.data.evs == pytest.approx(exact_values(qc, observable), abs=1e-10)
 
 
 def test_automatic_cuts_respect_max_subcircuit_qubits():
@@ -143,7 +140,7 @@ def test_automatic_cuts_respect_max_subcircuit_qubits():
     estimator = DistributedEstimator(max_subcircuit_qubits=3, seed=1)
     rows = np.random.default_rng(3).uniform(-1, 1, (2, model.circuit.num_parameters))
     result = estimator.run([(model.circuit, model.observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact(model.circuit, model.observable, rows), atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10)
     plan = next(iter(estimator._programs.values())).plan
     assert all(len(p.qubits) <= 3 for p in plan.partitions)
     assert plan.num_cuts >= 1
@@ -156,7 +153,7 @@ def test_library_blocks_are_unrolled_before_cutting():
     observable = SparsePauliOp("ZIIZ")
     rows = np.random.default_rng(4).uniform(-1, 1, (2, ansatz.num_parameters))
     result = DistributedEstimator(partition_labels="AABB").run([(ansatz, observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact(ansatz, observable, rows), atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, exact_values(ansatz, observable, rows), atol=1e-10)
 
 
 # -- bad input: named errors before anything is simulated ----------------------------------
@@ -257,7 +254,7 @@ def test_rows_equal_on_a_partition_run_once_for_it():
     rows[1, column] += np.pi / 2
     rows[2, column] -= np.pi / 2
     result = estimator.run([(model.circuit, model.observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact(model.circuit, model.observable, rows), atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10)
     plan = next(iter(estimator._programs.values())).plan
     executed = sum(r.n_experiments for r in estimator.recorder.rows if r.phase == "execute")
     a, b = (p.num_subexperiments for p in plan.partitions)
@@ -291,7 +288,7 @@ def test_custom_gates_are_unrolled_and_keyed_by_their_definition():
     for flip in (False, True):
         qc = with_block(flip)
         value = estimator.run([(qc, observable)]).result()[0].data.evs
-        assert value == pytest.approx(Statevector(qc).expectation_value(observable).real, abs=1e-10)
+        assert value == pytest.approx(exact_values(qc, observable), abs=1e-10)
     assert len(estimator._programs) == 2
 
 

@@ -6,16 +6,11 @@ import math
 
 import numpy as np
 from qiskit.circuit.library import CXGate
-from qiskit.quantum_info import Statevector
 from qiskit_addon_cutting.qpd import QPDBasis
 
-from hpcqnn.circuits import CutQNN, cut_qnn
+from hpcqnn.circuits import cut_qnn
 from hpcqnn.reference import reference_query
-
-
-def _exact_value(qnn: CutQNN, values: np.ndarray) -> float:
-    state = Statevector(qnn.circuit.assign_parameters(values))
-    return float(state.expectation_value(qnn.observable).real)
+from statevector import exact_values
 
 
 def _standard_error_bound(cuts: int, partitions: int, shots: int) -> float:
@@ -35,7 +30,7 @@ def test_reference_query_matches_statevector() -> None:
     cuts, shots = 1, 20_000
     qnn = cut_qnn(num_qubits=4, cuts=cuts, layers=2)
     values = np.random.default_rng(7).uniform(-np.pi, np.pi, qnn.circuit.num_parameters)
-    exact = _exact_value(qnn, values)
+    exact = exact_values(qnn.circuit, qnn.observable, values)
 
     value, seconds = reference_query(
         qnn.circuit, qnn.partition_labels, qnn.observable, values, shots=shots, seed=11
@@ -50,7 +45,7 @@ def test_reference_query_uncut() -> None:
     shots = 20_000
     qnn = cut_qnn(num_qubits=4, cuts=0, layers=2)
     values = np.random.default_rng(8).uniform(-np.pi, np.pi, qnn.circuit.num_parameters)
-    exact = _exact_value(qnn, values)
+    exact = exact_values(qnn.circuit, qnn.observable, values)
 
     value, _ = reference_query(
         qnn.circuit, "A" * qnn.num_qubits, qnn.observable, values, shots=shots, seed=12

@@ -13,7 +13,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from qiskit.primitives import BitArray, DataBin, PrimitiveResult, PubResult, SamplerPubResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
-from qiskit.quantum_info import PauliList, SparsePauliOp, Statevector
+from qiskit.quantum_info import PauliList, SparsePauliOp
 from qiskit_addon_cutting import (
     generate_cutting_experiments,
     partition_problem,
@@ -38,6 +38,7 @@ from hpcqnn.shotbench import CUT_GATES
 from hpcqnn.simulator import AerRunner
 from hpcqnn.tiles import Tile
 from hpcqnn.tiles import split_chunks
+from statevector import exact_values
 
 Cut = tuple[str, int, int]  # (gate name, qubit, qubit) of a gate between partitions
 
@@ -85,14 +86,6 @@ def random_observables(num_qubits: int, seed: int) -> list[SparsePauliOp]:
         observables.append(SparsePauliOp(sorted(labels), rng.uniform(-1.5, 1.5, 3)))
     constant = SparsePauliOp.from_sparse_list([("Z", [0], 0.9), ("", [], 0.25)], num_qubits)
     return observables + [constant]
-
-
-def exact_values(
-    circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], params: np.ndarray
-) -> np.ndarray:
-    """Statevector expectation values, shape [rows, observables]."""
-    states = [Statevector(circuit.assign_parameters(row)) for row in params]
-    return np.array([[s.expectation_value(o).real for o in observables] for s in states])
 
 
 def run_sampled(
@@ -145,7 +138,7 @@ def estimator_program(
 def test_sampled_values_within_errors_of_exact(index: int) -> None:
     """evs lie within 5 reported stds of the statevector value; stds scale as 1/sqrt(shots)."""
     labels, circuit, observables, params = case_problem(index)
-    exact = exact_values(circuit, observables, params)
+    exact = exact_values(circuit, observables, params[:, None, :])
     few = run_sampled(sampled_estimator(labels, 2000, seed=1), circuit, observables, params)
     many = run_sampled(sampled_estimator(labels, 32000, seed=2), circuit, observables, params)
     assert few.metadata["num_partitions"] == len(set(labels))
@@ -163,7 +156,7 @@ def test_sampled_values_within_errors_of_exact(index: int) -> None:
 def test_reported_stds_match_spread_over_queries() -> None:
     """Repeated queries scatter about the exact value by about the reported std."""
     labels, circuit, observables, params = case_problem(2)
-    exact = exact_values(circuit, observables, params)
+    exact = exact_values(circuit, observables, params[:, None, :])
     estimator = sampled_estimator(labels, 500, seed=5)
     results = [run_sampled(estimator, circuit, observables, params) for _ in range(24)]
     evs = np.array([r.data.evs for r in results])
@@ -374,7 +367,7 @@ def test_single_parameter_row() -> None:
     labels, circuit, observables, params = case_problem(3)
     row = params[1]
     result = sampled_estimator(labels, 4000, seed=3).run([(circuit, observables, row)]).result()[0]
-    exact = exact_values(circuit, observables, row[None, :])[0]
+    exact = exact_values(circuit, observables, row)
     assert result.data.evs.shape == (len(observables),)
     assert np.all(result.data.stds > 0)
     assert np.all(np.abs(result.data.evs - exact) <= 5 * result.data.stds)
@@ -410,7 +403,7 @@ def test_parameter_free_circuit() -> None:
     """No parameter values at all, or several empty rows (identical rows share their shots)."""
     circuit = fixed_circuit()
     observable = SparsePauliOp(["XZYZ", "ZIIX", "IYZI"], [0.7, -0.4, 1.1])
-    exact = Statevector(circuit).expectation_value(observable).real
+    exact = exact_values(circuit, observable)
     pubs = [(circuit, observable), (circuit, observable, np.zeros((3, 0)))]
     single, repeated = sampled_estimator("AABB", 4000, seed=4).run(pubs).result()
     assert single.data.evs.shape == () and repeated.data.evs.shape == (3,)
@@ -427,7 +420,7 @@ def test_partly_parameter_free_circuit() -> None:
     params = np.array([[0.3, 1.2], [2.0, -0.5], [0.1, 0.1]])
     estimator = sampled_estimator("AABB", 4000, seed=6)
     result = estimator.run([(circuit, observable, params)]).result()[0]
-    exact = exact_values(circuit, [observable], params)[:, 0]
+    exact = exact_values(circuit, observable, params)
     assert np.all(result.data.stds > 0)
     assert np.all(np.abs(result.data.evs - exact) <= 5 * result.data.stds)
 
@@ -482,7 +475,7 @@ def test_proportional_allocation_beats_uniform_at_equal_total_shots() -> None:
     """Same budget (checked), same circuits: weighting shots by |coefficient| shrinks both the
     reported stds and the actual error over repeated queries on the small-angle cuts."""
     labels, circuit, observables, params = small_angle_problem()
-    exact = exact_values(circuit, observables, params)
+    exact = exact_values(circuit, observables, params[:, None, :])
     errors, stds, budgets = {}, {}, {}
     for allocation in ("uniform", "proportional"):
         estimator = sampled_estimator(labels, 400, seed=8, allocation=allocation)

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
-from qiskit.quantum_info import SparsePauliOp, Statevector
+from qiskit.quantum_info import SparsePauliOp
 from qiskit_addon_cutting import cut_wires, expand_observables
 from qiskit_addon_cutting.instructions import CutWire, Move
 
 from hpcqnn import CutPlanError, DistributedEstimator
+from statevector import exact_values
 
 
 def relay_circuit(wire_cut: bool, gate_cut: bool = False) -> QuantumCircuit:
@@ -49,11 +50,6 @@ OBSERVABLES = [
 ]
 
 
-def statevector_values(circuit: QuantumCircuit, rows: np.ndarray) -> np.ndarray:
-    states = [Statevector(circuit.assign_parameters(row)) for row in rows]
-    return np.array([[s.expectation_value(o).real for o in OBSERVABLES] for s in states])
-
-
 def run(estimator: DistributedEstimator, circuit: QuantumCircuit, rows: np.ndarray, observables=OBSERVABLES):
     return estimator.run([(circuit, observables, rows[:, None, :])]).result()[0]
 
@@ -66,7 +62,9 @@ def test_cut_wire_marker_matches_statevector(minimal_basis: bool, subexperiments
     """A CutWire splits the circuit into the qubits the other gates connect; the wire cut's
     source side simulates 4 channels, its destination 4 of the 6 distinct preparations."""
     result = run(DistributedEstimator(minimal_basis=minimal_basis), relay_circuit(True), ROWS)
-    np.testing.assert_allclose(result.data.evs, statevector_values(relay_circuit(False), ROWS), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        result.data.evs, exact_values(relay_circuit(False), OBSERVABLES, ROWS[:, None, :]), rtol=0, atol=1e-10
+    )
     assert result.metadata["num_cuts"] == 1 and result.metadata["num_partitions"] == 2
     assert result.metadata["num_subexperiments"] == subexperiments
 
@@ -76,9 +74,8 @@ def test_wire_and_gate_cuts_together():
     new qubit 2, its continuation qubit 3."""
     circuit = relay_circuit(True, gate_cut=True)
     result = run(DistributedEstimator(partition_labels="AAABBBB"), circuit, ROWS)
-    np.testing.assert_allclose(
-        result.data.evs, statevector_values(relay_circuit(False, gate_cut=True), ROWS), rtol=0, atol=1e-10
-    )
+    expected = exact_values(relay_circuit(False, gate_cut=True), OBSERVABLES, ROWS[:, None, :])
+    np.testing.assert_allclose(result.data.evs, expected, rtol=0, atol=1e-10)
     assert result.metadata["num_cuts"] == 2
     assert result.metadata["num_subexperiments"] == 4 * 4 + 4 * 4  # each partition holds a side of both
 
@@ -97,13 +94,15 @@ def test_move_gates_with_labels_match_statevector():
     labels = ["L" if q in (0, 1, 2) else "R" for q in range(plain.num_qubits)]
     assert [inst.operation.name for inst in plain.data].count("move") == 1
     result = run(DistributedEstimator(partition_labels=labels), plain, ROWS, observables)
-    np.testing.assert_allclose(result.data.evs, statevector_values(relay_circuit(False), ROWS), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        result.data.evs, exact_values(relay_circuit(False), OBSERVABLES, ROWS[:, None, :]), rtol=0, atol=1e-10
+    )
 
 
 def test_find_cuts_with_wire_cuts_needs_fewer_subexperiments():
     """Into 4-qubit pieces: gate cuts alone need two CX cuts, a wire cut does it with one."""
     circuit = relay_circuit(False)
-    expected = statevector_values(circuit, ROWS)
+    expected = exact_values(circuit, OBSERVABLES, ROWS[:, None, :])
     counts = {}
     for wire_cuts in (False, True):
         result = run(DistributedEstimator(max_subcircuit_qubits=4, wire_cuts=wire_cuts, seed=1), circuit, ROWS)
@@ -116,7 +115,7 @@ def test_find_cuts_with_wire_cuts_needs_fewer_subexperiments():
 def test_sampled_wire_cut_within_errors(allocation: str):
     estimator = DistributedEstimator(partition_labels="AAABBBB", shots=4000, seed=3, shot_allocation=allocation)
     result = run(estimator, relay_circuit(True, gate_cut=True), ROWS)
-    exact = statevector_values(relay_circuit(False, gate_cut=True), ROWS)
+    exact = exact_values(relay_circuit(False, gate_cut=True), OBSERVABLES, ROWS[:, None, :])
     assert np.all(result.data.stds > 0)
     assert np.all(np.abs(result.data.evs - exact) <= 5 * result.data.stds), (result.data.evs - exact) / result.data.stds
 
