@@ -36,10 +36,10 @@ _PAULI_LETTERS = frozenset("IXYZ")
 class _PreparedPub:
     pub: EstimatorPub
     program: Program
-    key: Hashable
     params: np.ndarray  # [parameter rows, circuit parameters]
     weights: np.ndarray  # [global Pauli terms, observables]
     shots: int | None
+    query: int  # the query that executes it: one per distinct (plan, shots) of a ``run``
 
 
 class DistributedEstimator(BaseEstimatorV2):
@@ -134,7 +134,8 @@ class DistributedEstimator(BaseEstimatorV2):
         """Validate every pub, then execute them; the returned job is already complete."""
         if precision is not None and not precision >= 0:
             raise ExecutionConfigError(f"precision must be >= 0, got {precision}")
-        prepared = [self._prepare(pub, precision) for pub in pubs]
+        batches: dict[Hashable, int] = {}  # (plan key, shots) -> query number, in run order
+        prepared = [self._prepare(pub, precision, batches) for pub in pubs]
         results = self._execute(prepared)
         job = PrimitiveJob(lambda: PrimitiveResult(results, metadata={"version": 2}))
         job._submit()
@@ -143,11 +144,15 @@ class DistributedEstimator(BaseEstimatorV2):
     def program(self, pub: EstimatorPubLike) -> Program:
         """The program (cut plan, circuits, shot allocation) ``pub`` runs with; built and cached
         if new, nothing is simulated."""
-        return self._prepare(pub, None).program
+        return self._prepare(pub, None, {}).program
 
     # -- preparation: every check happens here, before anything is simulated -----------------
 
-    def _prepare(self, pub_like: EstimatorPubLike, precision: float | None) -> _PreparedPub:
+    def _prepare(
+        self, pub_like: EstimatorPubLike, precision: float | None, batches: dict[Hashable, int]
+    ) -> _PreparedPub:
+        """Check and coerce one pub; a new plan is built here, its timing rows filed under the
+        query of ``run`` that first executes it (``batches`` numbers them as ``_execute`` will)."""
         _check_parameter_shape(pub_like)
         try:
             pub = EstimatorPub.coerce(pub_like, precision)
@@ -156,8 +161,10 @@ class DistributedEstimator(BaseEstimatorV2):
         labels, weights = _pauli_terms(pub)
         sampled = self.shots is not None
         key = (_structure_key(pub.circuit), tuple(labels), sampled)
+        shots = self._shots_for(pub.precision)
+        query = batches.setdefault((key, shots), self._queries + len(batches))
         if key not in self._programs:
-            self._programs[key] = self._build_program(pub.circuit, PauliList(labels), sampled)
+            self._programs[key] = self._build_program(pub.circuit, PauliList(labels), sampled, query)
         program = self._programs[key]
         width = len(program.plan.parameters)
         rows = int(np.prod(pub.parameter_values.shape, dtype=np.int64))
@@ -169,10 +176,9 @@ class DistributedEstimator(BaseEstimatorV2):
             params = pub.parameter_values.as_array(program.plan.parameters).reshape(rows, width)
         else:
             params = np.zeros((rows, 0))
-        return _PreparedPub(pub, program, key, params, weights, self._shots_for(pub.precision))
+        return _PreparedPub(pub, program, params, weights, shots, query)
 
-    def _build_program(self, circuit: QuantumCircuit, paulis: PauliList, sampled: bool) -> Program:
-        query = self._queries
+    def _build_program(self, circuit: QuantumCircuit, paulis: PauliList, sampled: bool, query: int) -> Program:
         with self.recorder.phase(query, "partition", n_circuits=1):
             plan = build_cut_plan(
                 circuit,
@@ -197,14 +203,13 @@ class DistributedEstimator(BaseEstimatorV2):
     # -- execution: one engine query per distinct (plan, shots) ------------------------------
 
     def _execute(self, prepared: list[_PreparedPub]) -> list[PubResult]:
-        batches: dict[Hashable, list[int]] = {}
+        batches: dict[int, list[int]] = {}
         for i, item in enumerate(prepared):
-            batches.setdefault((item.key, item.shots), []).append(i)
+            batches.setdefault(item.query, []).append(i)
         results: list[PubResult | None] = [None] * len(prepared)
-        for indices in batches.values():
+        for query, indices in batches.items():
             items = [prepared[i] for i in indices]
-            query = self._queries
-            self._queries += 1
+            self._queries = query + 1
             params = np.concatenate([it.params for it in items], axis=0)
             weights = np.concatenate([it.weights for it in items], axis=1)
             evs, variance = self.engine.evaluate(

@@ -109,6 +109,22 @@ def test_plan_is_built_once_per_circuit_structure():
     assert len(estimator._programs) == 1
 
 
+def test_plans_built_in_one_run_are_timed_under_the_query_that_executes_them():
+    """Two structures in one ``run`` are two queries; each plan's partition and generate rows
+    belong to its own query, and the metadata of each pub names the query it ran in."""
+    first, second = cut_qnn(6, cuts=1, layers=2), cut_qnn(6, cuts=2, layers=2)
+    estimator = DistributedEstimator(partition_labels=first.partition_labels)
+    rows = np.random.default_rng(1).uniform(-1, 1, (2, first.circuit.num_parameters))
+    results = estimator.run(
+        [(first.circuit, first.observable, rows), (second.circuit, second.observable, rows[:, : second.circuit.num_parameters])]
+    ).result()
+    assert [r.metadata["query"] for r in results] == [0, 1]
+    assert [r.metadata["num_cuts"] for r in results] == [1, 2]
+    planned = [row.query for row in estimator.recorder.rows if row.phase in ("partition", "generate")]
+    assert planned == [0, 0, 1, 1]
+    assert estimator.num_queries == 2
+
+
 def test_broadcasting_and_several_pubs_in_one_batch():
     model = cut_qnn(4, cuts=1, layers=1)
     rng = np.random.default_rng(2)
