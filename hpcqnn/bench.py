@@ -96,13 +96,15 @@ def addon_subexperiments(model) -> int:
 
 
 def bench_models(qubits: Sequence[int], cuts: Sequence[int], piece_qubits: int | None, layers: int) -> list:
-    """``(qubits, pieces, cuts, model)`` of every setting, built before any rank starts work."""
+    """``(setting, model)`` of every (width, cut count), built before any rank starts work; the
+    setting names qubits, pieces, cuts and the layers used (at least one per cut)."""
     models = []
     for n in qubits:
         pieces = 2 if piece_qubits is None else max(2, math.ceil(n / piece_qubits))
         for c in cuts:
+            setting = {"qubits": n, "pieces": pieces, "cuts": c, "layers": max(layers, c)}
             try:
-                models.append((n, pieces, c, cut_qnn(n, c, layers=max(layers, c), pieces=pieces)))
+                models.append((setting, cut_qnn(n, c, layers=setting["layers"], pieces=pieces)))
             except ValueError as exc:
                 raise ExecutionConfigError(f"no benchmark QNN of {n} qubits in {pieces} pieces with {c} cuts: {exc}") from exc
     return models
@@ -155,10 +157,10 @@ def run_bench(
         "results": [],
     }
     is_root = True
-    for n, pieces, c, model in bench_models(qubits, cuts, piece_qubits, layers):
+    for setting, model in bench_models(qubits, cuts, piece_qubits, layers):
+        n, c = setting["qubits"], setting["cuts"]
         stream = np.random.default_rng([seed, n, c])
         params = stream.uniform(-np.pi, np.pi, (queries, rows, model.circuit.num_parameters))
-        setting = {"qubits": n, "pieces": pieces, "cuts": c}
         entries = []
         for mode in modes:
             name = f"cuts{c}-{mode}" if len(qubits) == 1 else f"q{n}-cuts{c}-{mode}"

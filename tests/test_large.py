@@ -13,7 +13,7 @@ from qiskit_aer.primitives import EstimatorV2 as AerEstimator
 
 from analysis import large
 from hpcqnn import DistributedEstimator, cli
-from hpcqnn.bench import addon_subexperiments
+from hpcqnn.bench import addon_subexperiments, bench_models
 from hpcqnn.circuits import cut_qnn
 
 
@@ -91,3 +91,11 @@ def test_bench_of_the_family_and_its_figure(tmp_path):
     assert large.main([str(report), "--out", str(out)]) == 0
     assert "| 30 | 3 | hpcqnn exact | 1 | 24 (4+16+4) | 108 |" in (out / "large_qnn.md").read_text()
     assert all((out / f"large_qnn.{ext}").stat().st_size > 1000 for ext in ("png", "pdf"))
+
+
+def test_bench_settings_name_the_layers_their_model_has():
+    """A cut count above ``--layers`` gets one layer per cut; the setting (and so every run
+    directory's config) records the layers the model really has."""
+    built = bench_models([6], [0, 2, 4], None, 3)
+    assert [s["layers"] for s, _ in built] == [3, 3, 4]
+    assert [len(model.weights) for _, model in built] == [3 * 6 * 2, 3 * 6 * 2, 4 * 6 * 2]
