@@ -9,7 +9,8 @@ building, CUDA start-up); per-query medians of the execute phase and the whole q
 ratio, and the largest difference between the two devices' values. Reconstruction: the
 rank-0 step (``engine.finish_query``: estimates to the device, contraction, values back) on
 synthetic estimates with NumPy and with CuPy, for several row counts. Without a usable GPU the
-CPU side runs and the report says why the GPU side was skipped. MPI scaling on GPUs is
+CPU side runs and the report says why the GPU side was skipped; where CuPy sees a GPU but Aer
+cannot use it, the reconstruction comparison still runs on that GPU. MPI scaling on GPUs is
 ``hpcqnn bench --device GPU`` under mpiexec/srun.
 """
 
@@ -31,12 +32,12 @@ from qiskit.quantum_info import PauliList
 from . import __version__
 from .circuits import CutQNN, cut_qnn
 from .cutplan import build_cut_plan
-from . import launcher
-from .devices import Placement, array_module, place
+from . import devices, launcher
+from .devices import GPUProbe, Placement, array_module, gpu_for_rank, place
 from .engine import LocalEngine, finish_query
 from .errors import HpcqnnError
 from .estimator import DistributedEstimator
-from .gpucheck import PACKAGES
+from .gpucheck import PACKAGES, cupy_error
 from .runinfo import installed_versions, write_report
 from .measurement import Program, QueryBuffers, build_program, query_rows
 from .simulator import AerRunner
@@ -110,6 +111,18 @@ def time_reconstruction(program: Program, rows: int, xp: ModuleType, repeats: in
     return statistics.median(seconds), values
 
 
+def reconstruction_placement(placement: Placement, probe: GPUProbe, local_rank: int) -> tuple[Placement | None, str | None]:
+    """Where the CuPy side of the reconstruction comparison runs, or why it cannot: it needs
+    only CuPy, so it also runs on a GPU that Aer's build cannot use."""
+    if placement.gpu is not None:
+        return placement, None
+    if not probe.cuda_devices:
+        return None, f"CuPy sees no CUDA device ({probe.cupy_problem or 'device count 0'})"
+    gpu = gpu_for_rank(local_rank, probe.cuda_devices)
+    problem = cupy_error(gpu)
+    return (None, problem) if problem else (Placement(gpu), None)
+
+
 def ratio(cpu: float, gpu: float | None) -> float | None:
     return None if gpu is None or gpu <= 0 else cpu / gpu
 
@@ -125,10 +138,14 @@ def run(
     seed: int = 1234,
     aer_options: dict[str, object] | None = None,
 ) -> dict:
-    """The JSON-ready report: ``gpu`` is the GPU that ran (None when none did, ``gpu_skipped`` says why)."""
+    """The JSON-ready report: ``gpu`` is the GPU Aer ran on (None when none did, ``gpu_skipped``
+    says why); ``cupy_gpu`` the GPU of the CuPy reconstruction (None: ``cupy_skipped`` says why)."""
     AerRunner("CPU", threads, aer_options)  # unknown option names fail here, before any timing
-    placement = place("auto", launcher.local_rank())
+    local_rank = launcher.local_rank()
+    probe = devices.probe_gpus()
+    placement = place("auto", local_rank, probe)
     gpu = placement.gpu is not None
+    cupy_placement, cupy_skipped = reconstruction_placement(placement, probe, local_rank)
     report = {
         "hpcqnn_version": __version__,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -136,6 +153,8 @@ def run(
         "packages": installed_versions(PACKAGES),
         "gpu": placement.label if gpu else None,
         "gpu_skipped": placement.note or None,
+        "cupy_gpu": None if cupy_placement is None else cupy_placement.label,
+        "cupy_skipped": cupy_skipped,
         "settings": {
             "queries": queries, "rows": rows, "large_qubits": large_qubits, "large_pieces": large_pieces,
             "reconstruction_rows": list(reconstruction_rows), "repeats": repeats, "threads": threads,
@@ -144,11 +163,11 @@ def run(
         "execution": [],
         "reconstruction": [],
     }
-    devices = [("CPU", Placement())] + ([("GPU", placement)] if gpu else [])
+    sides = [("CPU", Placement())] + ([("GPU", placement)] if gpu else [])
     for case in cases(large_qubits, large_pieces):
         params = np.random.default_rng(seed).uniform(-np.pi, np.pi, (queries + 1, rows, case.qnn.circuit.num_parameters))
         timed = {}
-        for name, where in devices:
+        for name, where in sides:
             engine = LocalEngine(AerRunner(where, threads, aer_options if where.gpu is not None else None), array_module(where))
             timed[name] = time_queries(DistributedEstimator(partition_labels=case.labels, engine=engine), case, params)
         cpu, on_gpu = timed["CPU"], timed.get("GPU")
@@ -165,8 +184,8 @@ def run(
         for count in reconstruction_rows:
             numpy_s, numpy_values = time_reconstruction(program, count, np, repeats, seed)
             cupy_s = difference = None
-            if gpu:
-                cupy_s, cupy_values = time_reconstruction(program, count, array_module(placement), repeats, seed)
+            if cupy_placement is not None:
+                cupy_s, cupy_values = time_reconstruction(program, count, array_module(cupy_placement), repeats, seed)
                 difference = float(np.abs(cupy_values - numpy_values).max())
             report["reconstruction"].append({
                 "case": case.name, "rows": count, "numpy_s": numpy_s, "cupy_s": cupy_s,
@@ -181,7 +200,7 @@ def _cell(value: float | None, spec: str, width: int) -> str:
 
 def format_report(report: dict) -> str:
     lines = [
-        f"GPU: {report['gpu'] or 'none'}",
+        f"GPU (Aer): {report['gpu'] or 'none'}; GPU (CuPy): {report['cupy_gpu'] or 'none'}",
         "",
         f"execution: exact mode, {report['settings']['queries']} queries of {report['settings']['rows']} rows, "
         "median seconds per query (execute = Aer, query = everything)",
@@ -206,8 +225,10 @@ def format_report(report: dict) -> str:
             f"{r['case']:<18} {r['rows']:>7} {_cell(r['numpy_s'], '.5f', 10)} {_cell(r['cupy_s'], '.5f', 10)} "
             f"{_cell(r['numpy_over_cupy'], '.2f', 10)} {_cell(r['max_abs_difference'], '.1e', 16)}"
         )
-    if report["gpu_skipped"]:
+    if report["gpu_skipped"] and report["cupy_skipped"]:
         lines += ["", f"GPU side skipped: {report['gpu_skipped']}. Only the CPU side ran."]
+    elif report["gpu_skipped"]:
+        lines += ["", f"GPU execution skipped: {report['gpu_skipped']}. Reconstruction ran with CuPy on {report['cupy_gpu']}."]
     return "\n".join(lines)
 
 

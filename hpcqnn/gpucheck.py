@@ -14,7 +14,7 @@ from . import launcher
 from .devices import aer_gpu_error, place, probe_gpus
 from .runinfo import installed_versions
 
-PACKAGES = ("qiskit-aer", "qiskit-aer-gpu", "qiskit-aer-gpu-cu11", "cupy-cuda12x", "cupy-cuda11x", "cupy")
+PACKAGES = ("qiskit-aer", "qiskit-aer-gpu", "qiskit-aer-gpu-cu11", "cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy")
 
 
 def cupy_error(gpu: int) -> str:
@@ -46,10 +46,10 @@ def report() -> tuple[list[str], bool]:
             "qiskit-aer-gpu is installed but the qiskit_aer module is the CPU build (qiskit-aer was "
             f"installed over it): pip install --force-reinstall --no-deps qiskit-aer-gpu=={gpu_version}"
         )
-    if not probe.problem:
-        for gpu in range(probe.cuda_devices):
-            problems = [text for text in (aer_gpu_error(gpu), cupy_error(gpu)) if text]
-            lines.append(f"GPU {gpu}: " + ("; ".join(problems) if problems else "Aer and CuPy run"))
+    for gpu in range(probe.cuda_devices):  # CuPy is checked even where Aer's build has no GPU
+        aer = aer_gpu_error(gpu) if "GPU" in probe.aer_devices else "Aer's build offers no GPU"
+        problems = [text for text in (aer, cupy_error(gpu)) if text]
+        lines.append(f"GPU {gpu}: " + ("; ".join(problems) if problems else "Aer and CuPy run"))
     placement = place("auto", launcher.local_rank(), probe)
     lines.append(f"device='auto' here: {placement.label}" + (f" ({placement.note})" if placement.note else ""))
     return lines, placement.gpu is not None

@@ -321,6 +321,7 @@ def test_gpubench_runs_the_cpu_side_and_says_the_gpu_side_was_skipped(no_gpu, tm
     assert "GPU side skipped: CuPy sees no CUDA device (CuPy is not installed). Only the CPU side ran." in printed
     report = json.loads(out.read_text())
     assert report["gpu"] is None and report["gpu_skipped"] == NO_GPU.problem
+    assert report["cupy_gpu"] is None and report["cupy_skipped"] == NO_GPU.problem
     assert [(e["case"], e["partitions"], e["cuts"]) for e in report["execution"]] == [("8q 3 cuts", 2, 3), ("16q 3 pieces", 3, 2)]
     for entry in report["execution"]:
         assert entry["cpu_execute_s"] > 0 and entry["gpu_execute_s"] is None and entry["execute_cpu_over_gpu"] is None
@@ -328,6 +329,42 @@ def test_gpubench_runs_the_cpu_side_and_says_the_gpu_side_was_skipped(no_gpu, tm
         ("8q 3 cuts", 4), ("8q 3 cuts", 16), ("16q 3 pieces", 4), ("16q 3 pieces", 16)
     ]
     assert all(r["numpy_s"] > 0 and r["cupy_s"] is None for r in report["reconstruction"])
+
+
+def test_gpubench_reconstructs_with_cupy_where_aer_has_no_gpu(monkeypatch, fresh_announcements, tmp_path, capsys):
+    """CuPy sees two GPUs but Aer is the CPU build: execution runs on the CPU only, and the
+    reconstruction comparison runs on the local rank's GPU through the device module."""
+    from hpcqnn import gpubench
+
+    monkeypatch.setattr(devices, "probe_gpus", lambda: CPU_AER)
+    monkeypatch.setattr(launcher, "local_rank", lambda: 3)
+    monkeypatch.setattr(gpubench, "cupy_error", lambda gpu: "")
+    used = []
+    monkeypatch.setattr(gpubench, "array_module", lambda where: used.append(where.gpu) or (np if where.gpu is None else DeviceModule()))
+    out = tmp_path / "bench.json"
+    args = ["--queries", "1", "--rows", "2", "--large-qubits", "16", "--reconstruction-rows", "4",
+            "--repeats", "1", "--threads", "1", "--json", str(out)]
+    assert gpubench.main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["gpu"] is None and report["gpu_skipped"] == CPU_AER.problem
+    assert report["cupy_gpu"] == "GPU 1" and report["cupy_skipped"] is None
+    assert all(e["gpu_execute_s"] is None for e in report["execution"])
+    assert all(r["cupy_s"] > 0 and r["max_abs_difference"] < 1e-12 for r in report["reconstruction"])
+    assert set(used) == {None, 1}
+    assert "Reconstruction ran with CuPy on GPU 1." in capsys.readouterr().out
+
+
+def test_gpucheck_checks_cupy_on_every_gpu_even_without_aer_gpu(monkeypatch, fresh_announcements, capsys):
+    from hpcqnn import gpucheck
+
+    monkeypatch.setattr(devices, "probe_gpus", lambda: CPU_AER)
+    monkeypatch.setattr(gpucheck, "probe_gpus", lambda: CPU_AER)
+    monkeypatch.setattr(gpucheck, "cupy_error", lambda gpu: "" if gpu == 0 else f"CuPy on GPU {gpu} failed: boom")
+    assert gpucheck.main(["--require-gpu"]) == 1
+    out = capsys.readouterr().out
+    assert "GPU 0: Aer's build offers no GPU\n" in out
+    assert "GPU 1: Aer's build offers no GPU; CuPy on GPU 1 failed: boom" in out
+    assert f"device='auto' here: CPU ({CPU_AER.problem})" in out
 
 
 def test_gpubench_refuses_unknown_aer_options(capsys):

@@ -1,6 +1,7 @@
 """On a real GPU: Aer's GPU results equal the CPU's, CuPy reconstruction equals NumPy, ranks bind
 to GPU (local rank mod GPUs) under mpiexec, and a training run records its GPU. Skipped, with the
-reason, where no GPU is usable (tests/test_devices.py covers the same logic without one)."""
+reason, where no GPU is usable (tests/test_devices.py covers the same logic without one); the
+CuPy tests need only CuPy and a CUDA device, so they also run where Aer's GPU build does not."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hpcqnn.circuits import cut_qnn
 from hpcqnn.cutplan import build_cut_plan
 from hpcqnn.devices import Placement, array_module, probe_gpus, place
 from hpcqnn.engine import finish_query
+from hpcqnn.gpubench import reconstruction_placement
 from hpcqnn.measurement import QueryBuffers, build_program, query_rows
 from hpcqnn.timelog import rank_file, read_timing
 from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
@@ -26,9 +28,13 @@ SCRIPTS = Path(__file__).parent / "mpi_scripts"
 
 _PROBE = probe_gpus()
 _PROBLEM = _PROBE.problem or place("auto", 0, _PROBE).note
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(bool(_PROBLEM), reason=f"no usable GPU: {_PROBLEM}")]
+_CUPY, _CUPY_PROBLEM = reconstruction_placement(Placement(), _PROBE, 0)
+needs_gpu = pytest.mark.skipif(bool(_PROBLEM), reason=f"no usable GPU: {_PROBLEM}")
+needs_cupy = pytest.mark.skipif(_CUPY is None, reason=f"no GPU for CuPy: {_CUPY_PROBLEM}")
+pytestmark = pytest.mark.gpu
 
 
+@needs_gpu
 @pytest.mark.parametrize(("qubits", "cuts", "labels"), [(8, 3, None), (16, 2, None), (12, 1, "AAAABBBBCCCC")])
 def test_gpu_aer_equals_cpu_in_exact_mode(qubits, cuts, labels):
     qnn = cut_qnn(qubits, cuts, layers=max(cuts, 2))
@@ -44,10 +50,12 @@ def test_gpu_aer_equals_cpu_in_exact_mode(qubits, cuts, labels):
     np.testing.assert_allclose(values["GPU"], values["CPU"], rtol=0, atol=1e-10)
 
 
+@needs_gpu
 def test_auto_uses_the_gpu():
     assert hpcqnn.DistributedEstimator(partition_labels="AABB").device == "GPU"
 
 
+@needs_cupy
 @pytest.mark.parametrize("sampled", [False, True])
 def test_cupy_reconstruction_equals_numpy(sampled):
     import cupy
@@ -59,7 +67,7 @@ def test_cupy_reconstruction_equals_numpy(sampled):
     buffers = QueryBuffers(program, query_rows(plan, rng.uniform(-np.pi, np.pi, (300, len(plan.parameters)))))
     buffers.flat[:] = rng.uniform(-1, 1, buffers.flat.shape)
     weights = rng.uniform(-1, 1, (len(plan.paulis), 3))
-    xp = array_module(place("GPU"))
+    xp = array_module(_CUPY)
     assert xp is cupy
     host = finish_query(program, buffers, weights, np)
     device = finish_query(program, buffers, weights, xp)
@@ -68,6 +76,7 @@ def test_cupy_reconstruction_equals_numpy(sampled):
         np.testing.assert_allclose(device[1], host[1], rtol=0, atol=1e-12)
 
 
+@needs_cupy
 def test_array_module_makes_the_placements_gpu_current():
     import cupy
 
@@ -77,12 +86,14 @@ def test_array_module_makes_the_placements_gpu_current():
     assert cupy.cuda.Device().id == 0
 
 
+@needs_gpu
 def test_gpucheck_passes(capsys):
     assert gpucheck.main(["--require-gpu"]) == 0
     out = capsys.readouterr().out
     assert "GPU 0: Aer and CuPy run" in out and "device='auto' here: GPU" in out
 
 
+@needs_gpu
 @pytest.mark.mpi
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 def test_ranks_bind_to_local_rank_mod_gpus(tmp_path):
@@ -102,6 +113,7 @@ def test_ranks_bind_to_local_rank_mod_gpus(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "values.npy"), expected, rtol=0, atol=1e-10)
 
 
+@needs_gpu
 def test_training_run_records_its_gpu(tmp_path):
     out = tmp_path / "run"
     sets = ["training.epochs=1", "data.max_train=16", "training.batch_size=8", "evaluation.gaussian_draws=1",
@@ -119,6 +131,7 @@ def test_training_run_records_its_gpu(tmp_path):
     assert attributes["device"] == "GPU" and attributes["gpu"] == 0
 
 
+@needs_gpu
 def test_gpubench_compares_both_sides(tmp_path):
     from hpcqnn import gpubench
 
