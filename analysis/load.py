@@ -3,7 +3,8 @@
 A run directory (from ``hpcqnn train``, one ``cutsC-MODE`` setting of ``hpcqnn bench --out``, or
 ``mpi_estimator(timing_dir=...)``) holds ``timing/rank-NNNNN.h5`` per rank and, once the run
 finished, ``results.json`` (train runs also ``config.toml``). ``load_runs`` takes run directories
-or folders holding them (searched recursively) and returns:
+or folders holding them (searched recursively; a path that does not exist is an error, one
+holding no run directory is reported) and returns:
 
 - ``runs``: one row per run: label, path, kind (train/bench/estimator), workload (dataset,
   qubits, layers, cuts, cutting, mode), execution (schedule, straggler, ranks, hosts, threads,
@@ -44,6 +45,10 @@ RUN_COLUMNS = (
 META_COLUMNS = ("run", "path", "kind", "ranks", "schedule", "cuts", "cutting", "mode", "device")
 
 
+#: What makes a directory a run directory, for messages.
+RUN_DIR = "a run directory holds results.json or timing/rank-NNNNN.h5"
+
+
 class RunLoadWarning(UserWarning):
     """A file of a run directory could not be read and was left out."""
 
@@ -59,15 +64,26 @@ class RunTables:
     skipped: tuple[str, ...]
 
 
-def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run directories among ``paths``: each path itself if it is one, else those below it."""
+def find_run_dirs(paths: Iterable[str | Path], skipped: list[str] | None = None) -> list[Path]:
+    """Run directories among ``paths``: each path itself if it is one, else those below it.
+
+    A path that does not exist raises ``FileNotFoundError`` before any search; one holding no run
+    directory is reported (``RunLoadWarning``, and in ``skipped``).
+    """
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
     found: list[Path] = []
-    for path in map(Path, paths):
+    for path in paths:
         if _is_run_dir(path):
             found.append(path)
-        else:
-            below = [p.parent for pattern in ("timing", "results.json") for p in path.rglob(pattern)]
-            found.extend(sorted(set(filter(_is_run_dir, below))))
+            continue
+        below = {p.parent for pattern in ("timing", "results.json") for p in path.rglob(pattern)}
+        mine = sorted(filter(_is_run_dir, below))
+        if not mine:
+            _skip([] if skipped is None else skipped, path, f"no run directory in it ({RUN_DIR})")
+        found.extend(mine)
     return list(dict.fromkeys(found))
 
 
@@ -77,9 +93,9 @@ def _is_run_dir(path: Path) -> bool:
 
 def load_runs(paths: Iterable[str | Path]) -> RunTables:
     """Load every run directory found in ``paths`` (see ``find_run_dirs``)."""
-    dirs = find_run_dirs(paths)
-    labels = _labels(dirs)
     skipped: list[str] = []
+    dirs = find_run_dirs(paths, skipped)
+    labels = _labels(dirs)
     run_rows, frames, results = [], [], {}
     for label, path in zip(labels, dirs):
         rows, attributes = _read_rank_files(path, skipped)
@@ -97,7 +113,8 @@ def load_runs(paths: Iterable[str | Path]) -> RunTables:
             frame.insert(0, "run", label)
             frames.append(frame)
     runs = pd.DataFrame(run_rows, columns=list(RUN_COLUMNS))
-    empty = pd.DataFrame(columns=["run", "rank", "host", *TIMING_COLUMNS])
+    empty = pd.DataFrame({"run": pd.Series(dtype=str), "rank": np.empty(0, "int64"), "host": pd.Series(dtype=str),
+                          **{c: np.empty(0, ROW_DTYPE[c]) for c in TIMING_COLUMNS}})
     intervals = pd.concat(frames, ignore_index=True) if frames else empty
     intervals = intervals.astype({"rank": "int64", "query": "int64", "phase": str, "t_start": float, "t_end": float})
     intervals["seconds"] = intervals["t_end"] - intervals["t_start"]

@@ -3,13 +3,15 @@
 RUN_DIR may be a run directory or a folder holding run directories (a ``hpcqnn bench --out``
 root, a sweep's ``runs/``). The report holds every table of ``analysis.metrics`` the runs
 support, the replay model's validation on the measured rank counts and its projection to 1024
-ranks, and the figures (PNG and PDF) the runs support. Unreadable files are listed, not fatal.
+ranks, and the figures (PNG and PDF) the runs support. Unreadable files, and folders holding no run
+directory, are listed, not fatal; a RUN_DIR that does not exist, or no run at all, is an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,7 +22,7 @@ from hpcqnn.cli import parse_int_list
 
 from . import figures, metrics, replay
 from .figures import label
-from .load import RunLoadWarning, RunTables, load_runs
+from .load import RUN_DIR, RunLoadWarning, RunTables, load_runs
 
 SETTING = ["kind", "dataset", "qubits", "layers", "mode", "cuts", "cutting", "rows", "ranks", "schedule", "straggler"]
 
@@ -220,13 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fail(message: object) -> int:
+    """Print ``message`` as the command's one-line error; the exit status of a usage error."""
+    print(f"analysis.report: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RunLoadWarning)  # listed below and in summary.md
-        tables = load_runs(args.runs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunLoadWarning)  # listed below and in summary.md
+            tables = load_runs(args.runs)
+    except FileNotFoundError as exc:
+        return fail(exc)
     for message in tables.skipped:
         print(f"skipped: {message}")
+    if tables.runs.empty:
+        return fail(f"no run found in {', '.join(map(str, args.runs))} ({RUN_DIR})")
     path, validation = build(tables, args.out, args.cores, args.projection_ranks, args.work_scale)
     if not validation.empty:
         print(validation_table(validation))

@@ -257,6 +257,47 @@ def test_find_run_dirs_and_labels(synthetic, tmp_path):
     assert sorted(load_runs([tmp_path]).runs["run"]) == ["a/x", "b/x"]
 
 
+def train_config(dataset: str, epochs: int, cuts: int = 3) -> dict:
+    """The resolved config of an ``hpcqnn train`` run, as its results.json records it."""
+    return {
+        "run": {"name": f"{dataset}_cut{cuts}", "seed": 2026}, "data": {"dataset": dataset, "features": 4, "max_train": 0},
+        "model": {"layers": 3, "cuts": cuts}, "execution": {"cutting": True, "mode": "exact", "schedule": "static"},
+        "training": {"epochs": epochs, "batch_size": 16},
+    }
+
+
+def test_report_names_missing_paths_and_folders_without_runs(tmp_path, capsys):
+    run, empty, out = tmp_path / "run", tmp_path / "empty", tmp_path / "report"
+    write_synthetic_run(run, 1, 4)
+    empty.mkdir()
+    assert report.main([str(run), str(tmp_path / "typo"), "--out", str(out)]) == 2  # before any work
+    assert capsys.readouterr().err == f"analysis.report: error: no such file or directory: {tmp_path / 'typo'}\n"
+    assert not out.exists()
+    for nothing in ([run / "timing"], [empty]):  # exist, but hold no run
+        assert report.main([*map(str, nothing), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"analysis.report: error: no run found in {nothing[0]} (") and err.count("\n") == 1
+        assert "results.json" in err and "timing/rank-" in err and not out.exists()
+    assert report.main([str(run), str(empty), "--out", str(out)]) == 0
+    assert f"skipped: {empty}: no run directory in it" in capsys.readouterr().out
+    assert f"- {empty}: no run directory in it" in (out / "summary.md").read_text()
+    with pytest.warns(RunLoadWarning, match="no run directory"):
+        assert find_run_dirs([run, empty]) == [run]
+
+
+def test_report_of_a_run_without_timing_logs(tmp_path):
+    """A finished run whose timing/ is gone still reports its accuracy."""
+    run = tmp_path / "train"
+    run.mkdir()
+    final = {"train_accuracy": 0.5, "test_accuracy": 0.75}
+    robustness = {"gaussian": [{"sigma": 0.1, "accuracy_mean": 0.7, "accuracy_std": 0.0}],
+                  "fgsm": [{"epsilon": 0.1, "accuracy": 0.6}]}
+    result = {"config": train_config("iris", 1), "ranks": 1, "final": final, "history": [{}], "robustness": robustness}
+    (run / "results.json").write_text(json.dumps(result))
+    assert report.main([str(run), "--out", str(tmp_path / "report")]) == 0
+    assert "| train | iris_cut3 | 3 | True | 0.5 | 0.75 |" in (tmp_path / "report" / "summary.md").read_text()
+
+
 # -- the replay model ------------------------------------------------------------------------------
 
 
