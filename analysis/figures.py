@@ -37,12 +37,17 @@ def save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
     return paths
 
 
+def count(value: float, noun: str) -> str:
+    """``value`` ``noun``s, e.g. ``1 cut``, ``3 cuts``."""
+    return f"{value:.0f} {noun}" + ("" if value == 1 else "s")
+
+
 def label(row: pd.Series, columns: list[str]) -> str:
     """A short legend label from a row's workload/execution columns."""
     parts = {
         "kind": lambda v: str(v), "dataset": lambda v: "" if v in ("bench", None) else str(v),
-        "qubits": lambda v: f"{v:.0f}q", "cuts": lambda v: f"{v:.0f} cuts", "rows": lambda v: f"{v:.0f} rows",
-        "mode": str, "ranks": lambda v: f"{v:.0f} ranks", "schedule": str,
+        "qubits": lambda v: f"{v:.0f}q", "cuts": lambda v: count(v, "cut"), "rows": lambda v: count(v, "row"),
+        "mode": str, "ranks": lambda v: count(v, "rank"), "schedule": str,
         "cutting": lambda v: "" if v else "uncut", "straggler": lambda v: "straggler" if v else "",
     }
     return " ".join(t for c in columns if c in parts and pd.notna(row.get(c)) and (t := parts[c](row[c])))

@@ -161,12 +161,12 @@ def strong_scaling(summary: pd.DataFrame) -> pd.DataFrame:
     """Speed-up and efficiency vs ranks for every problem measured at two or more rank counts."""
     keys = [*PROBLEM, *EXECUTION]
     table = _per_ranks(_serial_for_every_schedule(summary), keys)
-    base = table.groupby(keys, dropna=False)["ranks"].transform("min")
+    table["base_ranks"] = table.groupby(keys, dropna=False)["ranks"].transform("min")
     base_wall = table.groupby(keys, dropna=False)["wall"].transform("first")
     table["speedup"] = base_wall / table["wall"]
-    table["efficiency"] = table["speedup"] * base / table["ranks"]
+    table["efficiency"] = table["speedup"] * table["base_ranks"] / table["ranks"]
     counts = table.groupby(keys, dropna=False)["ranks"].transform("size")
-    return table[counts > 1].assign(base_ranks=base).reset_index(drop=True)
+    return table[counts > 1].reset_index(drop=True)
 
 
 def weak_scaling(summary: pd.DataFrame) -> pd.DataFrame:

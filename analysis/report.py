@@ -79,6 +79,22 @@ def gantt_choices(summary: pd.DataFrame, queries: pd.DataFrame) -> list[tuple[st
     return choices
 
 
+def no_scaling(summary: pd.DataFrame, no_figure: bool) -> str:
+    """The strong-scaling section when no problem was timed at two rank counts: what each was timed at."""
+    keys = [*metrics.PROBLEM, *metrics.EXECUTION, "ranks"]
+    timed = summary.dropna(subset=["wall"]).drop_duplicates(keys)
+    if timed.empty:
+        return ""
+    return (
+        "## Strong scaling\n\nNothing to compare: strong scaling needs a problem (workload, cuts, rows per query) "
+        "timed at two or more rank counts with the same schedule and straggler, and each was timed at one:\n\n"
+        + "".join(f"- {label(row, keys)}\n" for _, row in timed.iterrows())
+        + ("\nWeak scaling (rows per rank fixed) has nothing to compare either, so there is no scaling figure.\n"
+           if no_figure else "")
+        + "\n"
+    )
+
+
 def build(
     tables: RunTables, out: Path, cores: float, ranks: Iterable[int], work_scale: float
 ) -> tuple[Path, pd.DataFrame]:
@@ -141,7 +157,7 @@ def build(
     delay = delay.assign(excess_ms=ms(delay["excess"])).drop(columns="excess")
     text.append(section("Injected vs real straggler delay", delay, keys=[]))
     text.append(section("Strong scaling", strong.assign(wall_ms=ms(strong["wall"])).drop(columns="wall"),
-                        keys=[*metrics.PROBLEM, *metrics.EXECUTION]))
+                        keys=[*metrics.PROBLEM, *metrics.EXECUTION]) or no_scaling(summary, weak.empty))
     text.append(section("Weak scaling (rows per rank fixed)", weak.assign(wall_ms=ms(weak["wall"])).drop(columns="wall"),
                         keys=[*metrics.PROBLEM, *metrics.EXECUTION]))
     overhead = metrics.cut_overhead(summary)

@@ -239,6 +239,7 @@ def test_synthetic_strong_and_weak_scaling(synthetic):
     _, summary = synthetic
     strong = metrics.strong_scaling(summary.reset_index())
     strong = strong[strong["rows"] == 16].set_index("ranks")
+    assert (strong["base_ranks"] == 1).all()
     assert strong["speedup"].to_dict() == pytest.approx({1: 1.0, 2: 0.84 / 0.48, 4: 0.84 / 0.30})
     assert strong["efficiency"].to_dict() == pytest.approx({1: 1.0, 2: 0.875, 4: 0.7})
     weak = metrics.weak_scaling(summary.reset_index()).set_index("ranks")
@@ -246,6 +247,21 @@ def test_synthetic_strong_and_weak_scaling(synthetic):
     base = 400 / 0.24  # experiments per second at 1 rank
     assert weak["scaled_speedup"].to_dict() == pytest.approx({1: 1.0, 2: 800 / 0.26 / base, 4: 1600 / 0.30 / base})
     assert weak["efficiency"].to_dict() == pytest.approx({1: 1.0, 2: 0.24 / 0.26, 4: 0.24 / 0.30})
+
+
+def test_report_says_when_no_scaling_can_be_compared(tmp_path):
+    """1 rank at 4 rows, 2 ranks at 16 rows: neither the same rows nor the same rows per rank."""
+    write_synthetic_run(tmp_path / "runs" / "r1", 1, 4)
+    write_synthetic_run(tmp_path / "runs" / "r2", 2, 16)
+    tables = load_runs([tmp_path / "runs"])
+    summary = metrics.run_summary(tables.runs, tables.phases)
+    assert metrics.strong_scaling(summary).empty and metrics.weak_scaling(summary).empty
+    out = tmp_path / "report"
+    assert report.main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = (out / "summary.md").read_text()
+    assert "## Strong scaling\n\nNothing to compare: " in text and "so there is no scaling figure" in text
+    assert "- bench 6q exact 3 cuts 4 rows static 1 rank\n- bench 6q exact 3 cuts 16 rows static 2 ranks\n" in text
+    assert not (out / "scaling.png").exists() and "| speedup |" not in text
 
 
 def test_find_run_dirs_and_labels(synthetic, tmp_path):
