@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import HpcqnnError
+from . import __version__, launcher
+from .errors import HpcqnnError, RunDirectoryError
 from .devices import DEVICES
 from .options import MODES, SCHEDULES, SHOT_ALLOCATIONS
 
@@ -18,6 +19,8 @@ def parse_int_list(text: str) -> list[int]:
     try:
         if ".." in text:
             lo, hi = (int(x) for x in text.split("..", 1))
+            if hi < lo:
+                raise argparse.ArgumentTypeError(f"the range {text!r} runs backwards: write it low..high, e.g. {hi}..{lo}")
             values = list(range(lo, hi + 1))
         else:
             values = [int(x) for x in text.split(",") if x.strip()]
@@ -46,10 +49,48 @@ def int_at_least(minimum: int):
 positive_int = int_at_least(1)
 
 
-def require_new_directory(path: Path, hint: str) -> None:
-    """Run directories are never overwritten: ``path`` must be absent or an empty directory."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise HpcqnnError(f"{path} exists and is not an empty directory: {hint}")
+def run_state(path: Path) -> str:
+    """Where the run directory ``path`` stands, as ``slurm/launch.sh``'s ``hpcqnn_run_state`` says
+    it: ``new`` (absent or empty), ``finished`` (results.json), ``stopped`` (a checkpoint),
+    ``partial`` (other files only: stopped before its first checkpoint), or ``file``."""
+    from .train import CHECKPOINT
+
+    if not path.exists() or path.is_dir() and not any(path.iterdir()):
+        return "new"
+    if not path.is_dir():
+        return "file"
+    if (path / "results.json").exists():
+        return "finished"
+    return "stopped" if (path / CHECKPOINT).exists() else "partial"
+
+
+_NOT_NEW = {
+    "file": "{path} is a file, not a run directory: give another --out",
+    "finished": "{path} holds a finished run (results.json): give another --out",
+    "stopped": "{path} holds a stopped run: continue it with --resume, or give another --out",
+    "partial": "{path} is not empty (a run stopped before its first checkpoint, or other files): "
+               "give another --out; --resume starts such a run again there",
+}
+
+
+def require_new_directory(path: Path) -> None:
+    """Run directories are never overwritten: ``path`` must be absent or an empty directory;
+    otherwise the error says what is there and what to do."""
+    state = run_state(path)
+    if state != "new":
+        raise RunDirectoryError(_NOT_NEW[state].format(path=path))
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move ``path`` (if present) to the first free ``<path>.incomplete-N`` and return that."""
+    if not path.exists():
+        return None
+    n = 1
+    while path.with_name(f"{path.name}.incomplete-{n}").exists():
+        n += 1
+    aside = path.with_name(f"{path.name}.incomplete-{n}")
+    path.rename(aside)
+    return aside
 
 
 def parse_modes(text: str) -> tuple[str, ...]:
@@ -61,6 +102,7 @@ def parse_modes(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpcqnn", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hpcqnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a QNN classifier from a TOML config (see jobs/)")
@@ -120,17 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"bench": _bench, "bench-shots": _bench_shots, "train": _train}[args.command](args)
     except HpcqnnError as exc:
-        print(f"hpcqnn: error: {exc}", file=sys.stderr)
+        # errors that reach here are raised alike on every rank, before any work: one says it
+        if launcher.rank() in (None, 0):
+            print(f"hpcqnn: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _train(args: argparse.Namespace) -> int:
     import time
 
-    from .config import dump_config, load_config
+    from .config import config_differences, dump_config, load_config
     from .distributed import mpi_estimator, on_root
     from .runinfo import run_metadata, write_json
-    from .train import CHECKPOINT, Progress, StopRequest, build_qnn, estimator_options, load_data, train
+    from .train import Progress, StopRequest, build_qnn, estimator_options, load_data, train
 
     config = load_config(args.config, args.set)  # every rank validates before any work
     text = dump_config(config)
@@ -139,41 +183,51 @@ def _train(args: argparse.Namespace) -> int:
 
     loaded = []  # rank 0 keeps the dataset; only the run directory is broadcast
 
-    def prepare() -> Path:
-        """Rank 0: the run directory (checked, never overwritten); loads the dataset."""
+    def prepare() -> tuple[Path, bool]:
+        """Rank 0: the run directory (checked, never overwritten) and whether a checkpoint
+        continues; loads the dataset."""
         out = args.out or Path("runs") / f"{config.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if args.resume:
-            if not (out / CHECKPOINT).exists() or not (out / "config.toml").exists():
-                raise HpcqnnError(f"--resume: no {CHECKPOINT} and config.toml in {out}")
-            if (out / "config.toml").read_text() != text:
-                raise HpcqnnError(
-                    f"--resume: the resolved config differs from {out / 'config.toml'}; a resumed run "
-                    "must keep its budget (same config file and --set values)"
-                )
-            if (out / "results.json").exists():
-                raise HpcqnnError(f"--resume: {out} already finished (results.json exists)")
-        else:
-            require_new_directory(out, "use --resume to continue it, or another --out")
+        if not args.resume:
+            require_new_directory(out)
+            loaded.append(load_data(config))
+            return out, False
+        state = run_state(out)
+        if state == "finished":
+            raise RunDirectoryError(f"--resume: {out} already finished (results.json exists)")
+        if state in ("new", "file") or not (out / "config.toml").is_file():
+            raise RunDirectoryError(f"--resume: {out} holds no run to continue (no config.toml)")
+        changes = config_differences((out / "config.toml").read_text(), text)
+        if changes:
+            raise RunDirectoryError(
+                f"--resume: the resolved config differs from {out / 'config.toml'} ({'; '.join(changes)}); "
+                "a resumed run must keep its budget (same config file and --set values)"
+            )
         loaded.append(load_data(config))
-        return out
+        if state == "partial":  # stopped before its first checkpoint: start again, keep what it logged
+            aside = set_aside(out / "timing")
+            print(f"hpcqnn train: {out} has no checkpoint yet: starting it again"
+                  + (f" (its earlier timing logs are in {aside})" if aside else ""), flush=True)
+        return out, state == "stopped"
 
     prepared, problem = on_root(prepare)
     if problem:  # the same on every rank
         raise HpcqnnError(problem)
-    out = prepared  # rank 0's choice, so every rank writes into the same run directory
-    stop = StopRequest()
-    stop.install()  # on every rank: Slurm signals all tasks; workers keep serving until rank 0 stops
+    out, resume = prepared  # rank 0's choice, so every rank writes into the same run directory
     started = time.time()
     qnn = build_qnn(config)
-    with mpi_estimator(timing_dir=out, append_timing=args.resume, config_text=text, **estimator_options(config, qnn)) as estimator:
+    # on every rank: Slurm and mpiexec signal all tasks; workers serve until rank 0 stops
+    with StopRequest(announce=launcher.rank() in (None, 0)).installed() as stop, mpi_estimator(
+        timing_dir=out, append_timing=resume, config_text=text, **estimator_options(config, qnn)
+    ) as estimator:
         if estimator is None:
             return 0
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(text)
         progress = Progress()
         devices = ", ".join(sorted(set(estimator.engine.rank_devices)))
-        progress.line(f"hpcqnn train: {config.run.name} -> {out} ({estimator.engine.size} ranks on {devices})")
-        results = train(config, qnn, loaded[0], estimator, out, args.resume, stop, progress)
+        ranks = estimator.engine.size
+        progress.line(f"hpcqnn train: {config.run.name} -> {out} ({ranks} rank{'s' * (ranks != 1)} on {devices})")
+        results = train(config, qnn, loaded[0], estimator, out, resume, stop, progress)
         if results is None:
             return 0
         results.update(run_metadata(config, estimator, time.time() - started))
@@ -183,14 +237,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import HEADER, format_report, run_bench
+    from .bench import HEADER, format_speedups, run_bench
     from .distributed import Straggler, on_root
     from .runinfo import write_report
 
     straggler = Straggler.unless_idle(
         args.straggler_ranks, args.straggler_probability, args.straggler_delay, args.straggler_slowdown, args.seed
     )
-    _, problem = on_root(lambda: args.out and require_new_directory(args.out, "give a new --out"))
+    _, problem = on_root(lambda: args.out and require_new_directory(args.out))
     if problem:  # the same on every rank
         raise HpcqnnError(problem)
     printed = []
@@ -221,8 +275,9 @@ def _bench(args: argparse.Namespace) -> int:
     )
     if report is None:  # an MPI worker rank
         return 0
-    print()
-    print(format_report(report))
+    speedups = format_speedups(report)
+    if speedups:
+        print(speedups)
     write_report(args.json or (args.out / "bench.json" if args.out else None), report)
     return 0
 

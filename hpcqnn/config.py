@@ -190,6 +190,20 @@ def dump_config(config: Config) -> str:
     return "\n".join(blocks)
 
 
+def config_differences(saved: str, current: str) -> list[str]:
+    """The keys whose values differ between two resolved configs' TOML texts, as
+    ``section.key = saved value -> current value`` (``(absent)`` for a missing key)."""
+    old, new = tomllib.loads(saved), tomllib.loads(current)
+    changes = []
+    for section in sorted(old.keys() | new.keys()):
+        before, after = old.get(section, {}), new.get(section, {})
+        for key in sorted(before.keys() | after.keys()):
+            if before.get(key, ...) != after.get(key, ...):
+                shown = [_show(t[key]) if key in t else "(absent)" for t in (before, after)]
+                changes.append(f"{section}.{key} = {shown[0]} -> {shown[1]}")
+    return changes
+
+
 def config_dict(config: Config) -> dict[str, dict[str, Any]]:
     """``config`` as nested plain dicts, arrays as lists (JSON-ready, e.g. for results.json)."""
     return {

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -34,7 +35,7 @@ from mpi4py import MPI
 from . import __version__, launcher
 from .devices import DEVICES, Placement, announce, array_module, place
 from .engine import finish_query, run_tiles
-from .errors import DeviceUnavailableError, ExecutionConfigError, HpcqnnError, MPIWorldError
+from .errors import DeviceUnavailableError, ExecutionConfigError, HpcqnnError, MPIWorldError, RunDirectoryError
 from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, query_rows
 from .options import SCHEDULES
 from .simulator import AerRunner
@@ -374,7 +375,18 @@ def mpi_estimator(
         raise ExecutionConfigError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if device not in DEVICES:
         raise ExecutionConfigError(f"device must be one of {DEVICES}, got {device!r}")
+    if straggler is not None and straggler.ranks and max(straggler.ranks) >= comm.Get_size():
+        raise ExecutionConfigError(
+            f"straggler ranks {list(straggler.ranks)} must be below the {comm.Get_size()} ranks of this job"
+        )
     _wait(comm.Ibarrier())  # rank 0 may arrive late (busy elsewhere): wait without spinning
+    if timing_dir is not None and not append_timing:
+        taken = [rank for rank, exists in enumerate(comm.allgather(rank_file(timing_dir, comm.Get_rank()).exists())) if exists]
+        if taken:
+            raise RunDirectoryError(
+                f"{Path(timing_dir) / 'timing'} already holds the timing logs of rank(s) "
+                f"{', '.join(map(str, taken))}: timing logs are never overwritten; give a new timing_dir"
+            )
     local_rank, cores = local_layout(comm)
     placement, rank_devices = place_ranks(comm, device, local_rank)
     log = engine = None
@@ -412,8 +424,11 @@ def mpi_estimator(
             engine.shutdown()
         if clean_exit or comm.Get_size() == 1:
             raise
-        sys.stderr.write(f"hpcqnn: rank {comm.Get_rank()} of {comm.Get_size()} failed; aborting the job\n")
-        sys.stderr.write(traceback.format_exc())
+        if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: the user's stop, not a failure
+            sys.stderr.write(f"hpcqnn: rank {comm.Get_rank()} of {comm.Get_size()} interrupted; aborting the job\n")
+        else:
+            sys.stderr.write(f"hpcqnn: rank {comm.Get_rank()} of {comm.Get_size()} failed; aborting the job\n")
+            sys.stderr.write(traceback.format_exc())
         sys.stderr.flush()
         comm.Abort(1)
         os._exit(1)  # MPICH's Abort can return before the launcher kills us: never run on

@@ -41,3 +41,7 @@ class SimulationError(HpcqnnError, RuntimeError):
 
 class MPIWorldError(HpcqnnError, RuntimeError):
     """The MPI world does not match what the launcher started."""
+
+
+class RunDirectoryError(HpcqnnError, FileExistsError):
+    """A run directory or timing log would be overwritten, or holds nothing to continue."""

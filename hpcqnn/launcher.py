@@ -14,6 +14,8 @@ from collections.abc import Mapping
 LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
 #: How many processes were started, in the same order.
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
+#: This process's index among them, in the same order.
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID")
 
 
 def _first_count(names: tuple[str, ...], environ: Mapping[str, str] | None) -> int | None:
@@ -36,3 +38,9 @@ def local_rank(environ: Mapping[str, str] | None = None) -> int:
 def size(environ: Mapping[str, str] | None = None) -> int | None:
     """How many processes the launcher says it started; ``None`` when not started by one."""
     return _first_count(SIZE_VARIABLES, environ)
+
+
+def rank(environ: Mapping[str, str] | None = None) -> int | None:
+    """This process's index among the processes its launcher started; ``None`` when not
+    started by one."""
+    return _first_count(RANK_VARIABLES, environ)

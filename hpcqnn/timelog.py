@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .errors import RunDirectoryError
 from .timing import PhaseRow
 
 ROW_DTYPE = np.dtype(
@@ -50,7 +51,7 @@ class HDF5TimingLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and not append:
-            raise FileExistsError(f"{self.path} exists: timing logs are never overwritten")
+            raise RunDirectoryError(f"{self.path} exists: timing logs are never overwritten; give a new run directory")
         old_rows, old_attributes = _previous(self.path)
         fresh = self.path.with_name(self.path.name + ".new")
         self._file = h5py.File(fresh, "w", libver="latest")

@@ -15,6 +15,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,16 +31,40 @@ CHECKPOINT = "checkpoint.npz"
 
 
 class StopRequest:
-    """Set by SIGTERM; the training loop checks it between steps."""
+    """Set by SIGTERM (Slurm's preemption and time-limit signal) or a first Ctrl-C; the training
+    loop checks it between steps and stops with a checkpoint. A second Ctrl-C interrupts at once.
 
-    def __init__(self) -> None:
-        self.requested = False
+    ``announce`` says on stderr, when the first Ctrl-C arrives, what will happen (one process
+    of a job should: mpiexec passes Ctrl-C to every rank)."""
 
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._handle)
+    NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
+
+    def __init__(self, announce: bool = True) -> None:
+        self.reason = ""  # the signal that asked to stop, as NAMES says it
+        self.announce = announce
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.reason)
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Handle the signals inside the block; the previous handlers come back after it."""
+        previous = {signum: signal.signal(signum, self._handle) for signum in self.NAMES}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
+        if signum == signal.SIGINT and self.reason == self.NAMES[signal.SIGINT]:
+            raise KeyboardInterrupt
+        self.reason = self.reason or self.NAMES[signum]
+        if signum == signal.SIGINT and self.announce:
+            sys.stderr.write("hpcqnn: Ctrl-C: stopping after this step with a checkpoint (--resume continues); "
+                             "Ctrl-C again stops at once\n")
+            sys.stderr.flush()
 
 
 @dataclass
@@ -226,7 +252,7 @@ def train(
             )
             if stop.requested and state.step < steps:
                 _checkpoint(state, estimator, started, checkpoint)
-                progress.line(f"SIGTERM: checkpoint written at epoch {state.epoch + 1} step {state.step}; rerun with --resume")
+                progress.line(f"{stop.reason}: checkpoint written at epoch {state.epoch + 1} step {state.step}; rerun with --resume")
                 return None
         p_train = model.probabilities(train_angles, state.theta)
         p_test = model.probabilities(test_angles, state.theta)
@@ -245,7 +271,7 @@ def train(
             f"{record['seconds']:.1f} s  queries/s {record['queries'] / max(record['seconds'], 1e-9):.2f}"
         )
         if stop.requested and state.epoch < config.training.epochs:
-            progress.line("SIGTERM: checkpoint written after the epoch; rerun with --resume")
+            progress.line(f"{stop.reason}: checkpoint written after the epoch; rerun with --resume")
             return None
 
     robustness = evaluate_robustness(model, data, state.theta, config)

@@ -58,12 +58,11 @@ def sets(*items: str) -> list[str]:
 
 
 def train(config: Path, out: Path, *extra: str) -> int:
-    """``hpcqnn train`` in this process; restores the SIGTERM handler the CLI installs."""
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        return cli.main(["train", str(config), "--out", str(out), *extra])
-    finally:
-        signal.signal(signal.SIGTERM, handler)
+    """``hpcqnn train`` in this process; it leaves the signal handlers as it found them (tested)."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    code = cli.main(["train", str(config), "--out", str(out), *extra])
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
+    return code
 
 
 def results(out: Path) -> dict:
@@ -76,9 +75,10 @@ def launch(command: list[str], timeout: float = JOB_TIMEOUT) -> subprocess.Compl
     return subprocess.CompletedProcess(command, returncode, output)
 
 
-def interrupted(stop_at: int, config: Path, out: Path, extra: list[str], ranks: int | None = None):
-    """A run that receives SIGTERM during its ``stop_at``-th training step."""
-    command = [sys.executable, str(SCRIPTS / "interrupt.py"), str(stop_at), "train", str(config), "--out", str(out), *extra]
+def interrupted(stop_at: int, config: Path, out: Path, extra: list[str], ranks: int | None = None, signame: str = "TERM"):
+    """A run whose every rank receives SIG``signame`` during its ``stop_at``-th training step."""
+    when = f"{stop_at}:{signame}"
+    command = [sys.executable, str(SCRIPTS / "interrupt.py"), when, "train", str(config), "--out", str(out), *extra]
     if ranks is not None:
         command = mpi_command(ranks, *command[1:])
     return launch(command)
@@ -199,11 +199,11 @@ def uninterrupted(tmp_path_factory):
     return get
 
 
-def check_stopped(job, out: Path, stop_at: int) -> TrainState:
+def check_stopped(job, out: Path, stop_at: int, reason: str = "SIGTERM") -> TrainState:
     """The preempted run exited cleanly with a checkpoint right after step ``stop_at`` and no
     results (mid-epoch, or after the epoch's evaluation when that step ended an epoch)."""
     assert job.returncode == 0, job.stdout
-    assert "SIGTERM" in job.stdout and "rerun with --resume" in job.stdout, job.stdout
+    assert f"{reason}: checkpoint written" in job.stdout and "rerun with --resume" in job.stdout, job.stdout
     assert (out / CHECKPOINT).exists() and (out / "config.toml").exists()
     assert not (out / "results.json").exists()
     state = TrainState.load(out / CHECKPOINT)
@@ -303,11 +303,16 @@ def test_resumed_results_keep_initial_parameters(uninterrupted, resumed):
 
 @pytest.mark.mpi
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
-def test_resume_under_mpi_matches_one_rank_run(uninterrupted, tmp_path):
+@pytest.mark.parametrize("signame, reason", [("TERM", "SIGTERM"), ("INT", "Ctrl-C")])
+def test_resume_under_mpi_matches_one_rank_run(signame, reason, uninterrupted, tmp_path):
+    """Slurm's SIGTERM and mpiexec's Ctrl-C (SIGINT to every rank) both stop the job after the
+    step with a checkpoint, said once; the resumed run is the uninterrupted one."""
     extra = sets(*RESUME_SETS)
     out = tmp_path / "run"
     stop_at = 3
-    check_stopped(interrupted(stop_at, QUICK, out, extra, ranks=2), out, stop_at)
+    stopped = interrupted(stop_at, QUICK, out, extra, ranks=2, signame=signame)
+    check_stopped(stopped, out, stop_at, reason)
+    assert stopped.stdout.count("hpcqnn: Ctrl-C: stopping after this step") == (signame == "INT"), stopped.stdout
     job = launch(mpi_command(2, "-m", "hpcqnn.cli", "train", QUICK, "--out", out, *extra, "--resume"))
     assert job.returncode == 0, job.stdout
     assert "resuming at epoch 1 step 3" in job.stdout
@@ -389,28 +394,88 @@ def test_non_empty_out_without_resume_exits_2_and_is_untouched(tmp_path, capsys)
     assert snapshot(out) == before and sorted(p.name for p in out.rglob("*")) == listing
 
 
-@pytest.mark.parametrize("existing", [False, True])
-def test_resume_without_checkpoint_exits_2(existing, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (None, "holds no run to continue (no config.toml)"),
+        (lambda out: (out / "notes.txt").write_text("precious\n"), "holds no run to continue (no config.toml)"),
+        (lambda out: (out / "config.toml").write_text("[run]\nname = \"other\"\n"), 'run.name = "other" -> "iris_quick"'),
+    ],
+    ids=["absent", "other-files", "other-config"],
+)
+def test_resume_without_a_matching_run_exits_2_and_is_untouched(make, message, tmp_path, capsys):
     out = tmp_path / "run"
-    if existing:
+    if make:
         out.mkdir()
-        (out / "config.toml").write_text("[run]\n")
-    before = snapshot(out) if existing else None
+        make(out)
+    before = snapshot(out) if make else None
     assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 2
     err = capsys.readouterr().err
-    assert CHECKPOINT in err and str(out) in err
-    assert (snapshot(out) == before) if existing else not out.exists()
+    assert message in err and str(out) in err
+    assert (snapshot(out) == before) if make else not out.exists()
+
+
+@pytest.mark.parametrize(
+    "state, message",
+    [("finished", "holds a finished run (results.json): give another --out"),
+     ("stopped", "holds a stopped run: continue it with --resume, or give another --out"),
+     ("file", "is a file, not a run directory")],
+)
+def test_out_that_is_not_new_says_what_it_holds(state, message, uninterrupted, tmp_path, capsys):
+    out = tmp_path / "run"
+    if state == "file":
+        out.write_text("x")
+    else:
+        shutil.copytree(uninterrupted("exact"), out)
+        if state == "stopped":
+            (out / "results.json").unlink()
+    assert train(QUICK, out, *sets(*RESUME_SETS)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_before_the_first_checkpoint_starts_the_run_again(uninterrupted, tmp_path, capsys):
+    """A run killed before its first checkpoint left config.toml and timing logs: --resume
+    sets the logs aside and runs it from the start, to the uninterrupted run's results."""
+    out = tmp_path / "run"
+    reference = uninterrupted("exact")
+    (out / "timing").mkdir(parents=True)
+    shutil.copy(reference / "config.toml", out / "config.toml")
+    shutil.copy(rank_file(reference, 0), rank_file(out, 0))
+    killed = snapshot(out / "timing")
+    assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 0
+    assert "has no checkpoint yet: starting it again" in capsys.readouterr().out
+    assert snapshot(out / "timing.incomplete-1") == killed
+    check_same_run(results(out), results(reference))
+    assert executed_queries(out) == list(range(len(executed_queries(out))))
 
 
 def test_resume_with_changed_config_exits_2(uninterrupted, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(uninterrupted("exact"), out)
+    (out / "results.json").unlink()  # a stopped run (a finished one is refused as finished)
     before = snapshot(out)
     changed = [item.replace("epochs=2", "epochs=3") for item in RESUME_SETS]
     assert train(QUICK, out, *sets(*changed), "--resume") == 2
     err = capsys.readouterr().err
-    assert "--resume" in err and "config" in err
+    assert "--resume: the resolved config differs" in err and "training.epochs = 2 -> 3" in err
     assert snapshot(out) == before
+
+
+def test_resume_of_a_finished_run_exits_2(uninterrupted, capsys):
+    out = uninterrupted("exact")
+    before = snapshot(out)
+    assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 2
+    assert "already finished (results.json exists)" in capsys.readouterr().err
+    assert snapshot(out) == before
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
+def test_a_bad_config_under_mpi_is_said_once(tmp_path):
+    job = launch(mpi_command(3, "-m", "hpcqnn.cli", "train", QUICK, "--out", tmp_path / "run", *sets("model.depth=3")))
+    assert job.returncode != 0
+    assert job.stdout.count("hpcqnn: error:") == 1 and "model.depth" in job.stdout, job.stdout
+    assert not (tmp_path / "run").exists()
 
 
 # -- 7. what a finished run records --------------------------------------------------------------

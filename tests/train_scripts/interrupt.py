@@ -1,11 +1,12 @@
-"""``hpcqnn train`` (``hpcqnn.cli.main``) preempted the way Slurm does it: SIGTERM to every rank.
+"""``hpcqnn train`` (``hpcqnn.cli.main``) preempted the way Slurm does it, SIGTERM to every rank,
+or stopped the way mpiexec passes on a Ctrl-C, SIGINT to every rank.
 
-usage: interrupt.py N train CONFIG --out DIR [--set ...]
+usage: interrupt.py N[:INT] train CONFIG --out DIR [--set ...]
 
 On rank 0, the N-th call of ``QNNClassifier.loss_and_gradient`` (one training step) first sends
-SIGTERM to every rank of the job (their pids are gathered before the run starts), then computes
-the step as usual, so the run stops at a known step. Works as a plain process (one rank) and
-under ``mpiexec -n R python -m mpi4py``.
+the signal (SIGTERM, or SIGINT with ``:INT``) to every rank of the job (their pids are gathered
+before the run starts), then computes the step as usual, so the run stops at a known step.
+Works as a plain process (one rank) and under ``mpiexec -n R python -m mpi4py``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from mpi4py import MPI
 from hpcqnn import cli
 from hpcqnn.model import QNNClassifier
 
-stop_at = int(sys.argv[1])
+step, _, name = sys.argv[1].partition(":")
+stop_at, signum = int(step), signal.Signals[f"SIG{name or 'TERM'}"]
 pids = MPI.COMM_WORLD.allgather(os.getpid())
 original = QNNClassifier.loss_and_gradient
 calls = 0
@@ -30,7 +32,7 @@ def preempted_loss_and_gradient(self, *args, **kwargs):
     calls += 1
     if calls == stop_at:
         for pid in pids:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signum)
     return original(self, *args, **kwargs)
 
 
