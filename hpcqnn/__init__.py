@@ -10,6 +10,7 @@ from .errors import (
     MPIWorldError,
     ObservableError,
     ParameterShapeError,
+    RunDirectoryError,
     SimulationError,
 )
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "MPIWorldError",
     "ObservableError",
     "ParameterShapeError",
+    "RunDirectoryError",
     "SimulationError",
     "Straggler",
     "__version__",

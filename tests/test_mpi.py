@@ -265,3 +265,23 @@ def test_root_exception_is_not_swallowed(tmp_path):
     assert "injected failure in rank 0's code" in job.output
     assert (tmp_path / "abort-0").exists(), job.output
     assert not (tmp_path / "after-0").exists(), "rank 0 ran the code after the block: the exception was swallowed"
+
+
+# -- refused before any work ---------------------------------------------------------------------
+
+
+def test_existing_timing_logs_are_refused_before_any_work(tmp_path):
+    with hpcqnn.mpi_estimator(partition_labels="AABB", timing_dir=tmp_path) as estimator:
+        assert estimator is not None
+    written = rank_file(tmp_path, 0).read_bytes()
+    with pytest.raises(hpcqnn.RunDirectoryError, match=r"rank\(s\) 0: timing logs are never overwritten; give a new timing_dir"):
+        with hpcqnn.mpi_estimator(partition_labels="AABB", timing_dir=tmp_path):
+            pytest.fail("the block must not run")
+    assert rank_file(tmp_path, 0).read_bytes() == written
+
+
+def test_straggler_ranks_outside_the_job_are_refused():
+    straggler = hpcqnn.Straggler(ranks=(1,), slowdown=2.0)
+    with pytest.raises(hpcqnn.ExecutionConfigError, match=r"straggler ranks \[1\] must be below the 1 ranks"):
+        with hpcqnn.mpi_estimator(partition_labels="AABB", straggler=straggler):
+            pytest.fail("the block must not run")
