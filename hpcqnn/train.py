@@ -274,7 +274,10 @@ def train(
             progress.line(f"{stop.reason}: checkpoint written after the epoch; rerun with --resume")
             return None
 
-    robustness = evaluate_robustness(model, data, state.theta, config)
+    robustness = evaluate_robustness(model, data, state.theta, config, stop)
+    if robustness is None:
+        progress.line(f"{stop.reason}: stopped in the final evaluation; the last epoch's checkpoint stands: rerun with --resume")
+        return None
     if state.test_probabilities is None:  # a checkpoint from before they were kept, written after the last epoch
         state.test_probabilities = model.probabilities(test_angles, state.theta)
     return {
@@ -305,12 +308,17 @@ def _checkpoint(state: TrainState, estimator, started: float, path: Path) -> Non
     state.save(path)
 
 
-def evaluate_robustness(model: QNNClassifier, data: Dataset, theta: np.ndarray, config: Config) -> dict:
-    """Test accuracy under Gaussian input noise and FGSM, perturbing the standardized features."""
+def evaluate_robustness(
+    model: QNNClassifier, data: Dataset, theta: np.ndarray, config: Config, stop: StopRequest
+) -> dict | None:
+    """Test accuracy under Gaussian input noise and FGSM, perturbing the standardized features;
+    ``None`` when ``stop`` was requested before it finished (it is redone on resume)."""
     rng = np.random.default_rng([config.run.seed, 1])  # its own stream: training state untouched
     x, y = data.x_test, data.y_test
     gaussian = []
     for sigma in config.evaluation.gaussian_sigmas:
+        if stop.requested:
+            return None
         draws = [x + sigma * rng.standard_normal(x.shape) for _ in range(config.evaluation.gaussian_draws)]
         p = model.probabilities(data.angles(np.concatenate(draws)), theta).reshape(len(draws), -1)
         scores = [accuracy(row, y) for row in p]
@@ -319,6 +327,8 @@ def evaluate_robustness(model: QNNClassifier, data: Dataset, theta: np.ndarray, 
     d_x = d_angle * data.angle_scale  # chain rule through the angle scaling
     fgsm = []
     for eps in config.evaluation.fgsm_epsilons:
+        if stop.requested:
+            return None
         p = model.probabilities(data.angles(x + eps * np.sign(d_x)), theta)
         fgsm.append({"epsilon": eps, "accuracy": accuracy(p, y)})
     return {"gaussian": gaussian, "fgsm": fgsm, "perturbation_space": "standardized features (train z-scores)"}

@@ -28,7 +28,8 @@ from hpcqnn.circuits import cut_qnn
 from hpcqnn.data import load_dataset
 from hpcqnn.model import QNNClassifier, bce_loss
 from hpcqnn.timelog import rank_file, read_timing
-from hpcqnn.train import CHECKPOINT, TrainState
+from hpcqnn.config import load_config
+from hpcqnn.train import CHECKPOINT, StopRequest, TrainState, build_qnn, evaluate_robustness, load_data
 from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -392,6 +393,23 @@ def test_non_empty_out_without_resume_exits_2_and_is_untouched(tmp_path, capsys)
     err = capsys.readouterr().err
     assert str(out) in err and "--resume" in err
     assert snapshot(out) == before and sorted(p.name for p in out.rglob("*")) == listing
+
+
+def test_robustness_evaluation_stops_when_asked_before_its_next_query():
+    """A stop requested in the final evaluation ends it before its next query (resume redoes it)."""
+    config = load_config(QUICK, [*RESUME_SETS, "evaluation.fgsm_epsilons=[0.1]"])
+    qnn = build_qnn(config)
+    model = QNNClassifier(qnn, DistributedEstimator(partition_labels=qnn.partition_labels))
+    data, theta = load_data(config), model.initial_theta(np.random.default_rng(0))
+    stop = StopRequest(announce=False)
+    evaluated = evaluate_robustness(model, data, theta, config, stop)
+    sigmas = config.evaluation.gaussian_sigmas
+    assert [g["sigma"] for g in evaluated["gaussian"]] == list(sigmas) and len(evaluated["fgsm"]) == 1
+    queries = model.estimator.num_queries
+    assert queries == len(sigmas) + 2  # one per sigma, the input gradient, one per epsilon
+    stop.reason = "SIGTERM"
+    assert evaluate_robustness(model, data, theta, config, stop) is None
+    assert model.estimator.num_queries == queries
 
 
 @pytest.mark.parametrize(
