@@ -44,10 +44,10 @@ class Group:
     weights: np.ndarray  # 1 / number of settings that measure each Pauli (estimates are averaged)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Program:
     """The simulator circuits one plan runs per query: one per partition (exact mode) or per
-    (partition, measurement setting) (sampled mode)."""
+    (partition, measurement setting) (sampled mode). Its repr summarises the plan."""
 
     plan: CutPlan
     sampled: bool
@@ -57,6 +57,20 @@ class Program:
     groups: tuple[tuple[Group, ...], ...]
     shot_weights: tuple[np.ndarray, ...] = ()  # sampled mode: per circuit, [subexperiments]
     _allocations: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __repr__(self) -> str:
+        plan = self.plan
+        parts = [
+            f"{p.label}: qubits {', '.join(map(str, p.qubits))} + {p.template.num_qubits - len(p.qubits)} ancillas, "
+            f"{len(p.cut_ids)} cuts, {p.num_subexperiments} subexperiments"
+            for p in plan.partitions
+        ]
+        mode = "sampled mode" if self.sampled else "exact mode"
+        return (
+            f"<Program: {plan.num_cuts} cuts, {len(plan.partitions)} partitions, {plan.num_subexperiments} "
+            f"subexperiments in {len(self.circuits)} simulator circuits, {len(plan.paulis)} Pauli terms, {mode}; "
+            + "; ".join(parts) + ">"
+        )
 
     def group(self, circuit: int) -> Group:
         """The measurement setting sampled-mode circuit ``circuit`` measures."""

@@ -314,3 +314,17 @@ def test_reset_hidden_in_initialize_is_refused():
     qc.cx(0, 1)
     with pytest.raises(CutPlanError, match="resets"):
         DistributedEstimator(partition_labels="AB").run([(qc, SparsePauliOp("ZZ"))])
+
+
+def test_program_shows_the_plan_it_runs_without_simulating():
+    """``estimator.program(pub)`` builds (and caches) the plan without a query; its repr says what
+    will run, per partition."""
+    model = cut_qnn(8, cuts=3)
+    estimator = DistributedEstimator(partition_labels=model.partition_labels)
+    program = estimator.program((model.circuit, model.observable, np.zeros(model.circuit.num_parameters)))
+    assert estimator.num_queries == 0 and program is next(iter(estimator._programs.values()))
+    assert repr(program) == (
+        "<Program: 3 cuts, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli terms, exact mode; "
+        "A: qubits 0, 1, 2, 3 + 3 ancillas, 3 cuts, 64 subexperiments; "
+        "B: qubits 4, 5, 6, 7 + 3 ancillas, 3 cuts, 64 subexperiments>"
+    )
