@@ -47,8 +47,8 @@ def label(row: pd.Series, columns: list[str]) -> str:
     parts = {
         "kind": lambda v: str(v), "dataset": lambda v: "" if v in ("bench", None) else str(v),
         "qubits": lambda v: f"{v:.0f}q", "cuts": lambda v: count(v, "cut"), "rows": lambda v: count(v, "row"),
-        "mode": str, "ranks": lambda v: count(v, "rank"), "schedule": str,
-        "cutting": lambda v: "" if v else "uncut", "straggler": lambda v: "straggler" if v else "",
+        "mode": str, "ranks": lambda v: count(v, "rank"), "schedule": str, "epochs": lambda v: count(v, "epoch"),
+        "setting": str, "cutting": lambda v: "" if v else "uncut", "straggler": lambda v: "straggler" if v else "",
     }
     return " ".join(t for c in columns if c in parts and pd.notna(row.get(c)) and (t := parts[c](row[c])))
 
@@ -182,23 +182,28 @@ def stragglers(sensitivity: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def accuracy(accuracy_table: pd.DataFrame, robustness: pd.DataFrame, out: Path) -> list[Path]:
-    """Test accuracy vs Gaussian sigma and FGSM epsilon per cut setting (strength 0: clean)."""
+    """Test accuracy vs Gaussian sigma and FGSM epsilon (strength 0: clean), one line per training
+    setting (the mean of its runs); an uncut baseline in the colour of its cut setting."""
     if robustness.empty:
         return []
+    keys = ["dataset", "cuts", "mode", "epochs", "setting"]
+    table = robustness.merge(accuracy_table[["run", "dataset", "epochs", "setting", "test_accuracy"]], on="run")
+    shown = ["dataset", "cuts", "mode", *(c for c in ("epochs", "setting") if table[c].nunique() > 1)]
+    colors = {key: f"C{k}" for k, key in enumerate(table.groupby(keys).groups)}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    clean = accuracy_table.set_index("run")["test_accuracy"]
-    colors = {c: f"C{k}" for k, c in enumerate(sorted(robustness["cuts"].unique()))}
     for ax, attack, xlabel in zip(axes, ("gaussian", "fgsm"), ("Gaussian noise sigma", "FGSM epsilon")):
-        for (cuts, cutting, mode), group in robustness[robustness["attack"] == attack].groupby(["cuts", "cutting", "mode"]):
+        for (*key, cutting), group in table[table["attack"] == attack].groupby([*keys, "cutting"]):
             points = group.groupby("strength")["accuracy"].mean()
-            points = pd.concat([pd.Series({0.0: clean[group["run"]].mean()}), points])
-            ax.plot(points.index, points.to_numpy(), "-o" if cutting else ":x", color=colors[cuts], ms=5 if cutting else 9,
-                    zorder=2 if cutting else 3, label=f"{cuts:.0f} cuts {mode}" + ("" if cutting else ", uncut baseline"))
+            points = pd.concat([pd.Series({0.0: group.drop_duplicates("run")["test_accuracy"].mean()}), points])
+            ax.plot(points.index, points.to_numpy(), "-o" if cutting else ":x", color=colors[tuple(key)],
+                    ms=5 if cutting else 9, zorder=2 if cutting else 3,
+                    label=label(group.iloc[0], shown) + ("" if cutting else ", uncut baseline"))
         ax.set_xlabel(xlabel + " (standardized features)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")
-    axes[1].legend(fontsize=7)
-    fig.suptitle("Robustness per cut setting")
+    entries = {name: line for ax in axes for line, name in zip(*ax.get_legend_handles_labels())}
+    axes[1].legend(entries.values(), entries.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle("Robustness per training setting (mean over its runs)")
     return save(fig, out, "accuracy_robustness")
 
 

@@ -30,6 +30,11 @@ WORKLOAD = ["kind", "dataset", "qubits", "layers", "mode"]
 PROBLEM = [*WORKLOAD, "cuts", "cutting", "rows"]
 EXECUTION = ["schedule", "straggler", "straggler_ranks", "straggler_probability", "straggler_slowdown", "straggler_delay"]
 PAPER_RECONSTRUCT_SHARE = {"median": 0.53, "p95": 0.58}  # arXiv 2602.16233, 3 cuts
+#: Config entries of a train run that leave what it learns unchanged (how and where it ran, its
+#: name, its evaluation), and those ``accuracy_table`` has columns for.
+NOT_TRAINING = ("run.name", "execution.device", "execution.schedule", "execution.threads", "execution.root_computes",
+                "execution.straggler_", "evaluation.")
+SETTING_COLUMNS = ("data.dataset", "model.cuts", "execution.cutting", "execution.mode", "training.epochs")
 
 
 def query_table(phases: pd.DataFrame) -> pd.DataFrame:
@@ -251,16 +256,34 @@ def straggler_sensitivity(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def accuracy_table(runs: pd.DataFrame, results: dict[str, dict]) -> pd.DataFrame:
-    """Final train/test accuracy of every finished train run, with its cut setting and mode."""
+    """Final train/test accuracy of every finished train run, with its cut setting, mode and epochs;
+    ``setting``: the other training settings in which it differs from train runs of its dataset."""
     columns = ["run", "name", "dataset", "cuts", "cutting", "mode", "ranks"]
-    rows = [
-        {
+    train = dict(_train_runs(runs, results))
+    settings = {run: _training_setting(results[run].get("config", {})) for run in train}
+    rows = []
+    for run, meta in train.items():
+        peers = [settings[r] for r, m in train.items() if m["dataset"] == meta["dataset"]]
+        mine = settings[run]
+        differ = [k for k in sorted(mine) if any(k in p and p[k] != mine[k] for p in peers)]
+        rows.append({
             **meta[columns], "epochs": len(results[run].get("history", [])),
+            "setting": ", ".join(f"{k.rsplit('.', 1)[1]}={mine[k]}" for k in differ),
             "train_accuracy": results[run]["final"]["train_accuracy"], "test_accuracy": results[run]["final"]["test_accuracy"],
-        }
-        for run, meta in _train_runs(runs, results)
-    ]
-    return pd.DataFrame(rows, columns=[*columns, "epochs", "train_accuracy", "test_accuracy"])
+        })
+    return pd.DataFrame(rows, columns=[*columns, "epochs", "setting", "train_accuracy", "test_accuracy"])
+
+
+def _training_setting(config: dict) -> dict[str, object]:
+    """``section.key`` -> value of every entry of a train run's config that shapes what it learns
+    (shots only when sampled), less those of ``SETTING_COLUMNS``."""
+    flat = {f"{section}.{key}": value for section, entries in config.items() for key, value in entries.items()}
+    sampled = flat.get("execution.mode") == "sampled"
+    return {
+        k: v for k, v in flat.items()
+        if not k.startswith(NOT_TRAINING) and k not in SETTING_COLUMNS
+        and (sampled or k not in ("execution.shots", "execution.shot_allocation"))
+    }
 
 
 def robustness_table(runs: pd.DataFrame, results: dict[str, dict]) -> pd.DataFrame:

@@ -43,7 +43,7 @@ def markdown_table(table: pd.DataFrame) -> str:
 def compact(table: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, str]:
     """Drop the ``keys`` columns that hold one value in every row; a line naming those values."""
     constant = [k for k in keys if k in table and table[k].astype(str).nunique() == 1]
-    note = ", ".join(f"{k} = {table[k].iloc[0]}" for k in constant)
+    note = ", ".join(f"{k} = {table[k].iloc[0]}" for k in constant if table[k].iloc[0] != "")
     return table.drop(columns=constant), (f"All rows: {note}.\n\n" if note else "")
 
 
@@ -168,7 +168,9 @@ def build(
     text.append(section("Straggler sensitivity (static vs dynamic)", sensitivity.assign(
         wall_clean_ms=ms(sensitivity["wall_clean"]), wall_straggler_ms=ms(sensitivity["wall_straggler"])).drop(
         columns=["wall_clean", "wall_straggler"]), keys=[*metrics.PROBLEM, "ranks"]))
-    text.append(section("Accuracy", accuracy, keys=["dataset", "mode", "ranks", "epochs"]))
+    text.append(section("Accuracy", accuracy, "setting: the training settings in which a run differs from the runs of "
+                        "its dataset.\n\n" if (accuracy["setting"] != "").any() else "",
+                        keys=["dataset", "mode", "ranks", "epochs", "setting"]))
     if not robustness.empty:
         pivot = robustness.pivot_table(
             index=["run", "cuts", "cutting", "mode"], columns=["attack", "strength"], values="accuracy"

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import metrics, replay, report, sweep
+from analysis import figures, metrics, replay, report, sweep
 from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 from analysis.load import RunLoadWarning, find_run_dirs, load_runs
 from hpcqnn import cli
@@ -273,13 +273,58 @@ def test_find_run_dirs_and_labels(synthetic, tmp_path):
     assert sorted(load_runs([tmp_path]).runs["run"]) == ["a/x", "b/x"]
 
 
-def train_config(dataset: str, epochs: int, cuts: int = 3) -> dict:
+def train_config(dataset: str, epochs: int, cuts: int = 3, cutting: bool = True, learning_rate: float = 0.1) -> dict:
     """The resolved config of an ``hpcqnn train`` run, as its results.json records it."""
     return {
         "run": {"name": f"{dataset}_cut{cuts}", "seed": 2026}, "data": {"dataset": dataset, "features": 4, "max_train": 0},
-        "model": {"layers": 3, "cuts": cuts}, "execution": {"cutting": True, "mode": "exact", "schedule": "static"},
-        "training": {"epochs": epochs, "batch_size": 16},
+        "model": {"layers": 3, "cuts": cuts}, "execution": {"cutting": cutting, "mode": "exact", "schedule": "static"},
+        "training": {"epochs": epochs, "batch_size": 16, "learning_rate": learning_rate},
     }
+
+
+def write_train_result(path: Path, config: dict, ranks: int, test_accuracy: float) -> None:
+    """The results.json of a finished train run: under noise and attack it loses 0.05 and 0.1."""
+    path.mkdir(parents=True)
+    robustness = {"gaussian": [{"sigma": 0.1, "accuracy_mean": test_accuracy - 0.05, "accuracy_std": 0.0}],
+                  "fgsm": [{"epsilon": 0.1, "accuracy": test_accuracy - 0.1}]}
+    final = {"train_accuracy": 0.9, "test_accuracy": test_accuracy}
+    history = [{}] * config["training"]["epochs"]
+    result = {"config": config, "ranks": ranks, "final": final, "history": history, "robustness": robustness}
+    (path / "results.json").write_text(json.dumps(result))
+
+
+def test_accuracy_figure_has_a_line_per_training_setting(tmp_path, monkeypatch):
+    runs = {  # run: (config, ranks, test accuracy)
+        "iris-e1": (train_config("iris", 1), 1, 0.65), "iris-e1-r2": (train_config("iris", 1), 2, 0.75),
+        "iris-e8": (train_config("iris", 8), 1, 1.0), "iris-lr": (train_config("iris", 1, learning_rate=0.05), 1, 0.7),
+        "iris-cut1": (train_config("iris", 1, cuts=1), 1, 0.8), "iris-uncut1": (train_config("iris", 1, 1, False), 1, 0.8),
+        "digits": (train_config("digits", 1), 1, 0.9),
+    }
+    for run, (config, ranks, test_accuracy) in runs.items():
+        write_train_result(tmp_path / "runs" / run, config, ranks, test_accuracy)
+    with pytest.warns(RunLoadWarning, match="timing: missing"):
+        tables = load_runs([tmp_path / "runs"])
+    accuracy = metrics.accuracy_table(tables.runs, tables.results).set_index("run")
+    settings = accuracy["setting"]  # what differs from the runs of the same dataset
+    assert settings["digits"] == "" and settings["iris-lr"] == "learning_rate=0.05"
+    assert (settings.drop(["digits", "iris-lr"]) == "learning_rate=0.1").all()
+    figures_drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, out, name: figures_drawn.append(fig) or [])
+    figures.accuracy(accuracy.reset_index(), metrics.robustness_table(tables.runs, tables.results), tmp_path)
+    gaussian, fgsm = figures_drawn[0].axes
+    lines = {line.get_label(): line for line in gaussian.get_lines()}
+    clean = {name: line.get_ydata()[0] for name, line in lines.items()}
+    assert clean == pytest.approx({
+        "digits 3 cuts exact 1 epoch": 0.9, "iris 3 cuts exact 1 epoch learning_rate=0.05": 0.7,
+        "iris 3 cuts exact 1 epoch learning_rate=0.1": 0.7,  # 0.65 and 0.75: the same setting at 1 and 2 ranks
+        "iris 3 cuts exact 8 epochs learning_rate=0.1": 1.0, "iris 1 cut exact 1 epoch learning_rate=0.1": 0.8,
+        "iris 1 cut exact 1 epoch learning_rate=0.1, uncut baseline": 0.8,
+    })
+    assert [lines[name].get_ydata()[1] for name in clean] == pytest.approx([v - 0.05 for v in clean.values()])
+    baseline = "iris 1 cut exact 1 epoch learning_rate=0.1"
+    assert lines[baseline].get_color() == lines[baseline + ", uncut baseline"].get_color()
+    assert len({line.get_color() for line in lines.values()}) == 5
+    assert [t.get_text() for t in fgsm.get_legend().get_texts()] == list(lines)
 
 
 def test_report_names_missing_paths_and_folders_without_runs(tmp_path, capsys):
