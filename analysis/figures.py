@@ -77,7 +77,8 @@ def scaling(strong: pd.DataFrame, weak: pd.DataFrame, keys: list[str], out: Path
         ax.set_xlabel("MPI ranks")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    ax_e.set_ylim(0, 1.2)
+    efficiencies = pd.concat([strong["efficiency"], weak["efficiency"]]).dropna()
+    ax_e.set_ylim(0, max(1.2, 1.1 * efficiencies.max()) if len(efficiencies) else 1.2)  # superlinear points stay in view
     ax_s.legend(fontsize=7)
     fig.suptitle("Scaling of one estimator query (median steady query)")
     return save(fig, out, "scaling")
