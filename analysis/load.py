@@ -192,7 +192,7 @@ def _describe(label: str, path: Path, attributes: dict[int, dict], result: dict 
         straggler = config.get("straggler") or {}
         row.update(
             kind="bench", dataset="bench", qubits=config["qubits"], cuts=config["cuts"],
-            layers=config.get("layers", np.nan), mode=config.get("mode"),
+            layers=max(config.get("layers", 3), config["cuts"]), mode=config.get("mode"),  # older benches kept --layers as given
             schedule=row["schedule"] or config.get("schedule"),
             **_straggler(*(straggler.get(k, d) for k, d in _STRAGGLER_DEFAULTS)),
         )

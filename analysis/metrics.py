@@ -31,9 +31,10 @@ PROBLEM = [*WORKLOAD, "cuts", "cutting", "rows"]
 EXECUTION = ["schedule", "straggler", "straggler_ranks", "straggler_probability", "straggler_slowdown", "straggler_delay"]
 PAPER_RECONSTRUCT_SHARE = {"median": 0.53, "p95": 0.58}  # arXiv 2602.16233, 3 cuts
 #: Config entries of a train run that leave what it learns unchanged (how and where it ran, its
-#: name, its evaluation), and those ``accuracy_table`` has columns for.
-NOT_TRAINING = ("run.name", "execution.device", "execution.schedule", "execution.threads", "execution.root_computes",
-                "execution.straggler_", "evaluation.")
+#: name, where its data files lie, its evaluation), and those ``accuracy_table`` has columns for.
+#: The seed is a setting: runs of different seeds are separate lines, not averaged.
+NOT_TRAINING = ("run.name", "data.path", "execution.device", "execution.schedule", "execution.threads",
+                "execution.root_computes", "execution.straggler_", "evaluation.")
 SETTING_COLUMNS = ("data.dataset", "model.cuts", "execution.cutting", "execution.mode", "training.epochs")
 
 

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__, launcher
+from . import __version__
 from .errors import HpcqnnError, RunDirectoryError
 from .devices import DEVICES
 from .options import MODES, SCHEDULES, SHOT_ALLOCATIONS
@@ -50,9 +50,12 @@ positive_int = int_at_least(1)
 
 
 def run_state(path: Path) -> str:
-    """Where the run directory ``path`` stands, as ``slurm/launch.sh``'s ``hpcqnn_run_state`` says
-    it: ``new`` (absent or empty), ``finished`` (results.json), ``stopped`` (a checkpoint),
-    ``partial`` (other files only: stopped before its first checkpoint), or ``file``."""
+    """Where the run directory ``path`` stands: ``new`` (absent or empty), ``finished``
+    (results.json), ``stopped`` (a checkpoint), ``partial`` (config.toml without a checkpoint:
+    stopped before its first one), ``occupied`` (other files only) or ``file``.
+
+    ``slurm/launch.sh``'s ``hpcqnn_run_state`` decides the first three the same way and calls
+    the rest ``partial`` (a requeued job sets such a directory aside whole)."""
     from .train import CHECKPOINT
 
     if not path.exists() or path.is_dir() and not any(path.iterdir()):
@@ -61,15 +64,18 @@ def run_state(path: Path) -> str:
         return "file"
     if (path / "results.json").exists():
         return "finished"
-    return "stopped" if (path / CHECKPOINT).exists() else "partial"
+    if (path / CHECKPOINT).exists():
+        return "stopped"
+    return "partial" if (path / "config.toml").is_file() else "occupied"
 
 
 _NOT_NEW = {
     "file": "{path} is a file, not a run directory: give another --out",
     "finished": "{path} holds a finished run (results.json): give another --out",
     "stopped": "{path} holds a stopped run: continue it with --resume, or give another --out",
-    "partial": "{path} is not empty (a run stopped before its first checkpoint, or other files): "
-               "give another --out; --resume starts such a run again there",
+    "partial": "{path} holds a training run stopped before its first checkpoint: --resume starts "
+               "it again there, or give another --out",
+    "occupied": "{path} is not empty and holds no run: give another --out (run directories are never overwritten)",
 }
 
 
@@ -162,19 +168,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"bench": _bench, "bench-shots": _bench_shots, "train": _train}[args.command](args)
     except HpcqnnError as exc:
-        # errors that reach here are raised alike on every rank, before any work: one says it
-        if launcher.rank() in (None, 0):
+        if args.command == "bench-shots" or _speaks_for_the_job():
             print(f"hpcqnn: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _speaks_for_the_job() -> bool:
+    """train and bench raise the errors that reach ``main`` alike on every rank, before any
+    work: one process says them."""
+    from .distributed import speaks_for_the_job
+
+    return speaks_for_the_job()
 
 
 def _train(args: argparse.Namespace) -> int:
     import time
 
     from .config import config_differences, dump_config, load_config
-    from .distributed import mpi_estimator, on_root
+    from .distributed import mpi_estimator, on_root, speaks_for_the_job
     from .runinfo import run_metadata, write_json
-    from .train import Progress, StopRequest, build_qnn, estimator_options, load_data, train
+    from .train import CHECKPOINT, Progress, StopRequest, TrainState, build_qnn, estimator_options, load_data, train
 
     config = load_config(args.config, args.set)  # every rank validates before any work
     text = dump_config(config)
@@ -183,18 +196,18 @@ def _train(args: argparse.Namespace) -> int:
 
     loaded = []  # rank 0 keeps the dataset; only the run directory is broadcast
 
-    def prepare() -> tuple[Path, bool]:
-        """Rank 0: the run directory (checked, never overwritten) and whether a checkpoint
-        continues; loads the dataset."""
+    def prepare() -> tuple[Path, int | None]:
+        """Rank 0: the run directory (checked, never overwritten) and, when a checkpoint
+        continues, the query it resumes at; loads the dataset."""
         out = args.out or Path("runs") / f"{config.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if not args.resume:
             require_new_directory(out)
             loaded.append(load_data(config))
-            return out, False
+            return out, None
         state = run_state(out)
         if state == "finished":
             raise RunDirectoryError(f"--resume: {out} already finished (results.json exists)")
-        if state in ("new", "file") or not (out / "config.toml").is_file():
+        if state in ("new", "file", "occupied"):
             raise RunDirectoryError(f"--resume: {out} holds no run to continue (no config.toml)")
         changes = config_differences((out / "config.toml").read_text(), text)
         if changes:
@@ -207,17 +220,17 @@ def _train(args: argparse.Namespace) -> int:
             aside = set_aside(out / "timing")
             print(f"hpcqnn train: {out} has no checkpoint yet: starting it again"
                   + (f" (its earlier timing logs are in {aside})" if aside else ""), flush=True)
-        return out, state == "stopped"
+        return out, TrainState.load(out / CHECKPOINT).queries if state == "stopped" else None
 
     prepared, problem = on_root(prepare)
     if problem:  # the same on every rank
         raise HpcqnnError(problem)
-    out, resume = prepared  # rank 0's choice, so every rank writes into the same run directory
+    out, resume_at = prepared  # rank 0's choice, so every rank writes into the same run directory
     started = time.time()
     qnn = build_qnn(config)
     # on every rank: Slurm and mpiexec signal all tasks; workers serve until rank 0 stops
-    with StopRequest(announce=launcher.rank() in (None, 0)).installed() as stop, mpi_estimator(
-        timing_dir=out, append_timing=resume, config_text=text, **estimator_options(config, qnn)
+    with StopRequest(announce=speaks_for_the_job()).installed() as stop, mpi_estimator(
+        timing_dir=out, resume_at=resume_at, config_text=text, **estimator_options(config, qnn)
     ) as estimator:
         if estimator is None:
             return 0
@@ -227,7 +240,7 @@ def _train(args: argparse.Namespace) -> int:
         devices = ", ".join(sorted(set(estimator.engine.rank_devices)))
         ranks = estimator.engine.size
         progress.line(f"hpcqnn train: {config.run.name} -> {out} ({ranks} rank{'s' * (ranks != 1)} on {devices})")
-        results = train(config, qnn, loaded[0], estimator, out, resume, stop, progress)
+        results = train(config, qnn, loaded[0], estimator, out, resume_at is not None, stop, progress)
         if results is None:
             return 0
         results.update(run_metadata(config, estimator, time.time() - started))

@@ -317,6 +317,16 @@ def place_ranks(comm: MPI.Comm, requested: str, local_rank: int) -> tuple[Placem
     return placement, [label for _, label, _, _ in found]
 
 
+def speaks_for_the_job() -> bool:
+    """Whether this process says what every rank of the job would say alike (an error raised on
+    every rank, a notice): rank 0 of the MPI world; where the launcher started several processes
+    that each see a world of their own (``MPIWorldError``), the launcher's rank 0."""
+    world = MPI.COMM_WORLD
+    if world.Get_size() > 1:
+        return world.Get_rank() == 0
+    return (launcher.size() or 1) == 1 or launcher.rank() in (None, 0)
+
+
 def on_root(task, comm: MPI.Comm | None = None) -> tuple[object, str | None]:
     """Run ``task()`` on rank 0 only; every rank gets its result and error message (or None).
 
@@ -354,7 +364,7 @@ def mpi_estimator(
     threads: int | None = None,
     device: str = "auto",
     timing_dir: str | None = None,
-    append_timing: bool = False,
+    resume_at: int | None = None,
     config_text: str = "",
     **estimator_options,
 ) -> Iterator[object]:
@@ -363,7 +373,7 @@ def mpi_estimator(
     Workers serve rank 0's queries until rank 0 leaves the block. An exception on any rank prints
     that rank's traceback and aborts the whole job (``MPI.Abort``) instead of hanging it.
     ``timing_dir`` is a run directory: each rank writes ``timing/rank-NNNNN.h5`` there
-    (``append_timing`` continues existing files, for resumed runs). ``device`` is decided on
+    (``resume_at``: continue existing files for a run resumed at that query). ``device`` is decided on
     every rank before any work (``place_ranks``).
     """
     from .estimator import DistributedEstimator
@@ -380,7 +390,7 @@ def mpi_estimator(
             f"straggler ranks {list(straggler.ranks)} must be below the {comm.Get_size()} ranks of this job"
         )
     _wait(comm.Ibarrier())  # rank 0 may arrive late (busy elsewhere): wait without spinning
-    if timing_dir is not None and not append_timing:
+    if timing_dir is not None and resume_at is None:
         taken = [rank for rank, exists in enumerate(comm.allgather(rank_file(timing_dir, comm.Get_rank()).exists())) if exists]
         if taken:
             raise RunDirectoryError(
@@ -404,7 +414,7 @@ def mpi_estimator(
                     "clock": "time.time() (Unix epoch seconds)",
                     **slurm_attributes(),
                 },
-                append=append_timing,
+                resume_at=resume_at,
             )
             recorder.sink = log
         engine = MPIEngine(

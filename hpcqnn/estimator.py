@@ -151,8 +151,10 @@ class DistributedEstimator(BaseEstimatorV2):
     def _prepare(
         self, pub_like: EstimatorPubLike, precision: float | None, batches: dict[Hashable, int]
     ) -> _PreparedPub:
-        """Check and coerce one pub; a new plan is built here, its timing rows filed under the
-        query of ``run`` that first executes it (``batches`` numbers them as ``_execute`` will)."""
+        """Check and coerce one pub. A new plan is built here, its timing rows filed under the
+        query number ``batches`` gives its batch (as ``_execute`` will run them): in ``run``, the
+        query that executes it, unless a later pub fails its checks and nothing runs; from
+        ``program``, the next query."""
         _check_parameter_shape(pub_like)
         try:
             pub = EstimatorPub.coerce(pub_like, precision)

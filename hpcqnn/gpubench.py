@@ -117,7 +117,7 @@ def reconstruction_placement(placement: Placement, probe: GPUProbe, local_rank: 
     if placement.gpu is not None:
         return placement, None
     if not probe.cuda_devices:
-        return None, f"CuPy sees no CUDA device ({probe.cupy_problem or 'device count 0'})"
+        return None, probe.problem
     gpu = gpu_for_rank(local_rank, probe.cuda_devices)
     problem = cupy_error(gpu)
     return (None, problem) if problem else (Placement(gpu), None)
@@ -226,7 +226,8 @@ def format_report(report: dict) -> str:
             f"{_cell(r['numpy_over_cupy'], '.2f', 10)} {_cell(r['max_abs_difference'], '.1e', 16)}"
         )
     if report["gpu_skipped"] and report["cupy_skipped"]:
-        lines += ["", f"GPU side skipped: {report['gpu_skipped']}. Only the CPU side ran."]
+        reasons = dict.fromkeys((report["gpu_skipped"], report["cupy_skipped"]))  # one reason said once
+        lines += ["", f"GPU side skipped: {'; '.join(reasons)}. Only the CPU side ran."]
     elif report["gpu_skipped"]:
         lines += ["", f"GPU execution skipped: {report['gpu_skipped']}. Reconstruction ran with CuPy on {report['cupy_gpu']}."]
     return "\n".join(lines)

@@ -3,7 +3,9 @@
 Dataset ``phases``: one row per (query, phase) with the columns of ``timing.PhaseRow``; file
 attributes describe the rank (``rank``, ``size``, ``hostname``, ``device``, ``mpi_library``,
 ``hpcqnn_version``, ``config``, ...). The file is opened in SWMR mode and flushed after every
-query, so a killed job keeps every finished query and readers may look while it runs.
+query, so a killed job keeps every finished query and readers may look while it runs. A resumed
+run moves the rows of queries its checkpoint did not keep (work it redoes under the same query
+numbers) to dataset ``superseded``, so ``phases`` holds each query once.
 """
 
 from __future__ import annotations
@@ -41,24 +43,29 @@ def rank_file(run_dir: str | Path, rank: int) -> Path:
 class HDF5TimingLog:
     """Appends phase rows to one rank's HDF5 file, flushing after each write."""
 
-    def __init__(self, path: str | Path, attributes: dict, append: bool = False):
-        """``append`` continues an existing file (a resumed run); otherwise the file must be new.
+    def __init__(self, path: str | Path, attributes: dict, resume_at: int | None = None):
+        """A new file, or with ``resume_at`` the existing one (if any) of a run resumed at that
+        query: rows of queries before it stay in ``phases``, later ones move to ``superseded``.
 
-        An existing file is copied into a fresh one (its rows kept, its attributes updated by
-        ``attributes``): a process killed while writing leaves the file marked open for writing,
-        which HDF5 refuses to reopen for writing but still reads.
+        An existing file is copied into a fresh one (its attributes updated by ``attributes``): a
+        process killed while writing leaves the file marked open for writing, which HDF5
+        refuses to reopen for writing but still reads.
         """
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and not append:
+        if self.path.exists() and resume_at is None:
             raise RunDirectoryError(f"{self.path} exists: timing logs are never overwritten; give a new run directory")
-        old_rows, old_attributes = _previous(self.path)
+        old_rows, old_superseded, old_attributes = _previous(self.path)
+        kept = old_rows["query"] < (resume_at or 0)
         fresh = self.path.with_name(self.path.name + ".new")
         self._file = h5py.File(fresh, "w", libver="latest")
         for key, value in {**old_attributes, **attributes}.items():
             self._file.attrs[key] = "" if value is None else value
+        superseded = np.concatenate([old_superseded, old_rows[~kept]])
+        if len(superseded):
+            self._file.create_dataset("superseded", data=superseded, dtype=ROW_DTYPE)
         self._rows = self._file.create_dataset(
-            "phases", data=old_rows, maxshape=(None,), dtype=ROW_DTYPE, chunks=(256,)
+            "phases", data=old_rows[kept], maxshape=(None,), dtype=ROW_DTYPE, chunks=(256,)
         )
         self._file.swmr_mode = True
         self._file.flush()
@@ -79,16 +86,18 @@ class HDF5TimingLog:
             self._file.close()
 
 
-def _previous(path: Path) -> tuple[np.ndarray, dict]:
-    """Rows and attributes of an existing log; an unreadable one is set aside, never deleted."""
+def _previous(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Rows, superseded rows and attributes of an existing log; an unreadable one is set aside,
+    never deleted."""
+    empty = np.zeros(0, dtype=ROW_DTYPE)
     if not path.exists():
-        return np.zeros(0, dtype=ROW_DTYPE), {}
+        return empty, empty, {}
     try:
-        rows, attributes = _read(path)
-        return rows.astype(ROW_DTYPE), attributes
+        rows, superseded, attributes = _read(path)
+        return rows.astype(ROW_DTYPE), superseded.astype(ROW_DTYPE), attributes
     except (OSError, KeyError):
         os.replace(path, path.with_name(path.name + ".unreadable"))
-        return np.zeros(0, dtype=ROW_DTYPE), {}
+        return empty, empty, {}
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -114,15 +123,17 @@ def _check_complete(path: Path) -> None:
             raise OSError(f"{path}: truncated ({size} of {end} bytes)")
 
 
-def _read(path: str | Path) -> tuple[np.ndarray, dict]:
+def _read(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Rows, superseded rows (empty if none) and attributes."""
     _check_complete(Path(path))
     with h5py.File(path, "r", libver="latest", swmr=True) as f:
-        return f["phases"][()], dict(f.attrs)
+        superseded = f["superseded"][()] if "superseded" in f else np.zeros(0, dtype=ROW_DTYPE)
+        return f["phases"][()], superseded, dict(f.attrs)
 
 
 def read_timing(path: str | Path) -> tuple[np.ndarray, dict]:
     """Rows (structured array, ``phase`` decoded to str) and attributes of one rank file;
     OSError for a damaged or truncated one."""
-    rows, attributes = _read(path)
+    rows, _, attributes = _read(path)
     decoded = rows.astype([(n, "U16" if n == "phase" else rows.dtype[n]) for n in rows.dtype.names])
     return decoded, attributes

@@ -31,17 +31,19 @@ CHECKPOINT = "checkpoint.npz"
 
 
 class StopRequest:
-    """Set by SIGTERM (Slurm's preemption and time-limit signal) or a first Ctrl-C; the training
-    loop checks it between steps and stops with a checkpoint. A second Ctrl-C interrupts at once.
+    """Set by SIGTERM (Slurm's preemption and time-limit signal) or a first Ctrl-C; training
+    checks it between steps (and the final evaluation between queries) and stops with a
+    checkpoint. A second Ctrl-C interrupts at once.
 
     ``announce`` says on stderr, when the first Ctrl-C arrives, what will happen (one process
-    of a job should: mpiexec passes Ctrl-C to every rank)."""
+    of a job should: MPICH's mpiexec passes a first Ctrl-C to every rank)."""
 
     NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
 
     def __init__(self, announce: bool = True) -> None:
-        self.reason = ""  # the signal that asked to stop, as NAMES says it
+        self.reason = ""  # the first signal that asked to stop, as NAMES says it
         self.announce = announce
+        self._interrupts = 0
 
     @property
     def requested(self) -> bool:
@@ -58,12 +60,15 @@ class StopRequest:
                 signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT and self.reason == self.NAMES[signal.SIGINT]:
-            raise KeyboardInterrupt
         self.reason = self.reason or self.NAMES[signum]
-        if signum == signal.SIGINT and self.announce:
-            sys.stderr.write("hpcqnn: Ctrl-C: stopping after this step with a checkpoint (--resume continues); "
-                             "Ctrl-C again stops at once\n")
+        if signum != signal.SIGINT:
+            return
+        self._interrupts += 1
+        if self._interrupts > 1:
+            raise KeyboardInterrupt
+        if self.announce:
+            sys.stderr.write("hpcqnn: Ctrl-C: stopping after this training step or evaluation query (--resume "
+                             "continues from the checkpoint); Ctrl-C again stops at once\n")
             sys.stderr.flush()
 
 
@@ -225,7 +230,9 @@ def train(
     if resume:
         state = TrainState.load(checkpoint)
         estimator.num_queries = state.queries
-        progress.line(f"resuming at epoch {state.epoch + 1} step {state.step} from {checkpoint}")
+        where = "after the last epoch: the final evaluation again" if state.epoch == config.training.epochs else (
+            f"at epoch {state.epoch + 1} step {state.step}")
+        progress.line(f"resuming {where} from {checkpoint}")
     else:
         rng = np.random.default_rng(config.run.seed)
         state = TrainState.start(model.initial_theta(rng), rng)
@@ -323,6 +330,8 @@ def evaluate_robustness(
         p = model.probabilities(data.angles(np.concatenate(draws)), theta).reshape(len(draws), -1)
         scores = [accuracy(row, y) for row in p]
         gaussian.append({"sigma": sigma, "accuracy_mean": float(np.mean(scores)), "accuracy_std": float(np.std(scores))})
+    if stop.requested:
+        return None
     _, d_angle = model.input_gradient(data.angles(x), y, theta)
     d_x = d_angle * data.angle_scale  # chain rule through the angle scaling
     fgsm = []

@@ -29,7 +29,7 @@ def test_rows_survive_a_hard_kill_and_appending_continues(tmp_path):
     rows, attributes = read_timing(path)
     assert list(rows["phase"]) == ["execute", "reduce"] and attributes["size"] == 2
 
-    log = HDF5TimingLog(path, {"size": 3}, append=True)  # a resumed run, now on 3 ranks
+    log = HDF5TimingLog(path, {"size": 3}, resume_at=1)  # a resumed run, now on 3 ranks
     log.write([PhaseRow(1, "execute", 3.0, 4.0, 1, 4)])
     log.close()
     rows, attributes = read_timing(path)
@@ -47,7 +47,7 @@ def test_a_new_log_never_overwrites(tmp_path):
 def test_an_unreadable_log_is_set_aside_on_append(tmp_path):
     path = tmp_path / "rank-00000.h5"
     path.write_bytes(b"not an hdf5 file")
-    log = HDF5TimingLog(path, {"rank": 0}, append=True)
+    log = HDF5TimingLog(path, {"rank": 0}, resume_at=0)
     log.write([PhaseRow(0, "execute", 1.0, 2.0)])
     log.close()
     assert (tmp_path / "rank-00000.h5.unreadable").read_bytes() == b"not an hdf5 file"
@@ -65,7 +65,26 @@ def test_a_truncated_log_is_refused_at_once_and_set_aside_on_append(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(OSError, match="truncated"):
         read_timing(path)
-    log = HDF5TimingLog(path, {"rank": 0}, append=True)  # a resumed run
+    log = HDF5TimingLog(path, {"rank": 0}, resume_at=0)  # a resumed run
     log.close()
     assert (tmp_path / "rank-00000.h5.unreadable").read_bytes() == data[: len(data) // 2]
     assert len(read_timing(path)[0]) == 0
+
+
+def test_a_resumed_log_moves_the_queries_it_redoes_to_superseded(tmp_path):
+    """Queries after the checkpoint were run, then discarded by the stop, and are redone under
+    the same numbers: ``phases`` keeps each query once, ``superseded`` keeps the discarded work."""
+    path = tmp_path / "rank-00000.h5"
+    log = HDF5TimingLog(path, {"rank": 0})
+    log.write([PhaseRow(q, "execute", float(q), q + 0.5) for q in range(5)])
+    log.close()
+    log = HDF5TimingLog(path, {"rank": 0}, resume_at=3)  # the checkpoint had run queries 0-2
+    log.write([PhaseRow(q, "execute", 10.0 + q, 10.5 + q) for q in (3, 4, 5)])
+    log.close()
+    log = HDF5TimingLog(path, {"rank": 0}, resume_at=5)  # stopped again after query 4
+    log.close()
+    rows, _ = read_timing(path)
+    assert list(rows["query"]) == [0, 1, 2, 3, 4] and list(rows["t_start"]) == [0.0, 1.0, 2.0, 13.0, 14.0]
+    with h5py.File(path, "r") as f:
+        superseded = f["superseded"][()]
+    assert list(superseded["query"]) == [3, 4, 5] and list(superseded["t_start"]) == [3.0, 4.0, 15.0]

@@ -20,6 +20,7 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -76,8 +77,9 @@ def launch(command: list[str], timeout: float = JOB_TIMEOUT) -> subprocess.Compl
     return subprocess.CompletedProcess(command, returncode, output)
 
 
-def interrupted(stop_at: int, config: Path, out: Path, extra: list[str], ranks: int | None = None, signame: str = "TERM"):
-    """A run whose every rank receives SIG``signame`` during its ``stop_at``-th training step."""
+def interrupted(stop_at: int | str, config: Path, out: Path, extra: list[str], ranks: int | None = None, signame: str = "TERM"):
+    """A run whose every rank receives SIG``signame`` during its ``stop_at``-th training step
+    (``"fgsm"``: in the final evaluation, train/scripts/interrupt.py)."""
     when = f"{stop_at}:{signame}"
     command = [sys.executable, str(SCRIPTS / "interrupt.py"), when, "train", str(config), "--out", str(out), *extra]
     if ranks is not None:
@@ -295,6 +297,24 @@ def test_checkpoint_without_test_probabilities_queries_them(uninterrupted, tmp_p
     assert resumed["budget"]["queries"] == reference["budget"]["queries"] + 1
 
 
+def test_stop_in_the_final_evaluation_resumes_to_the_same_results_and_logs_each_query_once(uninterrupted, tmp_path):
+    """Stopped in the final evaluation, the run keeps its last-epoch checkpoint; the resumed run
+    redoes the evaluation under the same query numbers, and the timing log holds each query
+    once in ``phases`` (the discarded evaluation queries are kept in ``superseded``)."""
+    extra = sets(*RESUME_SETS)
+    out = tmp_path / "run"
+    job = interrupted("fgsm", QUICK, out, extra)
+    assert job.returncode == 0 and "SIGTERM: stopped in the final evaluation" in job.stdout, job.stdout
+    assert not (out / "results.json").exists() and TrainState.load(out / CHECKPOINT).epoch == 2
+    with redirect_stdout(io.StringIO()) as printed:
+        assert train(QUICK, out, *extra, "--resume") == 0
+    assert "resuming after the last epoch: the final evaluation again" in printed.getvalue()
+    check_same_run(results(out), results(uninterrupted("exact")))
+    assert executed_queries(out) == list(range(results(out)["budget"]["queries"]))
+    with h5py.File(rank_file(out, 0), "r") as f:
+        assert len(f["superseded"]) > 0
+
+
 def test_resumed_results_keep_initial_parameters(uninterrupted, resumed):
     run = resumed("exact", 7)  # the resume test's run
     initial = results(uninterrupted("exact"))["budget"]["initial_parameters"]
@@ -313,7 +333,7 @@ def test_resume_under_mpi_matches_one_rank_run(signame, reason, uninterrupted, t
     stop_at = 3
     stopped = interrupted(stop_at, QUICK, out, extra, ranks=2, signame=signame)
     check_stopped(stopped, out, stop_at, reason)
-    assert stopped.stdout.count("hpcqnn: Ctrl-C: stopping after this step") == (signame == "INT"), stopped.stdout
+    assert stopped.stdout.count("hpcqnn: Ctrl-C: stopping after this training step") == (signame == "INT"), stopped.stdout
     job = launch(mpi_command(2, "-m", "hpcqnn.cli", "train", QUICK, "--out", out, *extra, "--resume"))
     assert job.returncode == 0, job.stdout
     assert "resuming at epoch 1 step 3" in job.stdout
@@ -391,7 +411,7 @@ def test_non_empty_out_without_resume_exits_2_and_is_untouched(tmp_path, capsys)
     listing = sorted(p.name for p in out.rglob("*"))
     assert train(QUICK, out, *sets(*RESUME_SETS)) == 2
     err = capsys.readouterr().err
-    assert str(out) in err and "--resume" in err
+    assert f"{out} is not empty and holds no run: give another --out" in err
     assert snapshot(out) == before and sorted(p.name for p in out.rglob("*")) == listing
 
 
@@ -410,6 +430,17 @@ def test_robustness_evaluation_stops_when_asked_before_its_next_query():
     stop.reason = "SIGTERM"
     assert evaluate_robustness(model, data, theta, config, stop) is None
     assert model.estimator.num_queries == queries
+
+    class StopAtSecondCheck(StopRequest):
+        checks = 0
+
+        @property
+        def requested(self) -> bool:
+            self.checks += 1
+            return self.checks >= 2
+
+    assert evaluate_robustness(model, data, theta, config, StopAtSecondCheck(announce=False)) is None
+    assert model.estimator.num_queries == queries + 1  # the first sigma's query, then the stop
 
 
 @pytest.mark.parametrize(
@@ -437,6 +468,7 @@ def test_resume_without_a_matching_run_exits_2_and_is_untouched(make, message, t
     "state, message",
     [("finished", "holds a finished run (results.json): give another --out"),
      ("stopped", "holds a stopped run: continue it with --resume, or give another --out"),
+     ("partial", "holds a training run stopped before its first checkpoint: --resume starts it again there"),
      ("file", "is a file, not a run directory")],
 )
 def test_out_that_is_not_new_says_what_it_holds(state, message, uninterrupted, tmp_path, capsys):
@@ -445,8 +477,10 @@ def test_out_that_is_not_new_says_what_it_holds(state, message, uninterrupted, t
         out.write_text("x")
     else:
         shutil.copytree(uninterrupted("exact"), out)
-        if state == "stopped":
+        if state != "finished":
             (out / "results.json").unlink()
+        if state == "partial":
+            (out / CHECKPOINT).unlink()
     assert train(QUICK, out, *sets(*RESUME_SETS)) == 2
     assert message in capsys.readouterr().err
 
@@ -548,3 +582,25 @@ def test_results_json_records_the_run(uninterrupted):
     assert r["budget"]["queries"] == r["query_phases"]["queries"]  # every query of the run counted
     assert r["ranks"] == 1 and r["device"] in ("CPU", "GPU")
     assert r["versions"]["hpcqnn"] and r["versions"]["qiskit"]
+
+
+def test_run_state_agrees_with_the_job_scripts(uninterrupted, tmp_path):
+    """cli.run_state and slurm/launch.sh's hpcqnn_run_state read a run directory alike (the
+    scripts fold partial runs and other files into their 'partial', and see a file as 'new')."""
+    reference = uninterrupted("exact")
+    dirs = {"new": tmp_path / "absent", "finished": reference}
+    for state, drop in (("stopped", ["results.json"]), ("partial", ["results.json", CHECKPOINT])):
+        dirs[state] = tmp_path / state
+        shutil.copytree(reference, dirs[state])
+        for name in drop:
+            (dirs[state] / name).unlink()
+    dirs["occupied"] = tmp_path / "occupied"
+    dirs["occupied"].mkdir()
+    (dirs["occupied"] / "notes.txt").write_text("x")
+    dirs["file"] = tmp_path / "file"
+    dirs["file"].write_text("x")
+    script = f'source {ROOT / "slurm" / "launch.sh"}; for d in "$@"; do hpcqnn_run_state "$d"; done'
+    shell = subprocess.run(["bash", "-c", script, "-", *map(str, dirs.values())], capture_output=True, text=True, check=True)
+    assert [cli.run_state(path) for path in dirs.values()] == list(dirs)
+    folded = {"occupied": "partial", "file": "new"}
+    assert shell.stdout.split() == [folded.get(state, state) for state in dirs]

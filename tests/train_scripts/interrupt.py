@@ -2,11 +2,13 @@
 or stopped the way mpiexec passes on a Ctrl-C, SIGINT to every rank.
 
 usage: interrupt.py N[:INT] train CONFIG --out DIR [--set ...]
+       interrupt.py fgsm[:INT] train CONFIG --out DIR [--set ...]
 
-On rank 0, the N-th call of ``QNNClassifier.loss_and_gradient`` (one training step) first sends
-the signal (SIGTERM, or SIGINT with ``:INT``) to every rank of the job (their pids are gathered
-before the run starts), then computes the step as usual, so the run stops at a known step.
-Works as a plain process (one rank) and under ``mpiexec -n R python -m mpi4py``.
+On rank 0, the N-th call of ``QNNClassifier.loss_and_gradient`` (one training step) - or with
+``fgsm`` the final evaluation's input-gradient query - first sends the signal (SIGTERM, or
+SIGINT with ``:INT``) to every rank of the job (their pids are gathered before the run starts),
+then computes as usual, so the run stops at a known point. Works as a plain process (one rank)
+and under ``mpiexec -n R python -m mpi4py``.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from mpi4py import MPI
 from hpcqnn import cli
 from hpcqnn.model import QNNClassifier
 
-step, _, name = sys.argv[1].partition(":")
-stop_at, signum = int(step), signal.Signals[f"SIG{name or 'TERM'}"]
+when, _, name = sys.argv[1].partition(":")
+method, stop_at = ("input_gradient", 1) if when == "fgsm" else ("loss_and_gradient", int(when))
+signum = signal.Signals[f"SIG{name or 'TERM'}"]
 pids = MPI.COMM_WORLD.allgather(os.getpid())
-original = QNNClassifier.loss_and_gradient
+original = getattr(QNNClassifier, method)
 calls = 0
 
 
-def preempted_loss_and_gradient(self, *args, **kwargs):
+def preempted(self, *args, **kwargs):
     global calls
     calls += 1
     if calls == stop_at:
@@ -36,5 +39,5 @@ def preempted_loss_and_gradient(self, *args, **kwargs):
     return original(self, *args, **kwargs)
 
 
-QNNClassifier.loss_and_gradient = preempted_loss_and_gradient
+setattr(QNNClassifier, method, preempted)
 raise SystemExit(cli.main(sys.argv[2:]))
