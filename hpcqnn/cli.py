@@ -5,6 +5,7 @@ Every command runs on all ranks when launched under mpiexec/srun; rank 0 prints.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -87,16 +88,16 @@ def require_new_directory(path: Path) -> None:
         raise RunDirectoryError(_NOT_NEW[state].format(path=path))
 
 
-def set_aside(path: Path) -> Path | None:
-    """Move ``path`` (if present) to the first free ``<path>.incomplete-N`` and return that."""
-    if not path.exists():
-        return None
-    n = 1
-    while path.with_name(f"{path.name}.incomplete-{n}").exists():
-        n += 1
-    aside = path.with_name(f"{path.name}.incomplete-{n}")
-    path.rename(aside)
-    return aside
+def require_creatable(path: Path) -> None:
+    """Say now, before any rank starts work, when the run directory ``path`` cannot be created
+    (nothing is created here: a later check may still stop the run)."""
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirectoryError(f"cannot create the run directory {path}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirectoryError(f"cannot create the run directory {path}: {existing} is not writable")
 
 
 def parse_modes(text: str) -> tuple[str, ...]:
@@ -171,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench-shots" or _speaks_for_the_job():
             print(f"hpcqnn: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before training handles it, or a second one: the user's stop
+        print("\nhpcqnn: interrupted", file=sys.stderr)
+        return 130
 
 
 def _speaks_for_the_job() -> bool:
@@ -187,6 +191,7 @@ def _train(args: argparse.Namespace) -> int:
     from .config import config_differences, dump_config, load_config
     from .distributed import mpi_estimator, on_root, speaks_for_the_job
     from .runinfo import run_metadata, write_json
+    from .timelog import set_aside
     from .train import CHECKPOINT, Progress, StopRequest, TrainState, build_qnn, estimator_options, load_data, train
 
     config = load_config(args.config, args.set)  # every rank validates before any work
@@ -203,6 +208,7 @@ def _train(args: argparse.Namespace) -> int:
         if not args.resume:
             require_new_directory(out)
             loaded.append(load_data(config))
+            require_creatable(out)
             return out, None
         state = run_state(out)
         if state == "finished":
@@ -217,7 +223,7 @@ def _train(args: argparse.Namespace) -> int:
             )
         loaded.append(load_data(config))
         if state == "partial":  # stopped before its first checkpoint: start again, keep what it logged
-            aside = set_aside(out / "timing")
+            aside = set_aside(out / "timing", "incomplete")
             print(f"hpcqnn train: {out} has no checkpoint yet: starting it again"
                   + (f" (its earlier timing logs are in {aside})" if aside else ""), flush=True)
         return out, TrainState.load(out / CHECKPOINT).queries if state == "stopped" else None

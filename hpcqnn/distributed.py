@@ -41,7 +41,7 @@ from .options import SCHEDULES
 from .simulator import AerRunner
 from .slurm import slurm_attributes
 from .tiles import Tile, dynamic_chunk, split_chunks, split_static
-from .timelog import HDF5TimingLog, rank_file
+from .timelog import HDF5TimingLog, rank_file, set_aside_other_size
 from .timing import PhaseRecorder, PhaseRow
 
 _QUERY, _PROGRAM, _STOP = 1, 2, 3
@@ -397,6 +397,13 @@ def mpi_estimator(
                 f"{Path(timing_dir) / 'timing'} already holds the timing logs of rank(s) "
                 f"{', '.join(map(str, taken))}: timing logs are never overwritten; give a new timing_dir"
             )
+    if timing_dir is not None and resume_at is not None:
+        # rank 0 moves logs of another rank count aside before any rank opens its log
+        moved, problem = on_root(lambda: set_aside_other_size(timing_dir, comm.Get_size()), comm)
+        if problem:
+            raise RunDirectoryError(f"cannot set the earlier timing logs aside: {problem}")
+        if moved is not None and comm.Get_rank() == 0:
+            announce(f"resumed on {comm.Get_size()} ranks: the timing logs of the earlier ranks are in {moved}")
     local_rank, cores = local_layout(comm)
     placement, rank_devices = place_ranks(comm, device, local_rank)
     log = engine = None
@@ -417,6 +424,7 @@ def mpi_estimator(
                 resume_at=resume_at,
             )
             recorder.sink = log
+            recorder.restore(log.kept)
         engine = MPIEngine(
             comm, AerRunner(placement, threads), array_module(placement), recorder, schedule, straggler,
             root_computes, rank_devices=rank_devices,

@@ -68,7 +68,8 @@ class Program:
         mode = "sampled mode" if self.sampled else "exact mode"
         return (
             f"<Program: {plan.num_cuts} cuts, {len(plan.partitions)} partitions, {plan.num_subexperiments} "
-            f"subexperiments in {len(self.circuits)} simulator circuits, {len(plan.paulis)} Pauli terms, {mode}; "
+            f"subexperiments in {len(self.circuits)} simulator circuits, {len(plan.paulis)} Pauli "
+            f"term{'s' * (len(plan.paulis) != 1)}, {mode}; "
             + "; ".join(parts) + ">"
         )
 

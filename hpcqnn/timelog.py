@@ -67,6 +67,8 @@ class HDF5TimingLog:
         self._rows = self._file.create_dataset(
             "phases", data=old_rows[kept], maxshape=(None,), dtype=ROW_DTYPE, chunks=(256,)
         )
+        #: the rows the resumed run continues from (its earlier queries), for its summaries
+        self.kept = [PhaseRow(int(r[0]), r[1].decode(), *(v.item() for v in list(r)[2:])) for r in old_rows[kept]]
         self._file.swmr_mode = True
         self._file.flush()
         os.replace(fresh, self.path)
@@ -137,3 +139,28 @@ def read_timing(path: str | Path) -> tuple[np.ndarray, dict]:
     rows, _, attributes = _read(path)
     decoded = rows.astype([(n, "U16" if n == "phase" else rows.dtype[n]) for n in rows.dtype.names])
     return decoded, attributes
+
+
+def set_aside(path: Path, tag: str) -> Path | None:
+    """Move ``path`` (if present) to the first free ``<path>.<tag>-N`` and return that; nothing
+    is deleted."""
+    if not path.exists():
+        return None
+    n = 1
+    while path.with_name(f"{path.name}.{tag}-{n}").exists():
+        n += 1
+    aside = path.with_name(f"{path.name}.{tag}-{n}")
+    path.rename(aside)
+    return aside
+
+
+def set_aside_other_size(run_dir: str | Path, size: int) -> Path | None:
+    """Where a run resumes on another number of ranks, move its timing logs to
+    ``timing.ranks<old size>-N`` (returned) so that the new logs hold one rank count."""
+    timing = Path(run_dir) / "timing"
+    try:
+        _, _, attributes = _read(rank_file(run_dir, 0))
+    except (OSError, KeyError):
+        return None  # no (readable) log: nothing to keep apart
+    old = int(attributes.get("size", size))
+    return set_aside(timing, f"ranks{old}") if old != size else None

@@ -58,6 +58,12 @@ class PhaseRecorder:
         self.rows.append(row)
         self._by_query[row.query].append(row)
 
+    def restore(self, rows: list[PhaseRow]) -> None:
+        """Take ``rows`` as already written (a resumed run's earlier queries, from its log)."""
+        for row in rows:
+            self.add(row)
+        self._written = len(self.rows)
+
     def flush(self) -> None:
         if self.sink is not None and self._written < len(self.rows):
             self.sink.write(self.rows[self._written :])

@@ -67,7 +67,7 @@ class StopRequest:
         if self._interrupts > 1:
             raise KeyboardInterrupt
         if self.announce:
-            sys.stderr.write("hpcqnn: Ctrl-C: stopping after this training step or evaluation query (--resume "
+            sys.stderr.write(("\n" if sys.stdout.isatty() else "") + "hpcqnn: Ctrl-C: stopping after this training step or evaluation query (--resume "
                              "continues from the checkpoint); Ctrl-C again stops at once\n")
             sys.stderr.flush()
 

@@ -324,7 +324,7 @@ def test_program_shows_the_plan_it_runs_without_simulating():
     program = estimator.program((model.circuit, model.observable, np.zeros(model.circuit.num_parameters)))
     assert estimator.num_queries == 0 and program is next(iter(estimator._programs.values()))
     assert repr(program) == (
-        "<Program: 3 cuts, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli terms, exact mode; "
+        "<Program: 3 cuts, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, exact mode; "
         "A: qubits 0, 1, 2, 3 + 3 ancillas, 3 cuts, 64 subexperiments; "
         "B: qubits 4, 5, 6, 7 + 3 ancillas, 3 cuts, 64 subexperiments>"
     )

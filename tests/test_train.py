@@ -313,6 +313,39 @@ def test_stop_in_the_final_evaluation_resumes_to_the_same_results_and_logs_each_
     assert executed_queries(out) == list(range(results(out)["budget"]["queries"]))
     with h5py.File(rank_file(out, 0), "r") as f:
         assert len(f["superseded"]) > 0
+    # the phase summary covers the whole run, not only the resumed part
+    assert results(out)["query_phases"]["queries"] == results(out)["budget"]["queries"]
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
+def test_resume_on_another_rank_count_keeps_each_counts_logs_apart(uninterrupted, tmp_path):
+    """Stopped on 1 rank, resumed on 2: same results; the 1-rank logs move to timing.ranks1-1 and
+    the new logs all say size 2."""
+    extra = sets(*RESUME_SETS)
+    out = tmp_path / "run"
+    check_stopped(interrupted(3, QUICK, out, extra), out, 3)
+    job = launch(mpi_command(2, "-m", "hpcqnn.cli", "train", QUICK, "--out", out, *extra, "--resume"))
+    assert job.returncode == 0 and f"the timing logs of the earlier ranks are in {out / 'timing.ranks1-1'}" in job.stdout, job.stdout
+    check_same_run(results(out), results(uninterrupted("exact")))
+    assert sorted(p.name for p in (out / "timing.ranks1-1").iterdir()) == ["rank-00000.h5"]
+    assert [read_timing(rank_file(out, rank))[1]["size"] for rank in (0, 1)] == [2, 2]
+    assert executed_queries(out)[0] == 3  # the 2-rank logs start where the checkpoint resumed
+
+
+def test_interrupt_outside_the_training_loop_exits_130_without_a_traceback(monkeypatch, tmp_path, capsys):
+    def interrupted_load(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("hpcqnn.train.load_data", interrupted_load)
+    assert train(QUICK, tmp_path / "run", *sets(*RESUME_SETS)) == 130
+    assert capsys.readouterr().err.strip() == "hpcqnn: interrupted"
+
+
+def test_out_that_cannot_be_created_exits_2(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert train(QUICK, tmp_path / "afile" / "run", *sets(*RESUME_SETS)) == 2
+    assert f"cannot create the run directory {tmp_path / 'afile' / 'run'}: {tmp_path / 'afile'} is a file" in capsys.readouterr().err
 
 
 def test_resumed_results_keep_initial_parameters(uninterrupted, resumed):
