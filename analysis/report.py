@@ -248,16 +248,18 @@ def fail(message: object) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        return fail(f"--out {args.out} is a file: give a directory for the figures and summary.md")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RunLoadWarning)  # listed below and in summary.md
             tables = load_runs(args.runs)
     except FileNotFoundError as exc:
         return fail(exc)
-    for message in tables.skipped:
-        print(f"skipped: {message}")
     if tables.runs.empty:
         return fail(f"no run found in {', '.join(map(str, args.runs))} ({RUN_DIR})")
+    for message in tables.skipped:
+        print(f"skipped: {message}")
     path, validation = build(tables, args.out, args.cores, args.projection_ranks, args.work_scale)
     if not validation.empty:
         print(validation_table(validation))

@@ -344,6 +344,9 @@ def test_report_names_missing_paths_and_folders_without_runs(tmp_path, capsys):
     assert f"- {empty}: no run directory in it" in (out / "summary.md").read_text()
     with pytest.warns(RunLoadWarning, match="no run directory"):
         assert find_run_dirs([run, empty]) == [run]
+    (tmp_path / "afile").write_text("x")
+    assert report.main([str(run), "--out", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err == f"analysis.report: error: --out {tmp_path / 'afile'} is a file: give a directory for the figures and summary.md\n"
 
 
 def test_report_of_a_run_without_timing_logs(tmp_path):
