@@ -354,6 +354,24 @@ def mpi_library() -> str:
     return MPI.Get_library_version().strip().splitlines()[0]
 
 
+def _check_timing_dir(comm: MPI.Comm, timing_dir: str | Path, resume_at: int | None) -> None:
+    """On every rank, before any log opens: a new run finds no timing logs (the same error on
+    every rank otherwise); a resumed one on another rank count has rank 0 set the old logs aside."""
+    if resume_at is None:
+        taken = [rank for rank, exists in enumerate(comm.allgather(rank_file(timing_dir, comm.Get_rank()).exists())) if exists]
+        if taken:
+            raise RunDirectoryError(
+                f"{Path(timing_dir) / 'timing'} already holds the timing logs of rank(s) "
+                f"{', '.join(map(str, taken))}: timing logs are never overwritten; give a new timing_dir"
+            )
+        return
+    moved, problem = on_root(lambda: set_aside_other_size(timing_dir, comm.Get_size()), comm)
+    if problem:
+        raise RunDirectoryError(f"cannot set the earlier timing logs aside: {problem}")
+    if moved is not None and comm.Get_rank() == 0:
+        announce(f"resumed on {comm.Get_size()} ranks: the timing logs of the earlier ranks are in {moved}")
+
+
 @contextmanager
 def mpi_estimator(
     *,
@@ -390,20 +408,8 @@ def mpi_estimator(
             f"straggler ranks {list(straggler.ranks)} must be below the {comm.Get_size()} ranks of this job"
         )
     _wait(comm.Ibarrier())  # rank 0 may arrive late (busy elsewhere): wait without spinning
-    if timing_dir is not None and resume_at is None:
-        taken = [rank for rank, exists in enumerate(comm.allgather(rank_file(timing_dir, comm.Get_rank()).exists())) if exists]
-        if taken:
-            raise RunDirectoryError(
-                f"{Path(timing_dir) / 'timing'} already holds the timing logs of rank(s) "
-                f"{', '.join(map(str, taken))}: timing logs are never overwritten; give a new timing_dir"
-            )
-    if timing_dir is not None and resume_at is not None:
-        # rank 0 moves logs of another rank count aside before any rank opens its log
-        moved, problem = on_root(lambda: set_aside_other_size(timing_dir, comm.Get_size()), comm)
-        if problem:
-            raise RunDirectoryError(f"cannot set the earlier timing logs aside: {problem}")
-        if moved is not None and comm.Get_rank() == 0:
-            announce(f"resumed on {comm.Get_size()} ranks: the timing logs of the earlier ranks are in {moved}")
+    if timing_dir is not None:
+        _check_timing_dir(comm, timing_dir, resume_at)
     local_rank, cores = local_layout(comm)
     placement, rank_devices = place_ranks(comm, device, local_rank)
     log = engine = None

@@ -68,7 +68,7 @@ class HDF5TimingLog:
             "phases", data=old_rows[kept], maxshape=(None,), dtype=ROW_DTYPE, chunks=(256,)
         )
         #: the rows the resumed run continues from (its earlier queries), for its summaries
-        self.kept = [PhaseRow(int(r[0]), r[1].decode(), *(v.item() for v in list(r)[2:])) for r in old_rows[kept]]
+        self.kept = [PhaseRow(query, phase.decode(), *rest) for query, phase, *rest in old_rows[kept].tolist()]
         self._file.swmr_mode = True
         self._file.flush()
         os.replace(fresh, self.path)
