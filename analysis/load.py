@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpcqnn.timelog import ROW_DTYPE, rank_file, read_timing
+from hpcqnn.run.timelog import ROW_DTYPE, rank_file, read_timing
 
 TIMING_COLUMNS = tuple(ROW_DTYPE.names)
 RUN_COLUMNS = (

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hpcqnn.timing import PHASES
+from hpcqnn.run.timing import PHASES
 
 BREAKDOWN = (*PHASES, "other")
 WORKLOAD = ["kind", "dataset", "qubits", "layers", "mode"]

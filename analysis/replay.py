@@ -39,7 +39,7 @@ sharing: computing ranks run at the rates of ``core_shares`` (rank 0 at its own,
 one common rate; ``cores=None``: dedicated cores, no sharing); sleeping and waiting ranks use none.
 A batch runs as its sequence of Aer calls (``call_sizes``: tiles cut at ``CALL_EXPERIMENTS``,
 consecutive pieces packed into a call while they fit, as ``AerRunner.run`` does).
-Static: each rank runs its ``hpcqnn.tiles.split_static`` share as one batch. Dynamic: rank 0
+Static: each rank runs its ``hpcqnn.execution.tiles.split_static`` share as one batch. Dynamic: rank 0
 hands out ``split_chunks`` tiles on request (one request ahead per worker, a Recv + Send of
 rank-0 time each) and runs tiles itself between requests, as ``MPIEngine._coordinate`` does;
 every tile costs ``loop`` core-seconds on the rank that runs it; a waiting worker notices its
@@ -74,10 +74,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from hpcqnn.measurement import SAMPLE_BLOCK
+from hpcqnn.cutting.program import SAMPLE_BLOCK
 from hpcqnn.options import SCHEDULES
-from hpcqnn.simulator import CALL_EXPERIMENTS
-from hpcqnn.tiles import dynamic_chunk, split_chunks, split_static
+from hpcqnn.execution.simulator import CALL_EXPERIMENTS
+from hpcqnn.execution.tiles import dynamic_chunk, split_chunks, split_static
 
 from . import metrics
 from .load import RunTables
@@ -85,7 +85,7 @@ from .load import RunTables
 CPU_PHASES = ("execute", "reconstruct", "loop")  # "loop": rank 0 between its dynamic tiles (``_rows``)
 AER_PARALLEL_QUBITS = 14  # Aer's default statevector_parallel_threshold
 POLL = 2e-4  # seconds rank 0 sleeps between request checks when it has no tile to run
-WAIT_FIRST, WAIT_MAX = 1e-5, 5e-4  # ``hpcqnn.distributed._wait``: test, sleep, double the sleep up to 0.5 ms
+WAIT_FIRST, WAIT_MAX = 1e-5, 5e-4  # ``hpcqnn.parallel._core._wait``: test, sleep, double the sleep up to 0.5 ms
 WORKLOAD_KEYS = ["kind", "dataset", "qubits", "layers", "cuts", "cutting", "mode"]
 CONFIG_KEYS = ["ranks", "schedule", "rows", "straggler", "straggler_ranks", "straggler_probability", "straggler_slowdown",
                "straggler_delay"]
@@ -112,7 +112,7 @@ LOCAL_BANDWIDTH = 5e9
 @dataclass(frozen=True)
 class TileCost:
     """Core-seconds of ``n`` experiments run in calls of at most ``batch`` experiments (as
-    ``hpcqnn.simulator.AerRunner.run`` does with ``CALL_EXPERIMENTS``; ``inf``: one call): each
+    ``hpcqnn.execution.simulator.AerRunner.run`` does with ``CALL_EXPERIMENTS``; ``inf``: one call): each
     call of ``m`` costs ``call + experiment x m ** exponent`` up to the largest calibrated call
     ``fitted_up_to``, linear beyond it (no extrapolated growth)."""
 
@@ -189,7 +189,7 @@ class Scenario:
     slowdown: float = 1.0
     delay: float = 0.0  # seconds per slowed tile
     root_computes: bool = True
-    tiles_per_rank: int = 16  # hpcqnn.distributed.MPIEngine's default
+    tiles_per_rank: int = 16  # hpcqnn.parallel._core.MPIEngine's default
     prompt_probe: bool = True  # False: a bare Iprobe loop that sees requests a tile late (``_Machine._probe``)
 
 

@@ -1,6 +1,6 @@
 """hpcqnn: distributed training of quantum neural networks via circuit cutting."""
 
-from .errors import (
+from hpcqnn.errors import (
     ConfigError,
     CutPlanError,
     DataError,
@@ -20,11 +20,11 @@ def __getattr__(name: str):
     # Qiskit loads on first use of the estimator, MPI on first use of its entry points, never
     # with `import hpcqnn` (the command line, the timing logs and analysis need neither).
     if name == "DistributedEstimator":
-        from .estimator import DistributedEstimator
+        from hpcqnn.estimator import DistributedEstimator
 
         return DistributedEstimator
     if name in ("mpi_estimator", "Straggler"):
-        from . import distributed
+        from hpcqnn.parallel import _core as distributed
 
         return getattr(distributed, name)
     raise AttributeError(f"module 'hpcqnn' has no attribute {name!r}")

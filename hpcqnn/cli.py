@@ -9,10 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import HpcqnnError, RunDirectoryError
-from .devices import DEVICES
-from .options import MODES, SCHEDULES, SHOT_ALLOCATIONS
+from hpcqnn import __version__
+from hpcqnn.errors import HpcqnnError, RunDirectoryError
+from hpcqnn.execution.devices import DEVICES
+from hpcqnn.options import MODES, SCHEDULES, SHOT_ALLOCATIONS
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -57,7 +57,7 @@ def run_state(path: Path) -> str:
 
     ``slurm/launch.sh``'s ``hpcqnn_run_state`` decides the first three the same way and calls
     the rest ``partial`` (a requeued job sets such a directory aside whole)."""
-    from .train import CHECKPOINT
+    from hpcqnn.training.loop import CHECKPOINT
 
     if not path.exists() or path.is_dir() and not any(path.iterdir()):
         return "new"
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 def _speaks_for_the_job() -> bool:
     """train and bench raise the errors that reach ``main`` alike on every rank, before any
     work: one process says them."""
-    from .distributed import speaks_for_the_job
+    from hpcqnn.parallel._core import speaks_for_the_job
 
     return speaks_for_the_job()
 
@@ -188,11 +188,11 @@ def _speaks_for_the_job() -> bool:
 def _train(args: argparse.Namespace) -> int:
     import time
 
-    from .config import config_differences, dump_config, load_config
-    from .distributed import mpi_estimator, on_root, speaks_for_the_job
-    from .runinfo import run_metadata, write_json
-    from .timelog import set_aside
-    from .train import CHECKPOINT, Progress, StopRequest, TrainState, build_qnn, estimator_options, load_data, train
+    from hpcqnn.run.config import config_differences, dump_config, load_config
+    from hpcqnn.parallel._core import mpi_estimator, on_root, speaks_for_the_job
+    from hpcqnn.run.runinfo import run_metadata, write_json
+    from hpcqnn.run.timelog import set_aside
+    from hpcqnn.training.loop import CHECKPOINT, Progress, StopRequest, TrainState, build_qnn, estimator_options, load_data, train
 
     config = load_config(args.config, args.set)  # every rank validates before any work
     text = dump_config(config)
@@ -256,9 +256,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import HEADER, format_speedups, run_bench
-    from .distributed import Straggler, on_root
-    from .runinfo import write_report
+    from hpcqnn.tools.bench import HEADER, format_speedups, run_bench
+    from hpcqnn.parallel._core import Straggler, on_root
+    from hpcqnn.run.runinfo import write_report
 
     straggler = Straggler.unless_idle(
         args.straggler_ranks, args.straggler_probability, args.straggler_delay, args.straggler_slowdown, args.seed
@@ -302,8 +302,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _bench_shots(args: argparse.Namespace) -> int:
-    from .runinfo import write_report
-    from .shotbench import HEADER, study
+    from hpcqnn.run.runinfo import write_report
+    from hpcqnn.tools.shotbench import HEADER, study
 
     print(HEADER, flush=True)
     results = study(args.qubits, args.cuts, args.shots, args.rows, args.repeats, args.seed, lambda line: print(line, flush=True))

@@ -19,15 +19,15 @@ from qiskit.primitives.containers.bindings_array import BindingsArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
 from qiskit.quantum_info import PauliList
 
-from .cutplan import DEFAULT_MAX_SUBEXPERIMENTS, SIMULATOR_BASIS, build_cut_plan
-from . import launcher
-from .devices import announce, array_module, place
-from .engine import LocalEngine
-from .errors import ExecutionConfigError, ObservableError, ParameterShapeError
-from .measurement import Program, build_program
-from .options import SHOT_ALLOCATIONS
-from .simulator import AerRunner
-from .timing import PhaseRecorder
+from hpcqnn.cutting.plan import DEFAULT_MAX_SUBEXPERIMENTS, SIMULATOR_BASIS, build_cut_plan
+from hpcqnn.run import launcher
+from hpcqnn.execution.devices import announce, array_module, place
+from hpcqnn.execution.engine import LocalEngine
+from hpcqnn.errors import ExecutionConfigError, ObservableError, ParameterShapeError
+from hpcqnn.cutting.program import Program, build_program
+from hpcqnn.options import SHOT_ALLOCATIONS
+from hpcqnn.execution.simulator import AerRunner
+from hpcqnn.run.timing import PhaseRecorder
 
 _PAULI_LETTERS = frozenset("IXYZ")
 

@@ -23,7 +23,7 @@ unset _hpcqnn_env_dir
 #
 # GPU nodes (slurm/train_gpu.sbatch): the pip wheels of qiskit-aer-gpu and cupy-cuda12x bring
 # their own CUDA 12 runtime libraries and need only an NVIDIA driver for CUDA 12; a CUDA module
-# is needed only where the site's driver setup asks for one. Check: python -m hpcqnn.gpucheck
+# is needed only where the site's driver setup asks for one. Check: python -m hpcqnn.tools.gpucheck
 # module load cuda/12.4
 # -------------------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Real runs are made here once (``hpcqnn bench`` and ``hpcqnn train`` under mpiexec, a 1-rank
 bench in this process); synthetic run directories with known timings are written with
-``hpcqnn.timelog.HDF5TimingLog``; damaged and killed runs load with the damage reported.
+``hpcqnn.run.timelog.HDF5TimingLog``; damaged and killed runs load with the damage reported.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from analysis import figures, metrics, replay, report, sweep
 from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 from analysis.load import RunLoadWarning, find_run_dirs, load_runs
 from hpcqnn import cli
-from hpcqnn.timelog import HDF5TimingLog, rank_file, read_timing
-from hpcqnn.timing import PHASES, PhaseRow
+from hpcqnn.run.timelog import HDF5TimingLog, rank_file, read_timing
+from hpcqnn.run.timing import PHASES, PhaseRow
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ("bench", "--qubits", "6", "--rows", "8", "--queries", "4", "--modes", "exact", "--reference-queries", "0")
@@ -157,8 +157,8 @@ def test_killed_run_loads_its_finished_queries(tmp_path):
     """A process killed without closing its SWMR log (os._exit) leaves readable rows."""
     script = (
         "import os, sys\n"
-        "from hpcqnn.timelog import HDF5TimingLog\n"
-        "from hpcqnn.timing import PhaseRow\n"
+        "from hpcqnn.run.timelog import HDF5TimingLog\n"
+        "from hpcqnn.run.timing import PhaseRow\n"
         "log = HDF5TimingLog(sys.argv[1], {'rank': 0, 'size': 1, 'schedule': 'static', 'threads': 1})\n"
         "log.write([PhaseRow(0, 'execute', 1.0, 2.0, n_experiments=4)])\n"
         "log.write([PhaseRow(1, 'execute', 3.0, 3.5, n_experiments=4)])\n"
@@ -404,7 +404,7 @@ def test_polling_notices_late_and_tile_costs_fit():
 
 
 def test_tile_costs_follow_aer_call_batching():
-    # hpcqnn.simulator.AerRunner.run runs n experiments as ceil(n / 256) Aer calls
+    # hpcqnn.execution.simulator.AerRunner.run runs n experiments as ceil(n / 256) Aer calls
     cost = replay.TileCost(1e-3, 1e-5, 1.1, batch=256)
     assert cost.calls(600) == [256, 256, 88] and cost.calls(512) == [256, 256] and cost.calls(40) == [40]
     assert cost(600) == pytest.approx(3e-3 + 1e-5 * (2 * 256**1.1 + 88**1.1))

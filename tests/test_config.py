@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcqnn.config import (
+from hpcqnn.run.config import (
     Config,
     ConfigError,
     DataConfig,

@@ -10,7 +10,7 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.model_selection import train_test_split
 
-from hpcqnn.data import MNIST_FILES, Dataset, DataError, load_dataset
+from hpcqnn.training.data import MNIST_FILES, Dataset, DataError, load_dataset
 from hpcqnn.errors import HpcqnnError
 
 

@@ -14,17 +14,17 @@ import pytest
 from qiskit import QuantumCircuit
 
 import hpcqnn
-from hpcqnn import devices
-from hpcqnn.circuits import cut_qnn
-from hpcqnn.config import load_config
-from hpcqnn import launcher
-from hpcqnn.devices import GPUProbe, Placement, gpu_for_rank, place
-from hpcqnn.engine import finish_query
+from hpcqnn.execution import devices
+from hpcqnn.training.circuits import cut_qnn
+from hpcqnn.run.config import load_config
+from hpcqnn.run import launcher
+from hpcqnn.execution.devices import GPUProbe, Placement, gpu_for_rank, place
+from hpcqnn.execution.engine import finish_query
 from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError
-from hpcqnn.measurement import QueryBuffers, build_program, query_rows
-from hpcqnn.cutplan import build_cut_plan
-from hpcqnn.simulator import AerRunner
-from hpcqnn.timelog import rank_file, read_timing
+from hpcqnn.cutting.program import QueryBuffers, build_program, query_rows
+from hpcqnn.cutting.plan import build_cut_plan
+from hpcqnn.execution.simulator import AerRunner
+from hpcqnn.run.timelog import rank_file, read_timing
 from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_gpu_requested_but_absent_is_a_clear_error(probe, reason):
     with pytest.raises(DeviceUnavailableError, match=r"device='GPU' but no GPU is usable: " + reason) as error:
         place("GPU", 0, probe)
     assert "pip install --force-reinstall --no-deps qiskit-aer-gpu" in str(error.value)
-    assert "python -m hpcqnn.gpucheck" in str(error.value)
+    assert "python -m hpcqnn.tools.gpucheck" in str(error.value)
 
 
 @pytest.mark.parametrize("probe", [NO_GPU, AER_CLAIMS_GPU, CPU_AER])
@@ -173,7 +173,7 @@ def test_aer_runner_names_bad_input():
 
 
 def test_device_recorded_in_timing_attributes_and_results_json(no_gpu, tmp_path, capsys):
-    from hpcqnn.runinfo import run_metadata
+    from hpcqnn.run.runinfo import run_metadata
 
     model = cut_qnn(4, cuts=1, layers=1)
     with hpcqnn.mpi_estimator(partition_labels=model.partition_labels, timing_dir=tmp_path) as est:
@@ -311,7 +311,7 @@ def test_reconstruction_through_a_device_module_equals_numpy(sampled, qubits, cu
 
 
 def test_gpubench_runs_the_cpu_side_and_says_the_gpu_side_was_skipped(no_gpu, tmp_path, capsys):
-    from hpcqnn import gpubench
+    from hpcqnn.tools import gpubench
 
     out = tmp_path / "bench.json"
     args = ["--queries", "1", "--rows", "2", "--large-qubits", "16", "--large-pieces", "3",
@@ -334,7 +334,7 @@ def test_gpubench_runs_the_cpu_side_and_says_the_gpu_side_was_skipped(no_gpu, tm
 def test_gpubench_reconstructs_with_cupy_where_aer_has_no_gpu(monkeypatch, fresh_announcements, tmp_path, capsys):
     """CuPy sees two GPUs but Aer is the CPU build: execution runs on the CPU only, and the
     reconstruction comparison runs on the local rank's GPU through the device module."""
-    from hpcqnn import gpubench
+    from hpcqnn.tools import gpubench
 
     monkeypatch.setattr(devices, "probe_gpus", lambda: CPU_AER)
     monkeypatch.setattr(launcher, "local_rank", lambda: 3)
@@ -355,7 +355,7 @@ def test_gpubench_reconstructs_with_cupy_where_aer_has_no_gpu(monkeypatch, fresh
 
 
 def test_gpucheck_checks_cupy_on_every_gpu_even_without_aer_gpu(monkeypatch, fresh_announcements, capsys):
-    from hpcqnn import gpucheck
+    from hpcqnn.tools import gpucheck
 
     monkeypatch.setattr(devices, "probe_gpus", lambda: CPU_AER)
     monkeypatch.setattr(gpucheck, "probe_gpus", lambda: CPU_AER)
@@ -368,7 +368,7 @@ def test_gpucheck_checks_cupy_on_every_gpu_even_without_aer_gpu(monkeypatch, fre
 
 
 def test_gpubench_refuses_unknown_aer_options(capsys):
-    from hpcqnn import gpubench
+    from hpcqnn.tools import gpubench
 
     assert gpubench.main(["--aer-option", "no_such_option=1"]) == 2
     assert "invalid Aer option" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from hpcqnn import (
     ObservableError,
     ParameterShapeError,
 )
-from hpcqnn.circuits import cut_qnn
+from hpcqnn.training.circuits import cut_qnn
 from statevector import exact_values
 
 

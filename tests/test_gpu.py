@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 import hpcqnn
-from hpcqnn import cli, gpucheck
-from hpcqnn.circuits import cut_qnn
-from hpcqnn.cutplan import build_cut_plan
-from hpcqnn.devices import Placement, array_module, probe_gpus, place
-from hpcqnn.engine import finish_query
-from hpcqnn.gpubench import reconstruction_placement
-from hpcqnn.measurement import QueryBuffers, build_program, query_rows
-from hpcqnn.timelog import rank_file, read_timing
+from hpcqnn import cli
+from hpcqnn.tools import gpucheck
+from hpcqnn.training.circuits import cut_qnn
+from hpcqnn.cutting.plan import build_cut_plan
+from hpcqnn.execution.devices import Placement, array_module, probe_gpus, place
+from hpcqnn.execution.engine import finish_query
+from hpcqnn.tools.gpubench import reconstruction_placement
+from hpcqnn.cutting.program import QueryBuffers, build_program, query_rows
+from hpcqnn.run.timelog import rank_file, read_timing
 from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +129,7 @@ def test_training_run_records_its_gpu(tmp_path):
 
 @needs_gpu
 def test_gpubench_compares_both_sides(tmp_path):
-    from hpcqnn import gpubench
+    from hpcqnn.tools import gpubench
 
     out = tmp_path / "bench.json"
     args = ["--queries", "2", "--rows", "4", "--large-qubits", "20", "--reconstruction-rows", "64,4096",

@@ -13,8 +13,8 @@ from qiskit_aer.primitives import EstimatorV2 as AerEstimator
 
 from analysis import large
 from hpcqnn import DistributedEstimator, cli
-from hpcqnn.bench import addon_subexperiments, bench_models
-from hpcqnn.circuits import cut_qnn
+from hpcqnn.tools.bench import addon_subexperiments, bench_models
+from hpcqnn.training.circuits import cut_qnn
 
 
 def family(qubits: int):

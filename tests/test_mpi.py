@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import hpcqnn
-from hpcqnn.timelog import read_timing, rank_file
+from hpcqnn.run.timelog import read_timing, rank_file
 from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 from statevector import exact_values
 

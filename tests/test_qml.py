@@ -8,7 +8,7 @@ from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from hpcqnn import DistributedEstimator
-from hpcqnn.circuits import cut_qnn
+from hpcqnn.training.circuits import cut_qnn
 
 
 def make_qnn(estimator) -> EstimatorQNN:

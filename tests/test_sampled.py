@@ -23,8 +23,8 @@ from qiskit_addon_cutting.qpd import generate_qpd_weights
 from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
 from hpcqnn import DistributedEstimator, ExecutionConfigError, cli
-from hpcqnn.cutplan import build_cut_plan
-from hpcqnn.measurement import (
+from hpcqnn.cutting.plan import build_cut_plan
+from hpcqnn.cutting.program import (
     SAMPLE_BLOCK,
     Program,
     QueryRows,
@@ -34,10 +34,10 @@ from hpcqnn.measurement import (
     sample_counts,
     subexperiment_weights,
 )
-from hpcqnn.shotbench import CUT_GATES
-from hpcqnn.simulator import AerRunner
-from hpcqnn.tiles import Tile
-from hpcqnn.tiles import split_chunks
+from hpcqnn.tools.shotbench import CUT_GATES
+from hpcqnn.execution.simulator import AerRunner
+from hpcqnn.execution.tiles import Tile
+from hpcqnn.execution.tiles import split_chunks
 from statevector import exact_values
 
 Cut = tuple[str, int, int]  # (gate name, qubit, qubit) of a gate between partitions

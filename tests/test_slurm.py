@@ -4,7 +4,7 @@ A module fixture starts the cluster with ``slurm/local_cluster.sh start`` (root;
 slurm-wlm and munge when missing) and stops it afterwards; the tests that need it are skipped,
 with the reason, only when that genuinely fails. Jobs are tiny Iris runs, submitted with
 ``sbatch --wait`` (which returns the job's exit code) and checked through their run directories:
-results.json, one HDF5 timing file per rank, the Slurm ids (once ``hpcqnn.slurm`` is wired into
+results.json, one HDF5 timing file per rank, the Slurm ids (once ``hpcqnn.run.slurm`` is wired into
 results.json and the HDF5 attributes), one run directory per array task, and a job stopped by
 SIGTERM or requeued mid-training that resumes from its checkpoint and ends bit-identical to an
 uninterrupted run. ``slurm_info`` and the workstation sweep (jobs/sweep.sh) need no cluster.
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpcqnn.slurm import slurm_attributes, slurm_info
-from hpcqnn.timelog import rank_file, read_timing
+from hpcqnn.run.slurm import slurm_attributes, slurm_info
+from hpcqnn.run.timelog import rank_file, read_timing
 
 pytestmark = pytest.mark.slurm
 

@@ -9,8 +9,8 @@ import textwrap
 import h5py
 import pytest
 
-from hpcqnn.timelog import HDF5TimingLog, read_timing
-from hpcqnn.timing import PhaseRow
+from hpcqnn.run.timelog import HDF5TimingLog, read_timing
+from hpcqnn.run.timing import PhaseRow
 
 
 def test_rows_survive_a_hard_kill_and_appending_continues(tmp_path):
@@ -18,8 +18,8 @@ def test_rows_survive_a_hard_kill_and_appending_continues(tmp_path):
     script = textwrap.dedent(
         f"""
         import os
-        from hpcqnn.timelog import HDF5TimingLog
-        from hpcqnn.timing import PhaseRow
+        from hpcqnn.run.timelog import HDF5TimingLog
+        from hpcqnn.run.timing import PhaseRow
         log = HDF5TimingLog({str(path)!r}, {{"rank": 0, "size": 2}})
         log.write([PhaseRow(0, "execute", 1.0, 2.0, 1, 4), PhaseRow(0, "reduce", 2.0, 2.5)])
         os._exit(9)  # no close: HDF5 keeps the file marked open for writing

@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 
 from hpcqnn import DistributedEstimator, cli
-from hpcqnn.circuits import cut_qnn
-from hpcqnn.data import load_dataset
-from hpcqnn.model import QNNClassifier, bce_loss
-from hpcqnn.timelog import rank_file, read_timing
-from hpcqnn.config import load_config
-from hpcqnn.train import CHECKPOINT, StopRequest, TrainState, build_qnn, evaluate_robustness, load_data
+from hpcqnn.training.circuits import cut_qnn
+from hpcqnn.training.data import load_dataset
+from hpcqnn.training.model import QNNClassifier, bce_loss
+from hpcqnn.run.timelog import rank_file, read_timing
+from hpcqnn.run.config import load_config
+from hpcqnn.training.loop import CHECKPOINT, StopRequest, TrainState, build_qnn, evaluate_robustness, load_data
 from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,7 +337,7 @@ def test_interrupt_outside_the_training_loop_exits_130_without_a_traceback(monke
     def interrupted_load(config):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("hpcqnn.train.load_data", interrupted_load)
+    monkeypatch.setattr("hpcqnn.training.loop.load_data", interrupted_load)
     assert train(QUICK, tmp_path / "run", *sets(*RESUME_SETS)) == 130
     assert capsys.readouterr().err.strip() == "hpcqnn: interrupted"
 

@@ -17,7 +17,7 @@ from mpi4py import MPI
 from workload import MODEL, runs
 
 import hpcqnn
-from hpcqnn.simulator import AerRunner
+from hpcqnn.execution.simulator import AerRunner
 
 out, how = Path(sys.argv[1]), sys.argv[2]
 rank = MPI.COMM_WORLD.Get_rank()

@@ -6,7 +6,7 @@ import numpy as np
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_addon_cutting.instructions import CutWire
 
-from hpcqnn.circuits import cut_qnn
+from hpcqnn.training.circuits import cut_qnn
 
 MODEL = cut_qnn(6, cuts=3, layers=3)
 SEED = 5

@@ -4,7 +4,7 @@
 # This is ONLY for GPU nodes WITHOUT internet access (here: Python 3.12, CuPy for CUDA 13,
 # numpy/h5py/mpi4py/scikit-learn/pytest preinstalled, no qiskit and no MPI library), where
 # everything must be carried in, at most ~60 MiB. On a normal GPU node just follow the README
-# (GPU section): pip install -e '.[gpu]', then python -m hpcqnn.gpucheck.
+# (GPU section): pip install -e '.[gpu]', then python -m hpcqnn.tools.gpucheck.
 #
 # Run it on a machine WITH internet (PyPI), gcc and binutils (x86_64 Linux). It writes to DIR:
 #   DIR/*.whl      qiskit, rustworkx, qiskit-addon-cutting, stevedore, dill (pinned, see below)

@@ -7,7 +7,7 @@
 # This is only for nodes that cannot reach PyPI (Python 3.12, CuPy for CUDA 13, numpy, h5py,
 # mpi4py, scikit-learn and pytest preinstalled; no qiskit, no MPI library), where everything has
 # to be carried in (~60 MiB at most). On a normal GPU node do what the README's GPU section says:
-# pip install -e '.[gpu]' and python -m hpcqnn.gpucheck.
+# pip install -e '.[gpu]' and python -m hpcqnn.tools.gpucheck.
 #
 # The bundle's qiskit-aer-gpu wheel is PATCHED to fit the size limit (details in bundle.sh): the
 # unused libcusolver/libcusparse dependencies are dropped, the real libcudart.so.12 is added, and
@@ -129,13 +129,13 @@ fi
 step env 45 env.txt env_summary
 note "$(grep -m1 '^Aer devices:' "$OUT/env.txt")"
 
-step gpucheck 60 gpucheck.txt python3 -m hpcqnn.gpucheck
+step gpucheck 60 gpucheck.txt python3 -m hpcqnn.tools.gpucheck
 note "$(grep -m1 "^device='auto' here:" "$OUT/gpucheck.txt")"
 
 step pytest 180 pytest.txt python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py tests/test_devices.py
 note "$(grep -E '(passed|failed|error|skipped)' "$OUT/pytest.txt" | tail -n 1 | sed 's/^=* *//; s/ *=*$//')"
 
-step gpubench 120 gpubench.txt python3 -m hpcqnn.gpubench --queries 3 --large-qubits 22 --json "$OUT/gpubench.json"
+step gpubench 120 gpubench.txt python3 -m hpcqnn.tools.gpubench --queries 3 --large-qubits 22 --json "$OUT/gpubench.json"
 note "$(grep -m1 '^GPU' "$OUT/gpubench.txt")"
 
 # summary -----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import sys
 from mpi4py import MPI
 
 from hpcqnn import cli
-from hpcqnn.model import QNNClassifier
+from hpcqnn.training.model import QNNClassifier
 
 when, _, name = sys.argv[1].partition(":")
 method, stop_at = ("input_gradient", 1) if when == "fgsm" else ("loss_and_gradient", int(when))

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .circuits import CutQNN, cut_qnn
-from .config import Config
-from .data import Dataset, load_dataset
-from .model import QNNClassifier, bce_loss, readout
+from hpcqnn.training.circuits import CutQNN, cut_qnn
+from hpcqnn.run.config import Config
+from hpcqnn.training.data import Dataset, load_dataset
+from hpcqnn.training.model import QNNClassifier, bce_loss, readout
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -170,7 +170,7 @@ class Progress:
 
 def estimator_options(config: Config, qnn: CutQNN) -> dict:
     """Keyword arguments of ``mpi_estimator`` for this run of ``qnn`` (``build_qnn(config)``)."""
-    from .distributed import Straggler
+    from hpcqnn.parallel._core import Straggler
 
     ex = config.execution
     straggler = Straggler.unless_idle(

@@ -28,7 +28,7 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from .errors import DataError
+from hpcqnn.errors import DataError
 
 #: name -> (classes, raw features per example)
 DATASETS = {"iris": (3, 4), "digits": (10, 64), "mnist": (10, 784)}

@@ -16,7 +16,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit.library import CPhaseGate, CRXGate, CXGate, RZZGate
 from qiskit.quantum_info import SparsePauliOp
 
-from .circuits import cut_qnn
+from hpcqnn.training.circuits import cut_qnn
 
 #: Cut gates of the two-half problems: name -> the gate put where the QNN has its cut CX.
 CUT_GATES = {
@@ -58,7 +58,7 @@ def study(
     qubits: int = 8, cuts: int = 3, shots: int = 1000, rows: int = 8, repeats: int = 20, seed: int = 1234, progress=print
 ) -> list[dict]:
     """One result per problem: errors and reported stds of both allocations at equal budgets."""
-    from .estimator import DistributedEstimator
+    from hpcqnn.estimator import DistributedEstimator
 
     results = []
     for name, circuit, labels, observables in problems(qubits, cuts):

@@ -21,10 +21,10 @@ from qiskit_aer import AerError, AerSimulator
 from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_config
 from qiskit_aer.backends.controller_wrappers import AerConfig
 
-from .devices import Placement
-from .errors import ExecutionConfigError, SimulationError
-from .tiles import Tile
-from .measurement import Program, QueryRows
+from hpcqnn.execution.devices import Placement
+from hpcqnn.errors import ExecutionConfigError, SimulationError
+from hpcqnn.execution.tiles import Tile
+from hpcqnn.cutting.program import Program, QueryRows
 
 
 CALL_EXPERIMENTS = 256

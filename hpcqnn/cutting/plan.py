@@ -31,7 +31,7 @@ from qiskit_addon_cutting.instructions import CutWire, Move
 from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate
 from qiskit_addon_cutting.qpd.instructions import SingleQubitQPDGate
 
-from .errors import CutPlanError, ObservableError
+from hpcqnn.errors import CutPlanError, ObservableError
 
 #: Gates kept as they are; anything else is unrolled into these before cutting.
 SIMULATOR_BASIS = (

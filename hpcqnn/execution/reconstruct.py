@@ -19,7 +19,7 @@ from types import ModuleType
 
 import numpy as np
 
-from .cutplan import CutPlan
+from hpcqnn.cutting.plan import CutPlan
 
 _ROW, _TERM = "r", "j"
 _LETTERS = [c for c in string.ascii_letters if c not in (_ROW, _TERM)]

@@ -1,6 +1,6 @@
 """CPU against GPU in one run: subexperiment execution and reconstruction, side by side.
 
-``python -m hpcqnn.gpubench [--queries 5] [--rows 8] [--large-qubits 24] [--large-pieces 2]``
+``python -m hpcqnn.tools.gpubench [--queries 5] [--rows 8] [--large-qubits 24] [--large-pieces 2]``
 
 Two cases: the paper's 8-qubit, 3-cut query and a larger one (``--large-qubits`` in 2 or 3
 pieces). Execution: exact-mode estimator queries in this process on the CPU (Aer + NumPy) and
@@ -29,18 +29,19 @@ from types import ModuleType
 import numpy as np
 from qiskit.quantum_info import PauliList
 
-from . import __version__
-from .circuits import CutQNN, cut_qnn
-from .cutplan import build_cut_plan
-from . import devices, launcher
-from .devices import GPUProbe, Placement, array_module, gpu_for_rank, place
-from .engine import LocalEngine, finish_query
-from .errors import HpcqnnError
-from .estimator import DistributedEstimator
-from .gpucheck import PACKAGES, cupy_error
-from .runinfo import installed_versions, write_report
-from .measurement import Program, QueryBuffers, build_program, query_rows
-from .simulator import AerRunner
+from hpcqnn import __version__
+from hpcqnn.training.circuits import CutQNN, cut_qnn
+from hpcqnn.cutting.plan import build_cut_plan
+from hpcqnn.execution import devices
+from hpcqnn.run import launcher
+from hpcqnn.execution.devices import GPUProbe, Placement, array_module, gpu_for_rank, place
+from hpcqnn.execution.engine import LocalEngine, finish_query
+from hpcqnn.errors import HpcqnnError
+from hpcqnn.estimator import DistributedEstimator
+from hpcqnn.tools.gpucheck import PACKAGES, cupy_error
+from hpcqnn.run.runinfo import installed_versions, write_report
+from hpcqnn.cutting.program import Program, QueryBuffers, build_program, query_rows
+from hpcqnn.execution.simulator import AerRunner
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,7 @@ def _aer_option(text: str) -> tuple[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpcqnn.gpubench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m hpcqnn.tools.gpubench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=5, help="timed queries per case and device (default 5)")
     parser.add_argument("--rows", type=int, default=8, help="parameter rows per query (default 8)")
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             args.repeats, args.threads, args.seed, dict(args.aer_option),
         )
     except HpcqnnError as exc:
-        print(f"hpcqnn.gpubench: error: {exc}", file=sys.stderr)
+        print(f"hpcqnn.tools.gpubench: error: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
     write_report(args.json, report)

@@ -17,8 +17,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import RunDirectoryError
-from .timing import PhaseRow
+from hpcqnn.errors import RunDirectoryError
+from hpcqnn.run.timing import PhaseRow
 
 ROW_DTYPE = np.dtype(
     [

@@ -1,4 +1,4 @@
-"""Is this node's GPU stack working?  ``python -m hpcqnn.gpucheck [--require-gpu]``
+"""Is this node's GPU stack working?  ``python -m hpcqnn.tools.gpucheck [--require-gpu]``
 
 Prints the installed packages, what CuPy and Aer see, whether Aer's GPU build really runs a
 circuit and CuPy really computes on every visible GPU, and where ``device="auto"`` puts this
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from . import launcher
-from .devices import aer_gpu_error, place, probe_gpus
-from .runinfo import installed_versions
+from hpcqnn.run import launcher
+from hpcqnn.execution.devices import aer_gpu_error, place, probe_gpus
+from hpcqnn.run.runinfo import installed_versions
 
 PACKAGES = ("qiskit-aer", "qiskit-aer-gpu", "qiskit-aer-gpu-cu11", "cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy")
 
@@ -56,7 +56,7 @@ def report() -> tuple[list[str], bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpcqnn.gpucheck", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hpcqnn.tools.gpucheck", description=__doc__)
     parser.add_argument("--require-gpu", action="store_true", help="exit 1 unless a GPU is usable")
     args = parser.parse_args(argv)
     lines, usable = report()

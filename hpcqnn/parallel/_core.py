@@ -3,7 +3,7 @@
 Rank 0 drives (user code, training, benchmark) and holds the ``DistributedEstimator``; the other
 ranks serve queries until rank 0 leaves ``mpi_estimator``. Per cut plan, the program (templates
 and term tables) is broadcast once; per query only a small header and the parameter matrix move
-(``Bcast``). Work is split into tiles (``hpcqnn.tiles``), statically or on demand; each rank
+(``Bcast``). Work is split into tiles (``hpcqnn.execution.tiles``), statically or on demand; each rank
 turns the tiles it ran into estimates in its own query buffer as they finish, and the buffers
 meet at rank 0 in one ``Reduce(SUM)`` (each entry is written by exactly one rank, so the sum is
 the serial result), where the final contraction runs.
@@ -32,17 +32,18 @@ from types import ModuleType
 import numpy as np
 from mpi4py import MPI
 
-from . import __version__, launcher
-from .devices import DEVICES, Placement, announce, array_module, place
-from .engine import finish_query, run_tiles
-from .errors import DeviceUnavailableError, ExecutionConfigError, HpcqnnError, MPIWorldError, RunDirectoryError
-from .measurement import SAMPLE_BLOCK, Program, QueryBuffers, query_rows
-from .options import SCHEDULES
-from .simulator import AerRunner
-from .slurm import slurm_attributes
-from .tiles import Tile, dynamic_chunk, split_chunks, split_static
-from .timelog import HDF5TimingLog, rank_file, set_aside_other_size
-from .timing import PhaseRecorder, PhaseRow
+from hpcqnn import __version__
+from hpcqnn.run import launcher
+from hpcqnn.execution.devices import DEVICES, Placement, announce, array_module, place
+from hpcqnn.execution.engine import finish_query, run_tiles
+from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError, HpcqnnError, MPIWorldError, RunDirectoryError
+from hpcqnn.cutting.program import SAMPLE_BLOCK, Program, QueryBuffers, query_rows
+from hpcqnn.options import SCHEDULES
+from hpcqnn.execution.simulator import AerRunner
+from hpcqnn.run.slurm import slurm_attributes
+from hpcqnn.execution.tiles import Tile, dynamic_chunk, split_chunks, split_static
+from hpcqnn.run.timelog import HDF5TimingLog, rank_file, set_aside_other_size
+from hpcqnn.run.timing import PhaseRecorder, PhaseRow
 
 _QUERY, _PROGRAM, _STOP = 1, 2, 3
 _TAG_REQUEST, _TAG_TILE = 11, 12
@@ -394,7 +395,7 @@ def mpi_estimator(
     (``resume_at``: continue existing files for a run resumed at that query). ``device`` is decided on
     every rank before any work (``place_ranks``).
     """
-    from .estimator import DistributedEstimator
+    from hpcqnn.estimator import DistributedEstimator
 
     comm = comm or MPI.COMM_WORLD
     # the same on every rank: a plain error everywhere, nothing to abort

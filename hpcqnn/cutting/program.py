@@ -27,9 +27,9 @@ from qiskit.quantum_info import Pauli, PauliList
 from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 from qiskit_aer.library import SaveExpectationValue, SaveProbabilities
 
-from .cutplan import CutPlan
-from .errors import ExecutionConfigError
-from .options import SHOT_ALLOCATIONS
+from hpcqnn.cutting.plan import CutPlan
+from hpcqnn.errors import ExecutionConfigError
+from hpcqnn.options import SHOT_ALLOCATIONS
 
 #: Experiments sampled from one seed; tiles start at multiples of it so any split draws the same shots.
 SAMPLE_BLOCK = 64

@@ -11,12 +11,12 @@ from importlib.metadata import PackageNotFoundError, version
 
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .slurm import slurm_info
-from .timing import query_summary
+from hpcqnn import __version__
+from hpcqnn.run.slurm import slurm_info
+from hpcqnn.run.timing import query_summary
 
 if TYPE_CHECKING:  # the config module loads the datasets' libraries; gpucheck needs none of it
-    from .config import Config
+    from hpcqnn.run.config import Config
 
 PACKAGES = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "qiskit-addon-cutting", "numpy", "mpi4py", "mpich", "h5py")
 
@@ -54,8 +54,8 @@ def write_report(path: Path | None, report: object) -> None:
 
 def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
     """Config, ranks, devices (rank 0's, and every rank's), versions and rank 0's per-query phase summary."""
-    from .config import config_dict
-    from .distributed import mpi_library
+    from hpcqnn.run.config import config_dict
+    from hpcqnn.parallel._core import mpi_library
 
     return {
         "config": config_dict(config),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .circuits import CutQNN
+from hpcqnn.training.circuits import CutQNN
 
 SHIFT = np.pi / 2
 

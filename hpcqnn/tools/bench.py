@@ -1,7 +1,7 @@
 """Per-query phase timings of hpcqnn beside the addon's own pipeline, in one run.
 
 For each width and cut count the benchmark times ``queries`` estimator queries of the QNN
-(``hpcqnn.circuits.cut_qnn``: two halves, or pieces of ``piece_qubits``) in exact and/or sampled
+(``hpcqnn.training.circuits.cut_qnn``: two halves, or pieces of ``piece_qubits``) in exact and/or sampled
 mode, on every rank of the MPI world (one rank when started alone), and ``reference_queries``
 queries of the naive addon pipeline (partition, generate, sample, reconstruct redone every query)
 on rank 0. Every query draws fresh random parameters from one seeded stream, so all pipelines
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .circuits import cut_qnn
-from .errors import ExecutionConfigError
-from .options import MODES
-from .runinfo import write_json
-from .slurm import slurm_info
-from .timing import PHASES
+from hpcqnn import __version__
+from hpcqnn.training.circuits import cut_qnn
+from hpcqnn.errors import ExecutionConfigError
+from hpcqnn.options import MODES
+from hpcqnn.run.runinfo import write_json
+from hpcqnn.run.slurm import slurm_info
+from hpcqnn.run.timing import PHASES
 
 
 def _summary(per_query: list[dict[str, float]], walls: list[float], extra: dict) -> dict:
@@ -72,7 +72,7 @@ def bench_hpcqnn(estimator, model, rows: np.ndarray) -> dict:
 
 def bench_reference(model, rows: np.ndarray, shots: int, seed: int) -> dict:
     """Time the addon pipeline, one parameter row per query (it handles one at a time)."""
-    from .reference import reference_query
+    from hpcqnn.tools.reference import reference_query
 
     per_query, walls, value = [], [], None
     for block in rows:
@@ -140,7 +140,7 @@ def run_bench(
     with ``cuts`` CX cuts between neighbouring pieces. The addon reference runs for widths up to
     ``reference_max_qubits``.
     """
-    from .distributed import gather_on_root, mpi_estimator
+    from hpcqnn.parallel._core import gather_on_root, mpi_estimator
 
     settings = {
         "qubits": list(qubits), "cuts": list(cuts), "piece_qubits": piece_qubits, "shots": shots,

@@ -7,8 +7,8 @@ from types import ModuleType
 
 import numpy as np
 
-from .devices import to_host
-from .measurement import (
+from hpcqnn.execution.devices import to_host
+from hpcqnn.cutting.program import (
     Program,
     QueryBuffers,
     QueryRows,
@@ -17,10 +17,10 @@ from .measurement import (
     query_rows,
     sampled_variance,
 )
-from .reconstruct import contraction_operands, reconstruct_terms, term_sensitivities
-from .simulator import AerRunner
-from .tiles import Tile
-from .timing import PhaseRecorder
+from hpcqnn.execution.reconstruct import contraction_operands, reconstruct_terms, term_sensitivities
+from hpcqnn.execution.simulator import AerRunner
+from hpcqnn.execution.tiles import Tile
+from hpcqnn.run.timing import PhaseRecorder
 
 
 def finish_query(

@@ -1,0 +1,1 @@
+"""QNN training: circuits, datasets, the classifier model, optimisers and the training loop."""
