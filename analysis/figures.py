@@ -22,7 +22,7 @@ from .metrics import BREAKDOWN, PAPER_RECONSTRUCT_SHARE  # noqa: E402
 
 COLORS = {
     "partition": "#8c564b", "generate": "#e377c2", "broadcast": "#17becf", "execute": "#1f77b4",
-    "straggle": "#d62728", "reconstruct": "#ff7f0e", "contract": "#ffbb78", "wait": "#c7c7c7",
+    "straggle": "#d62728", "accumulate": "#ff7f0e", "contract": "#ffbb78", "wait": "#c7c7c7",
     "reduce": "#2ca02c", "other": "#7f7f7f",
 }
 
@@ -142,18 +142,17 @@ def gantt(intervals: pd.DataFrame, run: str, query: int, out: Path, name: str) -
     if rows.empty:
         return []
     start = rows["t_start"].min()
-    phase = rows["phase"].where(~((rows["phase"] == "reconstruct") & (rows["n_experiments"] == 0)), "contract")
     ranks = sorted(rows["rank"].unique())
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(ranks) + 1.5))
     handles = []
     for kind, color in COLORS.items():
-        chosen = rows[phase == kind]
+        chosen = rows[rows["phase"] == kind]
         if chosen.empty:
             continue
         for rank, mine in chosen.groupby("rank"):
             spans = list(zip(1e3 * (mine["t_start"] - start), 1e3 * mine["seconds"]))
             ax.broken_barh(spans, (rank - 0.4, 0.8), facecolors=color, edgecolor="white", linewidth=0.3)
-        handles.append(Patch(color=color, label="local reconstruct" if kind == "reconstruct" else kind))
+        handles.append(Patch(color=color, label=kind))
     ax.set_yticks(ranks, [f"rank {r}" for r in ranks])
     ax.invert_yaxis()
     ax.set_xlabel("ms since the query started (blank: untimed, e.g. rank 0 handing out tiles)")

@@ -7,7 +7,8 @@ Definitions used throughout:
   receives the reduce and contracts) plus ``other`` = wall - their sum (untimed work between
   phases). **Shares** divide by the wall. Rank 0 opens and closes every query, so the shares
   equal hpcqnn's own ``query_phases`` in ``results.json``; the reconstruction share (the paper's
-  53 % median / 58 % p95 at 3 cuts) is the ``reconstruct`` share.
+  53 % median / 58 % p95 at 3 cuts) is the ``reconstruct`` share: ``accumulate`` (tiles' outputs
+  into estimates, on every rank) plus ``contract`` (rank 0's final contraction).
 - **Steady queries** reuse a cached cut plan (no ``partition``/``generate`` rows); timing
   comparisons across runs use the median wall over them (over all queries if a run has none).
 - **Busy** seconds of a rank: ``execute + straggle``; **load imbalance** = max / mean busy over
@@ -23,9 +24,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hpcqnn.run.timing import PHASES
+from hpcqnn.run.timing import PHASES, RECONSTRUCTION_PHASES
 
-BREAKDOWN = (*PHASES, "other")
+BREAKDOWN = (*PHASES, "other")  # the parts of a query's wall time
+SHARES = (*BREAKDOWN, "reconstruct")  # reported figures: the parts and reconstruct = accumulate + contract
 WORKLOAD = ["kind", "dataset", "qubits", "layers", "mode"]
 PROBLEM = [*WORKLOAD, "cuts", "cutting", "rows"]
 EXECUTION = ["schedule", "straggler", "straggler_ranks", "straggler_probability", "straggler_slowdown", "straggler_delay"]
@@ -59,6 +61,7 @@ def phase_breakdown(phases: pd.DataFrame) -> pd.DataFrame:
     )
     table = root.reindex(columns=list(PHASES), fill_value=0.0).reindex(queries.index).dropna(how="all")
     table["other"] = queries["wall"] - table[list(PHASES)].sum(axis=1)
+    table["reconstruct"] = table[list(RECONSTRUCTION_PHASES)].sum(axis=1)
     table[["wall", "setup"]] = queries[["wall", "setup"]]
     return table.reset_index()
 
@@ -66,7 +69,7 @@ def phase_breakdown(phases: pd.DataFrame) -> pd.DataFrame:
 def phase_shares(phases: pd.DataFrame) -> pd.DataFrame:
     """The phase breakdown of every query as fractions of its wall time."""
     table = phase_breakdown(phases)
-    table[list(BREAKDOWN)] = table[list(BREAKDOWN)].div(table["wall"].where(table["wall"] > 0), axis=0)
+    table[list(SHARES)] = table[list(SHARES)].div(table["wall"].where(table["wall"] > 0), axis=0)
     return table
 
 
@@ -77,17 +80,18 @@ def steady(queries: pd.DataFrame) -> pd.DataFrame:
 
 
 def mean_breakdown(phases: pd.DataFrame) -> pd.DataFrame:
-    """Per run: mean seconds per phase (and ``other``, ``wall``) over steady queries, and each
-    phase's share of the mean wall as ``share_<phase>`` (the shares sum to 1)."""
-    means = steady(phase_breakdown(phases)).groupby("run")[[*BREAKDOWN, "wall"]].mean()
-    shares = means[list(BREAKDOWN)].div(means["wall"], axis=0).add_prefix("share_")
+    """Per run: mean seconds per phase (and ``other``, ``reconstruct``, ``wall``) over steady
+    queries, and each one's share of the mean wall as ``share_<phase>`` (the shares of the phases
+    and ``other`` sum to 1)."""
+    means = steady(phase_breakdown(phases)).groupby("run")[[*SHARES, "wall"]].mean()
+    shares = means[list(SHARES)].div(means["wall"], axis=0).add_prefix("share_")
     return pd.concat([means, shares], axis=1).reset_index()
 
 
 def share_summary(phases: pd.DataFrame) -> pd.DataFrame:
     """Per run and phase: median and 95th percentile of the share over all queries."""
     long = phase_shares(phases).melt(
-        id_vars=["run", "query"], value_vars=list(BREAKDOWN), var_name="phase", value_name="share"
+        id_vars=["run", "query"], value_vars=list(SHARES), var_name="phase", value_name="share"
     )
     summary = long.groupby(["run", "phase"], sort=False)["share"].agg(
         median="median", p95=lambda s: s.quantile(0.95), queries="size"
@@ -96,7 +100,7 @@ def share_summary(phases: pd.DataFrame) -> pd.DataFrame:
 
 
 def reconstruction_share(phases: pd.DataFrame) -> pd.DataFrame:
-    """Per run: median and p95 share of ``reconstruct`` in the query wall time."""
+    """Per run: median and p95 share of ``reconstruct`` (accumulate + contract) in the query wall time."""
     summary = share_summary(phases)
     return summary[summary["phase"] == "reconstruct"].drop(columns="phase").reset_index(drop=True)
 

@@ -82,7 +82,7 @@ from hpcqnn.execution.tiles import dynamic_chunk, split_chunks, split_static
 from . import metrics
 from .load import RunTables
 
-CPU_PHASES = ("execute", "reconstruct", "loop")  # "loop": rank 0 between its dynamic tiles (``_rows``)
+CPU_PHASES = ("execute", "accumulate", "loop")  # "loop": rank 0 between its dynamic tiles (``_rows``)
 AER_PARALLEL_QUBITS = 14  # Aer's default statevector_parallel_threshold
 POLL = 2e-4  # seconds rank 0 sleeps between request checks when it has no tile to run
 WAIT_FIRST, WAIT_MAX = 1e-5, 5e-4  # ``hpcqnn.parallel._core._wait``: test, sleep, double the sleep up to 0.5 ms
@@ -479,10 +479,9 @@ def calibrate(tables: RunTables, runs: Iterable[str], cores: float, network: Net
     rows = _rows(tables, runs)
     timeline = _Timeline(rows)
     execute = (rows["phase"] == "execute").to_numpy()
-    reconstruct = (rows["phase"] == "reconstruct").to_numpy()
-    local = reconstruct & (rows["n_experiments"] > 0).to_numpy()
+    local = (rows["phase"] == "accumulate").to_numpy()
     loop = (rows["phase"] == "loop").to_numpy()
-    final = rows[reconstruct & (rows["n_experiments"] == 0).to_numpy() & (rows["rank"] == 0).to_numpy()
+    final = rows[(rows["phase"] == "contract").to_numpy() & (rows["rank"] == 0).to_numpy()
                  & (rows["n_rows"] > 0).to_numpy()]
     phases = tables.phases[tables.phases["run"].isin(runs)]
     steady = metrics.steady(metrics.query_table(phases))[["run", "query"]]
@@ -569,7 +568,7 @@ def _rows(tables: RunTables, runs: Iterable[str]) -> pd.DataFrame:
     dynamic = rows["run"].map(tables.runs.set_index("run")["schedule"]) == "dynamic"
     tiles = rows[dynamic & (rows["rank"] == 0) & (rows["n_experiments"] > 0)].sort_values(["run", "query", "t_start"])
     after = tiles.groupby(["run", "query"]).shift(-1)
-    gaps = tiles[(tiles["phase"] == "reconstruct") & (after["phase"] == "execute")]
+    gaps = tiles[(tiles["phase"] == "accumulate") & (after["phase"] == "execute")]
     loop = gaps.assign(phase="loop", t_start=gaps["t_end"], t_end=after.loc[gaps.index, "t_start"],
                        n_experiments=0, n_tiles=1)
     loop = loop.assign(seconds=loop["t_end"] - loop["t_start"])

@@ -137,7 +137,7 @@ def build(
     text.append(section("Query timing", timing[["run", "queries", "wall_ms", "p95_ms", "experiments", "rows", "imbalance",
                                                 "reconstruct_median_pct", "reconstruct_p95_pct"]], keys=[]))
     shares = means[["run"]].assign(
-        wall_ms=ms(means["wall"]), **{f"{p} %": percent(means[f"share_{p}"]) for p in metrics.BREAKDOWN}
+        wall_ms=ms(means["wall"]), **{f"{p} %": percent(means[f"share_{p}"]) for p in metrics.SHARES}
     )
     text.append(section("Phase breakdown (mean steady query, % of wall, rank 0)", shares, keys=[]))
     by_cuts = timing[timing["cutting"].astype(bool)].groupby(["kind", "cuts", "ranks", "schedule"], dropna=False)[

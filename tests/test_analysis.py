@@ -80,7 +80,7 @@ def test_tables_hold_every_timing_row(real):
     for (run, rank), rows in bench.groupby(["run", "rank"]):
         assert sorted(rows["query"].unique()) == [0, 1, 2, 3]  # --queries 4
         for query, phases in rows.groupby("query"):
-            expected = {"broadcast", "execute", "reconstruct", "wait", "reduce"}
+            expected = {"broadcast", "execute", "accumulate", "wait", "reduce"} | ({"contract"} if rank == 0 else set())
             if rank == 0 and query == 0:
                 expected |= {"partition", "generate"}
             assert expected <= set(phases["phase"]), (run, rank, query)
@@ -93,7 +93,7 @@ def test_shares_from_raw_rows_match_results_json(real):
     tables = load_runs([real])
     shares = metrics.share_summary(tables.phases).set_index(["run", "phase"])
     recorded = tables.results["train"]["query_phases"]
-    for phase in PHASES:
+    for phase in (*PHASES, "reconstruct"):
         for stat in ("median", "p95"):
             expected = recorded[f"phase_share_{stat}"][phase]
             assert shares.loc[("train", phase), stat] == pytest.approx(expected, rel=1e-9, abs=1e-12)
@@ -197,7 +197,7 @@ def write_synthetic_run(path: Path, ranks: int, rows: int) -> None:
                 PhaseRow(query, "reduce", t + 0.01 + slowest, t + 0.02 + slowest, bytes=800),
             ]
             if rank == 0:
-                out.append(PhaseRow(query, "reconstruct", t + 0.02 + slowest, t + 0.04 + slowest, n_rows=rows))
+                out.append(PhaseRow(query, "contract", t + 0.02 + slowest, t + 0.04 + slowest, n_rows=rows))
             log.write(out)
             t += 1.0
         log.close()
@@ -218,8 +218,8 @@ def test_synthetic_walls_breakdown_and_shares(synthetic):
     assert summary["wall"].to_dict() == pytest.approx(wall)
     breakdown = metrics.phase_breakdown(tables.phases).set_index(["run", "query"])
     steady = breakdown.loc[("r4-rows16", 1)]
-    expected = {"broadcast": 0.01, "execute": 0.2, "wait": 0.06, "reduce": 0.01, "reconstruct": 0.02, "other": 0.0,
-                "wall": 0.3}
+    expected = {"broadcast": 0.01, "execute": 0.2, "wait": 0.06, "reduce": 0.01, "contract": 0.02, "reconstruct": 0.02,
+                "other": 0.0, "wall": 0.3}
     assert {k: steady[k] for k in expected} == pytest.approx(expected, abs=1e-9)
     assert breakdown.loc[("r4-rows16", 0), "partition"] == pytest.approx(0.05) and breakdown.loc[("r4-rows16", 0), "setup"]
     # the setup query is longer; median and p95 over [a, b, b] with a < b are both b
@@ -538,7 +538,7 @@ def test_dynamic_loop_costs_core_time_per_tile(tmp_path):
         out, now = [PhaseRow(query, "broadcast", t, t + 0.001, n_rows=4, bytes=256)], t + 0.001
         for _ in range(4):
             out += [PhaseRow(query, "execute", now, now + 0.002, n_experiments=8, n_tiles=1),
-                    PhaseRow(query, "reconstruct", now + 0.002, now + 0.00201, n_experiments=8, n_tiles=1)]
+                    PhaseRow(query, "accumulate", now + 0.002, now + 0.00201, n_experiments=8, n_tiles=1)]
             now += 0.00201 + (1e-4 if rank == 0 else 5e-4)  # a worker's gaps include waiting: not measured
         return out + [PhaseRow(query, "wait", now, t + 0.011),
                       PhaseRow(query, "reduce", t + 0.011, t + 0.012, bytes=64)]

@@ -7,10 +7,11 @@ import sys
 import textwrap
 
 import h5py
+import numpy as np
 import pytest
 
-from hpcqnn.run.timelog import HDF5TimingLog, read_timing
-from hpcqnn.run.timing import PhaseRow
+from hpcqnn.run.timelog import ROW_DTYPE, HDF5TimingLog, read_timing
+from hpcqnn.run.timing import SCHEMA_VERSION, PhaseRow
 
 
 def test_rows_survive_a_hard_kill_and_appending_continues(tmp_path):
@@ -88,3 +89,29 @@ def test_a_resumed_log_moves_the_queries_it_redoes_to_superseded(tmp_path):
     with h5py.File(path, "r") as f:
         superseded = f["superseded"][()]
     assert list(superseded["query"]) == [3, 4, 5] and list(superseded["t_start"]) == [3.0, 4.0, 15.0]
+
+
+def test_a_schema_1_log_reads_and_resumes_in_todays_phase_names(tmp_path):
+    """Before schema 2 a tile's accumulation and rank 0's contraction were both 'reconstruct'."""
+    path = tmp_path / "rank-00000.h5"
+    old = np.array(
+        [(0, b"execute", 1.0, 2.0, 1, 4, 8, 1, 0, 0.0), (0, b"reconstruct", 2.0, 2.1, 1, 4, 8, 1, 0, 0.0),
+         (0, b"reconstruct", 2.1, 2.2, 0, 4, 0, 0, 0, 0.0), (1, b"reconstruct", 3.0, 3.1, 0, 4, 0, 0, 0, 0.0)],
+        dtype=ROW_DTYPE,
+    )
+    with h5py.File(path, "w", libver="latest") as f:  # as hpcqnn 0.1.0 wrote it: no schema_version
+        f.create_dataset("phases", data=old, maxshape=(None,), chunks=(256,))
+        f.attrs["rank"] = 0
+    rows, attributes = read_timing(path)
+    assert list(rows["phase"]) == ["execute", "accumulate", "contract", "contract"]
+    assert "schema_version" not in attributes
+
+    log = HDF5TimingLog(path, {"size": 1}, resume_at=1)
+    assert [row.phase for row in log.kept] == ["execute", "accumulate", "contract"]
+    log.write([PhaseRow(1, "contract", 4.0, 4.1)])
+    log.close()
+    rows, attributes = read_timing(path)
+    assert list(rows["phase"]) == ["execute", "accumulate", "contract", "contract"]
+    assert attributes["schema_version"] == SCHEMA_VERSION
+    with h5py.File(path, "r") as f:  # rewritten in today's names, the redone query's row superseded
+        assert [p.decode() for p in f["superseded"]["phase"]] == ["contract"]

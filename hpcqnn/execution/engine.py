@@ -64,7 +64,7 @@ def run_tiles(
             draw_shots(program, t.circuit, t.start, raw, n, seed, query) for t, raw, n in zip(tiles, outputs, per_tile)
         ]
         elapsed = time.time() - start
-    with recorder.phase(query, "reconstruct", **counts):
+    with recorder.phase(query, "accumulate", **counts):
         for tile, values, n in zip(tiles, data, per_tile):
             accumulate_tile(program, buffers, tile.circuit, tile.start, values, n)
     return elapsed
@@ -100,7 +100,7 @@ class LocalEngine:
         tiles = [Tile(i, 0, program.experiments(i, rows)) for i in range(len(program.circuits))]
         buffers = QueryBuffers(program, rows)
         run_tiles(self.runner, program, rows, tiles, buffers, shots, seed, query, self.recorder)
-        with self.recorder.phase(query, "reconstruct", n_rows=rows.count):
+        with self.recorder.phase(query, "contract", n_rows=rows.count):
             result = finish_query(program, buffers, weights, self.xp)
         self.recorder.flush()
         return result

@@ -139,7 +139,7 @@ class MPIEngine:
             self._header(header)
             self.comm.Bcast(params, root=0)
         buffers = self._work(program, params, shots, seed, query)
-        with self.recorder.phase(query, "reconstruct", n_rows=len(params)):
+        with self.recorder.phase(query, "contract", n_rows=len(params)):
             result = finish_query(program, buffers, weights, self.xp)
         self.recorder.flush()
         return result

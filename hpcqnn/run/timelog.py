@@ -2,7 +2,8 @@
 
 Dataset ``phases``: one row per (query, phase) with the columns of ``timing.PhaseRow``; file
 attributes describe the rank (``rank``, ``size``, ``hostname``, ``device``, ``mpi_library``,
-``hpcqnn_version``, ``config``, ...). The file is opened in SWMR mode and flushed after every
+``hpcqnn_version``, ``config``, ``schema_version``, ...); logs of an older schema read in today's
+phase names (``timing.upgrade_phases``), and a resumed one is rewritten in them. The file is opened in SWMR mode and flushed after every
 query, so a killed job keeps every finished query and readers may look while it runs. A resumed
 run moves the rows of queries its checkpoint did not keep (work it redoes under the same query
 numbers) to dataset ``superseded``, so ``phases`` holds each query once.
@@ -18,7 +19,7 @@ import h5py
 import numpy as np
 
 from hpcqnn.errors import RunDirectoryError
-from hpcqnn.run.timing import PhaseRow
+from hpcqnn.run.timing import SCHEMA_VERSION, PhaseRow, upgrade_phases
 
 ROW_DTYPE = np.dtype(
     [
@@ -59,7 +60,7 @@ class HDF5TimingLog:
         kept = old_rows["query"] < (resume_at or 0)
         fresh = self.path.with_name(self.path.name + ".new")
         self._file = h5py.File(fresh, "w", libver="latest")
-        for key, value in {**old_attributes, **attributes}.items():
+        for key, value in {**old_attributes, **attributes, "schema_version": SCHEMA_VERSION}.items():
             self._file.attrs[key] = "" if value is None else value
         superseded = np.concatenate([old_superseded, old_rows[~kept]])
         if len(superseded):
@@ -126,11 +127,15 @@ def _check_complete(path: Path) -> None:
 
 
 def _read(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Rows, superseded rows (empty if none) and attributes."""
+    """Rows, superseded rows (empty if none) and attributes, phases in today's names."""
     _check_complete(Path(path))
     with h5py.File(path, "r", libver="latest", swmr=True) as f:
         superseded = f["superseded"][()] if "superseded" in f else np.zeros(0, dtype=ROW_DTYPE)
-        return f["phases"][()], superseded, dict(f.attrs)
+        rows, attributes = f["phases"][()], dict(f.attrs)
+    version = int(attributes.get("schema_version", 1))
+    for table in (rows, superseded):
+        table["phase"] = upgrade_phases(table["phase"], table["n_experiments"], version)
+    return rows, superseded, attributes
 
 
 def read_timing(path: str | Path) -> tuple[np.ndarray, dict]:

@@ -3,6 +3,11 @@
 One clock for the whole run on every rank: ``time.time()`` (Unix epoch seconds), so rows of
 different ranks and hosts line up. A recorder keeps rows in memory and, when given a sink (the
 HDF5 timing log), hands it the new rows after every query.
+
+Reconstruction is two phases: ``accumulate`` turns a tile's simulator outputs into estimates in
+the rank's query buffer (every rank, as tiles finish) and ``contract`` is rank 0's final tensor
+contraction. Summaries add ``reconstruct``, their sum (the paper's reconstruction share).
+Timing logs before schema 2 named both ``reconstruct`` (``upgrade_phases`` tells them apart).
 """
 
 from __future__ import annotations
@@ -15,7 +20,27 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-PHASES = ("partition", "generate", "broadcast", "execute", "straggle", "reconstruct", "wait", "reduce")
+PHASES = ("partition", "generate", "broadcast", "execute", "straggle", "accumulate", "contract", "wait", "reduce")
+RECONSTRUCTION_PHASES = ("accumulate", "contract")
+#: Version of the timing-log layout: 2 split ``reconstruct`` into ``accumulate`` and ``contract``.
+SCHEMA_VERSION = 2
+
+
+def with_reconstruct(seconds: dict[str, float]) -> dict[str, float]:
+    """Per-phase figures plus ``reconstruct``: the sum of the reconstruction phases."""
+    return {**seconds, "reconstruct": sum(seconds.get(p, 0.0) for p in RECONSTRUCTION_PHASES)}
+
+
+def upgrade_phases(phases: np.ndarray, n_experiments: np.ndarray, schema_version: int) -> np.ndarray:
+    """Phase names of a log written at ``schema_version`` in today's names: before version 2 a
+    ``reconstruct`` row with experiments was a tile's accumulation, one without the contraction."""
+    if schema_version >= SCHEMA_VERSION:
+        return phases
+    old = phases == phases.dtype.type("reconstruct")
+    upgraded = phases.copy()
+    upgraded[old & (n_experiments > 0)] = "accumulate"
+    upgraded[old & (n_experiments == 0)] = "contract"
+    return upgraded
 
 
 class PhaseRow(NamedTuple):
@@ -70,11 +95,11 @@ class PhaseRecorder:
         self._written = len(self.rows)
 
     def seconds(self, query: int) -> dict[str, float]:
-        """Total seconds per phase of one query."""
+        """Total seconds per phase of one query, with ``reconstruct`` (``with_reconstruct``)."""
         totals: dict[str, float] = defaultdict(float)
         for row in self._by_query.get(query, ()):
             totals[row.phase] += row.t_end - row.t_start
-        return dict(totals)
+        return with_reconstruct(totals)
 
 
 def query_summary(rows: list[PhaseRow]) -> dict:
@@ -89,8 +114,8 @@ def query_summary(rows: list[PhaseRow]) -> dict:
         per_phase: dict[str, float] = defaultdict(float)
         for r in query_rows:
             per_phase[r.phase] += r.t_end - r.t_start
-        for phase in PHASES:
-            shares[phase].append(per_phase.get(phase, 0.0) / wall if wall > 0 else 0.0)
+        for phase, seconds in with_reconstruct({p: per_phase.get(p, 0.0) for p in PHASES}).items():
+            shares[phase].append(seconds / wall if wall > 0 else 0.0)
     if not walls:
         return {"queries": 0}
     return {
