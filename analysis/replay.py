@@ -74,9 +74,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from hpcqnn.cutting.program import SAMPLE_BLOCK
-from hpcqnn.options import SCHEDULES
-from hpcqnn.execution.simulator import CALL_EXPERIMENTS
+from hpcqnn.options import CALL_EXPERIMENTS, POLL, SAMPLE_BLOCK, SCHEDULES, TILES_PER_RANK, WAIT_FIRST, WAIT_MAX
 from hpcqnn.execution.tiles import dynamic_chunk, split_chunks, split_static
 
 from . import metrics
@@ -84,8 +82,6 @@ from .load import RunTables
 
 CPU_PHASES = ("execute", "accumulate", "loop")  # "loop": rank 0 between its dynamic tiles (``_rows``)
 AER_PARALLEL_QUBITS = 14  # Aer's default statevector_parallel_threshold
-POLL = 2e-4  # seconds rank 0 sleeps between request checks when it has no tile to run
-WAIT_FIRST, WAIT_MAX = 1e-5, 5e-4  # ``hpcqnn.parallel._core._wait``: test, sleep, double the sleep up to 0.5 ms
 WORKLOAD_KEYS = ["kind", "dataset", "qubits", "layers", "cuts", "cutting", "mode"]
 CONFIG_KEYS = ["ranks", "schedule", "rows", "straggler", "straggler_ranks", "straggler_probability", "straggler_slowdown",
                "straggler_delay"]
@@ -189,7 +185,7 @@ class Scenario:
     slowdown: float = 1.0
     delay: float = 0.0  # seconds per slowed tile
     root_computes: bool = True
-    tiles_per_rank: int = 16  # hpcqnn.parallel._core.MPIEngine's default
+    tiles_per_rank: int = TILES_PER_RANK
     prompt_probe: bool = True  # False: a bare Iprobe loop that sees requests a tile late (``_Machine._probe``)
 
 

@@ -29,10 +29,8 @@ from qiskit_aer.library import SaveExpectationValue, SaveProbabilities
 
 from hpcqnn.cutting.plan import CutPlan
 from hpcqnn.errors import ExecutionConfigError
-from hpcqnn.options import SHOT_ALLOCATIONS
+from hpcqnn.options import SAMPLE_BLOCK, SHOT_ALLOCATIONS
 
-#: Experiments sampled from one seed; tiles start at multiples of it so any split draws the same shots.
-SAMPLE_BLOCK = 64
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from hpcqnn.options import TILES_PER_RANK
+
 
 class Tile(NamedTuple):
     """A unit of work: one program circuit for the experiments [start, stop)."""
@@ -57,6 +59,6 @@ def split_chunks(counts: Sequence[int], chunk: int, align: int) -> list[Tile]:
     ]
 
 
-def dynamic_chunk(total: int, ranks: int, tiles_per_rank: int = 8) -> int:
+def dynamic_chunk(total: int, ranks: int, tiles_per_rank: int = TILES_PER_RANK) -> int:
     """Tile size for on-demand scheduling: about ``tiles_per_rank`` tiles per rank."""
     return max(1, total // max(1, ranks * tiles_per_rank))

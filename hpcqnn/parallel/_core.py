@@ -37,8 +37,8 @@ from hpcqnn.run import launcher
 from hpcqnn.execution.devices import DEVICES, Placement, announce, array_module, place
 from hpcqnn.execution.engine import finish_query, run_tiles
 from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError, HpcqnnError, MPIWorldError, RunDirectoryError
-from hpcqnn.cutting.program import SAMPLE_BLOCK, Program, QueryBuffers, query_rows
-from hpcqnn.options import SCHEDULES
+from hpcqnn.cutting.program import Program, QueryBuffers, query_rows
+from hpcqnn.options import POLL, SAMPLE_BLOCK, SCHEDULES, TILES_PER_RANK, WAIT_FIRST, WAIT_MAX
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.run.slurm import slurm_attributes
 from hpcqnn.execution.tiles import Tile, dynamic_chunk, split_chunks, split_static
@@ -94,10 +94,10 @@ class Straggler:
 
 def _wait(request: MPI.Request) -> None:
     """Wait without spinning a core: ranks often outnumber cores on a workstation."""
-    pause = 1e-5
+    pause = WAIT_FIRST
     while not request.Test():
         time.sleep(pause)
-        pause = min(pause * 2, 5e-4)
+        pause = min(pause * 2, WAIT_MAX)
 
 
 @dataclass
@@ -111,7 +111,7 @@ class MPIEngine:
     schedule: str = "static"
     straggler: Straggler | None = None
     root_computes: bool = True
-    tiles_per_rank: int = 16
+    tiles_per_rank: int = TILES_PER_RANK
     rank_devices: list[str] = field(default_factory=list)  # where each rank computes ("GPU 0", "CPU")
 
     def __post_init__(self):
@@ -239,7 +239,7 @@ class MPIEngine:
             if queue and (self.root_computes or not pending):
                 run([queue.popleft()])
             elif pending:
-                time.sleep(2e-4)
+                time.sleep(POLL)
 
     def _request_tiles(self, run) -> None:
         """A worker of the dynamic schedule: always one request ahead of its work."""
