@@ -23,10 +23,14 @@ def __getattr__(name: str):
         from hpcqnn.estimator import DistributedEstimator
 
         return DistributedEstimator
-    if name in ("mpi_estimator", "Straggler"):
-        from hpcqnn.parallel import _core as distributed
+    if name == "mpi_estimator":
+        from hpcqnn.parallel.session import mpi_estimator
 
-        return getattr(distributed, name)
+        return mpi_estimator
+    if name == "Straggler":
+        from hpcqnn.execution.straggler import Straggler
+
+        return Straggler
     raise AttributeError(f"module 'hpcqnn' has no attribute {name!r}")
 
 

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 def _speaks_for_the_job() -> bool:
     """train and bench raise the errors that reach ``main`` alike on every rank, before any
     work: one process says them."""
-    from hpcqnn.parallel._core import speaks_for_the_job
+    from hpcqnn.parallel.session import speaks_for_the_job
 
     return speaks_for_the_job()
 
@@ -189,7 +189,7 @@ def _train(args: argparse.Namespace) -> int:
     import time
 
     from hpcqnn.run.config import config_differences, dump_config, load_config
-    from hpcqnn.parallel._core import mpi_estimator, on_root, speaks_for_the_job
+    from hpcqnn.parallel.session import mpi_estimator, on_root, speaks_for_the_job
     from hpcqnn.run.runinfo import run_metadata, write_json
     from hpcqnn.run.timelog import set_aside
     from hpcqnn.training.loop import CHECKPOINT, Progress, StopRequest, TrainState, build_qnn, estimator_options, load_data, train
@@ -257,7 +257,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from hpcqnn.tools.bench import HEADER, format_speedups, run_bench
-    from hpcqnn.parallel._core import Straggler, on_root
+    from hpcqnn.execution.straggler import Straggler
+    from hpcqnn.parallel.session import on_root
     from hpcqnn.run.runinfo import write_report
 
     straggler = Straggler.unless_idle(

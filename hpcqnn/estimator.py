@@ -19,10 +19,12 @@ from qiskit.primitives.containers.bindings_array import BindingsArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
 from qiskit.quantum_info import PauliList
 
-from hpcqnn.cutting.plan import DEFAULT_MAX_SUBEXPERIMENTS, SIMULATOR_BASIS, build_cut_plan
+from hpcqnn.cutting.partition import SIMULATOR_BASIS
+from hpcqnn.cutting.plan import DEFAULT_MAX_SUBEXPERIMENTS, build_cut_plan
 from hpcqnn.run import launcher
 from hpcqnn.execution.devices import announce, array_module, place
-from hpcqnn.execution.engine import LocalEngine
+from hpcqnn.execution.engine import Engine, LocalEngine
+from hpcqnn.execution.query import Query
 from hpcqnn.errors import ExecutionConfigError, ObservableError, ParameterShapeError
 from hpcqnn.cutting.program import Program, build_program
 from hpcqnn.options import SHOT_ALLOCATIONS
@@ -79,7 +81,7 @@ class DistributedEstimator(BaseEstimatorV2):
         threads: int = 0,
         max_subexperiments: int = DEFAULT_MAX_SUBEXPERIMENTS,
         minimal_basis: bool = True,
-        engine=None,
+        engine: Engine | None = None,
     ):
         _check_shots(shots)
         if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
@@ -112,7 +114,7 @@ class DistributedEstimator(BaseEstimatorV2):
     @property
     def device(self) -> str:
         """The device simulations really run on ("CPU" or "GPU")."""
-        return self.engine.device
+        return self.engine.placement.device
 
     @property
     def recorder(self) -> PhaseRecorder:
@@ -215,7 +217,7 @@ class DistributedEstimator(BaseEstimatorV2):
             params = np.concatenate([it.params for it in items], axis=0)
             weights = np.concatenate([it.weights for it in items], axis=1)
             evs, variance = self.engine.evaluate(
-                items[0].program, params, weights, items[0].shots, self.seed, query
+                Query(query, items[0].program, params, items[0].shots, self.seed, weights)
             )
             metadata = self._metadata(items[0], query, len(params))
             row, col = 0, 0

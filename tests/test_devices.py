@@ -21,7 +21,8 @@ from hpcqnn.run import launcher
 from hpcqnn.execution.devices import GPUProbe, Placement, gpu_for_rank, place
 from hpcqnn.execution.engine import finish_query
 from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError
-from hpcqnn.cutting.program import QueryBuffers, build_program, query_rows
+from hpcqnn.cutting.program import build_program
+from hpcqnn.execution.query import QueryBuffers, query_rows
 from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.run.timelog import rank_file, read_timing

@@ -19,7 +19,8 @@ from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.execution.devices import Placement, array_module, probe_gpus, place
 from hpcqnn.execution.engine import finish_query
 from hpcqnn.tools.gpubench import reconstruction_placement
-from hpcqnn.cutting.program import QueryBuffers, build_program, query_rows
+from hpcqnn.cutting.program import build_program
+from hpcqnn.execution.query import QueryBuffers, query_rows
 from hpcqnn.run.timelog import rank_file, read_timing
 from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 

@@ -24,20 +24,13 @@ from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
 from hpcqnn import DistributedEstimator, ExecutionConfigError, cli
 from hpcqnn.cutting.plan import build_cut_plan
-from hpcqnn.cutting.program import (
-    SAMPLE_BLOCK,
-    Program,
-    QueryRows,
-    allocate_shots,
-    build_program,
-    query_rows,
-    sample_counts,
-    subexperiment_weights,
-)
-from hpcqnn.tools.shotbench import CUT_GATES
+from hpcqnn.cutting.program import Program, build_program
+from hpcqnn.cutting.shots import allocate_shots, sample_counts, subexperiment_weights
+from hpcqnn.execution.query import QueryRows, query_rows
 from hpcqnn.execution.simulator import AerRunner
-from hpcqnn.execution.tiles import Tile
-from hpcqnn.execution.tiles import split_chunks
+from hpcqnn.execution.tiles import Tile, split_chunks
+from hpcqnn.options import SAMPLE_BLOCK
+from hpcqnn.tools.shotbench import CUT_GATES
 from statevector import exact_values
 
 Cut = tuple[str, int, int]  # (gate name, qubit, qubit) of a gate between partitions

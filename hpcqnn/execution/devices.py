@@ -5,7 +5,7 @@ circuit really runs there: the GPU build of Aer lists "GPU" on machines that hav
 can fail where CuPy works (its own CUDA libraries, a driver too old for them). The rank with
 local index ``r`` on its node uses GPU ``r mod n`` of the ``n`` GPUs it can see (with Slurm's
 per-task GPU binding each rank sees one GPU, so that is GPU 0 of its own set). No MPI here:
-``hpcqnn.parallel._core`` finds the local rank from the MPI world.
+``hpcqnn.parallel`` finds the local rank from the MPI world.
 """
 
 from __future__ import annotations

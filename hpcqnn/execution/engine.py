@@ -1,26 +1,46 @@
-"""A query's numeric pipeline: simulate tiles, turn outputs into Pauli estimates, reconstruct."""
+"""Engines run queries: simulate tiles, turn outputs into Pauli estimates, reconstruct.
+
+``Engine`` is what the estimator needs of one; ``LocalEngine`` runs every tile in this process,
+``hpcqnn.parallel``'s MPI engine spreads them over the ranks of a job. Both share ``run_tiles``
+(execute and accumulate a batch of tiles) and ``finish_query`` (the final contraction).
+"""
 
 from __future__ import annotations
 
 import time
 from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 
-from hpcqnn.execution.devices import to_host
-from hpcqnn.cutting.program import (
-    Program,
-    QueryBuffers,
-    QueryRows,
-    accumulate_tile,
-    draw_shots,
-    query_rows,
-    sampled_variance,
-)
+from hpcqnn.cutting.program import Program
+from hpcqnn.execution.devices import Placement, to_host
+from hpcqnn.execution.query import Query, QueryBuffers, accumulate_tile, draw_shots, sampled_variance
 from hpcqnn.execution.reconstruct import contraction_operands, reconstruct_terms, term_sensitivities
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.tiles import Tile
 from hpcqnn.run.timing import PhaseRecorder
+
+
+class Engine(Protocol):
+    """Where an estimator's queries execute."""
+
+    recorder: PhaseRecorder
+
+    @property
+    def size(self) -> int:
+        """Ranks taking part in every query."""
+
+    @property
+    def placement(self) -> Placement:
+        """Where this process (rank 0 of the engine) simulates."""
+
+    @property
+    def rank_devices(self) -> list[str]:
+        """Where each rank computes ("CPU", "GPU 0", ...), in rank order."""
+
+    def evaluate(self, query: Query) -> tuple[np.ndarray, np.ndarray | None]:
+        """Expectation values [rows, observables] and, in sampled mode, their variances."""
 
 
 def finish_query(
@@ -40,38 +60,33 @@ def finish_query(
 
 
 def run_tiles(
-    runner: AerRunner,
-    program: Program,
-    rows: QueryRows,
-    tiles: list[Tile],
-    buffers: QueryBuffers,
-    shots: int | None,
-    seed: int | None,
-    query: int,
-    recorder: PhaseRecorder,
+    runner: AerRunner, query: Query, tiles: list[Tile], buffers: QueryBuffers, recorder: PhaseRecorder
 ) -> float:
-    """Simulate ``tiles`` (and draw their shots), then store their estimates in ``buffers``.
+    """Simulate ``tiles`` (and draw their shots), then accumulate their estimates in ``buffers``.
 
-    Returns the execution seconds. Serial and MPI engines share this step.
+    Returns the execution seconds.
     """
     experiments = sum(t.stop - t.start for t in tiles)
-    counts = {"n_circuits": len({t.circuit for t in tiles}), "n_rows": rows.count, "n_experiments": experiments, "n_tiles": len(tiles)}
-    with recorder.phase(query, "execute", **counts):
+    counts = {
+        "n_circuits": len({t.circuit for t in tiles}), "n_rows": query.rows.count,
+        "n_experiments": experiments, "n_tiles": len(tiles),
+    }
+    with recorder.phase(query.number, "execute", **counts):
         start = time.time()
-        outputs = runner.run(program, rows, tiles)
-        per_tile = [program.experiment_shots(t.circuit, t.start, t.stop, rows, shots) if shots else None for t in tiles]
-        data = [
-            draw_shots(program, t.circuit, t.start, raw, n, seed, query) for t, raw, n in zip(tiles, outputs, per_tile)
-        ]
+        outputs = runner.run(query.program, query.rows, tiles)
+        shots = [query.experiment_shots(t.circuit, t.start, t.stop) for t in tiles]
+        data = [draw_shots(query, t.circuit, t.start, raw, n) for t, raw, n in zip(tiles, outputs, shots)]
         elapsed = time.time() - start
-    with recorder.phase(query, "accumulate", **counts):
-        for tile, values, n in zip(tiles, data, per_tile):
-            accumulate_tile(program, buffers, tile.circuit, tile.start, values, n)
+    with recorder.phase(query.number, "accumulate", **counts):
+        for tile, values, n in zip(tiles, data, shots):
+            accumulate_tile(query.program, buffers, tile.circuit, tile.start, values, n)
     return elapsed
 
 
 class LocalEngine:
     """Runs every tile of a query in this process, then reconstructs."""
+
+    size = 1
 
     def __init__(self, runner: AerRunner, xp: ModuleType = np, recorder: PhaseRecorder | None = None):
         self.runner = runner
@@ -79,28 +94,18 @@ class LocalEngine:
         self.recorder = recorder or PhaseRecorder()
 
     @property
-    def device(self) -> str:
-        return self.runner.device
+    def placement(self) -> Placement:
+        return self.runner.placement
 
     @property
     def rank_devices(self) -> list[str]:
-        """Where each rank computes ("CPU", "GPU 0", ...): this process alone."""
         return [self.runner.placement.label]
 
-    def evaluate(
-        self,
-        program: Program,
-        params: np.ndarray,
-        weights: np.ndarray,
-        shots: int | None,
-        seed: int | None,
-        query: int,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        rows = query_rows(program.plan, params)
-        tiles = [Tile(i, 0, program.experiments(i, rows)) for i in range(len(program.circuits))]
-        buffers = QueryBuffers(program, rows)
-        run_tiles(self.runner, program, rows, tiles, buffers, shots, seed, query, self.recorder)
-        with self.recorder.phase(query, "contract", n_rows=rows.count):
-            result = finish_query(program, buffers, weights, self.xp)
+    def evaluate(self, query: Query) -> tuple[np.ndarray, np.ndarray | None]:
+        tiles = [Tile(i, 0, query.experiments(i)) for i in range(len(query.program.circuits))]
+        buffers = QueryBuffers(query.program, query.rows)
+        run_tiles(self.runner, query, tiles, buffers, self.recorder)
+        with self.recorder.phase(query.number, "contract", n_rows=query.rows.count):
+            result = finish_query(query.program, buffers, query.weights, self.xp)
         self.recorder.flush()
         return result

@@ -2,7 +2,7 @@
 
 A tile is (program circuit, first experiment, end experiment), experiment ``e`` being
 subexperiment ``e // n`` with row ``e % n`` of the ``n`` distinct parameter rows the circuit's
-partition needs (``measurement.QueryRows``). Both the circuit's parameters and
+partition needs (``query.QueryRows``). Both the circuit's parameters and
 the subexperiment's term parameters are bound at run time (Aer's parameterizations), never as
 circuit copies. Aer's public ``run`` re-assembles every
 circuit on every call and builds a ``Result`` object per experiment; for the small circuits of
@@ -25,9 +25,8 @@ from hpcqnn.execution.devices import Placement
 from hpcqnn.errors import ExecutionConfigError, SimulationError
 from hpcqnn.options import CALL_EXPERIMENTS
 from hpcqnn.execution.tiles import Tile
-from hpcqnn.cutting.program import Program, QueryRows
-
-
+from hpcqnn.cutting.program import Program
+from hpcqnn.execution.query import QueryRows
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""What a run records about where and how it ran (results.json)."""
+"""What a run records about where and how it ran: ``provenance`` (the one source for results.json,
+the timing logs' attributes and the benchmarks' reports) and ``run_metadata`` (results.json)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from hpcqnn.run.timing import query_summary
 if TYPE_CHECKING:  # the config module loads the datasets' libraries; gpucheck needs none of it
     from hpcqnn.run.config import Config
 
-PACKAGES = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "qiskit-addon-cutting", "numpy", "mpi4py", "mpich", "h5py")
+#: The GPU stack (gpucheck lists these), then everything a run's versions record.
+GPU_PACKAGES = ("qiskit-aer", "qiskit-aer-gpu", "qiskit-aer-gpu-cu11", "cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy")
+PACKAGES = ("qiskit", "qiskit-addon-cutting", "numpy", "mpi4py", "mpich", "h5py", *GPU_PACKAGES)
 
 
 def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
@@ -34,6 +37,15 @@ def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
 
 def package_versions() -> dict[str, str]:
     return {"hpcqnn": __version__, "python": platform.python_version(), **installed_versions(PACKAGES)}
+
+
+def provenance(mpi_library: str | None = None) -> dict:
+    """Where and with what this process runs: host, hpcqnn and package versions, the MPI library
+    (given by the caller: this module loads no MPI) and the Slurm job (``{}`` outside Slurm)."""
+    found = {"hostname": socket.gethostname(), "hpcqnn_version": __version__, "versions": package_versions()}
+    if mpi_library is not None:
+        found["mpi_library"] = mpi_library
+    return {**found, "slurm": slurm_info()}
 
 
 def write_json(path: Path, data: object) -> None:
@@ -60,12 +72,9 @@ def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
     return {
         "config": config_dict(config),
         "ranks": estimator.engine.size,
-        **estimator.engine.runner.placement.attributes(),  # rank 0's device and GPU
+        **estimator.engine.placement.attributes(),  # rank 0's device and GPU
         "rank_devices": estimator.engine.rank_devices,
-        "hostname": socket.gethostname(),
-        "mpi_library": mpi_library(),
-        "versions": package_versions(),
+        **provenance(mpi_library()),
         "wall_seconds": wall_seconds,
         "query_phases": query_summary(estimator.recorder.rows),
-        "slurm": slurm_info(),
     }

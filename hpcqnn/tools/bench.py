@@ -22,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcqnn import __version__
 from hpcqnn.training.circuits import cut_qnn
 from hpcqnn.errors import ExecutionConfigError
 from hpcqnn.options import MODES
-from hpcqnn.run.runinfo import write_json
-from hpcqnn.run.slurm import slurm_info
+from hpcqnn.run.runinfo import provenance, write_json
 from hpcqnn.run.timing import PHASES
 
 
@@ -141,7 +139,7 @@ def run_bench(
     with ``cuts`` CX cuts between neighbouring pieces. The addon reference runs for widths up to
     ``reference_max_qubits``.
     """
-    from hpcqnn.parallel._core import gather_on_root, mpi_estimator
+    from hpcqnn.parallel.session import gather_on_root, mpi_estimator
 
     settings = {
         "qubits": list(qubits), "cuts": list(cuts), "piece_qubits": piece_qubits, "shots": shots,
@@ -151,9 +149,9 @@ def run_bench(
         "straggler": None if straggler is None else straggler.__dict__,
     }
     report = {
-        "hpcqnn_version": __version__,
+        **provenance(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"node": platform.node(), "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "processor": platform.processor() or platform.machine(),
         "settings": settings,
         "results": [],
     }
@@ -185,7 +183,7 @@ def run_bench(
             if run_dir is not None:
                 write_json(
                     run_dir / "results.json",
-                    {**entry, "settings": settings, "hpcqnn_version": __version__, "slurm": slurm_info()},
+                    {**entry, "settings": settings, **provenance()},
                 )
         if not is_root:
             continue

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -29,7 +28,6 @@ from types import ModuleType
 import numpy as np
 from qiskit.quantum_info import PauliList
 
-from hpcqnn import __version__
 from hpcqnn.training.circuits import CutQNN, cut_qnn
 from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.execution import devices
@@ -38,9 +36,10 @@ from hpcqnn.execution.devices import GPUProbe, Placement, array_module, gpu_for_
 from hpcqnn.execution.engine import LocalEngine, finish_query
 from hpcqnn.errors import HpcqnnError
 from hpcqnn.estimator import DistributedEstimator
-from hpcqnn.tools.gpucheck import PACKAGES, cupy_error
-from hpcqnn.run.runinfo import installed_versions, write_report
-from hpcqnn.cutting.program import Program, QueryBuffers, build_program, query_rows
+from hpcqnn.tools.gpucheck import cupy_error
+from hpcqnn.run.runinfo import provenance, write_report
+from hpcqnn.cutting.program import Program, build_program
+from hpcqnn.execution.query import QueryBuffers, query_rows
 from hpcqnn.execution.simulator import AerRunner
 
 
@@ -148,10 +147,8 @@ def run(
     gpu = placement.gpu is not None
     cupy_placement, cupy_skipped = reconstruction_placement(placement, probe, local_rank)
     report = {
-        "hpcqnn_version": __version__,
+        **provenance(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": platform.node(),
-        "packages": installed_versions(PACKAGES),
         "gpu": placement.label if gpu else None,
         "gpu_skipped": placement.note or None,
         "cupy_gpu": None if cupy_placement is None else cupy_placement.label,

@@ -12,9 +12,8 @@ import os
 import sys
 from hpcqnn.run import launcher
 from hpcqnn.execution.devices import aer_gpu_error, place, probe_gpus
-from hpcqnn.run.runinfo import installed_versions
+from hpcqnn.run.runinfo import GPU_PACKAGES, installed_versions
 
-PACKAGES = ("qiskit-aer", "qiskit-aer-gpu", "qiskit-aer-gpu-cu11", "cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy")
 
 
 def cupy_error(gpu: int) -> str:
@@ -32,10 +31,10 @@ def cupy_error(gpu: int) -> str:
 
 def report() -> tuple[list[str], bool]:
     """The lines to print, and whether this process can use a GPU."""
-    packages = installed_versions(PACKAGES)
+    packages = installed_versions(GPU_PACKAGES)
     probe = probe_gpus()
     lines = [
-        "packages: " + (", ".join(f"{k} {v}" for k, v in packages.items()) or "none of " + ", ".join(PACKAGES)),
+        "packages: " + (", ".join(f"{k} {v}" for k, v in packages.items()) or "none of " + ", ".join(GPU_PACKAGES)),
         f"CUDA_VISIBLE_DEVICES: {os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}",
         f"CuPy CUDA devices: {probe.cuda_devices}" + (f" ({probe.cupy_problem})" if probe.cupy_problem else ""),
         f"Aer devices: {', '.join(probe.aer_devices)}",

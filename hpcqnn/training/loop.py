@@ -170,7 +170,7 @@ class Progress:
 
 def estimator_options(config: Config, qnn: CutQNN) -> dict:
     """Keyword arguments of ``mpi_estimator`` for this run of ``qnn`` (``build_qnn(config)``)."""
-    from hpcqnn.parallel._core import Straggler
+    from hpcqnn.execution.straggler import Straggler
 
     ex = config.execution
     straggler = Straggler.unless_idle(

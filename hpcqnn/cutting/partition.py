@@ -1,0 +1,216 @@
+"""Partitioning: check and unroll a circuit, mark its cuts and label every qubit's partition.
+
+Gates between differently labelled qubits are cut; without labels, ``find_cuts`` of
+qiskit-addon-cutting chooses cuts for a width limit, and wire cuts (``CutWire`` markers or
+``Move`` gates) split the circuit where they stand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from qiskit import QuantumCircuit, transpile
+from qiskit.quantum_info import PauliList
+from qiskit.transpiler import Target
+from qiskit_addon_cutting import cut_wires, expand_observables
+from qiskit_addon_cutting.instructions import CutWire, Move
+from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate
+from qiskit_addon_cutting.qpd.instructions import SingleQubitQPDGate
+
+from hpcqnn.errors import CutPlanError, ObservableError
+
+#: Gates kept as they are; anything else is unrolled into these before cutting.
+SIMULATOR_BASIS = (
+    "id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "sxdg",
+    "rx", "ry", "rz", "p", "u", "cx", "cy", "cz", "ch", "swap", "ecr",
+    "rxx", "ryy", "rzz", "crx", "cry", "crz", "cp", "barrier",
+)
+
+
+#: Wire-cut instructions of qiskit-addon-cutting, kept through unrolling: a ``cut_wire`` marker
+#: becomes a ``move`` onto a new qubit (``cut_wires``), and every ``move`` is cut.
+WIRE_CUT_OPS = {"cut_wire": CutWire(), "move": Move()}
+
+
+@dataclass(frozen=True)
+class Partitioned:
+    """A circuit ready for ``partition_problem``: cuts marked, wire cuts expanded (``paulis`` on
+    the widened register with it), and the partition label of every qubit."""
+
+    circuit: QuantumCircuit
+    paulis: PauliList
+    labels: list[Hashable]
+
+
+def partition(
+    circuit: QuantumCircuit,
+    paulis: PauliList,
+    partition_labels: Sequence[Hashable] | str | None = None,
+    max_subcircuit_qubits: int | None = None,
+    seed: int | None = None,
+    wire_cuts: bool = False,
+) -> Partitioned:
+    """Check ``circuit`` and choose its partitions (see ``plan.build_cut_plan`` for the rules)."""
+    _check_circuit(circuit)
+    if len(paulis) == 0 or paulis.num_qubits != circuit.num_qubits:
+        raise ObservableError(
+            f"observables act on {paulis.num_qubits} qubits, the circuit has {circuit.num_qubits}"
+        )
+    if max_subcircuit_qubits is not None and (
+        not isinstance(max_subcircuit_qubits, (int, np.integer)) or max_subcircuit_qubits < 1
+    ):
+        raise CutPlanError(f"max_subcircuit_qubits must be an integer >= 1, got {max_subcircuit_qubits!r}")
+    circuit = _unroll(circuit)
+    _check_circuit(circuit)  # again: unrolling can reveal resets (e.g. inside initialize)
+
+    find = partition_labels is None and max_subcircuit_qubits is not None
+    if find and circuit.num_qubits > max_subcircuit_qubits:
+        circuit = _find_cuts(circuit, max_subcircuit_qubits, seed, wire_cuts)
+    if circuit.get_instructions("cut_wire"):
+        expanded = cut_wires(circuit)
+        paulis = PauliList(expand_observables(paulis, circuit, expanded))
+        circuit = expanded
+    if partition_labels is not None:
+        labels = list(partition_labels)
+        if len(labels) != circuit.num_qubits:
+            raise CutPlanError(
+                f"partition_labels has {len(labels)} labels, the circuit has {circuit.num_qubits} "
+                "qubits (each CutWire adds one): give one label per qubit"
+            )
+        _check_cut_gates(circuit, labels)
+    elif find or any(_is_wire_cut(inst.operation) for inst in circuit.data):
+        labels = _components(circuit)
+    else:
+        labels = [0] * circuit.num_qubits
+    _check_wire_cuts_cross(circuit, labels)
+    _check_widths(labels, max_subcircuit_qubits)
+    return Partitioned(circuit, paulis, labels)
+
+
+def _check_circuit(circuit: QuantumCircuit) -> None:
+    if circuit.num_clbits or any(i.operation.name in ("measure", "reset") for i in circuit.data):
+        raise CutPlanError(
+            "the circuit has measurements, resets or classical bits; give the unitary circuit, "
+            "the estimator measures the observables itself"
+        )
+
+
+def _unroll(circuit: QuantumCircuit) -> QuantumCircuit:
+    """The circuit in SIMULATOR_BASIS gates (custom gates and library blocks unrolled), wire-cut
+    instructions and gates already marked for cutting kept as they are."""
+    if all(i.operation.name in SIMULATOR_BASIS or _is_cut_mark(i.operation) for i in circuit.data):
+        return circuit
+    marked = {i.operation.name: i.operation for i in circuit.data if isinstance(i.operation, TwoQubitQPDGate)}
+    target = Target.from_configuration(  # "reset" passes through so that _check_circuit names it
+        basis_gates=[name for name in SIMULATOR_BASIS if name != "barrier"] + ["reset", *WIRE_CUT_OPS, *marked],
+        custom_name_mapping={**WIRE_CUT_OPS, **marked},
+    )
+    return transpile(circuit, target=target, optimization_level=0)
+
+
+def _is_wire_cut(op) -> bool:
+    return op.name in WIRE_CUT_OPS or isinstance(op, TwoQubitQPDGate) and op.label == "cut_move"
+
+
+def _is_cut_mark(op) -> bool:
+    return op.name in WIRE_CUT_OPS or isinstance(op, TwoQubitQPDGate)
+
+
+def _crossing_gates(circuit: QuantumCircuit, labels: Sequence[Hashable]):
+    for index, inst in enumerate(circuit.data):
+        qubits = [circuit.find_bit(q).index for q in inst.qubits]
+        if inst.operation.name != "barrier" and len({labels[q] for q in qubits}) > 1:
+            yield index, inst, qubits
+
+
+def _check_cut_gates(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> None:
+    for index, inst, qubits in _crossing_gates(circuit, labels):
+        op = inst.operation
+        if isinstance(op, TwoQubitQPDGate):  # marked for cutting already (CutWire, find_cuts)
+            continue
+        where = f"gate {op.name} on qubits {qubits} (instruction {index})"
+        if len(qubits) != 2:
+            raise CutPlanError(f"{where} spans partitions but only two-qubit gates can be cut")
+        if getattr(op, "is_parameterized", lambda: False)():
+            raise CutPlanError(
+                f"{where} spans partitions and has unbound parameters {list(op.params)}; "
+                "cut gates must be parameter-free (CX, CZ, ...) or have bound angles"
+            )
+        try:
+            QPDBasis.from_instruction(op)
+        except Exception as exc:  # the addon raises several types for unsupported gates
+            raise CutPlanError(f"{where} spans partitions and cannot be cut: {exc}") from exc
+
+
+def _find_cuts(circuit: QuantumCircuit, max_qubits: int, seed: int | None, wire_cuts: bool) -> QuantumCircuit:
+    """The circuit with the cuts ``find_cuts`` chose marked (gates wrapped, ``CutWire`` inserted)."""
+    from qiskit_addon_cutting import DeviceConstraints, OptimizationParameters, find_cuts
+
+    options = OptimizationParameters(seed=seed if seed is not None else 111, gate_lo=True, wire_lo=wire_cuts)
+    try:
+        cut_circuit, _ = find_cuts(circuit, options, DeviceConstraints(qubits_per_subcircuit=max_qubits))
+    except Exception as exc:
+        what = "gate or wire cuts" if wire_cuts else "gate cuts (wire_cuts=True also tries wire cuts)"
+        raise CutPlanError(
+            f"find_cuts found no {what} into {max_qubits}-qubit pieces (gates with unbound "
+            f"parameters cannot be cut): {exc}"
+        ) from exc
+    return cut_circuit
+
+
+def _components(circuit: QuantumCircuit) -> list[int]:
+    """Connected qubit components, ignoring the gates marked for cutting and wire cuts."""
+    parent = list(range(circuit.num_qubits))
+
+    def root(q: int) -> int:
+        while parent[q] != q:
+            parent[q] = parent[parent[q]]
+            q = parent[q]
+        return q
+
+    for inst in circuit.data:
+        if _is_cut_mark(inst.operation) or inst.operation.name == "barrier":
+            continue
+        qs = [root(circuit.find_bit(q).index) for q in inst.qubits]
+        for q in qs[1:]:
+            parent[q] = qs[0]
+    roots = [root(q) for q in range(circuit.num_qubits)]
+    order = {r: i for i, r in enumerate(dict.fromkeys(roots))}
+    return [order[r] for r in roots]
+
+
+def _check_wire_cuts_cross(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> None:
+    for index, inst in enumerate(circuit.data):
+        qubits = [circuit.find_bit(q).index for q in inst.qubits]
+        if _is_wire_cut(inst.operation) and labels[qubits[0]] == labels[qubits[1]]:
+            raise CutPlanError(
+                f"the wire cut (Move) on qubits {qubits} (instruction {index}) stays inside partition "
+                f"{labels[qubits[0]]!r}; a Move must join two partitions (label its qubits differently)"
+            )
+
+
+def _check_widths(labels: Sequence[Hashable], max_qubits: int | None) -> None:
+    if max_qubits is None:
+        return
+    for lab in dict.fromkeys(labels):
+        width = sum(1 for x in labels if x == lab)
+        if width > max_qubits:
+            raise CutPlanError(
+                f"partition {lab!r} has {width} qubits, more than max_subcircuit_qubits={max_qubits}"
+            )
+
+
+def qpd_sides(subcircuit: QuantumCircuit) -> dict[int, int]:
+    """Map cut id -> which side (qubit_id of the QPD basis maps) this subcircuit holds."""
+    return {
+        cut_id(inst.operation): inst.operation.qubit_id
+        for inst in subcircuit.data
+        if isinstance(inst.operation, SingleQubitQPDGate)
+    }
+
+
+def cut_id(placeholder: SingleQubitQPDGate) -> int:
+    """The cut a QPD placeholder belongs to (partition_problem labels it ``cut_<gate>_<id>``)."""
+    return int(placeholder.label.rsplit("_", 1)[1])

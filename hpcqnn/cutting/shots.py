@@ -1,0 +1,103 @@
+"""Shots: how a query's budget is split over subexperiments, and how counts are drawn.
+
+A query's budget is ``shots`` times the measurement settings of one parameter row (every
+subexperiment of every circuit). ``"uniform"`` gives each setting ``shots``; ``"proportional"``
+splits the same budget in proportion to each subexperiment's |QPD coefficient| weight ``w``
+(``subexperiment_weights``), the typical size of the reconstruction's sensitivity to its
+estimate: the variance ``sum w**2 sigma**2 / n`` at a fixed total is smallest with ``n``
+proportional to ``w sigma``, and ``sigma`` (at most 1) is not known before measuring.
+Counts are drawn per experiment from the exact outcome distribution, seeded per (query,
+circuit, block of SAMPLE_BLOCK experiments) so results do not depend on how experiments are
+split into tiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from hpcqnn.cutting.plan import CutPlan
+from hpcqnn.errors import ExecutionConfigError
+from hpcqnn.options import SAMPLE_BLOCK
+
+
+def shot_weights(plan: CutPlan, partition_of: Sequence[int], allocation: str) -> tuple[np.ndarray, ...]:
+    """Per circuit, the weight of each subexperiment in the split of a query's shots."""
+    weights = subexperiment_weights(plan)
+    if allocation == "uniform":
+        weights = [np.ones_like(w) for w in weights]
+    return tuple(weights[p] for p in partition_of)
+
+
+def subexperiment_weights(plan: CutPlan) -> list[np.ndarray]:
+    """Per partition, how strongly each subexperiment's estimate can move the result.
+
+    The result is ``sum prod_c K_c[a_c, b_c] prod_p E_p`` over every cut's channel pair.
+    Subexperiment ``s`` picks channel ``s_c`` on this partition's side of each cut it touches, so
+    with the other partitions' estimates of unit size and random sign, its sensitivity has
+    root-mean-square ``prod_c ||K_c[s_c, :]||_2`` (row, or column on side 1): the |QPD
+    coefficient| of its term when it takes part in one term (no basis reduction), their
+    root-sum-square when it stands for several. A cut the partition does not touch contributes
+    ``||K_c||_F`` to all of its subexperiments alike, hence the normalisation by it.
+    """
+    weights = []
+    for part in plan.partitions:
+        w = np.ones(())
+        for c, side in zip(part.cut_ids, part.sides):
+            norms = np.sqrt(np.square(plan.cut_kernels[c]).sum(axis=1 - side))
+            w = np.multiply.outer(w, norms / np.linalg.norm(norms))
+        weights.append(w.reshape(-1))
+    return weights
+
+
+def allocate_shots(weights: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` shots in proportion to ``weights`` (largest remainders), at least one
+    shot to every positive weight."""
+    weights = np.asarray(weights, dtype=float)
+    positive = weights > 0
+    if total < positive.sum():
+        raise ExecutionConfigError(f"{total} shots cannot give each of {positive.sum()} settings one shot")
+    share = total * weights / weights.sum()
+    shots = np.floor(share).astype(np.int64)
+    order = np.argsort(-(share - shots), kind="stable")
+    shots[order[: total - shots.sum()]] += 1
+    while np.any(positive & (shots == 0)):  # starved settings take a shot from the richest
+        shots[np.argmax(shots)] -= 1
+        shots[np.argmax(positive & (shots == 0))] += 1
+    return shots
+
+
+def sample_counts(
+    probabilities: np.ndarray, shots: int | np.ndarray, seed: int | None, query: int, circuit: int, offset: int
+) -> np.ndarray:
+    """Multinomial counts per experiment (``shots`` each, or ``shots[e]``), one random stream per
+    block of SAMPLE_BLOCK experiments.
+
+    ``offset`` is the index of the first experiment in ``probabilities`` (a multiple of the block).
+    """
+    if offset % SAMPLE_BLOCK:
+        raise ValueError(f"offset {offset} is not a multiple of SAMPLE_BLOCK={SAMPLE_BLOCK}")
+    probabilities = np.clip(probabilities, 0.0, None)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    counts = np.empty(probabilities.shape, dtype=np.int64)
+    shots = np.broadcast_to(shots, len(probabilities))
+    entropy = None if seed is None else [seed]
+    for start in range(0, len(probabilities), SAMPLE_BLOCK):
+        block = slice(start, start + SAMPLE_BLOCK)
+        key = [query, circuit, (offset + start) // SAMPLE_BLOCK]
+        rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))
+        counts[block] = rng.multinomial(shots[block], probabilities[block])
+    return counts
+
+
+def fold_ancillas(counts: np.ndarray, num_outcomes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum counts over ancilla outcomes: signed by their parity, and plain."""
+    rows = counts.shape[0]
+    by_ancilla = counts.reshape(rows, -1, num_outcomes)
+    parity = 1.0 - 2.0 * (popcount(np.arange(by_ancilla.shape[1])) & 1)
+    return np.einsum("rab,a->rb", by_ancilla, parity), by_ancilla.sum(axis=1).astype(float)
+
+
+def popcount(values: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(values.astype(np.uint64)).astype(np.int64)
