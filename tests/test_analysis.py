@@ -364,6 +364,29 @@ def test_report_of_a_run_without_timing_logs(tmp_path):
     assert "| train | iris_cut3 | 3 | True | 0.5 | 0.75 |" in (tmp_path / "report" / "summary.md").read_text()
 
 
+ANALYSIS_MODULES = ("analysis.report", "analysis.sweep", "analysis.large", "analysis.load", "analysis.metrics",
+                    "analysis.figures", "analysis.replay")
+HEAVY = ("qiskit", "qiskit_aer", "qiskit_addon_cutting", "mpi4py")
+
+
+def test_analysis_loads_neither_qiskit_nor_mpi():
+    """Analysing run directories needs neither Qiskit, Aer, the cutting addon nor MPI: importing
+    every analysis module (those named, and any other found in the package) in a fresh
+    interpreter loads none of them."""
+    script = (
+        "import importlib, pkgutil, sys\n"
+        "import analysis\n"
+        f"names = {ANALYSIS_MODULES!r} + tuple(m.name for m in pkgutil.walk_packages(analysis.__path__, 'analysis.'))\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        f"print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
+
+
 # -- the replay model ------------------------------------------------------------------------------
 
 
