@@ -125,9 +125,9 @@ def build(
     paths += figures.accuracy(accuracy, robustness, out)
     paths += figures.projection(projected, measured, out)
 
-    text = [f"# hpcqnn analysis report\n\n{len(tables.runs)} runs; definitions in `analysis/metrics.py` "
-            "(wall = critical path over all ranks; phase shares are rank 0's seconds over the wall; "
-            "timings are medians over steady queries, which reuse a cached cut plan).\n\n"]
+    text = [(f"# hpcqnn analysis report\n\n{len(tables.runs)} runs; definitions in `analysis/metrics.py` "
+             "(wall = critical path over all ranks; phase shares are rank 0's seconds over the wall; "
+             "timings are medians over steady queries, which reuse a cached cut plan).\n\n")]
     text.append(section("Runs", summary[["run", *SETTING, "device", "all_queries", "complete"]], keys=[]))
     timing = summary.dropna(subset=["wall"]).assign(
         wall_ms=lambda t: ms(t["wall"]), p95_ms=lambda t: ms(t["wall_p95"]),

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 from analysis import figures, metrics, replay, report, sweep
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 from analysis.load import RunLoadWarning, find_run_dirs, load_runs
 from analysis.replay import calibration, simulation
 from hpcqnn import cli

@@ -125,7 +125,7 @@ def project(
     clean = group[~group["straggler"]]
     costs = calibrate(tables, clean["run"], cores, fit_network(tables, clean["run"]))
     base = workload_of(reference, tables)
-    workload = replace(base, experiments=int(round(base.experiments * work_scale)))
+    workload = replace(base, experiments=round(base.experiments * work_scale))
     slow = group.loc[group["straggler"], "straggler_slowdown"]
     slowdown = slowdown or (float(slow.median()) if len(slow) else 4.0)
     rows = []
