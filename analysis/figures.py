@@ -11,14 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from .metrics import BREAKDOWN, PAPER_RECONSTRUCT_SHARE
 
-from .metrics import BREAKDOWN, PAPER_RECONSTRUCT_SHARE  # noqa: E402
+matplotlib.use("Agg")  # files only; after importing pyplot, use() switches its backend
 
 COLORS = {
     "partition": "#8c564b", "generate": "#e377c2", "broadcast": "#17becf", "execute": "#1f77b4",

@@ -141,7 +141,7 @@ def _read_rank_files(path: Path, skipped: list[str]) -> tuple[dict[int, np.ndarr
     for file in sorted((path / "timing").glob("rank-*.h5")):
         try:
             data, attrs = read_timing(file)
-        except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError, ... on damage
+        except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError, RuntimeError, ... on damage
             _skip(skipped, file, f"unreadable ({type(exc).__name__}: {exc})")
             continue
         attrs = {k: _plain(v) for k, v in attrs.items()}

@@ -125,9 +125,9 @@ def build(
     paths += figures.accuracy(accuracy, robustness, out)
     paths += figures.projection(projected, measured, out)
 
-    text = [f"# hpcqnn analysis report\n\n{len(tables.runs)} runs; definitions in `analysis/metrics.py` "
-            "(wall = critical path over all ranks; phase shares are rank 0's seconds over the wall; "
-            "timings are medians over steady queries, which reuse a cached cut plan).\n\n"]
+    text = [(f"# hpcqnn analysis report\n\n{len(tables.runs)} runs; definitions in `analysis/metrics.py` "
+             "(wall = critical path over all ranks; phase shares are rank 0's seconds over the wall; "
+             "timings are medians over steady queries, which reuse a cached cut plan).\n\n")]
     text.append(section("Runs", summary[["run", *SETTING, "device", "all_queries", "complete"]], keys=[]))
     timing = summary.dropna(subset=["wall"]).assign(
         wall_ms=lambda t: ms(t["wall"]), p95_ms=lambda t: ms(t["wall_p95"]),
@@ -187,7 +187,7 @@ def build(
             "Each configuration predicted from the runs of its workload in the *other* configurations "
             "(leave one configuration out: costs from their straggler-free runs; from their walls, `capacity`, the "
             f"cores the {cores}-core host delivered when ranks outnumbered its cores, and `root_share`: 0 = the "
-            "crowded cores shared evenly, 1 = rank 0 kept a core of its own; model in `analysis/replay.py`); "
+            "crowded cores shared evenly, 1 = rank 0 kept a core of its own; model in `analysis/replay/`); "
             "`spread` = max / min - 1 of the configuration's repeated runs (the noise floor); `in_range`: its "
             "simulator calls (`batch` experiments) lie within the calibrated tile sizes. "
             f"Largest |error|: {100 * inside:.1f} % in range, {100 * worst:.1f} % in all.\n\n", keys=[],

@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 from analysis import figures, metrics, replay, report, sweep
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 from analysis.load import RunLoadWarning, find_run_dirs, load_runs
+from analysis.replay import calibration, simulation
 from hpcqnn import cli
+from hpcqnn.options import POLL
 from hpcqnn.run.timelog import HDF5TimingLog, rank_file, read_timing
 from hpcqnn.run.timing import PHASES, PhaseRow
 
@@ -362,6 +364,29 @@ def test_report_of_a_run_without_timing_logs(tmp_path):
     assert "| train | iris_cut3 | 3 | True | 0.5 | 0.75 |" in (tmp_path / "report" / "summary.md").read_text()
 
 
+ANALYSIS_MODULES = ("analysis.report", "analysis.sweep", "analysis.large", "analysis.load", "analysis.metrics",
+                    "analysis.figures", "analysis.replay")
+HEAVY = ("qiskit", "qiskit_aer", "qiskit_addon_cutting", "mpi4py")
+
+
+def test_analysis_loads_neither_qiskit_nor_mpi():
+    """Analysing run directories needs neither Qiskit, Aer, the cutting addon nor MPI: importing
+    every analysis module (those named, and any other found in the package) in a fresh
+    interpreter loads none of them."""
+    script = (
+        "import importlib, pkgutil, sys\n"
+        "import analysis\n"
+        f"names = {ANALYSIS_MODULES!r} + tuple(m.name for m in pkgutil.walk_packages(analysis.__path__, 'analysis.'))\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        f"print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
+
+
 # -- the replay model ------------------------------------------------------------------------------
 
 
@@ -394,11 +419,11 @@ def test_replay_static_processor_sharing_and_stragglers():
 
 
 def test_polling_notices_late_and_tile_costs_fit():
-    assert replay.noticed_after(0.0) == 0.0
-    assert replay.noticed_after(1e-3) == pytest.approx(1.13e-3)  # tests at 10, 30, 70, ... 630, 1130 us
-    assert replay.noticed_after(1e-2) == pytest.approx(1.013e-2)  # then every 0.5 ms
+    assert simulation.noticed_after(0.0) == 0.0
+    assert simulation.noticed_after(1e-3) == pytest.approx(1.13e-3)  # tests at 10, 30, 70, ... 630, 1130 us
+    assert simulation.noticed_after(1e-2) == pytest.approx(1.013e-2)  # then every 0.5 ms
     sizes = np.array([4, 64, 128, 512, 1024, 2048] * 3)
-    cost, residual = replay.fit_tile_cost(pd.Series(sizes), pd.Series(5e-4 + 6e-5 * sizes.astype(float)))
+    cost, residual = calibration.fit_tile_cost(pd.Series(sizes), pd.Series(5e-4 + 6e-5 * sizes.astype(float)))
     assert (cost.call, cost.experiment, cost.exponent) == pytest.approx((5e-4, 6e-5, 1.0), rel=1e-6) and residual < 1e-20
     assert cost(4096) == pytest.approx(5e-4 + 6e-5 * 4096)  # beyond the fitted sizes: linear
 
@@ -409,12 +434,12 @@ def test_tile_costs_follow_aer_call_batching():
     assert cost.calls(600) == [256, 256, 88] and cost.calls(512) == [256, 256] and cost.calls(40) == [40]
     assert cost(600) == pytest.approx(3e-3 + 1e-5 * (2 * 256**1.1 + 88**1.1))
     # a static share's tiles are cut at 256 and consecutive pieces packed while they fit, as AerRunner.run does
-    assert replay.call_sizes([300, 100, 200], 256) == [256, 44 + 100, 200]
-    assert replay.call_sizes([40], math.inf) == [40]
+    assert simulation.call_sizes([300, 100, 200], 256) == [256, 44 + 100, 200]
+    assert simulation.call_sizes([40], math.inf) == [40]
     # rows of whole batches and of small tiles recover the per-call cost
     sizes = pd.Series([2, 16, 64, 512, 600, 2048] * 2)
     rows = pd.Series([cost(n) for n in sizes])
-    fitted, residual = replay.fit_tile_cost(sizes, rows, batch=256)
+    fitted, residual = calibration.fit_tile_cost(sizes, rows, batch=256)
     assert (fitted.call, fitted.experiment, fitted.exponent) == pytest.approx((1e-3, 1e-5, 1.1), rel=1e-6)
     assert residual < 1e-20 and fitted.fitted_up_to == 256 and fitted(4096) == pytest.approx(16 * cost(256))
     # a batch is simulated as its sequence of calls: 600 experiments on one rank = 3 calls
@@ -459,17 +484,17 @@ def static_rows(ends: list[float], lags: list[float], sync: float, n: int = 512)
 
 
 def test_core_shares_even_and_root():
-    assert replay.core_shares(True, 1, 1, 2.0) == (1.0, 1.0)  # they fit: a core each
-    assert replay.core_shares(True, 3, 1, 2.0) == (0.5, 0.5)  # root share 0: even
-    assert replay.core_shares(True, 3, 1, None) == (1.0, 1.0)  # no shared host
-    assert replay.core_shares(True, 3, 1, 2.0, 1.0) == pytest.approx((1.0, 1 / 3))  # rank 0 alone on a core
-    assert replay.core_shares(True, 3, 1, 2.0, 0.5) == pytest.approx((0.75, 5 / 12))  # halfway
-    assert replay.core_shares(False, 3, 1, 2.0, 1.0) == pytest.approx((0.0, 2 / 3))  # rank 0 idle: all theirs
-    assert replay.core_shares(True, 3, 1, 1.0, 1.0) == pytest.approx((0.25, 0.25))  # one core: no core to keep
+    assert simulation.core_shares(True, 1, 1, 2.0) == (1.0, 1.0)  # they fit: a core each
+    assert simulation.core_shares(True, 3, 1, 2.0) == (0.5, 0.5)  # root share 0: even
+    assert simulation.core_shares(True, 3, 1, None) == (1.0, 1.0)  # no shared host
+    assert simulation.core_shares(True, 3, 1, 2.0, 1.0) == pytest.approx((1.0, 1 / 3))  # rank 0 alone on a core
+    assert simulation.core_shares(True, 3, 1, 2.0, 0.5) == pytest.approx((0.75, 5 / 12))  # halfway
+    assert simulation.core_shares(False, 3, 1, 2.0, 1.0) == pytest.approx((0.0, 2 / 3))  # rank 0 idle: all theirs
+    assert simulation.core_shares(True, 3, 1, 1.0, 1.0) == pytest.approx((0.25, 0.25))  # one core: no core to keep
     # crowded cores deliver capacity / cores of a core; rank 0's own core is not time-sliced
-    assert replay.core_shares(True, 3, 1, 2.0, 0.0, capacity=1.6) == pytest.approx((0.4, 0.4))
-    assert replay.core_shares(True, 3, 1, 2.0, 1.0, capacity=1.6) == pytest.approx((1.0, 0.8 / 3))
-    assert replay.core_shares(True, 1, 1, 2.0, 1.0, capacity=1.6) == (1.0, 1.0)  # not crowded: unaffected
+    assert simulation.core_shares(True, 3, 1, 2.0, 0.0, capacity=1.6) == pytest.approx((0.4, 0.4))
+    assert simulation.core_shares(True, 3, 1, 2.0, 1.0, capacity=1.6) == pytest.approx((1.0, 0.8 / 3))
+    assert simulation.core_shares(True, 1, 1, 2.0, 1.0, capacity=1.6) == (1.0, 1.0)  # not crowded: unaffected
 
 
 def test_machine_runs_root_alone_on_its_core():
@@ -477,7 +502,7 @@ def test_machine_runs_root_alone_on_its_core():
         yield ("cpu", seconds)
 
     def finish(root_share: float) -> list[float]:
-        machine = replay._Machine(4, 1, 2.0, 0.0, True, root_share)
+        machine = simulation.Machine(4, 1, 2.0, 0.0, True, root_share)
         machine.run([proc(0.03) for _ in range(4)])
         return machine.finish
 
@@ -502,10 +527,10 @@ def test_calibration_finds_the_root_share_and_the_true_tile_cost(tmp_path, root_
     write_timed_run(tmp_path / "r4", 4, "static", static_rows([0.001 + cost / root_rate] + [0.001 + 2 * cost] * 3,
                                                               [0.0] * 4, 0.002))
     tables = load_runs([tmp_path])
-    rows = replay._rows(tables, tables.runs["run"])
+    rows = calibration.timing_rows(tables, tables.runs["run"])
     execute = rows["phase"] == "execute"
-    timeline = replay._Timeline(rows)
-    for share in replay.ROOT_SHARES:  # only the true share gives every row the same cost
+    timeline = calibration.Timeline(rows)
+    for share in calibration.ROOT_SHARES:  # only the true share gives every row the same cost
         seconds = timeline.core_seconds(2.0, 2.0, share)[execute]
         assert (seconds.max() / seconds.min() < 1 + 1e-9) == (share == root_share)
     # the costs from a wrong share mispredict the 1-rank wall: the walls find the true one
@@ -520,7 +545,7 @@ def test_crowded_hosts_have_their_own_start_lag_and_sync(tmp_path):
     crowded = static_rows([0.021, 0.06, 0.06, 0.06], [0.0, 0.003, 0.003, 0.003], 0.004)
     write_timed_run(tmp_path / "r4", 4, "static", crowded)
     tables = load_runs([tmp_path])
-    assert replay.crowded_runs(tables, tables.runs["run"], 2.0) == ["r4"]
+    assert calibration.crowded_runs(tables, tables.runs["run"], 2.0) == ["r4"]
     costs = replay.calibrate(tables, tables.runs["run"], 2.0, NETWORK)
     assert (costs.start_lag, costs.sync) == pytest.approx((0.001, 0.001), rel=1e-4)  # minus 1 KB at 1 TB/s
     assert (costs.crowded_lag, costs.crowded_sync) == pytest.approx((0.003, 0.004), rel=1e-4)
@@ -545,7 +570,7 @@ def test_dynamic_loop_costs_core_time_per_tile(tmp_path):
 
     write_timed_run(tmp_path / "dyn", 2, "dynamic", rows_of)
     tables = load_runs([tmp_path])
-    loop = replay._rows(tables, tables.runs["run"]).query("phase == 'loop'")
+    loop = calibration.timing_rows(tables, tables.runs["run"]).query("phase == 'loop'")
     assert len(loop) == 3 * 3 and (loop["rank"] == 0).all()  # three gaps per query on rank 0
     costs = replay.calibrate(tables, tables.runs["run"], 2.0, NETWORK)
     assert costs.loop == pytest.approx(1e-4)
@@ -554,7 +579,7 @@ def test_dynamic_loop_costs_core_time_per_tile(tmp_path):
     work, scenario = replace(WORK, experiments=320), replay.Scenario(2, "dynamic", tiles_per_rank=5)
     base = replay.simulate(work, COSTS, NETWORK, scenario).compute
     looped = replay.simulate(work, replace(COSTS, loop=1e-3), NETWORK, scenario).compute
-    assert base == pytest.approx(6 * 0.032, abs=replay.POLL) and looped - base == pytest.approx(6e-3)
+    assert base == pytest.approx(6 * 0.032, abs=POLL) and looped - base == pytest.approx(6e-3)
 
 
 def test_sweep_runs_a_loaded_step_again_and_keeps_the_quietest(tmp_path, monkeypatch):
@@ -580,7 +605,7 @@ def test_sweep_runs_a_loaded_step_again_and_keeps_the_quietest(tmp_path, monkeyp
 def test_crowded_capacity_is_fitted_to_the_walls_of_crowded_runs(tmp_path, monkeypatch):
     """4 ranks run 512 experiments each (51.2 ms of a core) on 2 cores in 128 ms: evenly shared,
     the host delivered 1.6 cores, not 2 - the capacity under which the model gives that wall."""
-    monkeypatch.setattr(replay, "ROOT_SHARES", (0.0,))  # (rank 0 alone on a core at 1.5 cores gives it too)
+    monkeypatch.setattr(calibration, "ROOT_SHARES", (0.0,))  # (rank 0 alone on a core at 1.5 cores gives it too)
     write_timed_run(tmp_path / "r4", 4, "static", static_rows([0.128] * 4, [0.0] * 4, 0.0))
     write_timed_run(tmp_path / "r2", 2, "static", static_rows([0.0522] * 2, [0.0] * 2, 0.0))
     tables = load_runs([tmp_path])
@@ -588,5 +613,5 @@ def test_crowded_capacity_is_fitted_to_the_walls_of_crowded_runs(tmp_path, monke
     def at(root_share: float, capacity: float) -> replay.Costs:
         return replace(COSTS, execute=replay.TileCost(0.0, 1e-4), capacity=capacity, root_share=root_share)
 
-    assert replay.fit_host(tables, ["r2", "r4"], 2.0, NETWORK, at).capacity == pytest.approx(1.6)
-    assert replay.fit_host(tables, ["r2"], 2.0, NETWORK, at).capacity == 2.0  # nothing crowded: ties keep all cores
+    assert calibration.fit_host(tables, ["r2", "r4"], 2.0, NETWORK, at).capacity == pytest.approx(1.6)
+    assert calibration.fit_host(tables, ["r2"], 2.0, NETWORK, at).capacity == 2.0  # nothing crowded: ties keep all cores
