@@ -5,7 +5,6 @@ Every command runs on all ranks when launched under mpiexec/srun; rank 0 prints.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -48,56 +47,6 @@ def int_at_least(minimum: int):
 
 
 positive_int = int_at_least(1)
-
-
-def run_state(path: Path) -> str:
-    """Where the run directory ``path`` stands: ``new`` (absent or empty), ``finished``
-    (results.json), ``stopped`` (a checkpoint), ``partial`` (config.toml without a checkpoint:
-    stopped before its first one), ``occupied`` (other files only) or ``file``.
-
-    ``slurm/launch.sh``'s ``hpcqnn_run_state`` decides the first three the same way and calls
-    the rest ``partial`` (a requeued job sets such a directory aside whole)."""
-    from hpcqnn.training.loop import CHECKPOINT
-
-    if not path.exists() or path.is_dir() and not any(path.iterdir()):
-        return "new"
-    if not path.is_dir():
-        return "file"
-    if (path / "results.json").exists():
-        return "finished"
-    if (path / CHECKPOINT).exists():
-        return "stopped"
-    return "partial" if (path / "config.toml").is_file() else "occupied"
-
-
-_NOT_NEW = {
-    "file": "{path} is a file, not a run directory: give another --out",
-    "finished": "{path} holds a finished run (results.json): give another --out",
-    "stopped": "{path} holds a stopped run: continue it with --resume, or give another --out",
-    "partial": "{path} holds a training run stopped before its first checkpoint: --resume starts "
-               "it again there, or give another --out",
-    "occupied": "{path} is not empty and holds no run: give another --out (run directories are never overwritten)",
-}
-
-
-def require_new_directory(path: Path) -> None:
-    """Run directories are never overwritten: ``path`` must be absent or an empty directory;
-    otherwise the error says what is there and what to do."""
-    state = run_state(path)
-    if state != "new":
-        raise RunDirectoryError(_NOT_NEW[state].format(path=path))
-
-
-def require_creatable(path: Path) -> None:
-    """Say now, before any rank starts work, when the run directory ``path`` cannot be created
-    (nothing is created here: a later check may still stop the run)."""
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RunDirectoryError(f"cannot create the run directory {path}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunDirectoryError(f"cannot create the run directory {path}: {existing} is not writable")
 
 
 def parse_modes(text: str) -> tuple[str, ...]:
@@ -188,11 +137,13 @@ def _speaks_for_the_job() -> bool:
 def _train(args: argparse.Namespace) -> int:
     import time
 
-    from hpcqnn.run.config import config_differences, dump_config, load_config
     from hpcqnn.parallel.session import mpi_estimator, on_root, speaks_for_the_job
+    from hpcqnn.run.config import config_differences, dump_config, load_config
+    from hpcqnn.run.directory import CHECKPOINT, require_creatable, require_new_directory, run_state
     from hpcqnn.run.runinfo import run_metadata, write_json
     from hpcqnn.run.timelog import set_aside
-    from hpcqnn.training.loop import CHECKPOINT, Progress, StopRequest, TrainState, build_qnn, estimator_options, load_data, train
+    from hpcqnn.training.loop import Progress, StopRequest, build_qnn, estimator_options, load_data, train
+    from hpcqnn.training.optim import TrainState
 
     config = load_config(args.config, args.set)  # every rank validates before any work
     text = dump_config(config)
@@ -256,10 +207,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from hpcqnn.tools.bench import HEADER, format_speedups, run_bench
     from hpcqnn.execution.straggler import Straggler
     from hpcqnn.parallel.session import on_root
+    from hpcqnn.run.directory import require_new_directory
     from hpcqnn.run.runinfo import write_report
+    from hpcqnn.tools.bench import HEADER, format_speedups, run_bench
 
     straggler = Straggler.unless_idle(
         args.straggler_ranks, args.straggler_probability, args.straggler_delay, args.straggler_slowdown, args.seed

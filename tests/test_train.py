@@ -30,7 +30,9 @@ from hpcqnn.training.data import load_dataset
 from hpcqnn.training.model import QNNClassifier, bce_loss
 from hpcqnn.run.timelog import rank_file, read_timing
 from hpcqnn.run.config import load_config
-from hpcqnn.training.loop import CHECKPOINT, StopRequest, TrainState, build_qnn, evaluate_robustness, load_data
+from hpcqnn.run.directory import CHECKPOINT, run_state
+from hpcqnn.training.loop import StopRequest, build_qnn, evaluate_robustness, load_data
+from hpcqnn.training.optim import TrainState
 from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -618,7 +620,7 @@ def test_results_json_records_the_run(uninterrupted):
 
 
 def test_run_state_agrees_with_the_job_scripts(uninterrupted, tmp_path):
-    """cli.run_state and slurm/launch.sh's hpcqnn_run_state read a run directory alike (the
+    """run_state and slurm/launch.sh's hpcqnn_run_state read a run directory alike (the
     scripts fold partial runs and other files into their 'partial', and see a file as 'new')."""
     reference = uninterrupted("exact")
     dirs = {"new": tmp_path / "absent", "finished": reference}
@@ -634,6 +636,6 @@ def test_run_state_agrees_with_the_job_scripts(uninterrupted, tmp_path):
     dirs["file"].write_text("x")
     script = f'source {ROOT / "slurm" / "launch.sh"}; for d in "$@"; do hpcqnn_run_state "$d"; done'
     shell = subprocess.run(["bash", "-c", script, "-", *map(str, dirs.values())], capture_output=True, text=True, check=True)
-    assert [cli.run_state(path) for path in dirs.values()] == list(dirs)
+    assert [run_state(path) for path in dirs.values()] == list(dirs)
     folded = {"occupied": "partial", "file": "new"}
     assert shell.stdout.split() == [folded.get(state, state) for state in dirs]
