@@ -66,6 +66,9 @@ class DistributedEstimator(BaseEstimatorV2):
         max_subexperiments: refuse plans that need more subexperiments than this.
         minimal_basis: per cut side, simulate only a linearly independent subset of the local
             QPD channels (4 of the 5 distinct ones of a CX/CZ cut) and expand the rest exactly.
+        coherent: exact mode runs all subexperiments of a cut partition in one simulation per
+            parameter row (a control register per cut selects its channels; the default);
+            ``False`` runs them one by one, as sampled mode does. Same values either way.
         engine: where queries execute; defaults to this process (MPI plugs in here).
     """
 
@@ -81,6 +84,7 @@ class DistributedEstimator(BaseEstimatorV2):
         threads: int = 0,
         max_subexperiments: int = DEFAULT_MAX_SUBEXPERIMENTS,
         minimal_basis: bool = True,
+        coherent: bool = True,
         engine: Engine | None = None,
     ):
         _check_shots(shots)
@@ -102,6 +106,7 @@ class DistributedEstimator(BaseEstimatorV2):
         self.seed = seed
         self.max_subexperiments = max_subexperiments
         self.minimal_basis = minimal_basis
+        self.coherent = bool(coherent)
         if engine is None:
             placement = place(device, launcher.local_rank())
             if placement.note:
@@ -195,7 +200,7 @@ class DistributedEstimator(BaseEstimatorV2):
                 self.wire_cuts,
             )
         with self.recorder.phase(query, "generate", n_circuits=plan.num_subexperiments):
-            return build_program(plan, sampled, self.shot_allocation)
+            return build_program(plan, sampled, self.shot_allocation, self.coherent)
 
     def _shots_for(self, precision: float | None) -> int | None:
         if self.shots is None:

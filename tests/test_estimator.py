@@ -56,18 +56,45 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("coherent", [True, False])
 @pytest.mark.parametrize("minimal_basis", [True, False])
 @pytest.mark.parametrize("num_qubits,labels,cuts", CASES)
-def test_exact_matches_uncut_statevector(num_qubits, labels, cuts, minimal_basis):
+def test_exact_matches_uncut_statevector(num_qubits, labels, cuts, minimal_basis, coherent):
     rng = np.random.default_rng(num_qubits * 31 + cuts)
     circuit = random_circuit(num_qubits, labels, cuts, rng)
     observable = random_observable(num_qubits, 4, rng)
     rows = rng.uniform(-np.pi, np.pi, (7, circuit.num_parameters))
-    estimator = DistributedEstimator(partition_labels=labels, minimal_basis=minimal_basis)
+    estimator = DistributedEstimator(partition_labels=labels, minimal_basis=minimal_basis, coherent=coherent)
     result = estimator.run([(circuit, observable, rows)]).result()[0]
     np.testing.assert_allclose(result.data.evs, exact_values(circuit, observable, rows), atol=1e-10)
     assert np.all(result.data.stds == 0)
     assert result.metadata["num_partitions"] == len(set(labels))
+
+
+@pytest.mark.parametrize("gate", ["cx", "cz", "rzz", "cp", "crx", "cry", "swap", "ecr", "ch"])
+def test_coherent_subexperiments_of_every_cut_gate_match_the_statevector(gate):
+    """Each cut gate's channels become a few unitary branches (S^dagger, S, I for CX) under a
+    control register; the coherent circuit must give the enumerated subexperiments' values."""
+    rng = np.random.default_rng(5)
+    theta = ParameterVector("t", 8)
+    circuit = QuantumCircuit(4)
+    for q in range(4):
+        circuit.ry(theta[q], q)
+    circuit.cx(0, 1)
+    circuit.cx(2, 3)
+    getattr(circuit, gate)(*(([0.7] if gate in ("rzz", "cp", "crx", "cry") else []) + [1, 2]))
+    for q in range(4):
+        circuit.rx(theta[4 + q], q)
+    observable = random_observable(4, 5, rng)
+    rows = rng.uniform(-np.pi, np.pi, (6, 8))
+    values = {}
+    for coherent in (True, False):
+        estimator = DistributedEstimator(partition_labels="AABB", coherent=coherent)
+        values[coherent] = estimator.run([(circuit, observable, rows)]).result()[0].data.evs
+        program = estimator.program((circuit, observable, rows))
+        assert [program.coherent(c) is not None for c in range(len(program.circuits))] == [coherent] * 2
+    np.testing.assert_allclose(values[True], exact_values(circuit, observable, rows), atol=1e-10)
+    np.testing.assert_allclose(values[True], values[False], atol=1e-12)
 
 
 def test_three_partitions_enumerate_only_their_own_cuts():
@@ -260,10 +287,11 @@ def test_bad_pub_in_a_list_fails_before_any_simulation(small):
     assert estimator.num_queries == 0
 
 
-def test_rows_equal_on_a_partition_run_once_for_it():
+@pytest.mark.parametrize("coherent", [True, False])
+def test_rows_equal_on_a_partition_run_once_for_it(coherent):
     """Parameter-shift rows of a weight in partition A need no new runs of partition B."""
     model = cut_qnn(4, cuts=1, layers=1)
-    estimator = DistributedEstimator(partition_labels=model.partition_labels)
+    estimator = DistributedEstimator(partition_labels=model.partition_labels, coherent=coherent)
     base = np.random.default_rng(9).uniform(-1, 1, model.circuit.num_parameters)
     column = list(model.circuit.parameters).index(model.weights[0])  # acts on qubit 0, partition A
     rows = np.repeat(base[None], 3, axis=0)
@@ -273,7 +301,7 @@ def test_rows_equal_on_a_partition_run_once_for_it():
     np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10)
     plan = next(iter(estimator._programs.values())).plan
     executed = sum(r.n_experiments for r in estimator.recorder.rows if r.phase == "execute")
-    a, b = (p.num_subexperiments for p in plan.partitions)
+    a, b = (1, 1) if coherent else (p.num_subexperiments for p in plan.partitions)  # experiments per row
     assert executed == 3 * a + 1 * b
 
 
@@ -325,6 +353,28 @@ def test_program_shows_the_plan_it_runs_without_simulating():
     assert estimator.num_queries == 0 and program is next(iter(estimator._programs.values()))
     assert repr(program) == (
         "<Program: 3 cuts, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, exact mode; "
+        "A: qubits 0, 1, 2, 3 + 6 control qubits, 3 cuts, 64 subexperiments in one coherent circuit; "
+        "B: qubits 4, 5, 6, 7 + 6 control qubits, 3 cuts, 64 subexperiments in one coherent circuit>"
+    )
+    enumerated = DistributedEstimator(partition_labels=model.partition_labels, coherent=False)
+    assert repr(enumerated.program((model.circuit, model.observable, np.zeros(model.circuit.num_parameters)))) == (
+        "<Program: 3 cuts, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, exact mode; "
         "A: qubits 0, 1, 2, 3 + 3 ancillas, 3 cuts, 64 subexperiments; "
         "B: qubits 4, 5, 6, 7 + 3 ancillas, 3 cuts, 64 subexperiments>"
     )
+
+
+def test_wide_coherent_circuits_go_to_aer_in_calls_of_bounded_size(monkeypatch):
+    """Coherent experiments return whole statevectors: a call holds at most CALL_BYTES of them."""
+    from hpcqnn.execution import simulator
+
+    model = cut_qnn(8, cuts=3)  # two coherent circuits of 4 + 6 qubits
+    monkeypatch.setattr(simulator, "CALL_BYTES", 3 * 16 * 2**10)  # three statevectors per call
+    calls = []
+    execute = simulator.AerRunner._call
+    monkeypatch.setattr(simulator.AerRunner, "_call", lambda self, program, rows, tiles: calls.append(
+        sum(t.stop - t.start for t in tiles)) or execute(self, program, rows, tiles))
+    rows = np.random.default_rng(2).uniform(-np.pi, np.pi, (7, model.circuit.num_parameters))
+    result = DistributedEstimator(partition_labels=model.partition_labels).run([(model.circuit, model.observable, rows)])
+    np.testing.assert_allclose(result.result()[0].data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10)
+    assert max(calls) == 3 and sum(calls) == 2 * 7

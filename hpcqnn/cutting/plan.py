@@ -20,6 +20,7 @@ from qiskit_addon_cutting import partition_problem
 from qiskit_addon_cutting.qpd import QPDBasis
 
 from hpcqnn.cutting.basis import CutSide, cut_side
+from hpcqnn.cutting.coherent import CoherentPartition, coherent_partition
 from hpcqnn.cutting.partition import partition, qpd_sides
 from hpcqnn.cutting.template import build_template, channel_location
 from hpcqnn.errors import CutPlanError
@@ -38,7 +39,8 @@ class PartitionPlan:
     subexperiments enumerate, in C order, one basis channel per cut in ``cut_ids`` (``basis_shape``
     of them each), this partition holding side ``sides[k]`` of cut ``cut_ids[k]``.
     ``term_pauli[j]`` is the local Pauli that global term ``j`` restricts to; ``measured_ancillas``
-    carry the deferred QPD measurements.
+    carry the deferred QPD measurements. ``coherent`` gives the same estimates from one
+    simulation per parameter row (``coherent.CoherentPartition``).
     """
 
     label: Hashable
@@ -53,6 +55,7 @@ class PartitionPlan:
     paulis: PauliList
     term_pauli: np.ndarray
     parameter_columns: np.ndarray  # the circuit parameters (indices in CutPlan.parameters) it uses
+    coherent: CoherentPartition | None = None  # all subexperiments in one circuit (cut partitions without resets)
 
     @property
     def num_subexperiments(self) -> int:
@@ -174,6 +177,7 @@ def _plan_partition(
     # first-appearance order, as the addon's PauliList.unique: its grouping depends on the order
     by_appearance = np.argsort(first)
     first, term_pauli = first[by_appearance], np.argsort(by_appearance)[inverse.reshape(-1)]
+    coherent = coherent_partition(subcircuit, dict(zip(cut_ids, mine)), cut_ids, local[first]) if cut_ids else None
     return PartitionPlan(
         label=label,
         qubits=qubits,
@@ -187,4 +191,5 @@ def _plan_partition(
         paulis=local[first],
         term_pauli=term_pauli,
         parameter_columns=np.array(sorted(column[p] for p in subcircuit.parameters), dtype=np.int64),
+        coherent=coherent,
     )

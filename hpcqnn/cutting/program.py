@@ -19,13 +19,17 @@ from qiskit.quantum_info import Pauli, PauliList
 from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 from qiskit_aer.library import SaveExpectationValue, SaveProbabilities
 
+from hpcqnn.cutting.coherent import CoherentPartition
 from hpcqnn.cutting.plan import CutPlan
 from hpcqnn.cutting.shots import allocate_shots, popcount, shot_weights
 from hpcqnn.errors import ExecutionConfigError
-from hpcqnn.options import SHOT_ALLOCATIONS
+from hpcqnn.options import COHERENT_MAX_QUBITS, SHOT_ALLOCATIONS
 
 if TYPE_CHECKING:
     from hpcqnn.execution.query import QueryRows
+
+#: Label of the statevector a coherent circuit saves.
+STATE_LABEL = "psi"
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,11 @@ class Group:
 @dataclass(frozen=True, repr=False)
 class Program:
     """The simulator circuits one plan runs per query: one per partition (exact mode) or per
-    (partition, measurement setting) (sampled mode). Its repr summarises the plan."""
+    (partition, measurement setting) (sampled mode). Its repr summarises the plan.
+
+    In exact mode a cut partition's circuit is its coherent form where it has one
+    (``readouts[circuit]``: every subexperiment in one statevector per row, read out in NumPy)
+    and the enumerated template otherwise (``readouts[circuit]`` None)."""
 
     plan: CutPlan
     sampled: bool
@@ -49,14 +57,19 @@ class Program:
     group_of: np.ndarray
     groups: tuple[tuple[Group, ...], ...]
     shot_weights: tuple[np.ndarray, ...] = ()  # sampled mode: per circuit, [subexperiments]
+    readouts: tuple[CoherentPartition | None, ...] = ()  # exact mode: per circuit
     _allocations: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __repr__(self) -> str:
         plan = self.plan
+        coherent = {self.partition_of[c] for c, readout in enumerate(self.readouts) if readout is not None}
         parts = [
-            f"{p.label}: qubits {', '.join(map(str, p.qubits))} + {p.template.num_qubits - len(p.qubits)} ancillas, "
-            f"{len(p.cut_ids)} cuts, {p.num_subexperiments} subexperiments"
-            for p in plan.partitions
+            f"{p.label}: qubits {', '.join(map(str, p.qubits))} + "
+            + (f"{p.coherent.num_qubits - len(p.qubits)} control qubits" if i in coherent and p.coherent
+               else f"{p.template.num_qubits - len(p.qubits)} ancillas")
+            + f", {len(p.cut_ids)} cuts, {p.num_subexperiments} subexperiments"
+            + (" in one coherent circuit" if i in coherent else "")
+            for i, p in enumerate(plan.partitions)
         ]
         mode = "sampled mode" if self.sampled else "exact mode"
         return (
@@ -70,10 +83,16 @@ class Program:
         """The measurement setting sampled-mode circuit ``circuit`` measures."""
         return self.groups[self.partition_of[circuit]][self.group_of[circuit]]
 
+    def coherent(self, circuit: int) -> CoherentPartition | None:
+        """The readout of circuit ``circuit`` if it is a coherent circuit (one experiment per row)."""
+        return self.readouts[circuit] if self.readouts else None
+
     def experiments(self, circuit: int, rows: QueryRows) -> int:
-        """How many (subexperiment, row) experiments circuit ``circuit`` runs for a query."""
+        """How many experiments circuit ``circuit`` runs for a query: (subexperiment, row) pairs,
+        or rows for a coherent circuit."""
         p = self.partition_of[circuit]
-        return self.plan.partitions[p].num_subexperiments * len(rows.unique[p])
+        per_row = 1 if self.coherent(circuit) else self.plan.partitions[p].num_subexperiments
+        return per_row * len(rows.unique[p])
 
     def subexperiment_shots(self, shots: int) -> tuple[np.ndarray, ...]:
         """Shots of every (circuit, subexperiment) for a budget of ``shots`` per setting."""
@@ -89,16 +108,27 @@ class Program:
         return self.subexperiment_shots(shots)[circuit][np.arange(start, stop) // unique]
 
 
-def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proportional") -> Program:
-    """Attach the save instructions of the mode (exact or sampled) to every template."""
+def build_program(
+    plan: CutPlan, sampled: bool, shot_allocation: str = "proportional", coherent: bool = True
+) -> Program:
+    """Attach the save instructions of the mode (exact or sampled) to every template; in exact
+    mode with ``coherent``, use a partition's coherent circuit where it has one no wider than
+    ``COHERENT_MAX_QUBITS``."""
     if shot_allocation not in SHOT_ALLOCATIONS:
         raise ExecutionConfigError(f"shot_allocation must be one of {SHOT_ALLOCATIONS}, got {shot_allocation!r}")
-    circuits, partition_of, group_of, all_groups = [], [], [], []
+    circuits, partition_of, group_of, all_groups, readouts = [], [], [], [], []
     for p, part in enumerate(plan.partitions):
         groups = _measurement_groups(part.paulis) if sampled else []
         all_groups.append(tuple(group for group, _, _ in groups))
         if not sampled:
-            circuits.append(_with_expectations(part.template, part.paulis, part.measured_ancillas))
+            readout = part.coherent if coherent and part.coherent and part.coherent.num_qubits <= COHERENT_MAX_QUBITS else None
+            if readout is not None:
+                circuit = readout.circuit.copy()
+                circuit.save_statevector(label=STATE_LABEL)
+                circuits.append(circuit)
+            else:
+                circuits.append(_with_expectations(part.template, part.paulis, part.measured_ancillas))
+            readouts.append(readout)
             group_of.append(-1)
         for g, (_, measured, basis) in enumerate(groups):
             circuits.append(_with_probabilities(part.template, measured, basis, part.measured_ancillas))
@@ -112,6 +142,7 @@ def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proporti
         group_of=np.array(group_of, dtype=np.int64),
         groups=tuple(all_groups),
         shot_weights=shot_weights(plan, partition_of, shot_allocation) if sampled else (),
+        readouts=tuple(readouts),
     )
 
 

@@ -122,12 +122,19 @@ def accumulate_tile(
 ) -> None:
     """Store one tile's results (experiments ``start ...``) as estimates in ``buffers``.
 
-    ``data`` is what ``draw_shots`` returned: expectation values (exact) or counts (sampled, with
-    ``shots[e]`` shots in experiment ``e``), from which the Paulis' means and covariances are
-    taken with the ancilla parity folded in.
+    ``data`` is what ``draw_shots`` returned: statevectors (a coherent circuit, experiment =
+    row: read out into every subexperiment of those rows), expectation values (exact) or counts
+    (sampled, with ``shots[e]`` shots in experiment ``e``), from which the Paulis' means and
+    covariances are taken with the ancilla parity folded in.
     """
     p = program.partition_of[circuit]
     rows = slice(start, start + len(data))
+    readout = program.coherent(circuit)
+    if readout is not None:
+        estimates = buffers.estimates[p]
+        by_row = estimates.reshape(-1, len(buffers.rows.unique[p]), estimates.shape[1])
+        by_row[:, rows] = readout.estimates(data)
+        return
     if not program.sampled:
         buffers.estimates[p][rows] = data
         return

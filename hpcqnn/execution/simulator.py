@@ -23,9 +23,9 @@ from qiskit_aer.backends.controller_wrappers import AerConfig
 
 from hpcqnn.execution.devices import Placement
 from hpcqnn.errors import ExecutionConfigError, SimulationError
-from hpcqnn.options import CALL_EXPERIMENTS
+from hpcqnn.options import CALL_BYTES, CALL_EXPERIMENTS
 from hpcqnn.execution.tiles import Tile
-from hpcqnn.cutting.program import Program
+from hpcqnn.cutting.program import STATE_LABEL, Program
 from hpcqnn.execution.query import QueryRows
 
 
@@ -75,20 +75,23 @@ class AerRunner:
     def run(self, program: Program, rows: QueryRows, tiles: Sequence[Tile]) -> list[np.ndarray]:
         """Raw outputs per tile, each shaped [tile experiments, outputs of that circuit].
 
-        Work goes to Aer in calls of at most ``CALL_EXPERIMENTS`` experiments.
+        Work goes to Aer in calls of at most ``CALL_EXPERIMENTS`` experiments, fewer where the
+        experiments save whole statevectors (``CALL_BYTES`` per call).
         """
+        limits = [_call_limit(program, c) for c in range(len(program.circuits))]
         pieces, pieces_per_tile = [], []
         for t in tiles:
-            starts = range(t.start, t.stop, CALL_EXPERIMENTS)
-            pieces += [Tile(t.circuit, start, min(start + CALL_EXPERIMENTS, t.stop)) for start in starts]
+            starts = range(t.start, t.stop, limits[t.circuit])
+            pieces += [Tile(t.circuit, start, min(start + limits[t.circuit], t.stop)) for start in starts]
             pieces_per_tile.append(len(starts))
-        calls, current, size = [], [], 0
+        calls, current, load = [], [], 0.0
         for piece in pieces:
-            if current and size + piece.stop - piece.start > CALL_EXPERIMENTS:
+            share = (piece.stop - piece.start) / limits[piece.circuit]
+            if current and load + share > 1.0:
                 calls.append(current)
-                current, size = [], 0
+                current, load = [], 0.0
             current.append(piece)
-            size += piece.stop - piece.start
+            load += share
         if current:
             calls.append(current)
         outputs = [out for call in calls for out in self._call(program, rows, call)]
@@ -113,7 +116,8 @@ class AerRunner:
             subexperiment, row = np.divmod(index, len(params))  # experiment = subexperiment x rows + row
             used = [program.plan.parameters[i] for i in part.parameter_columns]
             values = dict(zip(used, params[:, part.parameter_columns][row].T))
-            values.update(zip(part.term_parameters, part.term_values[subexperiment].T))
+            if program.coherent(c) is None:  # a coherent circuit has no term parameters
+                values.update(zip(part.term_parameters, part.term_values[subexperiment].T))
             slots = assembled.slots[c]
             circuits.append(assembled.compiled[c])
             aer_circuits.append(assembled.aer_circuits[c])
@@ -176,8 +180,19 @@ def _values(expr: ParameterExpression, values: dict[Parameter, np.ndarray]) -> l
     return [float(expr.bind({p: values[p][k] for p in names}).numeric()) for k in range(count)]
 
 
+def _call_limit(program: Program, circuit: int) -> int:
+    """Most experiments of ``circuit`` in one Aer call."""
+    readout = program.coherent(circuit)
+    if readout is None:
+        return CALL_EXPERIMENTS
+    return max(1, min(CALL_EXPERIMENTS, CALL_BYTES // (16 * 2**readout.num_qubits)))
+
+
 def _outputs(program: Program, circuit: int, results: list[dict]) -> np.ndarray:
-    """[experiments, outputs]: the saved expectation values (exact) or probabilities (sampled)."""
+    """[experiments, outputs]: the saved statevectors (coherent circuits), expectation values
+    (exact) or probabilities (sampled)."""
+    if program.coherent(circuit) is not None:
+        return np.array([r["data"][STATE_LABEL] for r in results], dtype=complex)
     if program.sampled:
         return np.array([r["data"]["p"] for r in results], dtype=float)
     labels = [f"e{j}" for j in range(len(program.plan.partitions[program.partition_of[circuit]].paulis))]
