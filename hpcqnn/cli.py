@@ -110,15 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
     shots.add_argument("--repeats", type=positive_int, default=20, help="queries (fresh shots) per allocation (default 20)")
     shots.add_argument("--seed", type=int, default=1234)
     shots.add_argument("--json", type=Path, help="write the results as JSON here")
+
+    floor = sub.add_parser(
+        "bench-floor", help="cut execution beside the uncut simulation (Aer EstimatorV2, StatevectorEstimator)"
+    )
+    floor.add_argument("--qubits", type=parse_int_list, default=[4, 8, 12], help="widths (default 4,8,12)")
+    floor.add_argument("--cuts", type=parse_int_list, default=[1, 2, 3], help="cut counts (default 1..3)")
+    floor.add_argument("--rows", type=parse_int_list, default=[1, 64], help="parameter rows per query (default 1,64)")
+    floor.add_argument("--queries", type=positive_int, default=5, help="timed queries per pipeline (default 5)")
+    floor.add_argument("--threads", type=positive_int, default=1, help="Aer threads of every pipeline (default 1)")
+    floor.add_argument("--seed", type=int, default=1234)
+    floor.add_argument("--json", type=Path, help="write the results as JSON here")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"bench": _bench, "bench-shots": _bench_shots, "train": _train}[args.command](args)
+        return {"bench": _bench, "bench-shots": _bench_shots, "bench-floor": _bench_floor, "train": _train}[args.command](args)
     except HpcqnnError as exc:
-        if args.command == "bench-shots" or _speaks_for_the_job():
+        if args.command in ("bench-shots", "bench-floor") or _speaks_for_the_job():
             print(f"hpcqnn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before training handles it, or a second one: the user's stop
@@ -261,6 +272,19 @@ def _bench_shots(args: argparse.Namespace) -> int:
     print(HEADER, flush=True)
     results = study(args.qubits, args.cuts, args.shots, args.rows, args.repeats, args.seed, lambda line: print(line, flush=True))
     write_report(args.json, results)
+    return 0
+
+
+def _bench_floor(args: argparse.Namespace) -> int:
+    from hpcqnn.run.runinfo import provenance, write_report
+    from hpcqnn.tools.floor import HEADER, measure
+
+    if min(args.qubits) < 2 or min(args.rows) < 1:
+        raise HpcqnnError(f"--qubits must be >= 2 and --rows >= 1, got {args.qubits} and {args.rows}")
+    print(HEADER, flush=True)
+    results = measure(args.qubits, args.cuts, args.rows, args.queries, args.threads, args.seed,
+                      lambda line: print(line, flush=True))
+    write_report(args.json, {**provenance(), "results": results})
     return 0
 
 
