@@ -15,7 +15,7 @@ import numpy as np
 
 from hpcqnn.cutting.program import Program
 from hpcqnn.execution.devices import Placement, to_host
-from hpcqnn.execution.query import Query, QueryBuffers, accumulate_tile, draw_shots, sampled_variance
+from hpcqnn.execution.query import Query, QueryBuffers, accumulate_tile, measure, sampled_variance
 from hpcqnn.execution.reconstruct import contraction_operands, reconstruct_terms, term_sensitivities
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.tiles import Tile
@@ -62,7 +62,7 @@ def finish_query(
 def run_tiles(
     runner: AerRunner, query: Query, tiles: list[Tile], buffers: QueryBuffers, recorder: PhaseRecorder
 ) -> float:
-    """Simulate ``tiles`` (and draw their shots), then accumulate their estimates in ``buffers``.
+    """Simulate and measure ``tiles`` (``measure``), then accumulate their estimates in ``buffers``.
 
     Returns the execution seconds.
     """
@@ -75,7 +75,7 @@ def run_tiles(
         start = time.time()
         outputs = runner.run(query.program, query.rows, tiles)
         shots = [query.experiment_shots(t.circuit, t.start, t.stop) for t in tiles]
-        data = [draw_shots(query, t.circuit, t.start, raw, n) for t, raw, n in zip(tiles, outputs, shots)]
+        data = [measure(query, t.circuit, t.start, raw, n) for t, raw, n in zip(tiles, outputs, shots)]
         elapsed = time.time() - start
     with recorder.phase(query.number, "accumulate", **counts):
         for tile, values, n in zip(tiles, data, shots):

@@ -108,10 +108,14 @@ class QueryBuffers:
         ]
 
 
-def draw_shots(query: Query, circuit: int, start: int, raw: np.ndarray, shots: np.ndarray | None) -> np.ndarray:
-    """Sampled mode: counts drawn from a tile's outcome probabilities (the measurement itself,
-    so it belongs to execution), ``shots[e]`` for its experiment ``e``. Exact mode: the
-    expectation values unchanged."""
+def measure(query: Query, circuit: int, start: int, raw: np.ndarray, shots: np.ndarray | None) -> np.ndarray:
+    """A tile's measurement (it belongs to execution) from the simulator's raw outputs: every
+    subexperiment's expectation values read out of coherent statevectors [subexperiments, rows,
+    Paulis]; counts drawn from outcome probabilities (sampled mode), ``shots[e]`` for experiment
+    ``e``; or Aer's expectation values as they are."""
+    readout = query.program.coherent(circuit)
+    if readout is not None:
+        return readout.estimates(raw)
     if not query.program.sampled:
         return raw
     return sample_counts(raw, shots, query.seed, query.number, circuit, offset=start)
@@ -122,19 +126,18 @@ def accumulate_tile(
 ) -> None:
     """Store one tile's results (experiments ``start ...``) as estimates in ``buffers``.
 
-    ``data`` is what ``draw_shots`` returned: statevectors (a coherent circuit, experiment =
-    row: read out into every subexperiment of those rows), expectation values (exact) or counts
-    (sampled, with ``shots[e]`` shots in experiment ``e``), from which the Paulis' means and
-    covariances are taken with the ancilla parity folded in.
+    ``data`` is what ``measure`` returned: estimates [subexperiments, rows, Paulis] (a coherent
+    circuit, whose experiments are rows), expectation values (exact) or counts (sampled, with
+    ``shots[e]`` shots in experiment ``e``), from which the Paulis' means and covariances are
+    taken with the ancilla parity folded in.
     """
     p = program.partition_of[circuit]
-    rows = slice(start, start + len(data))
-    readout = program.coherent(circuit)
-    if readout is not None:
+    if program.coherent(circuit) is not None:
         estimates = buffers.estimates[p]
         by_row = estimates.reshape(-1, len(buffers.rows.unique[p]), estimates.shape[1])
-        by_row[:, rows] = readout.estimates(data)
+        by_row[:, start : start + data.shape[1]] = data
         return
+    rows = slice(start, start + len(data))
     if not program.sampled:
         buffers.estimates[p][rows] = data
         return
