@@ -93,7 +93,10 @@ def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proporti
     """Attach the save instructions of the mode (exact or sampled) to every template."""
     if shot_allocation not in SHOT_ALLOCATIONS:
         raise ExecutionConfigError(f"shot_allocation must be one of {SHOT_ALLOCATIONS}, got {shot_allocation!r}")
-    circuits, partition_of, group_of, all_groups = [], [], [], []
+    circuits: list[QuantumCircuit] = []
+    partition_of: list[int] = []
+    group_of: list[int] = []
+    all_groups: list[tuple] = []
     for p, part in enumerate(plan.partitions):
         groups = _measurement_groups(part.paulis) if sampled else []
         all_groups.append(tuple(group for group, _, _ in groups))

@@ -82,7 +82,9 @@ class AerRunner:
             starts = range(t.start, t.stop, CALL_EXPERIMENTS)
             pieces += [Tile(t.circuit, start, min(start + CALL_EXPERIMENTS, t.stop)) for start in starts]
             pieces_per_tile.append(len(starts))
-        calls, current, size = [], [], 0
+        calls: list[list[Tile]] = []
+        current: list[Tile] = []
+        size = 0
         for piece in pieces:
             if current and size + piece.stop - piece.start > CALL_EXPERIMENTS:
                 calls.append(current)
@@ -128,18 +130,18 @@ class AerRunner:
             status = failed or (output.get("status") if isinstance(output, dict) else output)
             raise SimulationError(f"Aer simulation failed: {status}")
 
-        out: list[np.ndarray | None] = [None] * len(tiles)
+        out: dict[int, np.ndarray] = {}
         first = 0
         for (c, members), count in zip(by_circuit.items(), experiments):
-            values = _outputs(program, c, results[first : first + count])
+            outcomes = _outputs(program, c, results[first : first + count])
             first += count
             offset = 0
             for k in members:
                 n = tiles[k].stop - tiles[k].start
-                block = values if count == 1 else values[offset : offset + n]
-                out[k] = np.broadcast_to(block, (n, values.shape[1])).copy()
+                block = outcomes if count == 1 else outcomes[offset : offset + n]
+                out[k] = np.broadcast_to(block, (n, outcomes.shape[1])).copy()
                 offset += n
-        return out
+        return [out[k] for k in range(len(tiles))]
 
     def _assemble(self, program: Program) -> _Assembled:
         cached = self._assembled.get(id(program))

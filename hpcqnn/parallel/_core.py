@@ -160,11 +160,11 @@ class MPIEngine:
                 self._settings[setting] = (pid, None if shots < 0 else shots, None if seed < 0 else seed)
             else:
                 setting, rows, width, number = fields[:4]
-                pid, shots, seed = self._settings[setting]
+                pid, query_shots, query_seed = self._settings[setting]
                 params = np.empty((rows, width))
                 with self.recorder.phase(number, "broadcast", n_rows=rows, bytes=params.nbytes):
                     self.comm.Bcast(params, root=0)
-                self._work(Query(number, self._programs[pid], params, shots, seed))
+                self._work(Query(number, self._programs[pid], params, query_shots, query_seed))
                 self.recorder.flush()
 
     # -- every rank ---------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def read_timing(path: str | Path) -> tuple[np.ndarray, dict]:
     """Rows (structured array, ``phase`` decoded to str) and attributes of one rank file;
     OSError for a damaged or truncated one."""
     rows, _, attributes = _read(path)
-    decoded = rows.astype([(n, "U16" if n == "phase" else rows.dtype[n]) for n in rows.dtype.names])
+    decoded = rows.astype([(n, "U16" if n == "phase" else rows.dtype[n]) for n in rows.dtype.names or ()])
     return decoded, attributes
 
 

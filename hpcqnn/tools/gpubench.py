@@ -164,7 +164,7 @@ def run(
     sides = [("CPU", Placement())] + ([("GPU", placement)] if gpu else [])
     for case in cases(large_qubits, large_pieces):
         params = np.random.default_rng(seed).uniform(-np.pi, np.pi, (queries + 1, rows, case.qnn.circuit.num_parameters))
-        timed = {}
+        timed: dict[str, dict] = {}
         for name, where in sides:
             engine = LocalEngine(AerRunner(where, threads, aer_options if where.gpu is not None else None), array_module(where))
             timed[name] = time_queries(DistributedEstimator(partition_labels=case.labels, engine=engine), case, params)
@@ -174,8 +174,8 @@ def run(
             "cuts": cpu["num_cuts"], "subexperiments": cpu["subexperiments"], "rows": rows,
             **{f"cpu_{k}": cpu[k] for k in ("query_s", "execute_s", "reconstruct_s")},
             **{f"gpu_{k}": on_gpu and on_gpu[k] for k in ("query_s", "execute_s", "reconstruct_s")},
-            "execute_cpu_over_gpu": ratio(cpu["execute_s"], on_gpu and on_gpu["execute_s"]),
-            "query_cpu_over_gpu": ratio(cpu["query_s"], on_gpu and on_gpu["query_s"]),
+            "execute_cpu_over_gpu": ratio(cpu["execute_s"], None if on_gpu is None else on_gpu["execute_s"]),
+            "query_cpu_over_gpu": ratio(cpu["query_s"], None if on_gpu is None else on_gpu["query_s"]),
             "max_abs_difference": on_gpu and float(np.abs(on_gpu["values"] - cpu["values"]).max()),
         })
         program = exact_program(case)

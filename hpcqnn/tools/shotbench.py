@@ -10,6 +10,7 @@ reported standard error. One process; no MPI needed.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -65,7 +66,7 @@ def study(
         params = np.random.default_rng(seed).uniform(-np.pi, np.pi, (rows, 1, circuit.num_parameters))
         pub = (circuit, observables, params)
         exact = DistributedEstimator(partition_labels=labels, device="CPU").run([pub]).result()[0].data.evs
-        entry = {"problem": name, "shots_per_setting": shots, "rows": rows, "repeats": repeats}
+        entry: dict[str, Any] = {"problem": name, "shots_per_setting": shots, "rows": rows, "repeats": repeats}
         for allocation in ("uniform", "proportional"):
             estimator = DistributedEstimator(
                 partition_labels=labels, shots=shots, shot_allocation=allocation, seed=seed, device="CPU"
