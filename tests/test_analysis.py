@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 from analysis import figures, metrics, replay, report, sweep
 from analysis.load import RunLoadWarning, find_run_dirs, load_runs
 from analysis.replay import calibration, simulation
+from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 from hpcqnn import cli
 from hpcqnn.options import POLL
 from hpcqnn.run.timelog import HDF5TimingLog, rank_file, read_timing

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hpcqnn.errors import HpcqnnError
 from hpcqnn.run.config import (
     Config,
     ConfigError,
@@ -21,7 +22,6 @@ from hpcqnn.run.config import (
     load_config,
     parse_config,
 )
-from hpcqnn.errors import HpcqnnError
 
 FULL = """
 [run]

@@ -10,8 +10,8 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.model_selection import train_test_split
 
-from hpcqnn.training.data import MNIST_FILES, Dataset, DataError, load_dataset
 from hpcqnn.errors import HpcqnnError
+from hpcqnn.training.data import MNIST_FILES, DataError, Dataset, load_dataset
 
 
 def _mnist_arrays(seed: int = 0, n_train: int = 40, n_test: int = 20) -> dict[str, np.ndarray]:

@@ -14,19 +14,19 @@ import pytest
 from qiskit import QuantumCircuit
 
 import hpcqnn
+from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from hpcqnn.cutting.plan import build_cut_plan
+from hpcqnn.cutting.program import build_program
+from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError
 from hpcqnn.execution import devices
-from hpcqnn.training.circuits import cut_qnn
-from hpcqnn.run.config import load_config
-from hpcqnn.run import launcher
 from hpcqnn.execution.devices import GPUProbe, Placement, gpu_for_rank, place
 from hpcqnn.execution.engine import finish_query
-from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError
-from hpcqnn.cutting.program import build_program
 from hpcqnn.execution.query import QueryBuffers, query_rows
-from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.execution.simulator import AerRunner
+from hpcqnn.run import launcher
+from hpcqnn.run.config import load_config
 from hpcqnn.run.timelog import rank_file, read_timing
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from hpcqnn.training.circuits import cut_qnn
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).parent / "mpi_scripts"

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 
 import hpcqnn
+from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 from hpcqnn import cli
-from hpcqnn.tools import gpucheck
-from hpcqnn.training.circuits import cut_qnn
 from hpcqnn.cutting.plan import build_cut_plan
-from hpcqnn.execution.devices import Placement, array_module, probe_gpus, place
-from hpcqnn.execution.engine import finish_query
-from hpcqnn.tools.gpubench import reconstruction_placement
 from hpcqnn.cutting.program import build_program
+from hpcqnn.execution.devices import Placement, array_module, place, probe_gpus
+from hpcqnn.execution.engine import finish_query
 from hpcqnn.execution.query import QueryBuffers, query_rows
 from hpcqnn.run.timelog import rank_file, read_timing
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from hpcqnn.tools import gpucheck
+from hpcqnn.tools.gpubench import reconstruction_placement
+from hpcqnn.training.circuits import cut_qnn
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).parent / "mpi_scripts"

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import hpcqnn
-from hpcqnn.run.timelog import read_timing, rank_file
 from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from hpcqnn.run.timelog import rank_file, read_timing
 from statevector import exact_values
 
 pytestmark = pytest.mark.mpi

@@ -24,14 +24,14 @@ import h5py
 import numpy as np
 import pytest
 
+from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 from hpcqnn import DistributedEstimator, cli
+from hpcqnn.run.config import load_config
+from hpcqnn.run.timelog import rank_file, read_timing
 from hpcqnn.training.circuits import cut_qnn
 from hpcqnn.training.data import load_dataset
-from hpcqnn.training.model import QNNClassifier, bce_loss
-from hpcqnn.run.timelog import rank_file, read_timing
-from hpcqnn.run.config import load_config
 from hpcqnn.training.loop import CHECKPOINT, StopRequest, TrainState, build_qnn, evaluate_robustness, load_data
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from hpcqnn.training.model import QNNClassifier, bce_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = ROOT / "jobs"

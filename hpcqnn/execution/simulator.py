@@ -21,12 +21,12 @@ from qiskit_aer import AerError, AerSimulator
 from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_config
 from qiskit_aer.backends.controller_wrappers import AerConfig
 
-from hpcqnn.execution.devices import Placement
-from hpcqnn.errors import ExecutionConfigError, SimulationError
-from hpcqnn.options import CALL_EXPERIMENTS
-from hpcqnn.execution.tiles import Tile
 from hpcqnn.cutting.program import Program
+from hpcqnn.errors import ExecutionConfigError, SimulationError
+from hpcqnn.execution.devices import Placement
 from hpcqnn.execution.query import QueryRows
+from hpcqnn.execution.tiles import Tile
+from hpcqnn.options import CALL_EXPERIMENTS
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,8 @@ import json
 import os
 import platform
 import socket
-from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
-
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpcqnn import __version__
@@ -66,8 +65,8 @@ def write_report(path: Path | None, report: object) -> None:
 
 def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
     """Config, ranks, devices (rank 0's, and every rank's), versions and rank 0's per-query phase summary."""
-    from hpcqnn.run.config import config_dict
     from hpcqnn.parallel._core import mpi_library
+    from hpcqnn.run.config import config_dict
 
     return {
         "config": config_dict(config),

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcqnn.training.circuits import cut_qnn
 from hpcqnn.errors import ExecutionConfigError
 from hpcqnn.options import MODES
 from hpcqnn.run.runinfo import provenance, write_json
 from hpcqnn.run.timing import PHASES
+from hpcqnn.training.circuits import cut_qnn
 
 
 def _summary(per_query: list[dict[str, float]], walls: list[float], extra: dict) -> dict:

@@ -28,19 +28,19 @@ from types import ModuleType
 import numpy as np
 from qiskit.quantum_info import PauliList
 
-from hpcqnn.training.circuits import CutQNN, cut_qnn
 from hpcqnn.cutting.plan import build_cut_plan
-from hpcqnn.execution import devices
-from hpcqnn.run import launcher
-from hpcqnn.execution.devices import GPUProbe, Placement, array_module, gpu_for_rank, place
-from hpcqnn.execution.engine import LocalEngine, finish_query
+from hpcqnn.cutting.program import Program, build_program
 from hpcqnn.errors import HpcqnnError
 from hpcqnn.estimator import DistributedEstimator
-from hpcqnn.tools.gpucheck import cupy_error
-from hpcqnn.run.runinfo import provenance, write_report
-from hpcqnn.cutting.program import Program, build_program
+from hpcqnn.execution import devices
+from hpcqnn.execution.devices import GPUProbe, Placement, array_module, gpu_for_rank, place
+from hpcqnn.execution.engine import LocalEngine, finish_query
 from hpcqnn.execution.query import QueryBuffers, query_rows
 from hpcqnn.execution.simulator import AerRunner
+from hpcqnn.run import launcher
+from hpcqnn.run.runinfo import provenance, write_report
+from hpcqnn.tools.gpucheck import cupy_error
+from hpcqnn.training.circuits import CutQNN, cut_qnn
 
 
 @dataclass(frozen=True)
