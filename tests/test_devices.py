@@ -51,12 +51,16 @@ def no_gpu(monkeypatch, fresh_announcements):
 # -- binding -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("local_rank", "gpus", "expected"), [(0, 1, 0), (3, 1, 0), (0, 4, 0), (1, 4, 1), (5, 4, 1), (7, 2, 1)])
+@pytest.mark.parametrize(
+    ("local_rank", "gpus", "expected"), [(0, 1, 0), (3, 1, 0), (0, 4, 0), (1, 4, 1), (5, 4, 1), (7, 2, 1)]
+)
 def test_rank_uses_local_rank_modulo_gpus(local_rank, gpus, expected):
     assert gpu_for_rank(local_rank, gpus) == expected
 
 
-@pytest.mark.parametrize(("local_rank", "gpus", "message"), [(0, 0, "at least one visible GPU, got 0"), (-1, 2, "local rank must be >= 0")])
+@pytest.mark.parametrize(
+    ("local_rank", "gpus", "message"), [(0, 0, "at least one visible GPU, got 0"), (-1, 2, "local rank must be >= 0")]
+)
 def test_binding_rejects_impossible_input(local_rank, gpus, message):
     with pytest.raises(ExecutionConfigError, match=message):
         gpu_for_rank(local_rank, gpus)
@@ -139,7 +143,9 @@ def test_estimators_say_the_auto_fallback_once(no_gpu, capsys):
     for _ in range(2):
         assert hpcqnn.DistributedEstimator(partition_labels="AABB").device == "CPU"
     err = capsys.readouterr().err
-    assert err.count("hpcqnn: device='auto' falls back to the CPU: CuPy sees no CUDA device (CuPy is not installed)") == 1
+    assert (
+        err.count("hpcqnn: device='auto' falls back to the CPU: CuPy sees no CUDA device (CuPy is not installed)") == 1
+    )
 
 
 def test_estimator_refuses_gpu_without_one(no_gpu):
@@ -223,8 +229,18 @@ def test_mpi_ranks_take_local_rank_from_the_mpi_world(tmp_path):
 def test_train_refuses_gpu_on_every_rank_before_work(tmp_path):
     out = tmp_path / "run"
     code, output = mpiexec(
-        ["-m", "hpcqnn.cli", "train", str(ROOT / "jobs" / "iris_quick.toml"), "--out", str(out), "--set", "execution.device=GPU"],
-        2, {},
+        [
+            "-m",
+            "hpcqnn.cli",
+            "train",
+            str(ROOT / "jobs" / "iris_quick.toml"),
+            "--out",
+            str(out),
+            "--set",
+            "execution.device=GPU",
+        ],
+        2,
+        {},
     )
     assert code == 2, output
     # every rank exits with status 2 (`python -m mpi4py` then aborts the world), rank 0 says why
@@ -323,7 +339,10 @@ def test_gpubench_runs_the_cpu_side_and_says_the_gpu_side_was_skipped(no_gpu, tm
     report = json.loads(out.read_text())
     assert report["gpu"] is None and report["gpu_skipped"] == NO_GPU.problem
     assert report["cupy_gpu"] is None and report["cupy_skipped"] == NO_GPU.problem
-    assert [(e["case"], e["partitions"], e["cuts"]) for e in report["execution"]] == [("8q 3 cuts", 2, 3), ("16q 3 pieces", 3, 2)]
+    assert [(e["case"], e["partitions"], e["cuts"]) for e in report["execution"]] == [
+        ("8q 3 cuts", 2, 3),
+        ("16q 3 pieces", 3, 2),
+    ]
     for entry in report["execution"]:
         assert entry["cpu_execute_s"] > 0 and entry["gpu_execute_s"] is None and entry["execute_cpu_over_gpu"] is None
     assert [(r["case"], r["rows"]) for r in report["reconstruction"]] == [
@@ -341,7 +360,9 @@ def test_gpubench_reconstructs_with_cupy_where_aer_has_no_gpu(monkeypatch, fresh
     monkeypatch.setattr(launcher, "local_rank", lambda: 3)
     monkeypatch.setattr(gpubench, "cupy_error", lambda gpu: "")
     used = []
-    monkeypatch.setattr(gpubench, "array_module", lambda where: used.append(where.gpu) or (np if where.gpu is None else DeviceModule()))
+    monkeypatch.setattr(
+        gpubench, "array_module", lambda where: used.append(where.gpu) or (np if where.gpu is None else DeviceModule())
+    )
     out = tmp_path / "bench.json"
     args = ["--queries", "1", "--rows", "2", "--large-qubits", "16", "--reconstruction-rows", "4",
             "--repeats", "1", "--threads", "1", "--json", str(out)]

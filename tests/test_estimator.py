@@ -116,7 +116,10 @@ def test_plans_built_in_one_run_are_timed_under_the_query_that_executes_them():
     estimator = DistributedEstimator(partition_labels=first.partition_labels)
     rows = np.random.default_rng(1).uniform(-1, 1, (2, first.circuit.num_parameters))
     results = estimator.run(
-        [(first.circuit, first.observable, rows), (second.circuit, second.observable, rows[:, : second.circuit.num_parameters])]
+        [
+            (first.circuit, first.observable, rows),
+            (second.circuit, second.observable, rows[:, : second.circuit.num_parameters]),
+        ]
     ).result()
     assert [r.metadata["query"] for r in results] == [0, 1]
     assert [r.metadata["num_cuts"] for r in results] == [1, 2]

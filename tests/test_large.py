@@ -58,7 +58,9 @@ def test_sampled_40_qubits_within_errors():
     result = estimator.run([(model.circuit, observables(40), rows[:, None, :])]).result()[0]
     expected = mps_values(model.circuit, observables(40), rows)
     assert np.all(result.data.stds > 0)
-    assert np.all(np.abs(result.data.evs - expected) <= 5 * result.data.stds), (result.data.evs - expected) / result.data.stds
+    assert np.all(np.abs(result.data.evs - expected) <= 5 * result.data.stds), (
+        result.data.evs - expected
+    ) / result.data.stds
 
 
 @pytest.mark.parametrize("qubits,count", [(20, 12), (30, 108)])

@@ -92,7 +92,9 @@ def serial() -> dict[str, Reference]:
         )
         arrays = workload.collect(est)
         rows = est.recorder.rows
-        per_query = [sum(r.n_experiments for r in rows if r.query == q and r.phase == "execute") for q in range(QUERIES)]
+        per_query = [
+            sum(r.n_experiments for r in rows if r.query == q and r.phase == "execute") for q in range(QUERIES)
+        ]
         references[mode] = Reference(arrays, per_query)
     return references
 
@@ -150,7 +152,9 @@ def test_timing_files(estimate_run, serial, size: int, schedule: str):
     out = estimate_run(size, schedule)
     for mode in ("exact", "sampled"):
         run_dir = out / mode
-        assert sorted(p.name for p in (run_dir / "timing").iterdir()) == [rank_file(run_dir, r).name for r in range(size)]
+        assert sorted(p.name for p in (run_dir / "timing").iterdir()) == [
+            rank_file(run_dir, r).name for r in range(size)
+        ]
         all_rows = []
         for r in range(size):
             rows, attrs = read_timing(rank_file(run_dir, r))
@@ -274,7 +278,9 @@ def test_existing_timing_logs_are_refused_before_any_work(tmp_path):
     with hpcqnn.mpi_estimator(partition_labels="AABB", timing_dir=tmp_path) as estimator:
         assert estimator is not None
     written = rank_file(tmp_path, 0).read_bytes()
-    with pytest.raises(hpcqnn.RunDirectoryError, match=r"rank\(s\) 0: timing logs are never overwritten; give a new timing_dir"):
+    with pytest.raises(
+        hpcqnn.RunDirectoryError, match=r"rank\(s\) 0: timing logs are never overwritten; give a new timing_dir"
+    ):
         with hpcqnn.mpi_estimator(partition_labels="AABB", timing_dir=tmp_path):
             pytest.fail("the block must not run")
     assert rank_file(tmp_path, 0).read_bytes() == written

@@ -486,10 +486,26 @@ def test_bench_shots_spends_equal_budgets(tmp_path) -> None:
     """``hpcqnn bench-shots`` covers every cut gate and the 40-qubit chain, both allocations
     spending the same shots per row."""
     path = tmp_path / "shots.json"
-    args = ["bench-shots", "--qubits", "4", "--cuts", "1", "--shots", "50", "--rows", "2", "--repeats", "2", "--json", str(path)]
+    args = [
+        "bench-shots",
+        "--qubits",
+        "4",
+        "--cuts",
+        "1",
+        "--shots",
+        "50",
+        "--rows",
+        "2",
+        "--repeats",
+        "2",
+        "--json",
+        str(path),
+    ]
     assert cli.main(args) == 0
     results = json.loads(path.read_text())
     assert len(results) == len(CUT_GATES) + 1
     for entry in results:
-        assert entry["uniform_total_shots_per_row"] == entry["proportional_total_shots_per_row"] == 50 * entry["settings"]
+        assert (
+            entry["uniform_total_shots_per_row"] == entry["proportional_total_shots_per_row"] == 50 * entry["settings"]
+        )
         assert entry["uniform_rmse"] > 0 and entry["proportional_rmse"] > 0

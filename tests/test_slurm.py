@@ -35,7 +35,15 @@ CONFIG = "jobs/iris_quick.toml"  # relative to the submit directory (the reposit
 QUICK = ["--set", "data.max_train=24", "--set", "evaluation.gaussian_draws=1"]
 ONE_EPOCH = ["--set", "training.epochs=1", *QUICK]
 # slow enough to be signalled mid-training: rank 1 sleeps per tile batch, numbers unchanged
-SLOW = ["--set", "training.epochs=3", *QUICK, "--set", "execution.straggler_ranks=[1]", "--set", "execution.straggler_delay=0.4"]
+SLOW = [
+    "--set",
+    "training.epochs=3",
+    *QUICK,
+    "--set",
+    "execution.straggler_ranks=[1]",
+    "--set",
+    "execution.straggler_delay=0.4",
+]
 START_TIMEOUT = 900.0  # the first start installs slurm-wlm and munge
 JOB_TIMEOUT = 180.0  # per job, requeues included
 
@@ -125,7 +133,9 @@ def test_workstation_sweep(tmp_path):
         results = json.loads((run_dir / "results.json").read_text())
         assert results["ranks"] == ranks
         assert all(rank_file(run_dir, r).exists() for r in range(ranks))
-    assert json.loads((tmp_path / "out" / "ws_1" / "results.json").read_text())["config"]["execution"]["straggler_ranks"] == [1]
+    assert json.loads((tmp_path / "out" / "ws_1" / "results.json").read_text())["config"]["execution"][
+        "straggler_ranks"
+    ] == [1]
     assert (tmp_path / "out" / "ws_1.incomplete-1" / "config.toml").read_text() == "# partial\n"
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
     assert again.returncode == 0 and again.stdout.count("already finished") == 2, again.stdout + again.stderr
@@ -179,8 +189,14 @@ class Submission:
 
     def __init__(self, cluster: Cluster, *args: str, logs: Path):
         self.cluster, self.logs, self.started = cluster, logs, time.monotonic()
-        command = [args[0], "--wait", "--parsable", *args[1:]] if args[0].endswith("submit_sweep.sh") else ["sbatch", "--wait", "--parsable", *args]
-        self.proc = subprocess.Popen(command, cwd=REPO, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        command = (
+            [args[0], "--wait", "--parsable", *args[1:]]
+            if args[0].endswith("submit_sweep.sh")
+            else ["sbatch", "--wait", "--parsable", *args]
+        )
+        self.proc = subprocess.Popen(
+            command, cwd=REPO, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         line = self.proc.stdout.readline().strip()
         if not line.split(";")[0].isdigit():
             out, err = self.proc.communicate(timeout=30)
@@ -317,7 +333,9 @@ def reference_parameters(tmp_path_factory) -> list[float]:
     out = tmp_path_factory.mktemp("reference") / "run"
     mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or "mpiexec"
     command = [mpiexec, "-n", "2", sys.executable, "-m", "hpcqnn.cli", "train", CONFIG, "--out", str(out), *SLOW]
-    run = subprocess.run(command, cwd=REPO, env=clean_environment(), capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    run = subprocess.run(
+        command, cwd=REPO, env=clean_environment(), capture_output=True, text=True, timeout=JOB_TIMEOUT
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     return json.loads((out / "results.json").read_text())["final"]["parameters"]
 

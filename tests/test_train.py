@@ -77,7 +77,9 @@ def launch(command: list[str], timeout: float = JOB_TIMEOUT) -> subprocess.Compl
     return subprocess.CompletedProcess(command, returncode, output)
 
 
-def interrupted(stop_at: int | str, config: Path, out: Path, extra: list[str], ranks: int | None = None, signame: str = "TERM"):
+def interrupted(
+    stop_at: int | str, config: Path, out: Path, extra: list[str], ranks: int | None = None, signame: str = "TERM"
+):
     """A run whose every rank receives SIG``signame`` during its ``stop_at``-th training step
     (``"fgsm"``: in the final evaluation, train/scripts/interrupt.py)."""
     when = f"{stop_at}:{signame}"
@@ -175,7 +177,9 @@ def test_cut_run_matches_uncut_run(cuts, tmp_path, capsys):
     assert cut["subexperiments"] > 1 and uncut["subexperiments"] == 1
 
     assert cut["budget"]["initial_parameters"] == uncut["budget"]["initial_parameters"]
-    np.testing.assert_allclose(cut["final"]["test_probabilities"], uncut["final"]["test_probabilities"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        cut["final"]["test_probabilities"], uncut["final"]["test_probabilities"], rtol=0, atol=1e-9
+    )
     np.testing.assert_allclose(cut["final"]["parameters"], uncut["final"]["parameters"], rtol=0, atol=1e-9)
     assert cut["final"]["parameters"] != cut["budget"]["initial_parameters"]  # it trained
     for a, b in zip(cut["history"], uncut["history"], strict=True):
@@ -326,7 +330,9 @@ def test_resume_on_another_rank_count_keeps_each_counts_logs_apart(uninterrupted
     out = tmp_path / "run"
     check_stopped(interrupted(3, QUICK, out, extra), out, 3)
     job = launch(mpi_command(2, "-m", "hpcqnn.cli", "train", QUICK, "--out", out, *extra, "--resume"))
-    assert job.returncode == 0 and f"the timing logs of the earlier ranks are in {out / 'timing.ranks1-1'}" in job.stdout, job.stdout
+    assert (
+        job.returncode == 0 and f"the timing logs of the earlier ranks are in {out / 'timing.ranks1-1'}" in job.stdout
+    ), job.stdout
     check_same_run(results(out), results(uninterrupted("exact")))
     assert sorted(p.name for p in (out / "timing.ranks1-1").iterdir()) == ["rank-00000.h5"]
     assert [read_timing(rank_file(out, rank))[1]["size"] for rank in (0, 1)] == [2, 2]
@@ -345,7 +351,10 @@ def test_interrupt_outside_the_training_loop_exits_130_without_a_traceback(monke
 def test_out_that_cannot_be_created_exits_2(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     assert train(QUICK, tmp_path / "afile" / "run", *sets(*RESUME_SETS)) == 2
-    assert f"cannot create the run directory {tmp_path / 'afile' / 'run'}: {tmp_path / 'afile'} is a file" in capsys.readouterr().err
+    assert (
+        f"cannot create the run directory {tmp_path / 'afile' / 'run'}: {tmp_path / 'afile'} is a file"
+        in capsys.readouterr().err
+    )
 
 
 def test_resumed_results_keep_initial_parameters(uninterrupted, resumed):
@@ -366,7 +375,9 @@ def test_resume_under_mpi_matches_one_rank_run(signame, reason, uninterrupted, t
     stop_at = 3
     stopped = interrupted(stop_at, QUICK, out, extra, ranks=2, signame=signame)
     check_stopped(stopped, out, stop_at, reason)
-    assert stopped.stdout.count("hpcqnn: Ctrl-C: stopping after this training step") == (signame == "INT"), stopped.stdout
+    assert stopped.stdout.count("hpcqnn: Ctrl-C: stopping after this training step") == (signame == "INT"), (
+        stopped.stdout
+    )
     job = launch(mpi_command(2, "-m", "hpcqnn.cli", "train", QUICK, "--out", out, *extra, "--resume"))
     assert job.returncode == 0, job.stdout
     assert "resuming at epoch 1 step 3" in job.stdout
@@ -420,7 +431,9 @@ def test_qiskit_machine_learning_classifier_trains_on_iris():
     for k in (0, qnn.num_weights - 1):
         e = np.zeros(qnn.num_weights)
         e[k] = h
-        finite = (qnn.forward(x[:3], classifier.weights + e) - qnn.forward(x[:3], classifier.weights - e)).ravel() / (2 * h)
+        finite = (qnn.forward(x[:3], classifier.weights + e) - qnn.forward(x[:3], classifier.weights - e)).ravel() / (
+            2 * h
+        )
         np.testing.assert_allclose(d_weights[:, 0, k], finite, rtol=0, atol=1e-6)
 
 
@@ -481,7 +494,7 @@ def test_robustness_evaluation_stops_when_asked_before_its_next_query():
     [
         (None, "holds no run to continue (no config.toml)"),
         (lambda out: (out / "notes.txt").write_text("precious\n"), "holds no run to continue (no config.toml)"),
-        (lambda out: (out / "config.toml").write_text("[run]\nname = \"other\"\n"), 'run.name = "other" -> "iris_quick"'),
+        (lambda out: (out / "config.toml").write_text('[run]\nname = "other"\n'), 'run.name = "other" -> "iris_quick"'),
     ],
     ids=["absent", "other-files", "other-config"],
 )
@@ -604,7 +617,9 @@ def test_results_json_records_the_run(uninterrupted):
     assert r["final"]["test_accuracy"] == np.mean((p > 0.5) == (data.y_test == 1))
 
     robustness = r["robustness"]
-    assert [g["sigma"] for g in robustness["gaussian"]] == config["evaluation"]["gaussian_sigmas"] == [0.05, 0.1, 0.2, 0.3]
+    assert (
+        [g["sigma"] for g in robustness["gaussian"]] == config["evaluation"]["gaussian_sigmas"] == [0.05, 0.1, 0.2, 0.3]
+    )
     assert [f["epsilon"] for f in robustness["fgsm"]] == config["evaluation"]["fgsm_epsilons"] == [0.05, 0.1, 0.2]
     for g in robustness["gaussian"]:
         assert 0 <= g["accuracy_mean"] <= 1 and g["accuracy_std"] == 0  # one draw
@@ -633,7 +648,9 @@ def test_run_state_agrees_with_the_job_scripts(uninterrupted, tmp_path):
     dirs["file"] = tmp_path / "file"
     dirs["file"].write_text("x")
     script = f'source {ROOT / "slurm" / "launch.sh"}; for d in "$@"; do hpcqnn_run_state "$d"; done'
-    shell = subprocess.run(["bash", "-c", script, "-", *map(str, dirs.values())], capture_output=True, text=True, check=True)
+    shell = subprocess.run(
+        ["bash", "-c", script, "-", *map(str, dirs.values())], capture_output=True, text=True, check=True
+    )
     assert [cli.run_state(path) for path in dirs.values()] == list(dirs)
     folded = {"occupied": "partial", "file": "new"}
     assert shell.stdout.split() == [folded.get(state, state) for state in dirs]

@@ -46,7 +46,9 @@ class AerRunner:
     (e.g. ``cuStateVec_enable``), for benchmarks; an unknown name is an ``ExecutionConfigError``.
     """
 
-    def __init__(self, placement: str | Placement = "CPU", threads: int = 0, options: Mapping[str, object] | None = None):
+    def __init__(
+        self, placement: str | Placement = "CPU", threads: int = 0, options: Mapping[str, object] | None = None
+    ):
         if isinstance(placement, str):
             if placement not in ("CPU", "GPU"):
                 raise ExecutionConfigError(f"AerRunner runs on 'CPU' or 'GPU', got {placement!r}")
@@ -122,7 +124,9 @@ class AerRunner:
             parameterizations.append([[where, _values(expr, values)] for where, expr in slots])
             experiments.append(len(index) if slots else 1)  # parameter-free: once for all
 
-        config = generate_aer_config(circuits, self.backend.options, parameterizations=parameterizations, **self.run_options)
+        config = generate_aer_config(
+            circuits, self.backend.options, parameterizations=parameterizations, **self.run_options
+        )
         output = self.backend._execute_circuits(aer_circuits, None, config)
         results = output.get("results", []) if isinstance(output, dict) else []
         if not results or not output.get("success", False) or not all(r.get("success") for r in results):

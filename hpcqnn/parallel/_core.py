@@ -45,7 +45,9 @@ Comm = MPI.Comm
 
 _QUERY, _PROGRAM, _SETTING, _STOP = 1, 2, 3, 4
 _TAG_REQUEST, _TAG_TILE = 11, 12
-_HEADER = 8  # _QUERY: cmd, setting, rows, parameters, query; _PROGRAM: cmd, program; _SETTING: cmd, setting, program, shots, seed
+# header fields: _QUERY: cmd, setting, rows, parameters, query; _PROGRAM: cmd, program;
+# _SETTING: cmd, setting, program, shots, seed
+_HEADER = 8
 
 
 def world() -> Comm:
@@ -204,7 +206,9 @@ class MPIEngine:
         if delay > 0:
             begin = time.time()
             time.sleep(delay)
-            self.recorder.add(PhaseRow(query.number, "straggle", begin, time.time(), n_tiles=len(tiles), injected_delay=delay))
+            self.recorder.add(
+                PhaseRow(query.number, "straggle", begin, time.time(), n_tiles=len(tiles), injected_delay=delay)
+            )
 
     def _coordinate(self, queue: deque, run: Callable[[list[Tile]], None]) -> None:
         """Rank 0 of the dynamic schedule: answer tile requests, computing between them.

@@ -19,7 +19,15 @@ if TYPE_CHECKING:  # the config module loads the datasets' libraries; gpucheck n
     from hpcqnn.run.config import Config
 
 #: The GPU stack (gpucheck lists these), then everything a run's versions record.
-GPU_PACKAGES = ("qiskit-aer", "qiskit-aer-gpu", "qiskit-aer-gpu-cu11", "cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy")
+GPU_PACKAGES = (
+    "qiskit-aer",
+    "qiskit-aer-gpu",
+    "qiskit-aer-gpu-cu11",
+    "cupy-cuda13x",
+    "cupy-cuda12x",
+    "cupy-cuda11x",
+    "cupy",
+)
 PACKAGES = ("qiskit", "qiskit-addon-cutting", "numpy", "mpi4py", "mpich", "h5py", *GPU_PACKAGES)
 
 

@@ -56,7 +56,13 @@ def problems(qubits: int, cuts: int) -> list[tuple[str, QuantumCircuit, str, lis
 
 
 def study(
-    qubits: int = 8, cuts: int = 3, shots: int = 1000, rows: int = 8, repeats: int = 20, seed: int = 1234, progress=print
+    qubits: int = 8,
+    cuts: int = 3,
+    shots: int = 1000,
+    rows: int = 8,
+    repeats: int = 20,
+    seed: int = 1234,
+    progress=print,
 ) -> list[dict]:
     """One result per problem: errors and reported stds of both allocations at equal budgets."""
     from hpcqnn.estimator import DistributedEstimator
