@@ -86,7 +86,7 @@ def test_three_partitions_enumerate_only_their_own_cuts():
         estimator = DistributedEstimator(partition_labels="AABBCC", minimal_basis=minimal)
         result = estimator.run([(qc, observable, rows)]).result()[0]
         np.testing.assert_allclose(result.data.evs, exact_values(qc, observable, rows), atol=1e-10)
-        plan = next(iter(estimator._programs.values())).plan
+        plan = estimator.program((qc, observable, rows)).plan
         touched = {p.label: len(p.cut_ids) for p in plan.partitions}
         assert touched == {"A": 1, "B": 2, "C": 1}
         assert plan.num_subexperiments == per_side + per_side**2 + per_side
@@ -103,10 +103,13 @@ def test_plan_is_built_once_per_circuit_structure():
         assert ("partition" in phases) == (query == 0)
         assert ("generate" in phases) == (query == 0)
         assert phases["execute"] > 0 and phases["reconstruct"] > 0
-    assert len(estimator._programs) == 1
+    program = estimator.program((model.circuit, model.observable, rows))
     # a structurally identical copy hits the same plan
-    estimator.run([(model.circuit.copy(), model.observable, rows)]).result()
-    assert len(estimator._programs) == 1
+    copy = (model.circuit.copy(), model.observable, rows)
+    assert estimator.program(copy) is program
+    estimator.run([copy]).result()
+    phases = estimator.recorder.seconds(estimator.num_queries - 1)
+    assert "partition" not in phases and "generate" not in phases
 
 
 def test_plans_built_in_one_run_are_timed_under_the_query_that_executes_them():
@@ -160,7 +163,7 @@ def test_automatic_cuts_respect_max_subcircuit_qubits():
     rows = np.random.default_rng(3).uniform(-1, 1, (2, model.circuit.num_parameters))
     result = estimator.run([(model.circuit, model.observable, rows)]).result()[0]
     np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10)
-    plan = next(iter(estimator._programs.values())).plan
+    plan = estimator.program((model.circuit, model.observable, rows)).plan
     assert all(len(p.qubits) <= 3 for p in plan.partitions)
     assert plan.num_cuts >= 1
 
@@ -274,7 +277,7 @@ def test_rows_equal_on_a_partition_run_once_for_it():
     rows[2, column] -= np.pi / 2
     result = estimator.run([(model.circuit, model.observable, rows)]).result()[0]
     np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10)
-    plan = next(iter(estimator._programs.values())).plan
+    plan = estimator.program((model.circuit, model.observable, rows)).plan
     executed = sum(r.n_experiments for r in estimator.recorder.rows if r.phase == "execute")
     a, b = (p.num_subexperiments for p in plan.partitions)
     assert executed == 3 * a + 1 * b
@@ -304,11 +307,14 @@ def test_custom_gates_are_unrolled_and_keyed_by_their_definition():
 
     observable = SparsePauliOp(["ZZZZ", "IXZI"], [1.0, 0.5])
     estimator = DistributedEstimator(partition_labels="AABB")
+    programs = []
     for flip in (False, True):
         qc = with_block(flip)
         value = estimator.run([(qc, observable)]).result()[0].data.evs
         assert value == pytest.approx(exact_values(qc, observable), abs=1e-10)
-    assert len(estimator._programs) == 2
+        programs.append(estimator.program((qc, observable)))
+    assert programs[0] is not programs[1]
+    assert all(estimator.program((with_block(flip), observable)) is programs[flip] for flip in (False, True))
 
 
 def test_reset_hidden_in_initialize_is_refused():
@@ -324,8 +330,9 @@ def test_program_shows_the_plan_it_runs_without_simulating():
     will run, per partition."""
     model = cut_qnn(8, cuts=3)
     estimator = DistributedEstimator(partition_labels=model.partition_labels)
-    program = estimator.program((model.circuit, model.observable, np.zeros(model.circuit.num_parameters)))
-    assert estimator.num_queries == 0 and program is next(iter(estimator._programs.values()))
+    pub = (model.circuit, model.observable, np.zeros(model.circuit.num_parameters))
+    program = estimator.program(pub)
+    assert estimator.num_queries == 0 and estimator.program(pub) is program  # cached, not rebuilt
     assert repr(program) == (
         "<Program: 3 cuts, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, exact mode; "
         "A: qubits 0, 1, 2, 3 + 3 ancillas, 3 cuts, 64 subexperiments; "

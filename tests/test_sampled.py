@@ -475,7 +475,7 @@ def test_proportional_allocation_beats_uniform_at_equal_total_shots() -> None:
         results = [run_sampled(estimator, circuit, observables, params) for _ in range(12)]
         errors[allocation] = np.sqrt(np.mean([np.square(r.data.evs - exact) for r in results]))
         stds[allocation] = np.mean([r.data.stds for r in results])
-        program = next(iter(estimator._programs.values()))
+        program = estimator.program((circuit, observables, params[:, None, :]))
         budgets[allocation] = sum(int(n.sum()) for n in program.subexperiment_shots(400))
     assert budgets["uniform"] == budgets["proportional"] == 400 * sum(len(w) for w in program.shot_weights)
     assert stds["proportional"] < 0.8 * stds["uniform"], stds
