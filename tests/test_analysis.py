@@ -23,7 +23,7 @@ import pytest
 from analysis import figures, metrics, replay, report, sweep
 from analysis.load import RunLoadWarning, find_run_dirs, load_runs
 from analysis.replay import calibration, simulation
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from bounded import clean_environment, mpi_command, run_bounded
 from hpcqnn import cli
 from hpcqnn.options import POLL
 from hpcqnn.run.timelog import HDF5TimingLog, rank_file, read_timing
@@ -55,8 +55,6 @@ def mpirun(ranks: int, *args: object) -> None:
 @pytest.fixture(scope="module")
 def real(tmp_path_factory) -> Path:
     """Six real runs: bench at 2 ranks (cuts 0..2) and 1 rank (cuts 2), with a straggler, and training."""
-    if MPIEXEC is None:
-        pytest.skip("no mpiexec found")
     root = tmp_path_factory.mktemp("runs")
     mpirun(2, *BENCH, "--cuts", "0..2", "--out", root / "bench-r2")
     straggler = ("--straggler-ranks", "1", "--straggler-slowdown", "3")

@@ -14,7 +14,7 @@ import pytest
 from qiskit import QuantumCircuit
 
 import hpcqnn
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from bounded import clean_environment, mpi_command, run_bounded
 from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.cutting.program import build_program
 from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError
@@ -27,6 +27,7 @@ from hpcqnn.run import launcher
 from hpcqnn.run.config import load_config
 from hpcqnn.run.timelog import rank_file, read_timing
 from hpcqnn.training.circuits import cut_qnn
+from tolerances import ROUNDING_TOL
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
@@ -209,7 +210,6 @@ def mpiexec(args: list[str], ranks: int, env: dict[str, str]) -> tuple[int, str]
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 @pytest.mark.skipif(GPU_HERE, reason="checks the CPU fallback; tests/test_gpu.py covers GPU machines")
 def test_mpi_ranks_take_local_rank_from_the_mpi_world(tmp_path):
     """Both ranks inherit SLURM_LOCALID=0 (mpiexec inside a batch step) yet get local ranks 0
@@ -224,7 +224,6 @@ def test_mpi_ranks_take_local_rank_from_the_mpi_world(tmp_path):
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 @pytest.mark.skipif(GPU_HERE, reason="needs a machine without a usable GPU")
 def test_train_refuses_gpu_on_every_rank_before_work(tmp_path):
     out = tmp_path / "run"
@@ -317,9 +316,9 @@ def test_reconstruction_through_a_device_module_equals_numpy(sampled, qubits, cu
     host_values, host_variance = finish_query(program, buffers, weights, np)
     values, variance = finish_query(program, buffers, weights, DeviceModule())
     assert type(values) is np.ndarray
-    np.testing.assert_allclose(values, host_values, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(values, host_values, rtol=0, atol=ROUNDING_TOL)
     if sampled:
-        np.testing.assert_allclose(variance, host_variance, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(variance, host_variance, rtol=0, atol=ROUNDING_TOL)
     else:
         assert variance is None and host_variance is None
 
@@ -371,7 +370,7 @@ def test_gpubench_reconstructs_with_cupy_where_aer_has_no_gpu(monkeypatch, fresh
     assert report["gpu"] is None and report["gpu_skipped"] == CPU_AER.problem
     assert report["cupy_gpu"] == "GPU 1" and report["cupy_skipped"] is None
     assert all(e["gpu_execute_s"] is None for e in report["execution"])
-    assert all(r["cupy_s"] > 0 and r["max_abs_difference"] < 1e-12 for r in report["reconstruction"])
+    assert all(r["cupy_s"] > 0 and r["max_abs_difference"] < ROUNDING_TOL for r in report["reconstruction"])
     assert set(used) == {None, 1}
     assert "Reconstruction ran with CuPy on GPU 1." in capsys.readouterr().out
 

@@ -17,6 +17,7 @@ from hpcqnn import (
 )
 from hpcqnn.training.circuits import cut_qnn
 from statevector import exact_values
+from tolerances import EXACT_ATOL
 
 
 def random_circuit(num_qubits: int, labels: str, cuts: int, rng: np.random.Generator):
@@ -65,7 +66,7 @@ def test_exact_matches_uncut_statevector(num_qubits, labels, cuts, minimal_basis
     rows = rng.uniform(-np.pi, np.pi, (7, circuit.num_parameters))
     estimator = DistributedEstimator(partition_labels=labels, minimal_basis=minimal_basis)
     result = estimator.run([(circuit, observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact_values(circuit, observable, rows), atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, exact_values(circuit, observable, rows), atol=EXACT_ATOL)
     assert np.all(result.data.stds == 0)
     assert result.metadata["num_partitions"] == len(set(labels))
 
@@ -85,7 +86,7 @@ def test_three_partitions_enumerate_only_their_own_cuts():
     for minimal, per_side in ((False, 5), (True, 4)):
         estimator = DistributedEstimator(partition_labels="AABBCC", minimal_basis=minimal)
         result = estimator.run([(qc, observable, rows)]).result()[0]
-        np.testing.assert_allclose(result.data.evs, exact_values(qc, observable, rows), atol=1e-10)
+        np.testing.assert_allclose(result.data.evs, exact_values(qc, observable, rows), atol=EXACT_ATOL)
         plan = estimator.program((qc, observable, rows)).plan
         touched = {p.label: len(p.cut_ids) for p in plan.partitions}
         assert touched == {"A": 1, "B": 2, "C": 1}
@@ -142,8 +143,12 @@ def test_broadcasting_and_several_pubs_in_one_batch():
     assert result[0].data.evs.shape == (3, 2)
     assert result[1].data.evs.shape == ()
     for o, obs in enumerate(observables):
-        np.testing.assert_allclose(result[0].data.evs[:, o], exact_values(model.circuit, obs, rows[:, 0]), atol=1e-10)
-    np.testing.assert_allclose(result[1].data.evs, exact_values(model.circuit, observables[0], rows[0])[0], atol=1e-10)
+        np.testing.assert_allclose(
+            result[0].data.evs[:, o], exact_values(model.circuit, obs, rows[:, 0]), atol=EXACT_ATOL
+        )
+    np.testing.assert_allclose(
+        result[1].data.evs, exact_values(model.circuit, observables[0], rows[0])[0], atol=EXACT_ATOL
+    )
     assert estimator.num_queries == 2  # the two observable sets are two plans
 
 
@@ -154,7 +159,7 @@ def test_parameter_free_circuit_and_bound_angle_cut():
     qc.cx(0, 3)
     observable = SparsePauliOp(["ZZZZ", "XXII"], [1.0, 0.3])
     result = DistributedEstimator(partition_labels="AABB").run([(qc, observable)]).result()[0]
-    assert result.data.evs == pytest.approx(exact_values(qc, observable), abs=1e-10)
+    assert result.data.evs == pytest.approx(exact_values(qc, observable), abs=EXACT_ATOL)
 
 
 def test_automatic_cuts_respect_max_subcircuit_qubits():
@@ -162,7 +167,7 @@ def test_automatic_cuts_respect_max_subcircuit_qubits():
     estimator = DistributedEstimator(max_subcircuit_qubits=3, seed=1)
     rows = np.random.default_rng(3).uniform(-1, 1, (2, model.circuit.num_parameters))
     result = estimator.run([(model.circuit, model.observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=EXACT_ATOL)
     plan = estimator.program((model.circuit, model.observable, rows)).plan
     assert all(len(p.qubits) <= 3 for p in plan.partitions)
     assert plan.num_cuts >= 1
@@ -175,7 +180,7 @@ def test_library_blocks_are_unrolled_before_cutting():
     observable = SparsePauliOp("ZIIZ")
     rows = np.random.default_rng(4).uniform(-1, 1, (2, ansatz.num_parameters))
     result = DistributedEstimator(partition_labels="AABB").run([(ansatz, observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact_values(ansatz, observable, rows), atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, exact_values(ansatz, observable, rows), atol=EXACT_ATOL)
 
 
 # -- bad input: named errors before anything is simulated ----------------------------------
@@ -276,7 +281,7 @@ def test_rows_equal_on_a_partition_run_once_for_it():
     rows[1, column] += np.pi / 2
     rows[2, column] -= np.pi / 2
     result = estimator.run([(model.circuit, model.observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=EXACT_ATOL)
     plan = estimator.program((model.circuit, model.observable, rows)).plan
     executed = sum(r.n_experiments for r in estimator.recorder.rows if r.phase == "execute")
     a, b = (p.num_subexperiments for p in plan.partitions)
@@ -311,7 +316,7 @@ def test_custom_gates_are_unrolled_and_keyed_by_their_definition():
     for flip in (False, True):
         qc = with_block(flip)
         value = estimator.run([(qc, observable)]).result()[0].data.evs
-        assert value == pytest.approx(exact_values(qc, observable), abs=1e-10)
+        assert value == pytest.approx(exact_values(qc, observable), abs=EXACT_ATOL)
         programs.append(estimator.program((qc, observable)))
     assert programs[0] is not programs[1]
     assert all(estimator.program((with_block(flip), observable)) is programs[flip] for flip in (False, True))

@@ -32,6 +32,7 @@ from hpcqnn.execution.tiles import Tile, split_chunks
 from hpcqnn.options import SAMPLE_BLOCK
 from hpcqnn.tools.shotbench import CUT_GATES
 from statevector import exact_values
+from tolerances import PROPAGATED_ATOL, ROUNDING_TOL
 
 Cut = tuple[str, int, int]  # (gate name, qubit, qubit) of a gate between partitions
 
@@ -335,7 +336,7 @@ def test_addon_reconstructs_hpcqnn_values_from_the_same_counts(allocation: str) 
         results = addon_results(program, counts, row, rows, joint_terms, problem.subobservables)
         values = reconstruct_expectation_values(results, coefficients, problem.subobservables)
         expected = float(np.dot(values, term_coefficients))
-        assert evs[row] == pytest.approx(expected, abs=1e-9)
+        assert evs[row] == pytest.approx(expected, abs=PROPAGATED_ATOL)
 
 
 def test_measurement_groups_are_the_addons() -> None:
@@ -460,7 +461,7 @@ def test_subexperiment_weights_are_rms_sensitivities(minimal_basis: bool) -> Non
             squares[mine] += product
         ratios.append(w / np.sqrt(squares.reshape(-1)))
     ratios = np.concatenate(ratios)
-    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-12)
+    np.testing.assert_allclose(ratios, ratios[0], rtol=ROUNDING_TOL)
     assert np.ptp(np.concatenate(weights)) > 0.1  # unequal coefficients give unequal weights
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bounded import MPIEXEC
 from hpcqnn.run.slurm import slurm_attributes, slurm_info
 from hpcqnn.run.timelog import rank_file, read_timing
 
@@ -116,6 +116,7 @@ def write_matrix(path: Path) -> list[tuple[int, list[str]]]:
     return [(1, []), (2, ["--set", "execution.straggler_ranks=[1]", "--set", "execution.straggler_slowdown=2"])]
 
 
+@pytest.mark.mpi
 def test_workstation_sweep(tmp_path):
     """jobs/sweep.sh: the matrix under mpiexec, one line after another; a rerun skips finished lines
     and sets aside a line stopped before its first checkpoint."""
@@ -153,10 +154,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(slurm_cluster_possible):
     script = str(SLURM / "local_cluster.sh")
-    if os.geteuid() != 0:
-        pytest.skip("slurm/local_cluster.sh needs root (it installs and runs slurmctld, slurmd, munged)")
     state = os.environ.get("HPCQNN_SLURM_DIR", "/tmp/hpcqnn-slurm")
     base = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     was_running = subprocess.run([script, "status"], env=base, capture_output=True, text=True).returncode == 0
@@ -331,8 +330,7 @@ def test_failed_job_exit_code(cluster, tmp_path):
 def reference_parameters(tmp_path_factory) -> list[float]:
     """The SLOW run's final parameters without Slurm and without interruption."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or "mpiexec"
-    command = [mpiexec, "-n", "2", sys.executable, "-m", "hpcqnn.cli", "train", CONFIG, "--out", str(out), *SLOW]
+    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "hpcqnn.cli", "train", CONFIG, "--out", str(out), *SLOW]
     run = subprocess.run(
         command, cwd=REPO, env=clean_environment(), capture_output=True, text=True, timeout=JOB_TIMEOUT
     )
@@ -340,6 +338,7 @@ def reference_parameters(tmp_path_factory) -> list[float]:
     return json.loads((out / "results.json").read_text())["final"]["parameters"]
 
 
+@pytest.mark.mpi  # the reference run
 @pytest.mark.parametrize("how", ["scancel --signal=TERM", "scontrol requeue"])
 def test_stopped_job_resumes_after_requeue(cluster, tmp_path, reference_parameters, how):
     """SIGTERM mid-training (what --signal=TERM@60 sends before the time limit; preemption and

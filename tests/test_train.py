@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pytest
 
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from bounded import clean_environment, mpi_command, run_bounded
 from hpcqnn import DistributedEstimator, cli
 from hpcqnn.run.config import load_config
 from hpcqnn.run.timelog import rank_file, read_timing
@@ -32,6 +32,7 @@ from hpcqnn.training.circuits import cut_qnn
 from hpcqnn.training.data import load_dataset
 from hpcqnn.training.loop import CHECKPOINT, StopRequest, TrainState, build_qnn, evaluate_robustness, load_data
 from hpcqnn.training.model import QNNClassifier, bce_loss
+from tolerances import FINITE_DIFFERENCE_ATOL, PROPAGATED_ATOL, ROUNDING_TOL
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = ROOT / "jobs"
@@ -124,13 +125,13 @@ def test_loss_gradient_matches_finite_differences_in_one_query(classifier):
     loss, grad = model.loss_and_gradient(angles, y, theta)
     assert model.estimator.num_queries == before + 1  # unshifted and all shifted rows: ONE query
 
-    assert loss == pytest.approx(loss_of(theta), abs=1e-12)
+    assert loss == pytest.approx(loss_of(theta), abs=ROUNDING_TOL)
     h = 1e-5
     steps = h * np.eye(len(theta))
     finite = np.array([(loss_of(theta + e) - loss_of(theta - e)) / (2 * h) for e in steps])
     assert np.abs(finite).max() > 1e-2  # a gradient worth comparing, scale and bias included
     assert np.all(np.abs(finite[-2:]) > 1e-3)
-    np.testing.assert_allclose(grad, finite, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(grad, finite, rtol=0, atol=FINITE_DIFFERENCE_ATOL)
 
 
 def test_input_gradient_matches_finite_differences_in_one_query(classifier):
@@ -144,7 +145,7 @@ def test_input_gradient_matches_finite_differences_in_one_query(classifier):
     p, d_angle = model.input_gradient(angles, y, theta)
     assert model.estimator.num_queries == before + 1
     assert d_angle.shape == angles.shape
-    np.testing.assert_allclose(p, model.probabilities(angles, theta), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(p, model.probabilities(angles, theta), rtol=0, atol=ROUNDING_TOL)
 
     h = 1e-5
     finite = np.empty_like(angles)
@@ -153,7 +154,7 @@ def test_input_gradient_matches_finite_differences_in_one_query(classifier):
         shift[:, j] = h
         finite[:, j] = (example_losses(angles + shift) - example_losses(angles - shift)) / (2 * h)
     assert np.abs(finite).max() > 1e-2
-    np.testing.assert_allclose(d_angle, finite, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(d_angle, finite, rtol=0, atol=FINITE_DIFFERENCE_ATOL)
 
 
 # -- 2. cut runs equal their uncut baselines ----------------------------------------------------
@@ -178,12 +179,12 @@ def test_cut_run_matches_uncut_run(cuts, tmp_path, capsys):
 
     assert cut["budget"]["initial_parameters"] == uncut["budget"]["initial_parameters"]
     np.testing.assert_allclose(
-        cut["final"]["test_probabilities"], uncut["final"]["test_probabilities"], rtol=0, atol=1e-9
+        cut["final"]["test_probabilities"], uncut["final"]["test_probabilities"], rtol=0, atol=PROPAGATED_ATOL
     )
-    np.testing.assert_allclose(cut["final"]["parameters"], uncut["final"]["parameters"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(cut["final"]["parameters"], uncut["final"]["parameters"], rtol=0, atol=PROPAGATED_ATOL)
     assert cut["final"]["parameters"] != cut["budget"]["initial_parameters"]  # it trained
     for a, b in zip(cut["history"], uncut["history"], strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-9)
+        assert a["loss"] == pytest.approx(b["loss"], abs=PROPAGATED_ATOL)
         assert (a["train_accuracy"], a["test_accuracy"]) == (b["train_accuracy"], b["test_accuracy"])
     assert cut["robustness"] == uncut["robustness"]
 
@@ -322,7 +323,6 @@ def test_stop_in_the_final_evaluation_resumes_to_the_same_results_and_logs_each_
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 def test_resume_on_another_rank_count_keeps_each_counts_logs_apart(uninterrupted, tmp_path):
     """Stopped on 1 rank, resumed on 2: same results; the 1-rank logs move to timing.ranks1-1 and
     the new logs all say size 2."""
@@ -365,7 +365,6 @@ def test_resumed_results_keep_initial_parameters(uninterrupted, resumed):
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 @pytest.mark.parametrize("signame, reason", [("TERM", "SIGTERM"), ("INT", "Ctrl-C")])
 def test_resume_under_mpi_matches_one_rank_run(signame, reason, uninterrupted, tmp_path):
     """Slurm's SIGTERM and mpiexec's Ctrl-C (SIGINT to every rank) both stop the job after the
@@ -434,7 +433,7 @@ def test_qiskit_machine_learning_classifier_trains_on_iris():
         finite = (qnn.forward(x[:3], classifier.weights + e) - qnn.forward(x[:3], classifier.weights - e)).ravel() / (
             2 * h
         )
-        np.testing.assert_allclose(d_weights[:, 0, k], finite, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(d_weights[:, 0, k], finite, rtol=0, atol=FINITE_DIFFERENCE_ATOL)
 
 
 # -- 6. the CLI refuses bad requests before any work -------------------------------------------
@@ -568,7 +567,6 @@ def test_resume_of_a_finished_run_exits_2(uninterrupted, capsys):
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 def test_a_bad_config_under_mpi_is_said_once(tmp_path):
     job = launch(mpi_command(3, "-m", "hpcqnn.cli", "train", QUICK, "--out", tmp_path / "run", *sets("model.depth=3")))
     assert job.returncode != 0
