@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RANKS ?= 2
 
-.PHONY: install run test bench
+.PHONY: install run lint test bench
 
 $(BIN)/hpcqnn: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,5 +21,9 @@ bench: install
 	$(BIN)/mpiexec -n $(RANKS) $(BIN)/hpcqnn bench --qubits 8 --cuts 1..3 --queries 20 \
 		--out runs/bench-$$(date +%Y%m%d-%H%M%S)
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy hpcqnn
+
+test: lint
 	$(BIN)/python -m pytest -q -ra tests

@@ -78,7 +78,9 @@ def scaling(strong: pd.DataFrame, weak: pd.DataFrame, keys: list[str], out: Path
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     efficiencies = pd.concat([strong["efficiency"], weak["efficiency"]]).dropna()
-    ax_e.set_ylim(0, max(1.2, 1.1 * efficiencies.max()) if len(efficiencies) else 1.2)  # superlinear points stay in view
+    ax_e.set_ylim(
+        0, max(1.2, 1.1 * efficiencies.max()) if len(efficiencies) else 1.2
+    )  # superlinear points stay in view
     ax_s.legend(fontsize=7)
     fig.suptitle("Scaling of one estimator query (median steady query)")
     return save(fig, out, "scaling")
@@ -172,7 +174,9 @@ def stragglers(sensitivity: pd.DataFrame, out: Path) -> list[Path]:
     ax.bar(positions - 0.2, 1e3 * table["wall_clean"], 0.4, label="no straggler", color="#1f77b4")
     ax.bar(positions + 0.2, 1e3 * table["wall_straggler"], 0.4, label="straggler", color="#d62728")
     for pos, (_, row) in zip(positions, table.iterrows()):
-        ax.text(pos + 0.2, 1e3 * row["wall_straggler"], f"x{row['sensitivity']:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.text(
+            pos + 0.2, 1e3 * row["wall_straggler"], f"x{row['sensitivity']:.2f}", ha="center", va="bottom", fontsize=8
+        )
     ax.set_xticks(positions, names, fontsize=8)
     ax.set_ylabel("median query wall time (ms)")
     ax.legend(fontsize=8)
@@ -232,8 +236,15 @@ def projection(projected: pd.DataFrame, measured: pd.DataFrame, out: Path) -> li
             group = group.groupby("ranks")[["measured", "predicted"]].median()
             axes[0].plot(group.index, serial["measured"] / group["measured"], "k" + marker, ms=8,
                          label=f"measured here: {schedule}")
-            axes[0].plot(group.index, serial["predicted"] / group["predicted"], marker, mfc="none", mec="crimson", ms=11,
-                         label=f"model of this host: {schedule}")
+            axes[0].plot(
+                group.index,
+                serial["predicted"] / group["predicted"],
+                marker,
+                mfc="none",
+                mec="crimson",
+                ms=11,
+                label=f"model of this host: {schedule}",
+            )
     axes[0].set_ylabel("speed-up over 1 rank")
     for ax in axes:
         ax.legend(fontsize=6)

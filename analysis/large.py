@@ -51,11 +51,16 @@ def load_reports(paths: Iterable[Path]) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame) -> str:
     lines = [
-        "| qubits | pieces | pipeline | ranks | subexperiments (per partition) | addon's | reconstruction ms | query s | peak MiB/rank |",
+        "| qubits | pieces | pipeline | ranks | subexperiments (per partition) | addon's "
+        "| reconstruction ms | query s | peak MiB/rank |",
         "|---:|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in table.sort_values(["qubits", "pipeline", "ranks"]).itertuples():
-        parts = "" if r.per_partition is None or r.per_partition != r.per_partition else f" ({'+'.join(map(str, r.per_partition))})"
+        parts = (
+            ""
+            if r.per_partition is None or r.per_partition != r.per_partition
+            else f" ({'+'.join(map(str, r.per_partition))})"
+        )
         addon = "" if pd.isna(r.addon_subexperiments) else f"{r.addon_subexperiments:.0f}"
         peak = "" if pd.isna(r.peak_mib) else f"{r.peak_mib:.0f}"
         lines.append(
@@ -91,7 +96,9 @@ def figure(table: pd.DataFrame, out: Path) -> list[Path]:
 
     ax = axes[2]
     for (pipeline, ranks), rows in ours.groupby(["pipeline", "ranks"]):
-        ax.plot(rows["qubits"], rows["query_s"], "o-" if "exact" in pipeline else "^--", label=f"{pipeline}, {ranks} ranks")
+        ax.plot(
+            rows["qubits"], rows["query_s"], "o-" if "exact" in pipeline else "^--", label=f"{pipeline}, {ranks} ranks"
+        )
     ax.set(yscale="log", xlabel="qubits", ylabel="seconds per query", title="End-to-end query")
 
     ax = axes[3]

@@ -191,8 +191,12 @@ def _describe(label: str, path: Path, attributes: dict[int, dict], result: dict 
     elif "qubits" in config:  # hpcqnn bench: the JSON settings of one (cuts, mode)
         straggler = config.get("straggler") or {}
         row.update(
-            kind="bench", dataset="bench", qubits=config["qubits"], cuts=config["cuts"],
-            layers=max(config.get("layers", 3), config["cuts"]), mode=config.get("mode"),  # older benches kept --layers as given
+            kind="bench",
+            dataset="bench",
+            qubits=config["qubits"],
+            cuts=config["cuts"],
+            layers=max(config.get("layers", 3), config["cuts"]),
+            mode=config.get("mode"),  # older benches kept --layers as given
             schedule=row["schedule"] or config.get("schedule"),
             **_straggler(*(straggler.get(k, d) for k, d in _STRAGGLER_DEFAULTS)),
         )

@@ -30,7 +30,14 @@ BREAKDOWN = (*PHASES, "other")  # the parts of a query's wall time
 SHARES = (*BREAKDOWN, "reconstruct")  # reported figures: the parts and reconstruct = accumulate + contract
 WORKLOAD = ["kind", "dataset", "qubits", "layers", "mode"]
 PROBLEM = [*WORKLOAD, "cuts", "cutting", "rows"]
-EXECUTION = ["schedule", "straggler", "straggler_ranks", "straggler_probability", "straggler_slowdown", "straggler_delay"]
+EXECUTION = [
+    "schedule",
+    "straggler",
+    "straggler_ranks",
+    "straggler_probability",
+    "straggler_slowdown",
+    "straggler_delay",
+]
 PAPER_RECONSTRUCT_SHARE = {"median": 0.53, "p95": 0.58}  # arXiv 2602.16233, 3 cuts
 #: Config entries of a train run that leave what it learns unchanged (how and where it ran, its
 #: name, where its data files lie, its evaluation), and those ``accuracy_table`` has columns for.
@@ -271,11 +278,15 @@ def accuracy_table(runs: pd.DataFrame, results: dict[str, dict]) -> pd.DataFrame
         peers = [settings[r] for r, m in train.items() if m["dataset"] == meta["dataset"]]
         mine = settings[run]
         differ = [k for k in sorted(mine) if any(k in p and p[k] != mine[k] for p in peers)]
-        rows.append({
-            **meta[columns], "epochs": len(results[run].get("history", [])),
-            "setting": ", ".join(f"{k.rsplit('.', 1)[1]}={mine[k]}" for k in differ),
-            "train_accuracy": results[run]["final"]["train_accuracy"], "test_accuracy": results[run]["final"]["test_accuracy"],
-        })
+        rows.append(
+            {
+                **meta[columns],
+                "epochs": len(results[run].get("history", [])),
+                "setting": ", ".join(f"{k.rsplit('.', 1)[1]}={mine[k]}" for k in differ),
+                "train_accuracy": results[run]["final"]["train_accuracy"],
+                "test_accuracy": results[run]["final"]["test_accuracy"],
+            }
+        )
     return pd.DataFrame(rows, columns=[*columns, "epochs", "setting", "train_accuracy", "test_accuracy"])
 
 
@@ -303,7 +314,13 @@ def robustness_table(runs: pd.DataFrame, results: dict[str, dict]) -> pd.DataFra
             for g in robustness.get("gaussian", [])
         ]
         rows += [
-            {**meta[columns], "attack": "fgsm", "strength": f["epsilon"], "accuracy": f["accuracy"], "accuracy_std": 0.0}
+            {
+                **meta[columns],
+                "attack": "fgsm",
+                "strength": f["epsilon"],
+                "accuracy": f["accuracy"],
+                "accuracy_std": 0.0,
+            }
             for f in robustness.get("fgsm", [])
         ]
     return pd.DataFrame(rows, columns=[*columns, "attack", "strength", "accuracy", "accuracy_std"])

@@ -118,7 +118,9 @@ def build(
     paths = figures.scaling(strong, weak, [*metrics.PROBLEM, *metrics.EXECUTION], out)
     paths += figures.breakdown(means, [k for k in SETTING if k != "cuts"], "cuts", out, "breakdown_cuts")
     paths += figures.breakdown(means, [k for k in SETTING if k != "ranks"], "ranks", out, "breakdown_ranks")
-    paths += figures.reconstruction_share(summary, [k for k in problem if k not in ("cutting", "rows")] + ["ranks"], out)
+    paths += figures.reconstruction_share(
+        summary, [k for k in problem if k not in ("cutting", "rows")] + ["ranks"], out
+    )
     for run, query, name in gantt_choices(summary, metrics.query_table(tables.phases)):
         paths += figures.gantt(tables.intervals, run, query, out, name)
     paths += figures.stragglers(sensitivity, out)
@@ -134,8 +136,25 @@ def build(
         reconstruct_median_pct=lambda t: percent(t["reconstruct_median"]),
         reconstruct_p95_pct=lambda t: percent(t["reconstruct_p95"]),
     )
-    text.append(section("Query timing", timing[["run", "queries", "wall_ms", "p95_ms", "experiments", "rows", "imbalance",
-                                                "reconstruct_median_pct", "reconstruct_p95_pct"]], keys=[]))
+    text.append(
+        section(
+            "Query timing",
+            timing[
+                [
+                    "run",
+                    "queries",
+                    "wall_ms",
+                    "p95_ms",
+                    "experiments",
+                    "rows",
+                    "imbalance",
+                    "reconstruct_median_pct",
+                    "reconstruct_p95_pct",
+                ]
+            ],
+            keys=[],
+        )
+    )
     shares = means[["run"]].assign(
         wall_ms=ms(means["wall"]), **{f"{p} %": percent(means[f"share_{p}"]) for p in metrics.SHARES}
     )
@@ -158,8 +177,13 @@ def build(
     text.append(section("Injected vs real straggler delay", delay, keys=[]))
     text.append(section("Strong scaling", strong.assign(wall_ms=ms(strong["wall"])).drop(columns="wall"),
                         keys=[*metrics.PROBLEM, *metrics.EXECUTION]) or no_scaling(summary, weak.empty))
-    text.append(section("Weak scaling (rows per rank fixed)", weak.assign(wall_ms=ms(weak["wall"])).drop(columns="wall"),
-                        keys=[*metrics.PROBLEM, *metrics.EXECUTION]))
+    text.append(
+        section(
+            "Weak scaling (rows per rank fixed)",
+            weak.assign(wall_ms=ms(weak["wall"])).drop(columns="wall"),
+            keys=[*metrics.PROBLEM, *metrics.EXECUTION],
+        )
+    )
     overhead = metrics.cut_overhead(summary)
     text.append(section("Cut overhead vs the uncut baseline", overhead.assign(wall_ms=ms(overhead["wall"]),
                         baseline_ms=ms(overhead["baseline_wall"])).drop(columns=["wall", "baseline_wall"]),
@@ -216,8 +240,21 @@ def validation_table(validation: pd.DataFrame) -> str:
         measured_ms=ms(validation["measured"]), predicted_ms=ms(validation["predicted"]),
         error_pct=percent(validation["error"]), spread_pct=percent(validation["spread"]),
     )
-    keys = ["cuts", "ranks", "schedule", "rows", "straggler", "runs", "spread_pct", "capacity", "root_share", "in_range",
-            "measured_ms", "predicted_ms", "error_pct"]
+    keys = [
+        "cuts",
+        "ranks",
+        "schedule",
+        "rows",
+        "straggler",
+        "runs",
+        "spread_pct",
+        "capacity",
+        "root_share",
+        "in_range",
+        "measured_ms",
+        "predicted_ms",
+        "error_pct",
+    ]
     keys = [k for k in keys if k in shown]
     table, note = compact(shown[keys], ["cuts"])
     worst = validation["error"].abs().max()

@@ -56,7 +56,15 @@ def plan(args: argparse.Namespace, runs: Path) -> list[Step]:
     """Every step of the matrix for the parsed command line."""
     top = max(args.ranks)
     bench = (
-        "bench", "--qubits", str(args.qubits), "--queries", str(args.queries), "--modes", "exact", "--reference-queries", "0",
+        "bench",
+        "--qubits",
+        str(args.qubits),
+        "--queries",
+        str(args.queries),
+        "--modes",
+        "exact",
+        "--reference-queries",
+        "0",
     )
 
     def bench_step(name: str, ranks: int, cuts: str, rows: int, *extra: str) -> Step:
@@ -80,7 +88,9 @@ def plan(args: argparse.Namespace, runs: Path) -> list[Step]:
         bench_step(f"bench-{name}-rep{k}", ranks, str(args.cuts), rows, *extra)
         for k in range(1, args.repeats + 1) for name, ranks, rows, *extra in settings
     ]
-    steps.append(bench_step(f"bench-cuts-r{args.cut_ranks}-rows{args.rows}", args.cut_ranks, f"0..{args.cuts}", args.rows))
+    steps.append(
+        bench_step(f"bench-cuts-r{args.cut_ranks}-rows{args.rows}", args.cut_ranks, f"0..{args.cuts}", args.rows)
+    )
     budget = (
         "--set", f"training.epochs={args.train_epochs}", "--set", f"data.max_train={args.train_max}",
         "--set", "evaluation.gaussian_draws=1",
@@ -183,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="sweep directory (runs/ and report/ inside)")
     parser.add_argument("--ranks", type=parse_int_list, default=[1, 2, 4], help="rank counts (default 1,2,4)")
     parser.add_argument("--qubits", type=int, default=6, help="bench circuit width (default 6)")
-    parser.add_argument("--cuts", type=int, default=3, help="cuts of the scaling runs; the cut sweep: 0..CUTS (default 3)")
+    parser.add_argument(
+        "--cuts", type=int, default=3, help="cuts of the scaling runs; the cut sweep: 0..CUTS (default 3)"
+    )
     parser.add_argument("--rows", type=int, default=16, help="parameter rows per bench query (default 16)")
     parser.add_argument("--queries", type=int, default=10, help="bench queries per run (default 10)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each scaling/straggler setting (default 2)")

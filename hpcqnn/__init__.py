@@ -13,6 +13,7 @@ from hpcqnn.errors import (
     RunDirectoryError,
     SimulationError,
 )
+
 __version__ = "0.1.0"
 
 

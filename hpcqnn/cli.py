@@ -20,12 +20,14 @@ def parse_int_list(text: str) -> list[int]:
         if ".." in text:
             lo, hi = (int(x) for x in text.split("..", 1))
             if hi < lo:
-                raise argparse.ArgumentTypeError(f"the range {text!r} runs backwards: write it low..high, e.g. {hi}..{lo}")
+                raise argparse.ArgumentTypeError(
+                    f"the range {text!r} runs backwards: write it low..high, e.g. {hi}..{lo}"
+                )
             values = list(range(lo, hi + 1))
         else:
             values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a range like 1..3 or a list like 0,2; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a range like 1..3 or a list like 0,2; got {text!r}") from None
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
     return values
@@ -38,7 +40,7 @@ def int_at_least(minimum: int):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
         return value
@@ -64,30 +66,42 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a QNN classifier from a TOML config (see jobs/)")
     train.add_argument("config", type=Path, help="TOML config, e.g. jobs/iris_cut3.toml")
     train.add_argument("--out", type=Path, help="run directory (default runs/<run.name>-<timestamp>)")
-    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value"
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
     bench = sub.add_parser("bench", help="per-query phase timings, hpcqnn vs the addon pipeline")
-    bench.add_argument("--qubits", type=parse_int_list, default=[8], help="circuit widths, e.g. 8 or 20,30,40 (default 8)")
     bench.add_argument(
-        "--piece-qubits", type=int_at_least(1), default=None,
+        "--qubits", type=parse_int_list, default=[8], help="circuit widths, e.g. 8 or 20,30,40 (default 8)"
+    )
+    bench.add_argument(
+        "--piece-qubits",
+        type=int_at_least(1),
+        default=None,
         help="cut each circuit into pieces of this many qubits (default: two halves)",
     )
     bench.add_argument("--cuts", type=parse_int_list, default=[1, 2, 3], help="cut counts, e.g. 1..3 (default)")
     bench.add_argument("--layers", type=positive_int, default=3, help="ansatz layers (default 3, at least the cuts)")
     bench.add_argument("--shots", type=positive_int, default=10_000, help="shots of sampled mode and the reference")
     bench.add_argument(
-        "--shot-allocation", choices=SHOT_ALLOCATIONS, default="proportional",
+        "--shot-allocation",
+        choices=SHOT_ALLOCATIONS,
+        default="proportional",
         help="sampled mode: split the shot budget by |QPD coefficient| (default) or uniformly",
     )
     bench.add_argument("--queries", type=positive_int, default=20, help="hpcqnn queries per setting (default 20)")
     bench.add_argument("--rows", type=positive_int, default=1, help="parameter rows per hpcqnn query (default 1)")
     bench.add_argument(
-        "--reference-queries", type=int_at_least(0), default=1,
+        "--reference-queries",
+        type=int_at_least(0),
+        default=1,
         help="addon-pipeline queries per setting (default 1; 0 skips it: it takes minutes at 3 cuts)",
     )
     bench.add_argument(
-        "--reference-max-qubits", type=int_at_least(2), default=40,
+        "--reference-max-qubits",
+        type=int_at_least(2),
+        default=40,
         help="run the addon pipeline only up to this width (default 40)",
     )
     bench.add_argument("--modes", type=parse_modes, default=MODES, help="exact,sampled (default both)")
@@ -105,9 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     shots.add_argument("--qubits", type=int_at_least(2), default=8, help="width of the two-half problems (default 8)")
     shots.add_argument("--cuts", type=positive_int, default=3, help="cut gates of the two-half problems (default 3)")
-    shots.add_argument("--shots", type=positive_int, default=1000, help="mean shots per measurement setting (default 1000)")
+    shots.add_argument(
+        "--shots", type=positive_int, default=1000, help="mean shots per measurement setting (default 1000)"
+    )
     shots.add_argument("--rows", type=positive_int, default=8, help="parameter rows per query (default 8)")
-    shots.add_argument("--repeats", type=positive_int, default=20, help="queries (fresh shots) per allocation (default 20)")
+    shots.add_argument(
+        "--repeats", type=positive_int, default=20, help="queries (fresh shots) per allocation (default 20)"
+    )
     shots.add_argument("--seed", type=int, default=1234)
     shots.add_argument("--json", type=Path, help="write the results as JSON here")
 
@@ -127,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"bench": _bench, "bench-shots": _bench_shots, "bench-floor": _bench_floor, "train": _train}[args.command](args)
+        return {"bench": _bench, "bench-shots": _bench_shots, "bench-floor": _bench_floor, "train": _train}[
+            args.command
+        ](args)
     except HpcqnnError as exc:
         if args.command in ("bench-shots", "bench-floor") or _speaks_for_the_job():
             print(f"hpcqnn: error: {exc}", file=sys.stderr)
@@ -186,8 +206,11 @@ def _train(args: argparse.Namespace) -> int:
         loaded.append(load_data(config))
         if state == "partial":  # stopped before its first checkpoint: start again, keep what it logged
             aside = set_aside(out / "timing", "incomplete")
-            print(f"hpcqnn train: {out} has no checkpoint yet: starting it again"
-                  + (f" (its earlier timing logs are in {aside})" if aside else ""), flush=True)
+            print(
+                f"hpcqnn train: {out} has no checkpoint yet: starting it again"
+                + (f" (its earlier timing logs are in {aside})" if aside else ""),
+                flush=True,
+            )
         return out, TrainState.load(out / CHECKPOINT).queries if state == "stopped" else None
 
     prepared, problem = on_root(prepare)
@@ -197,9 +220,12 @@ def _train(args: argparse.Namespace) -> int:
     started = time.time()
     qnn = build_qnn(config)
     # on every rank: Slurm and mpiexec signal all tasks; workers serve until rank 0 stops
-    with StopRequest(announce=speaks_for_the_job()).installed() as stop, mpi_estimator(
-        timing_dir=out, resume_at=resume_at, config_text=text, **estimator_options(config, qnn)
-    ) as estimator:
+    with (
+        StopRequest(announce=speaks_for_the_job()).installed() as stop,
+        mpi_estimator(
+            timing_dir=out, resume_at=resume_at, config_text=text, **estimator_options(config, qnn)
+        ) as estimator,
+    ):
         if estimator is None:
             return 0
         out.mkdir(parents=True, exist_ok=True)
@@ -227,14 +253,15 @@ def _bench(args: argparse.Namespace) -> int:
     straggler = Straggler.unless_idle(
         args.straggler_ranks, args.straggler_probability, args.straggler_delay, args.straggler_slowdown, args.seed
     )
-    _, problem = on_root(lambda: args.out and require_new_directory(args.out))
+    _, problem = on_root(lambda: require_new_directory(args.out) if args.out else None)
     if problem:  # the same on every rank
         raise HpcqnnError(problem)
-    printed = []
+    printed: list[str] = []
 
     def progress(line: str) -> None:
         if not printed:
-            printed.append(print(HEADER, flush=True))
+            print(HEADER, flush=True)
+        printed.append(line)
         print(line, flush=True)
 
     report = run_bench(
@@ -270,7 +297,9 @@ def _bench_shots(args: argparse.Namespace) -> int:
     from hpcqnn.tools.shotbench import HEADER, study
 
     print(HEADER, flush=True)
-    results = study(args.qubits, args.cuts, args.shots, args.rows, args.repeats, args.seed, lambda line: print(line, flush=True))
+    results = study(
+        args.qubits, args.cuts, args.shots, args.rows, args.repeats, args.seed, lambda line: print(line, flush=True)
+    )
     write_report(args.json, results)
     return 0
 
@@ -282,8 +311,9 @@ def _bench_floor(args: argparse.Namespace) -> int:
     if min(args.qubits) < 2 or min(args.rows) < 1:
         raise HpcqnnError(f"--qubits must be >= 2 and --rows >= 1, got {args.qubits} and {args.rows}")
     print(HEADER, flush=True)
-    results = measure(args.qubits, args.cuts, args.rows, args.queries, args.threads, args.seed,
-                      lambda line: print(line, flush=True))
+    results = measure(
+        args.qubits, args.cuts, args.rows, args.queries, args.threads, args.seed, lambda line: print(line, flush=True)
+    )
     write_report(args.json, {**provenance(), "results": results})
     return 0
 

@@ -21,14 +21,14 @@ from qiskit.quantum_info import PauliList
 
 from hpcqnn.cutting.partition import SIMULATOR_BASIS
 from hpcqnn.cutting.plan import DEFAULT_MAX_SUBEXPERIMENTS, build_cut_plan
-from hpcqnn.run import launcher
+from hpcqnn.cutting.program import Program, build_program
+from hpcqnn.errors import ExecutionConfigError, ObservableError, ParameterShapeError
 from hpcqnn.execution.devices import announce, array_module, place
 from hpcqnn.execution.engine import Engine, LocalEngine
 from hpcqnn.execution.query import Query
-from hpcqnn.errors import ExecutionConfigError, ObservableError, ParameterShapeError
-from hpcqnn.cutting.program import Program, build_program
-from hpcqnn.options import SHOT_ALLOCATIONS
 from hpcqnn.execution.simulator import AerRunner
+from hpcqnn.options import SHOT_ALLOCATIONS
+from hpcqnn.run import launcher
 from hpcqnn.run.timing import PhaseRecorder
 
 _PAULI_LETTERS = frozenset("IXYZ")

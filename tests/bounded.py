@@ -26,7 +26,9 @@ def clean_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_bounded(command: list[str], timeout: float, env: dict[str, str], merge_output: bool, cwd=None) -> tuple[int, str]:
+def run_bounded(
+    command: list[str], timeout: float, env: dict[str, str], merge_output: bool, cwd=None
+) -> tuple[int, str]:
     """Exit status and output (stdout then stderr, or interleaved when ``merge_output``)."""
     stderr = subprocess.STDOUT if merge_output else subprocess.PIPE
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=cwd)

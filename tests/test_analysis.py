@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
 
 from analysis import figures, metrics, replay, report, sweep
 from analysis.load import RunLoadWarning, find_run_dirs, load_runs
 from analysis.replay import calibration, simulation
+from bounded import clean_environment, mpi_command, run_bounded
 from hpcqnn import cli
 from hpcqnn.options import POLL
 from hpcqnn.run.timelog import HDF5TimingLog, rank_file, read_timing
@@ -31,21 +31,30 @@ from hpcqnn.run.timing import PHASES, PhaseRow
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ("bench", "--qubits", "6", "--rows", "8", "--queries", "4", "--modes", "exact", "--reference-queries", "0")
-FIGURES = ("scaling", "breakdown_cuts", "breakdown_ranks", "reconstruction_share", "gantt_static", "gantt_static_straggler",
-           "stragglers", "accuracy_robustness", "projection")
+FIGURES = (
+    "scaling",
+    "breakdown_cuts",
+    "breakdown_ranks",
+    "reconstruction_share",
+    "gantt_static",
+    "gantt_static_straggler",
+    "stragglers",
+    "accuracy_robustness",
+    "projection",
+)
 
 
 def mpirun(ranks: int, *args: object) -> None:
     """``hpcqnn ARGS`` under ``mpiexec -n ranks``; fail the test on error or after 180 s."""
-    code, output = run_bounded(mpi_command(ranks, "-m", "hpcqnn.cli", *args), 180, clean_environment(), merge_output=True)
+    code, output = run_bounded(
+        mpi_command(ranks, "-m", "hpcqnn.cli", *args), 180, clean_environment(), merge_output=True
+    )
     assert code == 0, output
 
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory) -> Path:
     """Six real runs: bench at 2 ranks (cuts 0..2) and 1 rank (cuts 2), with a straggler, and training."""
-    if MPIEXEC is None:
-        pytest.skip("no mpiexec found")
     root = tmp_path_factory.mktemp("runs")
     mpirun(2, *BENCH, "--cuts", "0..2", "--out", root / "bench-r2")
     straggler = ("--straggler-ranks", "1", "--straggler-slowdown", "3")
@@ -67,7 +76,12 @@ def test_tables_hold_every_timing_row(real):
                                   "bench-r2/cuts1-exact", "bench-r2/cuts2-exact", "train"]
     assert runs["ranks"].to_dict() == {r: 1 if r.startswith("bench-r1") else 2 for r in runs.index}
     assert (runs["ranks_read"] == runs["ranks"]).all() and runs["complete"].all() and not tables.skipped
-    assert runs.loc["bench-r2/cuts1-exact", ["kind", "cuts", "mode", "schedule"]].tolist() == ["bench", 1, "exact", "static"]
+    assert runs.loc["bench-r2/cuts1-exact", ["kind", "cuts", "mode", "schedule"]].tolist() == [
+        "bench",
+        1,
+        "exact",
+        "static",
+    ]
     assert runs.loc["train", ["kind", "name", "cuts", "qubits"]].tolist() == ["train", "iris_quick", 1, 4]
     assert runs["straggler"].to_dict() == {r: "straggler" in r for r in runs.index}
 
@@ -124,10 +138,20 @@ def test_report_writes_every_figure_and_table(real, tmp_path):
         for ext in ("png", "pdf"):
             assert (out / f"{name}.{ext}").stat().st_size > 0, name
     summary = (out / "summary.md").read_text()
-    for title in ("## Query timing", "## Reconstruction share vs cuts", "## Barrier wait per rank",
-                  "## Injected vs real straggler delay", "## Strong scaling", "## Cut overhead", "## Subexperiments vs cuts",
-                  "## Straggler sensitivity", "## Accuracy", "## Robustness", "## Replay model: validation",
-                  "## Replay model: projected speed-up"):
+    for title in (
+        "## Query timing",
+        "## Reconstruction share vs cuts",
+        "## Barrier wait per rank",
+        "## Injected vs real straggler delay",
+        "## Strong scaling",
+        "## Cut overhead",
+        "## Subexperiments vs cuts",
+        "## Straggler sensitivity",
+        "## Accuracy",
+        "## Robustness",
+        "## Replay model: validation",
+        "## Replay model: projected speed-up",
+    ):
         assert title in summary, title
     assert "![projection](projection.png)" in summary and "## Skipped files" not in summary
 
@@ -183,8 +207,18 @@ def write_synthetic_run(path: Path, ranks: int, rows: int) -> None:
     config = json.dumps({"qubits": 6, "cuts": 3, "mode": "exact", "rows": rows, "layers": 3, "straggler": None})
     slowest = base * (1 + 0.1 * (ranks - 1))
     for rank in range(ranks):
-        log = HDF5TimingLog(rank_file(path, rank), {"rank": rank, "size": ranks, "hostname": "synthetic", "device": "CPU",
-                                                     "schedule": "static", "threads": 1, "config": config})
+        log = HDF5TimingLog(
+            rank_file(path, rank),
+            {
+                "rank": rank,
+                "size": ranks,
+                "hostname": "synthetic",
+                "device": "CPU",
+                "schedule": "static",
+                "threads": 1,
+                "config": config,
+            },
+        )
         t = 1000.0
         for query in range(3):
             out = []
@@ -223,7 +257,9 @@ def test_synthetic_walls_breakdown_and_shares(synthetic):
     expected = {"broadcast": 0.01, "execute": 0.2, "wait": 0.06, "reduce": 0.01, "contract": 0.02, "reconstruct": 0.02,
                 "other": 0.0, "wall": 0.3}
     assert {k: steady[k] for k in expected} == pytest.approx(expected, abs=1e-9)
-    assert breakdown.loc[("r4-rows16", 0), "partition"] == pytest.approx(0.05) and breakdown.loc[("r4-rows16", 0), "setup"]
+    assert (
+        breakdown.loc[("r4-rows16", 0), "partition"] == pytest.approx(0.05) and breakdown.loc[("r4-rows16", 0), "setup"]
+    )
     # the setup query is longer; median and p95 over [a, b, b] with a < b are both b
     shares = metrics.reconstruction_share(tables.phases).set_index("run")
     for run, w in wall.items():
@@ -278,8 +314,10 @@ def test_find_run_dirs_and_labels(synthetic, tmp_path):
 def train_config(dataset: str, epochs: int, cuts: int = 3, cutting: bool = True, learning_rate: float = 0.1) -> dict:
     """The resolved config of an ``hpcqnn train`` run, as its results.json records it."""
     return {
-        "run": {"name": f"{dataset}_cut{cuts}", "seed": 2026}, "data": {"dataset": dataset, "features": 4, "max_train": 0},
-        "model": {"layers": 3, "cuts": cuts}, "execution": {"cutting": cutting, "mode": "exact", "schedule": "static"},
+        "run": {"name": f"{dataset}_cut{cuts}", "seed": 2026},
+        "data": {"dataset": dataset, "features": 4, "max_train": 0},
+        "model": {"layers": 3, "cuts": cuts},
+        "execution": {"cutting": cutting, "mode": "exact", "schedule": "static"},
         "training": {"epochs": epochs, "batch_size": 16, "learning_rate": learning_rate},
     }
 
@@ -297,9 +335,12 @@ def write_train_result(path: Path, config: dict, ranks: int, test_accuracy: floa
 
 def test_accuracy_figure_has_a_line_per_training_setting(tmp_path, monkeypatch):
     runs = {  # run: (config, ranks, test accuracy)
-        "iris-e1": (train_config("iris", 1), 1, 0.65), "iris-e1-r2": (train_config("iris", 1), 2, 0.75),
-        "iris-e8": (train_config("iris", 8), 1, 1.0), "iris-lr": (train_config("iris", 1, learning_rate=0.05), 1, 0.7),
-        "iris-cut1": (train_config("iris", 1, cuts=1), 1, 0.8), "iris-uncut1": (train_config("iris", 1, 1, False), 1, 0.8),
+        "iris-e1": (train_config("iris", 1), 1, 0.65),
+        "iris-e1-r2": (train_config("iris", 1), 2, 0.75),
+        "iris-e8": (train_config("iris", 8), 1, 1.0),
+        "iris-lr": (train_config("iris", 1, learning_rate=0.05), 1, 0.7),
+        "iris-cut1": (train_config("iris", 1, cuts=1), 1, 0.8),
+        "iris-uncut1": (train_config("iris", 1, 1, False), 1, 0.8),
         "digits": (train_config("digits", 1), 1, 0.9),
     }
     for run, (config, ranks, test_accuracy) in runs.items():
@@ -348,7 +389,10 @@ def test_report_names_missing_paths_and_folders_without_runs(tmp_path, capsys):
         assert find_run_dirs([run, empty]) == [run]
     (tmp_path / "afile").write_text("x")
     assert report.main([str(run), "--out", str(tmp_path / "afile")]) == 2
-    assert capsys.readouterr().err == f"analysis.report: error: --out {tmp_path / 'afile'} is a file: give a directory for the figures and summary.md\n"
+    assert capsys.readouterr().err == (
+        f"analysis.report: error: --out {tmp_path / 'afile'} is a file: "
+        "give a directory for the figures and summary.md\n"
+    )
 
 
 def test_report_of_a_run_without_timing_logs(tmp_path):
@@ -424,7 +468,9 @@ def test_polling_notices_late_and_tile_costs_fit():
     assert simulation.noticed_after(1e-2) == pytest.approx(1.013e-2)  # then every 0.5 ms
     sizes = np.array([4, 64, 128, 512, 1024, 2048] * 3)
     cost, residual = calibration.fit_tile_cost(pd.Series(sizes), pd.Series(5e-4 + 6e-5 * sizes.astype(float)))
-    assert (cost.call, cost.experiment, cost.exponent) == pytest.approx((5e-4, 6e-5, 1.0), rel=1e-6) and residual < 1e-20
+    assert (cost.call, cost.experiment, cost.exponent) == pytest.approx(
+        (5e-4, 6e-5, 1.0), rel=1e-6
+    ) and residual < 1e-20
     assert cost(4096) == pytest.approx(5e-4 + 6e-5 * 4096)  # beyond the fitted sizes: linear
 
 
@@ -614,4 +660,6 @@ def test_crowded_capacity_is_fitted_to_the_walls_of_crowded_runs(tmp_path, monke
         return replace(COSTS, execute=replay.TileCost(0.0, 1e-4), capacity=capacity, root_share=root_share)
 
     assert calibration.fit_host(tables, ["r2", "r4"], 2.0, NETWORK, at).capacity == pytest.approx(1.6)
-    assert calibration.fit_host(tables, ["r2"], 2.0, NETWORK, at).capacity == 2.0  # nothing crowded: ties keep all cores
+    assert (
+        calibration.fit_host(tables, ["r2"], 2.0, NETWORK, at).capacity == 2.0
+    )  # nothing crowded: ties keep all cores

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hpcqnn.errors import HpcqnnError
 from hpcqnn.run.config import (
     Config,
     ConfigError,
@@ -21,7 +22,6 @@ from hpcqnn.run.config import (
     load_config,
     parse_config,
 )
-from hpcqnn.errors import HpcqnnError
 
 FULL = """
 [run]
@@ -74,8 +74,18 @@ FULL_CONFIG = Config(
     data=DataConfig(dataset="digits", classes=(3, 8), features=6, test_fraction=0.25, path="", max_train=200),
     model=ModelConfig(layers=4, cuts=2, rotations="ry", pieces=3),
     execution=ExecutionConfig(
-        cutting=False, mode="sampled", shots=4096, shot_allocation="uniform", device="CPU", schedule="dynamic", threads=2, root_computes=False,
-        straggler_ranks=(1, 3), straggler_probability=0.5, straggler_delay=0.01, straggler_slowdown=2.5,
+        cutting=False,
+        mode="sampled",
+        shots=4096,
+        shot_allocation="uniform",
+        device="CPU",
+        schedule="dynamic",
+        threads=2,
+        root_computes=False,
+        straggler_ranks=(1, 3),
+        straggler_probability=0.5,
+        straggler_delay=0.01,
+        straggler_slowdown=2.5,
     ),
     training=TrainingConfig(optimizer="spsa", epochs=3, batch_size=8, learning_rate=0.1, spsa_perturbation=0.2),
     evaluation=EvaluationConfig(gaussian_sigmas=(0.0, 0.5), gaussian_draws=2, fgsm_epsilons=(0.1,)),
@@ -166,7 +176,9 @@ def test_unknown_section_lists_the_sections() -> None:
 
 
 def test_unknown_key_lists_the_valid_keys() -> None:
-    with pytest.raises(ConfigError, match=r"unknown key model\.depth; valid keys of \[model\]: layers, cuts, rotations"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key model\.depth; valid keys of \[model\]: layers, cuts, rotations"
+    ):
         parse_config("[model]\ndepth = 2\n", source="train.toml")
 
 
@@ -287,7 +299,9 @@ def test_overrides_apply_after_the_file(tmp_path: Path) -> None:
 
 def test_int_override_for_float_and_bool_rejected_for_int() -> None:
     assert load_config(overrides=["execution.straggler_slowdown=3"]).execution.straggler_slowdown == 3.0
-    with pytest.raises(ConfigError, match=r"^--set training\.epochs=true: training\.epochs must be an integer, got boolean"):
+    with pytest.raises(
+        ConfigError, match=r"^--set training\.epochs=true: training\.epochs must be an integer, got boolean"
+    ):
         load_config(overrides=["training.epochs=true"])
 
 

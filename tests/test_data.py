@@ -10,8 +10,9 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.model_selection import train_test_split
 
-from hpcqnn.training.data import MNIST_FILES, Dataset, DataError, load_dataset
 from hpcqnn.errors import HpcqnnError
+from hpcqnn.training.data import MNIST_FILES, DataError, Dataset, load_dataset
+from tolerances import ROUNDING_TOL
 
 
 def _mnist_arrays(seed: int = 0, n_train: int = 40, n_test: int = 20) -> dict[str, np.ndarray]:
@@ -107,15 +108,15 @@ def test_full_width_skips_pca() -> None:
     mask = np.isin(iris.target, [1, 2])
     x_train, x_test = train_test_split(iris.data[mask], test_size=20, stratify=iris.target[mask], random_state=0)
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-    np.testing.assert_allclose(data.x_train, (x_train - mean) / std, atol=1e-12)
-    np.testing.assert_allclose(data.x_test, (x_test - mean) / std, atol=1e-12)
+    np.testing.assert_allclose(data.x_train, (x_train - mean) / std, atol=ROUNDING_TOL)
+    np.testing.assert_allclose(data.x_test, (x_test - mean) / std, atol=ROUNDING_TOL)
 
 
 @pytest.mark.parametrize(("name", "classes", "features"), [("iris", [1, 2], 4), ("digits", [3, 5], 8)])
 def test_train_split_standardized_test_split_not_forced(name: str, classes: list[int], features: int) -> None:
     data = load_dataset(name, classes=classes, features=features, test_fraction=0.3, seed=2)
-    np.testing.assert_allclose(data.x_train.mean(axis=0), 0.0, atol=1e-12)
-    np.testing.assert_allclose(data.x_train.std(axis=0), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(data.x_train.mean(axis=0), 0.0, atol=ROUNDING_TOL)
+    np.testing.assert_allclose(data.x_train.std(axis=0), 1.0, rtol=ROUNDING_TOL)
     # The test split goes through the train-fitted transforms, so its moments are close but not exact.
     assert not np.allclose(data.x_test.mean(axis=0), 0.0, atol=1e-6)
     assert not np.allclose(data.x_test.std(axis=0), 1.0, rtol=1e-6)
@@ -125,9 +126,9 @@ def test_train_split_standardized_test_split_not_forced(name: str, classes: list
 def test_train_angles_span_zero_to_pi(name: str, classes: list[int], features: int) -> None:
     data = load_dataset(name, classes=classes, features=features, test_fraction=0.2, seed=0)
     angles = data.angles(data.x_train)
-    np.testing.assert_allclose(angles.min(axis=0), 0.0, atol=1e-12)
-    np.testing.assert_allclose(angles.max(axis=0), np.pi, rtol=1e-12)
-    assert np.all(angles >= -1e-12) and np.all(angles <= np.pi + 1e-12)
+    np.testing.assert_allclose(angles.min(axis=0), 0.0, atol=ROUNDING_TOL)
+    np.testing.assert_allclose(angles.max(axis=0), np.pi, rtol=ROUNDING_TOL)
+    assert np.all(angles >= -ROUNDING_TOL) and np.all(angles <= np.pi + ROUNDING_TOL)
     np.testing.assert_array_equal(angles, (data.x_train - data.angle_offset) * data.angle_scale)
 
 
@@ -165,7 +166,7 @@ def test_max_train_keeps_stratified_seeded_subsample() -> None:
     _assert_same(small, again)
     np.testing.assert_array_equal(small.x_test.shape, full.x_test.shape)  # test split untouched in size
     # Re-standardized on the subsample alone.
-    np.testing.assert_allclose(small.x_train.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(small.x_train.mean(axis=0), 0.0, atol=ROUNDING_TOL)
     assert "10 train / 20 test" in small.description
     capped = load_dataset("iris", classes=[1, 2], features=4, test_fraction=0.2, seed=3, max_train=1000)
     _assert_same(capped, full)
@@ -195,7 +196,7 @@ def test_mnist_pixels_become_float_features(tmp_path: Path) -> None:
     data = load_dataset("mnist", [0, 1], 784, 0.2, 0, path=str(_write_npz(tmp_path / "m.npz", arrays)))
     train = arrays["x_train"][np.isin(arrays["y_train"], [0, 1])].reshape(-1, 784).astype(np.float64)
     expected = (train - train.mean(axis=0)) / train.std(axis=0)
-    np.testing.assert_allclose(data.x_train, expected, atol=1e-12)
+    np.testing.assert_allclose(data.x_train, expected, atol=ROUNDING_TOL)
 
 
 def test_mnist_pca_and_flat_npz(tmp_path: Path) -> None:

@@ -14,19 +14,20 @@ import pytest
 from qiskit import QuantumCircuit
 
 import hpcqnn
+from bounded import clean_environment, mpi_command, run_bounded
+from hpcqnn.cutting.plan import build_cut_plan
+from hpcqnn.cutting.program import build_program
+from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError
 from hpcqnn.execution import devices
-from hpcqnn.training.circuits import cut_qnn
-from hpcqnn.run.config import load_config
-from hpcqnn.run import launcher
 from hpcqnn.execution.devices import GPUProbe, Placement, gpu_for_rank, place
 from hpcqnn.execution.engine import finish_query
-from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError
-from hpcqnn.cutting.program import build_program
 from hpcqnn.execution.query import QueryBuffers, query_rows
-from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.execution.simulator import AerRunner
+from hpcqnn.run import launcher
+from hpcqnn.run.config import load_config
 from hpcqnn.run.timelog import rank_file, read_timing
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from hpcqnn.training.circuits import cut_qnn
+from tolerances import ROUNDING_TOL
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
@@ -51,12 +52,16 @@ def no_gpu(monkeypatch, fresh_announcements):
 # -- binding -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("local_rank", "gpus", "expected"), [(0, 1, 0), (3, 1, 0), (0, 4, 0), (1, 4, 1), (5, 4, 1), (7, 2, 1)])
+@pytest.mark.parametrize(
+    ("local_rank", "gpus", "expected"), [(0, 1, 0), (3, 1, 0), (0, 4, 0), (1, 4, 1), (5, 4, 1), (7, 2, 1)]
+)
 def test_rank_uses_local_rank_modulo_gpus(local_rank, gpus, expected):
     assert gpu_for_rank(local_rank, gpus) == expected
 
 
-@pytest.mark.parametrize(("local_rank", "gpus", "message"), [(0, 0, "at least one visible GPU, got 0"), (-1, 2, "local rank must be >= 0")])
+@pytest.mark.parametrize(
+    ("local_rank", "gpus", "message"), [(0, 0, "at least one visible GPU, got 0"), (-1, 2, "local rank must be >= 0")]
+)
 def test_binding_rejects_impossible_input(local_rank, gpus, message):
     with pytest.raises(ExecutionConfigError, match=message):
         gpu_for_rank(local_rank, gpus)
@@ -139,7 +144,9 @@ def test_estimators_say_the_auto_fallback_once(no_gpu, capsys):
     for _ in range(2):
         assert hpcqnn.DistributedEstimator(partition_labels="AABB").device == "CPU"
     err = capsys.readouterr().err
-    assert err.count("hpcqnn: device='auto' falls back to the CPU: CuPy sees no CUDA device (CuPy is not installed)") == 1
+    assert (
+        err.count("hpcqnn: device='auto' falls back to the CPU: CuPy sees no CUDA device (CuPy is not installed)") == 1
+    )
 
 
 def test_estimator_refuses_gpu_without_one(no_gpu):
@@ -203,7 +210,6 @@ def mpiexec(args: list[str], ranks: int, env: dict[str, str]) -> tuple[int, str]
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 @pytest.mark.skipif(GPU_HERE, reason="checks the CPU fallback; tests/test_gpu.py covers GPU machines")
 def test_mpi_ranks_take_local_rank_from_the_mpi_world(tmp_path):
     """Both ranks inherit SLURM_LOCALID=0 (mpiexec inside a batch step) yet get local ranks 0
@@ -218,13 +224,22 @@ def test_mpi_ranks_take_local_rank_from_the_mpi_world(tmp_path):
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 @pytest.mark.skipif(GPU_HERE, reason="needs a machine without a usable GPU")
 def test_train_refuses_gpu_on_every_rank_before_work(tmp_path):
     out = tmp_path / "run"
     code, output = mpiexec(
-        ["-m", "hpcqnn.cli", "train", str(ROOT / "jobs" / "iris_quick.toml"), "--out", str(out), "--set", "execution.device=GPU"],
-        2, {},
+        [
+            "-m",
+            "hpcqnn.cli",
+            "train",
+            str(ROOT / "jobs" / "iris_quick.toml"),
+            "--out",
+            str(out),
+            "--set",
+            "execution.device=GPU",
+        ],
+        2,
+        {},
     )
     assert code == 2, output
     # every rank exits with status 2 (`python -m mpi4py` then aborts the world), rank 0 says why
@@ -301,9 +316,9 @@ def test_reconstruction_through_a_device_module_equals_numpy(sampled, qubits, cu
     host_values, host_variance = finish_query(program, buffers, weights, np)
     values, variance = finish_query(program, buffers, weights, DeviceModule())
     assert type(values) is np.ndarray
-    np.testing.assert_allclose(values, host_values, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(values, host_values, rtol=0, atol=ROUNDING_TOL)
     if sampled:
-        np.testing.assert_allclose(variance, host_variance, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(variance, host_variance, rtol=0, atol=ROUNDING_TOL)
     else:
         assert variance is None and host_variance is None
 
@@ -323,7 +338,10 @@ def test_gpubench_runs_the_cpu_side_and_says_the_gpu_side_was_skipped(no_gpu, tm
     report = json.loads(out.read_text())
     assert report["gpu"] is None and report["gpu_skipped"] == NO_GPU.problem
     assert report["cupy_gpu"] is None and report["cupy_skipped"] == NO_GPU.problem
-    assert [(e["case"], e["partitions"], e["cuts"]) for e in report["execution"]] == [("8q 3 cuts", 2, 3), ("16q 3 pieces", 3, 2)]
+    assert [(e["case"], e["partitions"], e["cuts"]) for e in report["execution"]] == [
+        ("8q 3 cuts", 2, 3),
+        ("16q 3 pieces", 3, 2),
+    ]
     for entry in report["execution"]:
         assert entry["cpu_execute_s"] > 0 and entry["gpu_execute_s"] is None and entry["execute_cpu_over_gpu"] is None
     assert [(r["case"], r["rows"]) for r in report["reconstruction"]] == [
@@ -341,7 +359,9 @@ def test_gpubench_reconstructs_with_cupy_where_aer_has_no_gpu(monkeypatch, fresh
     monkeypatch.setattr(launcher, "local_rank", lambda: 3)
     monkeypatch.setattr(gpubench, "cupy_error", lambda gpu: "")
     used = []
-    monkeypatch.setattr(gpubench, "array_module", lambda where: used.append(where.gpu) or (np if where.gpu is None else DeviceModule()))
+    monkeypatch.setattr(
+        gpubench, "array_module", lambda where: used.append(where.gpu) or (np if where.gpu is None else DeviceModule())
+    )
     out = tmp_path / "bench.json"
     args = ["--queries", "1", "--rows", "2", "--large-qubits", "16", "--reconstruction-rows", "4",
             "--repeats", "1", "--threads", "1", "--json", str(out)]
@@ -350,7 +370,7 @@ def test_gpubench_reconstructs_with_cupy_where_aer_has_no_gpu(monkeypatch, fresh
     assert report["gpu"] is None and report["gpu_skipped"] == CPU_AER.problem
     assert report["cupy_gpu"] == "GPU 1" and report["cupy_skipped"] is None
     assert all(e["gpu_execute_s"] is None for e in report["execution"])
-    assert all(r["cupy_s"] > 0 and r["max_abs_difference"] < 1e-12 for r in report["reconstruction"])
+    assert all(r["cupy_s"] > 0 and r["max_abs_difference"] < ROUNDING_TOL for r in report["reconstruction"])
     assert set(used) == {None, 1}
     assert "Reconstruction ran with CuPy on GPU 1." in capsys.readouterr().out
 

@@ -17,6 +17,7 @@ from hpcqnn import (
 )
 from hpcqnn.training.circuits import cut_qnn
 from statevector import exact_values
+from tolerances import EXACT_ATOL
 
 
 def random_circuit(num_qubits: int, labels: str, cuts: int, rng: np.random.Generator):
@@ -66,7 +67,7 @@ def test_exact_matches_uncut_statevector(num_qubits, labels, cuts, minimal_basis
     rows = rng.uniform(-np.pi, np.pi, (7, circuit.num_parameters))
     estimator = DistributedEstimator(partition_labels=labels, minimal_basis=minimal_basis, coherent=coherent)
     result = estimator.run([(circuit, observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact_values(circuit, observable, rows), atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, exact_values(circuit, observable, rows), atol=EXACT_ATOL)
     assert np.all(result.data.stds == 0)
     assert result.metadata["num_partitions"] == len(set(labels))
 
@@ -112,8 +113,8 @@ def test_three_partitions_enumerate_only_their_own_cuts():
     for minimal, per_side in ((False, 5), (True, 4)):
         estimator = DistributedEstimator(partition_labels="AABBCC", minimal_basis=minimal)
         result = estimator.run([(qc, observable, rows)]).result()[0]
-        np.testing.assert_allclose(result.data.evs, exact_values(qc, observable, rows), atol=1e-10)
-        plan = next(iter(estimator._programs.values())).plan
+        np.testing.assert_allclose(result.data.evs, exact_values(qc, observable, rows), atol=EXACT_ATOL)
+        plan = estimator.program((qc, observable, rows)).plan
         touched = {p.label: len(p.cut_ids) for p in plan.partitions}
         assert touched == {"A": 1, "B": 2, "C": 1}
         assert plan.num_subexperiments == per_side + per_side**2 + per_side
@@ -130,10 +131,13 @@ def test_plan_is_built_once_per_circuit_structure():
         assert ("partition" in phases) == (query == 0)
         assert ("generate" in phases) == (query == 0)
         assert phases["execute"] > 0 and phases["reconstruct"] > 0
-    assert len(estimator._programs) == 1
+    program = estimator.program((model.circuit, model.observable, rows))
     # a structurally identical copy hits the same plan
-    estimator.run([(model.circuit.copy(), model.observable, rows)]).result()
-    assert len(estimator._programs) == 1
+    copy = (model.circuit.copy(), model.observable, rows)
+    assert estimator.program(copy) is program
+    estimator.run([copy]).result()
+    phases = estimator.recorder.seconds(estimator.num_queries - 1)
+    assert "partition" not in phases and "generate" not in phases
 
 
 def test_plans_built_in_one_run_are_timed_under_the_query_that_executes_them():
@@ -143,7 +147,10 @@ def test_plans_built_in_one_run_are_timed_under_the_query_that_executes_them():
     estimator = DistributedEstimator(partition_labels=first.partition_labels)
     rows = np.random.default_rng(1).uniform(-1, 1, (2, first.circuit.num_parameters))
     results = estimator.run(
-        [(first.circuit, first.observable, rows), (second.circuit, second.observable, rows[:, : second.circuit.num_parameters])]
+        [
+            (first.circuit, first.observable, rows),
+            (second.circuit, second.observable, rows[:, : second.circuit.num_parameters]),
+        ]
     ).result()
     assert [r.metadata["query"] for r in results] == [0, 1]
     assert [r.metadata["num_cuts"] for r in results] == [1, 2]
@@ -163,8 +170,12 @@ def test_broadcasting_and_several_pubs_in_one_batch():
     assert result[0].data.evs.shape == (3, 2)
     assert result[1].data.evs.shape == ()
     for o, obs in enumerate(observables):
-        np.testing.assert_allclose(result[0].data.evs[:, o], exact_values(model.circuit, obs, rows[:, 0]), atol=1e-10)
-    np.testing.assert_allclose(result[1].data.evs, exact_values(model.circuit, observables[0], rows[0])[0], atol=1e-10)
+        np.testing.assert_allclose(
+            result[0].data.evs[:, o], exact_values(model.circuit, obs, rows[:, 0]), atol=EXACT_ATOL
+        )
+    np.testing.assert_allclose(
+        result[1].data.evs, exact_values(model.circuit, observables[0], rows[0])[0], atol=EXACT_ATOL
+    )
     assert estimator.num_queries == 2  # the two observable sets are two plans
 
 
@@ -175,7 +186,7 @@ def test_parameter_free_circuit_and_bound_angle_cut():
     qc.cx(0, 3)
     observable = SparsePauliOp(["ZZZZ", "XXII"], [1.0, 0.3])
     result = DistributedEstimator(partition_labels="AABB").run([(qc, observable)]).result()[0]
-    assert result.data.evs == pytest.approx(exact_values(qc, observable), abs=1e-10)
+    assert result.data.evs == pytest.approx(exact_values(qc, observable), abs=EXACT_ATOL)
 
 
 def test_automatic_cuts_respect_max_subcircuit_qubits():
@@ -183,8 +194,8 @@ def test_automatic_cuts_respect_max_subcircuit_qubits():
     estimator = DistributedEstimator(max_subcircuit_qubits=3, seed=1)
     rows = np.random.default_rng(3).uniform(-1, 1, (2, model.circuit.num_parameters))
     result = estimator.run([(model.circuit, model.observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10)
-    plan = next(iter(estimator._programs.values())).plan
+    np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=EXACT_ATOL)
+    plan = estimator.program((model.circuit, model.observable, rows)).plan
     assert all(len(p.qubits) <= 3 for p in plan.partitions)
     assert plan.num_cuts >= 1
 
@@ -196,7 +207,7 @@ def test_library_blocks_are_unrolled_before_cutting():
     observable = SparsePauliOp("ZIIZ")
     rows = np.random.default_rng(4).uniform(-1, 1, (2, ansatz.num_parameters))
     result = DistributedEstimator(partition_labels="AABB").run([(ansatz, observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact_values(ansatz, observable, rows), atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, exact_values(ansatz, observable, rows), atol=EXACT_ATOL)
 
 
 # -- bad input: named errors before anything is simulated ----------------------------------
@@ -298,8 +309,8 @@ def test_rows_equal_on_a_partition_run_once_for_it(coherent):
     rows[1, column] += np.pi / 2
     rows[2, column] -= np.pi / 2
     result = estimator.run([(model.circuit, model.observable, rows)]).result()[0]
-    np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10)
-    plan = next(iter(estimator._programs.values())).plan
+    np.testing.assert_allclose(result.data.evs, exact_values(model.circuit, model.observable, rows), atol=EXACT_ATOL)
+    plan = estimator.program((model.circuit, model.observable, rows)).plan
     executed = sum(r.n_experiments for r in estimator.recorder.rows if r.phase == "execute")
     a, b = (1, 1) if coherent else (p.num_subexperiments for p in plan.partitions)  # experiments per row
     assert executed == 3 * a + 1 * b
@@ -329,11 +340,14 @@ def test_custom_gates_are_unrolled_and_keyed_by_their_definition():
 
     observable = SparsePauliOp(["ZZZZ", "IXZI"], [1.0, 0.5])
     estimator = DistributedEstimator(partition_labels="AABB")
+    programs = []
     for flip in (False, True):
         qc = with_block(flip)
         value = estimator.run([(qc, observable)]).result()[0].data.evs
-        assert value == pytest.approx(exact_values(qc, observable), abs=1e-10)
-    assert len(estimator._programs) == 2
+        assert value == pytest.approx(exact_values(qc, observable), abs=EXACT_ATOL)
+        programs.append(estimator.program((qc, observable)))
+    assert programs[0] is not programs[1]
+    assert all(estimator.program((with_block(flip), observable)) is programs[flip] for flip in (False, True))
 
 
 def test_reset_hidden_in_initialize_is_refused():
@@ -349,8 +363,9 @@ def test_program_shows_the_plan_it_runs_without_simulating():
     will run, per partition."""
     model = cut_qnn(8, cuts=3)
     estimator = DistributedEstimator(partition_labels=model.partition_labels)
-    program = estimator.program((model.circuit, model.observable, np.zeros(model.circuit.num_parameters)))
-    assert estimator.num_queries == 0 and program is next(iter(estimator._programs.values()))
+    pub = (model.circuit, model.observable, np.zeros(model.circuit.num_parameters))
+    program = estimator.program(pub)
+    assert estimator.num_queries == 0 and estimator.program(pub) is program  # cached, not rebuilt
     assert repr(program) == (
         "<Program: 3 cuts, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, exact mode; "
         "A: qubits 0, 1, 2, 3 + 6 control qubits, 3 cuts, 64 subexperiments in one coherent circuit; "
@@ -375,6 +390,9 @@ def test_wide_coherent_circuits_go_to_aer_in_calls_of_bounded_size(monkeypatch):
     monkeypatch.setattr(simulator.AerRunner, "_call", lambda self, program, rows, tiles: calls.append(
         sum(t.stop - t.start for t in tiles)) or execute(self, program, rows, tiles))
     rows = np.random.default_rng(2).uniform(-np.pi, np.pi, (7, model.circuit.num_parameters))
-    result = DistributedEstimator(partition_labels=model.partition_labels).run([(model.circuit, model.observable, rows)])
-    np.testing.assert_allclose(result.result()[0].data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10)
+    pub = (model.circuit, model.observable, rows)
+    result = DistributedEstimator(partition_labels=model.partition_labels).run([pub])
+    np.testing.assert_allclose(
+        result.result()[0].data.evs, exact_values(model.circuit, model.observable, rows), atol=1e-10
+    )
     assert max(calls) == 3 and sum(calls) == 2 * 7

@@ -12,17 +12,18 @@ import numpy as np
 import pytest
 
 import hpcqnn
+from bounded import clean_environment, mpi_command, run_bounded
 from hpcqnn import cli
-from hpcqnn.tools import gpucheck
-from hpcqnn.training.circuits import cut_qnn
 from hpcqnn.cutting.plan import build_cut_plan
-from hpcqnn.execution.devices import Placement, array_module, probe_gpus, place
-from hpcqnn.execution.engine import finish_query
-from hpcqnn.tools.gpubench import reconstruction_placement
 from hpcqnn.cutting.program import build_program
+from hpcqnn.execution.devices import Placement, array_module, place, probe_gpus
+from hpcqnn.execution.engine import finish_query
 from hpcqnn.execution.query import QueryBuffers, query_rows
 from hpcqnn.run.timelog import rank_file, read_timing
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from hpcqnn.tools import gpucheck
+from hpcqnn.tools.gpubench import reconstruction_placement
+from hpcqnn.training.circuits import cut_qnn
+from tolerances import EXACT_ATOL, ROUNDING_TOL
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
@@ -48,7 +49,7 @@ def test_gpu_aer_equals_cpu_in_exact_mode(qubits, cuts, labels):
         result = estimator.run([(qnn.circuit, qnn.observable, params)]).result()[0]
         assert result.metadata["device"] == device
         values[device] = np.asarray(result.data.evs)
-    np.testing.assert_allclose(values["GPU"], values["CPU"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(values["GPU"], values["CPU"], rtol=0, atol=EXACT_ATOL)
 
 
 @needs_gpu
@@ -72,9 +73,9 @@ def test_cupy_reconstruction_equals_numpy(sampled):
     assert xp is cupy
     host = finish_query(program, buffers, weights, np)
     device = finish_query(program, buffers, weights, xp)
-    np.testing.assert_allclose(device[0], host[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(device[0], host[0], rtol=0, atol=ROUNDING_TOL)
     if sampled:
-        np.testing.assert_allclose(device[1], host[1], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(device[1], host[1], rtol=0, atol=ROUNDING_TOL)
 
 
 @needs_cupy
@@ -96,7 +97,6 @@ def test_gpucheck_passes(capsys):
 
 @needs_gpu
 @pytest.mark.mpi
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 def test_ranks_bind_to_local_rank_mod_gpus(tmp_path):
     command = mpi_command(2, SCRIPTS / "placement.py", tmp_path, "GPU")
     code, output = run_bounded(command, 180.0, clean_environment({"SLURM_LOCALID": "0"}), merge_output=True, cwd=ROOT)
@@ -111,7 +111,7 @@ def test_ranks_bind_to_local_rank_mod_gpus(tmp_path):
     params = np.random.default_rng(5).uniform(-np.pi, np.pi, (3, qnn.circuit.num_parameters))
     cpu = hpcqnn.DistributedEstimator(partition_labels=qnn.partition_labels, device="CPU")
     expected = cpu.run([(qnn.circuit, qnn.observable, params)]).result()[0].data.evs
-    np.testing.assert_allclose(np.load(tmp_path / "values.npy"), expected, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.load(tmp_path / "values.npy"), expected, rtol=0, atol=EXACT_ATOL)
 
 
 @needs_gpu
@@ -140,6 +140,6 @@ def test_gpubench_compares_both_sides(tmp_path):
     assert report["gpu"] == "GPU 0" and report["gpu_skipped"] is None
     for entry in report["execution"]:
         assert entry["gpu_execute_s"] > 0 and entry["execute_cpu_over_gpu"] > 0
-        assert entry["max_abs_difference"] < 1e-10
+        assert entry["max_abs_difference"] < EXACT_ATOL
     for entry in report["reconstruction"]:
-        assert entry["cupy_s"] > 0 and entry["max_abs_difference"] < 1e-10
+        assert entry["cupy_s"] > 0 and entry["max_abs_difference"] < EXACT_ATOL

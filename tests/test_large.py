@@ -15,6 +15,7 @@ from analysis import large
 from hpcqnn import DistributedEstimator, cli
 from hpcqnn.tools.bench import addon_subexperiments, bench_models
 from hpcqnn.training.circuits import cut_qnn
+from tolerances import EXACT_ATOL
 
 
 def family(qubits: int):
@@ -44,7 +45,7 @@ def test_exact_matches_matrix_product_state(qubits: int, subexperiments: int):
     ).result()[0]
     expected = mps_values(model.circuit, observables(qubits), rows)
     assert np.max(np.abs(expected[:, 1:])) > 0.05  # the check is not of zeros against zeros
-    np.testing.assert_allclose(result.data.evs, expected, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, expected, rtol=0, atol=EXACT_ATOL)
     assert result.metadata["num_partitions"] == qubits // 10
     assert result.metadata["num_subexperiments"] == subexperiments
     ends, middle = [4], [16] * (qubits // 10 - 2)
@@ -58,7 +59,9 @@ def test_sampled_40_qubits_within_errors():
     result = estimator.run([(model.circuit, observables(40), rows[:, None, :])]).result()[0]
     expected = mps_values(model.circuit, observables(40), rows)
     assert np.all(result.data.stds > 0)
-    assert np.all(np.abs(result.data.evs - expected) <= 5 * result.data.stds), (result.data.evs - expected) / result.data.stds
+    assert np.all(np.abs(result.data.evs - expected) <= 5 * result.data.stds), (
+        result.data.evs - expected
+    ) / result.data.stds
 
 
 @pytest.mark.parametrize("qubits,count", [(20, 12), (30, 108)])

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 import hpcqnn
-from hpcqnn.run.timelog import read_timing, rank_file
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from bounded import clean_environment, mpi_command, run_bounded
+from hpcqnn.run.timelog import rank_file, read_timing
 from statevector import exact_values
+from tolerances import EXACT_ATOL, ROUNDING_TOL
 
 pytestmark = pytest.mark.mpi
 
@@ -29,9 +30,6 @@ FAIL_TIMEOUT = 60.0  # seconds within which a failed job must have ended
 QUERIES = 4  # engine queries per mode in estimate.py (one per run of the workload)
 COLUMNS = ("query", "phase", "t_start", "t_end", "n_circuits", "n_rows")
 ATTRIBUTES = ("rank", "size", "hostname", "device", "mpi_library", "hpcqnn_version", "config")
-
-if MPIEXEC is None:
-    pytest.skip("no mpiexec found", allow_module_level=True)
 
 _spec = importlib.util.spec_from_file_location("mpi_workload", SCRIPTS / "workload.py")
 workload = importlib.util.module_from_spec(_spec)  # the scripts' queries, for serial references
@@ -92,7 +90,9 @@ def serial() -> dict[str, Reference]:
         )
         arrays = workload.collect(est)
         rows = est.recorder.rows
-        per_query = [sum(r.n_experiments for r in rows if r.query == q and r.phase == "execute") for q in range(QUERIES)]
+        per_query = [
+            sum(r.n_experiments for r in rows if r.query == q and r.phase == "execute") for q in range(QUERIES)
+        ]
         references[mode] = Reference(arrays, per_query)
     return references
 
@@ -135,9 +135,9 @@ def test_results_match_serial(estimate_run, serial, statevector, size: int, sche
         for key, value in expected.items():
             got = results[f"{mode}/{key}"]
             assert got.shape == value.shape, key
-            np.testing.assert_allclose(got, value, rtol=0, atol=1e-12, err_msg=f"{mode} {key}")
+            np.testing.assert_allclose(got, value, rtol=0, atol=ROUNDING_TOL, err_msg=f"{mode} {key}")
     for key, value in statevector.items():
-        np.testing.assert_allclose(results[f"exact/{key}"], value, rtol=0, atol=1e-10, err_msg=key)
+        np.testing.assert_allclose(results[f"exact/{key}"], value, rtol=0, atol=EXACT_ATOL, err_msg=key)
         sampled = results[f"sampled/{key}"]
         assert np.all(results[f"sampled/{key.replace('evs', 'stds')}"] > 0)
         assert not np.allclose(sampled, value, atol=1e-6), "sampled mode returned exact values"
@@ -150,7 +150,9 @@ def test_timing_files(estimate_run, serial, size: int, schedule: str):
     out = estimate_run(size, schedule)
     for mode in ("exact", "sampled"):
         run_dir = out / mode
-        assert sorted(p.name for p in (run_dir / "timing").iterdir()) == [rank_file(run_dir, r).name for r in range(size)]
+        assert sorted(p.name for p in (run_dir / "timing").iterdir()) == [
+            rank_file(run_dir, r).name for r in range(size)
+        ]
         all_rows = []
         for r in range(size):
             rows, attrs = read_timing(rank_file(run_dir, r))
@@ -186,9 +188,11 @@ def test_wire_cuts_and_chains_match_serial(tmp_path: Path, shape: str, size: int
     for mode, shots in (("exact", None), ("sampled", workload.SHOTS)):
         estimator = hpcqnn.DistributedEstimator(**options, shots=shots, seed=workload.SEED)
         for key, value in workload.collect(estimator, selected).items():
-            np.testing.assert_allclose(results[f"{mode}/{key}"], value, rtol=0, atol=1e-12, err_msg=f"{mode} {key}")
+            np.testing.assert_allclose(
+                results[f"{mode}/{key}"], value, rtol=0, atol=ROUNDING_TOL, err_msg=f"{mode} {key}"
+            )
     for r, pubs in enumerate(selected):
-        np.testing.assert_allclose(results[f"exact/evs/{r}/0"], exact_values(*pubs[0]), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(results[f"exact/evs/{r}/0"], exact_values(*pubs[0]), rtol=0, atol=EXACT_ATOL)
 
 
 # -- scheduling under an injected straggler ----------------------------------------------------
@@ -199,7 +203,7 @@ def straggler_rows(tmp_path: Path, schedule: str, serial: dict[str, Reference], 
     check_success(launch("straggler.py", tmp_path, schedule, queries, ranks=3, timeout=JOB_TIMEOUT))
     with np.load(tmp_path / "results.npz") as data:
         for q in range(queries):
-            np.testing.assert_allclose(data[f"evs/{q}/0"], serial["exact"].arrays["evs/0/0"], rtol=0, atol=1e-12)
+            np.testing.assert_allclose(data[f"evs/{q}/0"], serial["exact"].arrays["evs/0/0"], rtol=0, atol=ROUNDING_TOL)
     rows = phase_rows(tmp_path, 3)
     for r, ranks_rows in enumerate(rows):
         straggle = ranks_rows[ranks_rows["phase"] == "straggle"]
@@ -274,7 +278,9 @@ def test_existing_timing_logs_are_refused_before_any_work(tmp_path):
     with hpcqnn.mpi_estimator(partition_labels="AABB", timing_dir=tmp_path) as estimator:
         assert estimator is not None
     written = rank_file(tmp_path, 0).read_bytes()
-    with pytest.raises(hpcqnn.RunDirectoryError, match=r"rank\(s\) 0: timing logs are never overwritten; give a new timing_dir"):
+    with pytest.raises(
+        hpcqnn.RunDirectoryError, match=r"rank\(s\) 0: timing logs are never overwritten; give a new timing_dir"
+    ):
         with hpcqnn.mpi_estimator(partition_labels="AABB", timing_dir=tmp_path):
             pytest.fail("the block must not run")
     assert rank_file(tmp_path, 0).read_bytes() == written

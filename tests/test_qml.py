@@ -9,6 +9,7 @@ from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from hpcqnn import DistributedEstimator
 from hpcqnn.training.circuits import cut_qnn
+from tolerances import EXACT_ATOL
 
 
 def make_qnn(estimator) -> EstimatorQNN:
@@ -32,8 +33,8 @@ def test_estimator_qnn_forward_and_backward_match_statevector():
     inputs = rng.uniform(-1, 1, (3, cut.num_inputs))
     weights = rng.uniform(-np.pi, np.pi, cut.num_weights)
 
-    np.testing.assert_allclose(cut.forward(inputs, weights), reference.forward(inputs, weights), atol=1e-10)
+    np.testing.assert_allclose(cut.forward(inputs, weights), reference.forward(inputs, weights), atol=EXACT_ATOL)
     cut_in, cut_w = cut.backward(inputs, weights)
     ref_in, ref_w = reference.backward(inputs, weights)
-    np.testing.assert_allclose(cut_w, ref_w, atol=1e-10)
-    np.testing.assert_allclose(cut_in, ref_in, atol=1e-10)
+    np.testing.assert_allclose(cut_w, ref_w, atol=EXACT_ATOL)
+    np.testing.assert_allclose(cut_in, ref_in, atol=EXACT_ATOL)

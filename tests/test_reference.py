@@ -8,8 +8,8 @@ import numpy as np
 from qiskit.circuit.library import CXGate
 from qiskit_addon_cutting.qpd import QPDBasis
 
-from hpcqnn.training.circuits import cut_qnn
 from hpcqnn.tools.reference import reference_query
+from hpcqnn.training.circuits import cut_qnn
 from statevector import exact_values
 
 

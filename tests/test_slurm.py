@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bounded import MPIEXEC
 from hpcqnn.run.slurm import slurm_attributes, slurm_info
 from hpcqnn.run.timelog import rank_file, read_timing
 
@@ -35,7 +35,15 @@ CONFIG = "jobs/iris_quick.toml"  # relative to the submit directory (the reposit
 QUICK = ["--set", "data.max_train=24", "--set", "evaluation.gaussian_draws=1"]
 ONE_EPOCH = ["--set", "training.epochs=1", *QUICK]
 # slow enough to be signalled mid-training: rank 1 sleeps per tile batch, numbers unchanged
-SLOW = ["--set", "training.epochs=3", *QUICK, "--set", "execution.straggler_ranks=[1]", "--set", "execution.straggler_delay=0.4"]
+SLOW = [
+    "--set",
+    "training.epochs=3",
+    *QUICK,
+    "--set",
+    "execution.straggler_ranks=[1]",
+    "--set",
+    "execution.straggler_delay=0.4",
+]
 START_TIMEOUT = 900.0  # the first start installs slurm-wlm and munge
 JOB_TIMEOUT = 180.0  # per job, requeues included
 
@@ -108,6 +116,7 @@ def write_matrix(path: Path) -> list[tuple[int, list[str]]]:
     return [(1, []), (2, ["--set", "execution.straggler_ranks=[1]", "--set", "execution.straggler_slowdown=2"])]
 
 
+@pytest.mark.mpi
 def test_workstation_sweep(tmp_path):
     """jobs/sweep.sh: the matrix under mpiexec, one line after another; a rerun skips finished lines
     and sets aside a line stopped before its first checkpoint."""
@@ -125,7 +134,9 @@ def test_workstation_sweep(tmp_path):
         results = json.loads((run_dir / "results.json").read_text())
         assert results["ranks"] == ranks
         assert all(rank_file(run_dir, r).exists() for r in range(ranks))
-    assert json.loads((tmp_path / "out" / "ws_1" / "results.json").read_text())["config"]["execution"]["straggler_ranks"] == [1]
+    assert json.loads((tmp_path / "out" / "ws_1" / "results.json").read_text())["config"]["execution"][
+        "straggler_ranks"
+    ] == [1]
     assert (tmp_path / "out" / "ws_1.incomplete-1" / "config.toml").read_text() == "# partial\n"
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
     assert again.returncode == 0 and again.stdout.count("already finished") == 2, again.stdout + again.stderr
@@ -143,10 +154,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(slurm_cluster_possible):
     script = str(SLURM / "local_cluster.sh")
-    if os.geteuid() != 0:
-        pytest.skip("slurm/local_cluster.sh needs root (it installs and runs slurmctld, slurmd, munged)")
     state = os.environ.get("HPCQNN_SLURM_DIR", "/tmp/hpcqnn-slurm")
     base = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     was_running = subprocess.run([script, "status"], env=base, capture_output=True, text=True).returncode == 0
@@ -179,8 +188,14 @@ class Submission:
 
     def __init__(self, cluster: Cluster, *args: str, logs: Path):
         self.cluster, self.logs, self.started = cluster, logs, time.monotonic()
-        command = [args[0], "--wait", "--parsable", *args[1:]] if args[0].endswith("submit_sweep.sh") else ["sbatch", "--wait", "--parsable", *args]
-        self.proc = subprocess.Popen(command, cwd=REPO, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        command = (
+            [args[0], "--wait", "--parsable", *args[1:]]
+            if args[0].endswith("submit_sweep.sh")
+            else ["sbatch", "--wait", "--parsable", *args]
+        )
+        self.proc = subprocess.Popen(
+            command, cwd=REPO, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         line = self.proc.stdout.readline().strip()
         if not line.split(";")[0].isdigit():
             out, err = self.proc.communicate(timeout=30)
@@ -315,13 +330,15 @@ def test_failed_job_exit_code(cluster, tmp_path):
 def reference_parameters(tmp_path_factory) -> list[float]:
     """The SLOW run's final parameters without Slurm and without interruption."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or "mpiexec"
-    command = [mpiexec, "-n", "2", sys.executable, "-m", "hpcqnn.cli", "train", CONFIG, "--out", str(out), *SLOW]
-    run = subprocess.run(command, cwd=REPO, env=clean_environment(), capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "hpcqnn.cli", "train", CONFIG, "--out", str(out), *SLOW]
+    run = subprocess.run(
+        command, cwd=REPO, env=clean_environment(), capture_output=True, text=True, timeout=JOB_TIMEOUT
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     return json.loads((out / "results.json").read_text())["final"]["parameters"]
 
 
+@pytest.mark.mpi  # the reference run
 @pytest.mark.parametrize("how", ["scancel --signal=TERM", "scontrol requeue"])
 def test_stopped_job_resumes_after_requeue(cluster, tmp_path, reference_parameters, how):
     """SIGTERM mid-training (what --signal=TERM@60 sends before the time limit; preemption and

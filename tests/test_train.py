@@ -24,16 +24,17 @@ import h5py
 import numpy as np
 import pytest
 
+from bounded import clean_environment, mpi_command, run_bounded
 from hpcqnn import DistributedEstimator, cli
-from hpcqnn.training.circuits import cut_qnn
-from hpcqnn.training.data import load_dataset
-from hpcqnn.training.model import QNNClassifier, bce_loss
-from hpcqnn.run.timelog import rank_file, read_timing
 from hpcqnn.run.config import load_config
 from hpcqnn.run.directory import CHECKPOINT, run_state
+from hpcqnn.run.timelog import rank_file, read_timing
+from hpcqnn.training.circuits import cut_qnn
+from hpcqnn.training.data import load_dataset
 from hpcqnn.training.loop import StopRequest, build_qnn, evaluate_robustness, load_data
+from hpcqnn.training.model import QNNClassifier, bce_loss
 from hpcqnn.training.optim import TrainState
-from bounded import MPIEXEC, clean_environment, mpi_command, run_bounded
+from tolerances import FINITE_DIFFERENCE_ATOL, PROPAGATED_ATOL, ROUNDING_TOL
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = ROOT / "jobs"
@@ -79,7 +80,9 @@ def launch(command: list[str], timeout: float = JOB_TIMEOUT) -> subprocess.Compl
     return subprocess.CompletedProcess(command, returncode, output)
 
 
-def interrupted(stop_at: int | str, config: Path, out: Path, extra: list[str], ranks: int | None = None, signame: str = "TERM"):
+def interrupted(
+    stop_at: int | str, config: Path, out: Path, extra: list[str], ranks: int | None = None, signame: str = "TERM"
+):
     """A run whose every rank receives SIG``signame`` during its ``stop_at``-th training step
     (``"fgsm"``: in the final evaluation, train/scripts/interrupt.py)."""
     when = f"{stop_at}:{signame}"
@@ -124,13 +127,13 @@ def test_loss_gradient_matches_finite_differences_in_one_query(classifier):
     loss, grad = model.loss_and_gradient(angles, y, theta)
     assert model.estimator.num_queries == before + 1  # unshifted and all shifted rows: ONE query
 
-    assert loss == pytest.approx(loss_of(theta), abs=1e-12)
+    assert loss == pytest.approx(loss_of(theta), abs=ROUNDING_TOL)
     h = 1e-5
     steps = h * np.eye(len(theta))
     finite = np.array([(loss_of(theta + e) - loss_of(theta - e)) / (2 * h) for e in steps])
     assert np.abs(finite).max() > 1e-2  # a gradient worth comparing, scale and bias included
     assert np.all(np.abs(finite[-2:]) > 1e-3)
-    np.testing.assert_allclose(grad, finite, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(grad, finite, rtol=0, atol=FINITE_DIFFERENCE_ATOL)
 
 
 def test_input_gradient_matches_finite_differences_in_one_query(classifier):
@@ -144,7 +147,7 @@ def test_input_gradient_matches_finite_differences_in_one_query(classifier):
     p, d_angle = model.input_gradient(angles, y, theta)
     assert model.estimator.num_queries == before + 1
     assert d_angle.shape == angles.shape
-    np.testing.assert_allclose(p, model.probabilities(angles, theta), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(p, model.probabilities(angles, theta), rtol=0, atol=ROUNDING_TOL)
 
     h = 1e-5
     finite = np.empty_like(angles)
@@ -153,7 +156,7 @@ def test_input_gradient_matches_finite_differences_in_one_query(classifier):
         shift[:, j] = h
         finite[:, j] = (example_losses(angles + shift) - example_losses(angles - shift)) / (2 * h)
     assert np.abs(finite).max() > 1e-2
-    np.testing.assert_allclose(d_angle, finite, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(d_angle, finite, rtol=0, atol=FINITE_DIFFERENCE_ATOL)
 
 
 # -- 2. cut runs equal their uncut baselines ----------------------------------------------------
@@ -177,11 +180,13 @@ def test_cut_run_matches_uncut_run(cuts, tmp_path, capsys):
     assert cut["subexperiments"] > 1 and uncut["subexperiments"] == 1
 
     assert cut["budget"]["initial_parameters"] == uncut["budget"]["initial_parameters"]
-    np.testing.assert_allclose(cut["final"]["test_probabilities"], uncut["final"]["test_probabilities"], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(cut["final"]["parameters"], uncut["final"]["parameters"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        cut["final"]["test_probabilities"], uncut["final"]["test_probabilities"], rtol=0, atol=PROPAGATED_ATOL
+    )
+    np.testing.assert_allclose(cut["final"]["parameters"], uncut["final"]["parameters"], rtol=0, atol=PROPAGATED_ATOL)
     assert cut["final"]["parameters"] != cut["budget"]["initial_parameters"]  # it trained
     for a, b in zip(cut["history"], uncut["history"], strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-9)
+        assert a["loss"] == pytest.approx(b["loss"], abs=PROPAGATED_ATOL)
         assert (a["train_accuracy"], a["test_accuracy"]) == (b["train_accuracy"], b["test_accuracy"])
     assert cut["robustness"] == uncut["robustness"]
 
@@ -320,7 +325,6 @@ def test_stop_in_the_final_evaluation_resumes_to_the_same_results_and_logs_each_
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 def test_resume_on_another_rank_count_keeps_each_counts_logs_apart(uninterrupted, tmp_path):
     """Stopped on 1 rank, resumed on 2: same results; the 1-rank logs move to timing.ranks1-1 and
     the new logs all say size 2."""
@@ -328,7 +332,9 @@ def test_resume_on_another_rank_count_keeps_each_counts_logs_apart(uninterrupted
     out = tmp_path / "run"
     check_stopped(interrupted(3, QUICK, out, extra), out, 3)
     job = launch(mpi_command(2, "-m", "hpcqnn.cli", "train", QUICK, "--out", out, *extra, "--resume"))
-    assert job.returncode == 0 and f"the timing logs of the earlier ranks are in {out / 'timing.ranks1-1'}" in job.stdout, job.stdout
+    assert (
+        job.returncode == 0 and f"the timing logs of the earlier ranks are in {out / 'timing.ranks1-1'}" in job.stdout
+    ), job.stdout
     check_same_run(results(out), results(uninterrupted("exact")))
     assert sorted(p.name for p in (out / "timing.ranks1-1").iterdir()) == ["rank-00000.h5"]
     assert [read_timing(rank_file(out, rank))[1]["size"] for rank in (0, 1)] == [2, 2]
@@ -347,7 +353,10 @@ def test_interrupt_outside_the_training_loop_exits_130_without_a_traceback(monke
 def test_out_that_cannot_be_created_exits_2(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     assert train(QUICK, tmp_path / "afile" / "run", *sets(*RESUME_SETS)) == 2
-    assert f"cannot create the run directory {tmp_path / 'afile' / 'run'}: {tmp_path / 'afile'} is a file" in capsys.readouterr().err
+    assert (
+        f"cannot create the run directory {tmp_path / 'afile' / 'run'}: {tmp_path / 'afile'} is a file"
+        in capsys.readouterr().err
+    )
 
 
 def test_resumed_results_keep_initial_parameters(uninterrupted, resumed):
@@ -358,7 +367,6 @@ def test_resumed_results_keep_initial_parameters(uninterrupted, resumed):
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 @pytest.mark.parametrize("signame, reason", [("TERM", "SIGTERM"), ("INT", "Ctrl-C")])
 def test_resume_under_mpi_matches_one_rank_run(signame, reason, uninterrupted, tmp_path):
     """Slurm's SIGTERM and mpiexec's Ctrl-C (SIGINT to every rank) both stop the job after the
@@ -368,7 +376,9 @@ def test_resume_under_mpi_matches_one_rank_run(signame, reason, uninterrupted, t
     stop_at = 3
     stopped = interrupted(stop_at, QUICK, out, extra, ranks=2, signame=signame)
     check_stopped(stopped, out, stop_at, reason)
-    assert stopped.stdout.count("hpcqnn: Ctrl-C: stopping after this training step") == (signame == "INT"), stopped.stdout
+    assert stopped.stdout.count("hpcqnn: Ctrl-C: stopping after this training step") == (signame == "INT"), (
+        stopped.stdout
+    )
     job = launch(mpi_command(2, "-m", "hpcqnn.cli", "train", QUICK, "--out", out, *extra, "--resume"))
     assert job.returncode == 0, job.stdout
     assert "resuming at epoch 1 step 3" in job.stdout
@@ -422,8 +432,10 @@ def test_qiskit_machine_learning_classifier_trains_on_iris():
     for k in (0, qnn.num_weights - 1):
         e = np.zeros(qnn.num_weights)
         e[k] = h
-        finite = (qnn.forward(x[:3], classifier.weights + e) - qnn.forward(x[:3], classifier.weights - e)).ravel() / (2 * h)
-        np.testing.assert_allclose(d_weights[:, 0, k], finite, rtol=0, atol=1e-6)
+        finite = (qnn.forward(x[:3], classifier.weights + e) - qnn.forward(x[:3], classifier.weights - e)).ravel() / (
+            2 * h
+        )
+        np.testing.assert_allclose(d_weights[:, 0, k], finite, rtol=0, atol=FINITE_DIFFERENCE_ATOL)
 
 
 # -- 6. the CLI refuses bad requests before any work -------------------------------------------
@@ -483,7 +495,7 @@ def test_robustness_evaluation_stops_when_asked_before_its_next_query():
     [
         (None, "holds no run to continue (no config.toml)"),
         (lambda out: (out / "notes.txt").write_text("precious\n"), "holds no run to continue (no config.toml)"),
-        (lambda out: (out / "config.toml").write_text("[run]\nname = \"other\"\n"), 'run.name = "other" -> "iris_quick"'),
+        (lambda out: (out / "config.toml").write_text('[run]\nname = "other"\n'), 'run.name = "other" -> "iris_quick"'),
     ],
     ids=["absent", "other-files", "other-config"],
 )
@@ -557,7 +569,6 @@ def test_resume_of_a_finished_run_exits_2(uninterrupted, capsys):
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
 def test_a_bad_config_under_mpi_is_said_once(tmp_path):
     job = launch(mpi_command(3, "-m", "hpcqnn.cli", "train", QUICK, "--out", tmp_path / "run", *sets("model.depth=3")))
     assert job.returncode != 0
@@ -606,7 +617,9 @@ def test_results_json_records_the_run(uninterrupted):
     assert r["final"]["test_accuracy"] == np.mean((p > 0.5) == (data.y_test == 1))
 
     robustness = r["robustness"]
-    assert [g["sigma"] for g in robustness["gaussian"]] == config["evaluation"]["gaussian_sigmas"] == [0.05, 0.1, 0.2, 0.3]
+    assert (
+        [g["sigma"] for g in robustness["gaussian"]] == config["evaluation"]["gaussian_sigmas"] == [0.05, 0.1, 0.2, 0.3]
+    )
     assert [f["epsilon"] for f in robustness["fgsm"]] == config["evaluation"]["fgsm_epsilons"] == [0.05, 0.1, 0.2]
     for g in robustness["gaussian"]:
         assert 0 <= g["accuracy_mean"] <= 1 and g["accuracy_std"] == 0  # one draw
@@ -635,7 +648,9 @@ def test_run_state_agrees_with_the_job_scripts(uninterrupted, tmp_path):
     dirs["file"] = tmp_path / "file"
     dirs["file"].write_text("x")
     script = f'source {ROOT / "slurm" / "launch.sh"}; for d in "$@"; do hpcqnn_run_state "$d"; done'
-    shell = subprocess.run(["bash", "-c", script, "-", *map(str, dirs.values())], capture_output=True, text=True, check=True)
+    shell = subprocess.run(
+        ["bash", "-c", script, "-", *map(str, dirs.values())], capture_output=True, text=True, check=True
+    )
     assert [run_state(path) for path in dirs.values()] == list(dirs)
     folded = {"occupied": "partial", "file": "new"}
     assert shell.stdout.split() == [folded.get(state, state) for state in dirs]

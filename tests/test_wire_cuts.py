@@ -13,6 +13,7 @@ from qiskit_addon_cutting.instructions import CutWire, Move
 
 from hpcqnn import CutPlanError, DistributedEstimator
 from statevector import exact_values
+from tolerances import EXACT_ATOL
 
 
 def relay_circuit(wire_cut: bool, gate_cut: bool = False) -> QuantumCircuit:
@@ -63,7 +64,7 @@ def test_cut_wire_marker_matches_statevector(minimal_basis: bool, subexperiments
     source side simulates 4 channels, its destination 4 of the 6 distinct preparations."""
     result = run(DistributedEstimator(minimal_basis=minimal_basis), relay_circuit(True), ROWS)
     np.testing.assert_allclose(
-        result.data.evs, exact_values(relay_circuit(False), OBSERVABLES, ROWS[:, None, :]), rtol=0, atol=1e-10
+        result.data.evs, exact_values(relay_circuit(False), OBSERVABLES, ROWS[:, None, :]), rtol=0, atol=EXACT_ATOL
     )
     assert result.metadata["num_cuts"] == 1 and result.metadata["num_partitions"] == 2
     assert result.metadata["num_subexperiments"] == subexperiments
@@ -75,7 +76,7 @@ def test_wire_and_gate_cuts_together():
     circuit = relay_circuit(True, gate_cut=True)
     result = run(DistributedEstimator(partition_labels="AAABBBB"), circuit, ROWS)
     expected = exact_values(relay_circuit(False, gate_cut=True), OBSERVABLES, ROWS[:, None, :])
-    np.testing.assert_allclose(result.data.evs, expected, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(result.data.evs, expected, rtol=0, atol=EXACT_ATOL)
     assert result.metadata["num_cuts"] == 2
     assert result.metadata["num_subexperiments"] == 4 * 4 + 4 * 4  # each partition holds a side of both
 
@@ -95,7 +96,7 @@ def test_move_gates_with_labels_match_statevector():
     assert [inst.operation.name for inst in plain.data].count("move") == 1
     result = run(DistributedEstimator(partition_labels=labels), plain, ROWS, observables)
     np.testing.assert_allclose(
-        result.data.evs, exact_values(relay_circuit(False), OBSERVABLES, ROWS[:, None, :]), rtol=0, atol=1e-10
+        result.data.evs, exact_values(relay_circuit(False), OBSERVABLES, ROWS[:, None, :]), rtol=0, atol=EXACT_ATOL
     )
 
 
@@ -106,7 +107,7 @@ def test_find_cuts_with_wire_cuts_needs_fewer_subexperiments():
     counts = {}
     for wire_cuts in (False, True):
         result = run(DistributedEstimator(max_subcircuit_qubits=4, wire_cuts=wire_cuts, seed=1), circuit, ROWS)
-        np.testing.assert_allclose(result.data.evs, expected, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(result.data.evs, expected, rtol=0, atol=EXACT_ATOL)
         counts[wire_cuts] = result.metadata["num_subexperiments"]
     assert counts[True] < counts[False]
 

@@ -281,9 +281,12 @@ def workload_of(summary_row: pd.Series, tables: RunTables) -> Workload:
     siblings = tables.runs.loc[same_workload(tables.runs, summary_row), "run"]
     execute = tables.intervals[tables.intervals["run"].isin(siblings) & (tables.intervals["phase"] == "execute")]
     return Workload(
-        experiments=round(float(summary_row["experiments"])), rows=round(float(summary_row["rows"])),
-        param_bytes=int(nbytes.get("broadcast", 0)), buffer_bytes=int(nbytes.get("reduce", 0)),
-        align=SAMPLE_BLOCK if summary_row["mode"] == "sampled" else 1, circuits=max(int(execute["n_circuits"].max()), 1),
+        experiments=round(float(summary_row["experiments"])),
+        rows=round(float(summary_row["rows"])),
+        param_bytes=int(nbytes.get("broadcast", 0)),
+        buffer_bytes=int(nbytes.get("reduce", 0)),
+        align=SAMPLE_BLOCK if summary_row["mode"] == "sampled" else 1,
+        circuits=max(int(execute["n_circuits"].max()), 1),
     )
 
 

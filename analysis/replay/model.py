@@ -16,8 +16,16 @@ from hpcqnn.options import TILES_PER_RANK
 
 #: Run columns that name a workload (same circuits), and one configuration of it.
 WORKLOAD_KEYS = ["kind", "dataset", "qubits", "layers", "cuts", "cutting", "mode"]
-CONFIG_KEYS = ["ranks", "schedule", "rows", "straggler", "straggler_ranks", "straggler_probability", "straggler_slowdown",
-               "straggler_delay"]
+CONFIG_KEYS = [
+    "ranks",
+    "schedule",
+    "rows",
+    "straggler",
+    "straggler_ranks",
+    "straggler_probability",
+    "straggler_slowdown",
+    "straggler_delay",
+]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ def _local_op_key(ops) -> tuple:
 def cut_side(basis: QPDBasis, side: int, minimal: bool) -> CutSide:
     """Distinct local op lists of one side of a cut, reduced to a linearly independent basis."""
     keys: dict[tuple, int] = {}
-    distinct, term_to_distinct = [], []
+    distinct: list[list] = []
+    term_to_distinct: list[int] = []
     for term in basis.maps:
         key = _local_op_key(term[side])
         if key not in keys:

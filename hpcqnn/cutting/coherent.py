@@ -107,7 +107,10 @@ def coherent_partition(
             return None
         branches[c] = found
     locations = [inst for inst in subcircuit.data if isinstance(inst.operation, SingleQubitQPDGate)]
-    sizes = {cut_id(inst.operation): max(1, math.ceil(math.log2(len(branches[cut_id(inst.operation)][0])))) for inst in locations}
+    sizes = {
+        cut_id(inst.operation): max(1, math.ceil(math.log2(len(branches[cut_id(inst.operation)][0]))))
+        for inst in locations
+    }
     circuit = QuantumCircuit(width + sum(sizes.values()), name="coherent_subexperiments")
     cuts, next_control = {}, width
     for inst in subcircuit.data:
@@ -175,8 +178,8 @@ def _branches(channels: list[list]) -> tuple[np.ndarray, np.ndarray] | None:
             (ia, pa), (ib, pb) = index(a), index(b)
             entries.append((channel, ib, ia, c * pa * np.conj(pb)))
     transfer = np.zeros((len(channels), len(unitaries), len(unitaries)), dtype=complex)
-    for channel, b, a, value in entries:
-        transfer[channel, b, a] += value
+    for channel, row, column, value in entries:
+        transfer[channel, row, column] += value
     return np.array(unitaries), transfer
 
 

@@ -66,12 +66,13 @@ def partition(
     _check_circuit(circuit)  # again: unrolling can reveal resets (e.g. inside initialize)
 
     find = partition_labels is None and max_subcircuit_qubits is not None
-    if find and circuit.num_qubits > max_subcircuit_qubits:
+    if find and max_subcircuit_qubits is not None and circuit.num_qubits > max_subcircuit_qubits:
         circuit = _find_cuts(circuit, max_subcircuit_qubits, seed, wire_cuts)
     if circuit.get_instructions("cut_wire"):
         expanded = cut_wires(circuit)
         paulis = PauliList(expand_observables(paulis, circuit, expanded))
         circuit = expanded
+    labels: list[Hashable]
     if partition_labels is not None:
         labels = list(partition_labels)
         if len(labels) != circuit.num_qubits:
@@ -81,7 +82,7 @@ def partition(
             )
         _check_cut_gates(circuit, labels)
     elif find or any(_is_wire_cut(inst.operation) for inst in circuit.data):
-        labels = _components(circuit)
+        labels = list(_components(circuit))
     else:
         labels = [0] * circuit.num_qubits
     _check_wire_cuts_cross(circuit, labels)

@@ -116,12 +116,17 @@ def build_program(
     ``COHERENT_MAX_QUBITS``."""
     if shot_allocation not in SHOT_ALLOCATIONS:
         raise ExecutionConfigError(f"shot_allocation must be one of {SHOT_ALLOCATIONS}, got {shot_allocation!r}")
-    circuits, partition_of, group_of, all_groups, readouts = [], [], [], [], []
+    circuits: list[QuantumCircuit] = []
+    partition_of: list[int] = []
+    group_of: list[int] = []
+    all_groups: list[tuple] = []
+    readouts: list[CoherentPartition | None] = []
     for p, part in enumerate(plan.partitions):
         groups = _measurement_groups(part.paulis) if sampled else []
         all_groups.append(tuple(group for group, _, _ in groups))
         if not sampled:
-            readout = part.coherent if coherent and part.coherent and part.coherent.num_qubits <= COHERENT_MAX_QUBITS else None
+            fits = part.coherent is not None and part.coherent.num_qubits <= COHERENT_MAX_QUBITS
+            readout = part.coherent if coherent and fits else None
             if readout is not None:
                 circuit = readout.circuit.copy()
                 circuit.save_statevector(label=STATE_LABEL)

@@ -33,7 +33,7 @@ def _markers(ops) -> list[str]:
 def _supersequence(a: list[str], b: list[str]) -> list[str]:
     """Shortest common supersequence of two marker sequences (tiny, so plain DP)."""
     n, m = len(a), len(b)
-    best = [[[] for _ in range(m + 1)] for _ in range(n + 1)]
+    best: list[list[list[str]]] = [[[] for _ in range(m + 1)] for _ in range(n + 1)]
     for i in range(n + 1):
         for j in range(m + 1):
             if i == 0 or j == 0:

@@ -44,12 +44,15 @@ class Engine(Protocol):
 
 
 def finish_query(
-    program: Program, buffers: QueryBuffers, weights: np.ndarray, xp: ModuleType = np
+    program: Program, buffers: QueryBuffers, weights: np.ndarray | None, xp: ModuleType = np
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Expectation values [rows, observables] and, in sampled mode, their variances.
 
-    ``weights[j, o]`` is the coefficient of global Pauli term ``j`` in observable ``o``.
+    ``weights[j, o]`` is the coefficient of global Pauli term ``j`` in observable ``o`` (a
+    ``Query``'s weights, which only rank 0 holds: None is an error).
     """
+    if weights is None:
+        raise ValueError("finish_query needs the query's observable weights (only rank 0 contracts)")
     estimates = buffers.partition_estimates(program)
     operands = contraction_operands(program.plan, estimates, xp)
     evs = to_host(reconstruct_terms(operands, xp) @ xp.asarray(weights))

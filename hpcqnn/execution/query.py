@@ -85,7 +85,7 @@ class QueryBuffers:
     def __init__(self, program: Program, rows: QueryRows):
         plan = program.plan
         runs = [part.num_subexperiments * len(u) for part, u in zip(plan.partitions, rows.unique)]
-        shapes = [(n, len(part.paulis)) for n, part in zip(runs, plan.partitions)]
+        shapes: list[tuple[int, ...]] = [(n, len(part.paulis)) for n, part in zip(runs, plan.partitions)]
         if program.sampled:
             for i, p in enumerate(program.partition_of):
                 k = len(program.group(i).paulis)
@@ -118,6 +118,7 @@ def measure(query: Query, circuit: int, start: int, raw: np.ndarray, shots: np.n
         return readout.estimates(raw)
     if not query.program.sampled:
         return raw
+    assert shots is not None, "a sampled query has shots"
     return sample_counts(raw, shots, query.seed, query.number, circuit, offset=start)
 
 
@@ -141,6 +142,7 @@ def accumulate_tile(
     if not program.sampled:
         buffers.estimates[p][rows] = data
         return
+    assert shots is not None and buffers.covariances is not None, "a sampled query has shots and covariances"
     group = program.group(circuit)
     signed, total = fold_ancillas(data, group.signs.shape[0])
     n = np.maximum(shots, 1)[:, None]  # an unweighted setting gets no shots and estimates 0
@@ -159,7 +161,8 @@ def sampled_variance(
     ``sensitivities[p][s, r, j, o]`` is d value[r, o] / d estimate[p][s, r, j]. Experiments are
     independent; the Paulis of one setting share shots, hence the covariance matrices.
     """
-    variance = 0.0
+    assert buffers.covariances is not None, "sampled mode has covariances"
+    variance: np.ndarray | float = 0.0
     for i, covariance in enumerate(buffers.covariances):
         p = program.partition_of[i]
         group = program.group(i)
@@ -167,4 +170,4 @@ def sampled_variance(
         unique = len(buffers.rows.unique[p])
         cov = covariance.reshape(d.shape[0], unique, *covariance.shape[1:])[:, buffers.rows.inverse[p]]
         variance = variance + np.einsum("srko,srkl,srlo->ro", d, cov, d)
-    return variance
+    return np.asarray(variance)

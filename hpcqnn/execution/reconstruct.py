@@ -13,6 +13,7 @@ functions take an array module ``xp`` (NumPy or CuPy) and are free of MPI and si
 
 from __future__ import annotations
 
+import math
 import string
 from functools import lru_cache
 from types import ModuleType
@@ -56,10 +57,10 @@ _DIRECT_LIMIT = 1 << 18  # below this many index combinations one direct einsum 
 
 
 def _contract(xp: ModuleType, expression: str, tensors):
-    sizes = {}
+    sizes: dict[str, int] = {}
     for spec, tensor in zip(expression.split("->")[0].split(","), tensors):
         sizes.update(zip(spec, tensor.shape))
-    if xp is np and np.prod(list(sizes.values()), dtype=float) < _DIRECT_LIMIT:
+    if xp is np and math.prod(sizes.values()) < _DIRECT_LIMIT:
         return np.einsum(expression, *tensors, optimize=False)
     if xp is np:
         return np.einsum(expression, *tensors, optimize=_numpy_path(expression, tuple(t.shape for t in tensors)))

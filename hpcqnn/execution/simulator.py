@@ -21,12 +21,12 @@ from qiskit_aer import AerError, AerSimulator
 from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_config
 from qiskit_aer.backends.controller_wrappers import AerConfig
 
-from hpcqnn.execution.devices import Placement
-from hpcqnn.errors import ExecutionConfigError, SimulationError
-from hpcqnn.options import CALL_BYTES, CALL_EXPERIMENTS
-from hpcqnn.execution.tiles import Tile
 from hpcqnn.cutting.program import STATE_LABEL, Program
+from hpcqnn.errors import ExecutionConfigError, SimulationError
+from hpcqnn.execution.devices import Placement
 from hpcqnn.execution.query import QueryRows
+from hpcqnn.execution.tiles import Tile
+from hpcqnn.options import CALL_BYTES, CALL_EXPERIMENTS
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ class AerRunner:
     (e.g. ``cuStateVec_enable``), for benchmarks; an unknown name is an ``ExecutionConfigError``.
     """
 
-    def __init__(self, placement: str | Placement = "CPU", threads: int = 0, options: Mapping[str, object] | None = None):
+    def __init__(
+        self, placement: str | Placement = "CPU", threads: int = 0, options: Mapping[str, object] | None = None
+    ):
         if isinstance(placement, str):
             if placement not in ("CPU", "GPU"):
                 raise ExecutionConfigError(f"AerRunner runs on 'CPU' or 'GPU', got {placement!r}")
@@ -84,7 +86,9 @@ class AerRunner:
             starts = range(t.start, t.stop, limits[t.circuit])
             pieces += [Tile(t.circuit, start, min(start + limits[t.circuit], t.stop)) for start in starts]
             pieces_per_tile.append(len(starts))
-        calls, current, load = [], [], 0.0
+        calls: list[list[Tile]] = []
+        current: list[Tile] = []
+        load = 0.0
         for piece in pieces:
             share = (piece.stop - piece.start) / limits[piece.circuit]
             if current and load + share > 1.0:
@@ -124,7 +128,9 @@ class AerRunner:
             parameterizations.append([[where, _values(expr, values)] for where, expr in slots])
             experiments.append(len(index) if slots else 1)  # parameter-free: once for all
 
-        config = generate_aer_config(circuits, self.backend.options, parameterizations=parameterizations, **self.run_options)
+        config = generate_aer_config(
+            circuits, self.backend.options, parameterizations=parameterizations, **self.run_options
+        )
         output = self.backend._execute_circuits(aer_circuits, None, config)
         results = output.get("results", []) if isinstance(output, dict) else []
         if not results or not output.get("success", False) or not all(r.get("success") for r in results):
@@ -132,18 +138,18 @@ class AerRunner:
             status = failed or (output.get("status") if isinstance(output, dict) else output)
             raise SimulationError(f"Aer simulation failed: {status}")
 
-        out: list[np.ndarray | None] = [None] * len(tiles)
+        out: dict[int, np.ndarray] = {}
         first = 0
         for (c, members), count in zip(by_circuit.items(), experiments):
-            values = _outputs(program, c, results[first : first + count])
+            outcomes = _outputs(program, c, results[first : first + count])
             first += count
             offset = 0
             for k in members:
                 n = tiles[k].stop - tiles[k].start
-                block = values if count == 1 else values[offset : offset + n]
-                out[k] = np.broadcast_to(block, (n, values.shape[1])).copy()
+                block = outcomes if count == 1 else outcomes[offset : offset + n]
+                out[k] = np.broadcast_to(block, (n, outcomes.shape[1])).copy()
                 offset += n
-        return out
+        return [out[k] for k in range(len(tiles))]
 
     def _assemble(self, program: Program) -> _Assembled:
         cached = self._assembled.get(id(program))

@@ -44,7 +44,10 @@ class Straggler:
             hit = np.ones(len(tiles), dtype=bool)
         elif self.probability > 0:
             hit = np.array(
-                [np.random.default_rng([self.seed, query, t.circuit, t.start]).random() < self.probability for t in tiles]
+                [
+                    np.random.default_rng([self.seed, query, t.circuit, t.start]).random() < self.probability
+                    for t in tiles
+                ]
             )
         else:
             return 0.0

@@ -45,7 +45,9 @@ Comm = MPI.Comm
 
 _QUERY, _PROGRAM, _SETTING, _STOP = 1, 2, 3, 4
 _TAG_REQUEST, _TAG_TILE = 11, 12
-_HEADER = 8  # _QUERY: cmd, setting, rows, parameters, query; _PROGRAM: cmd, program; _SETTING: cmd, setting, program, shots, seed
+# header fields: _QUERY: cmd, setting, rows, parameters, query; _PROGRAM: cmd, program;
+# _SETTING: cmd, setting, program, shots, seed
+_HEADER = 8
 
 
 def world() -> Comm:
@@ -160,11 +162,11 @@ class MPIEngine:
                 self._settings[setting] = (pid, None if shots < 0 else shots, None if seed < 0 else seed)
             else:
                 setting, rows, width, number = fields[:4]
-                pid, shots, seed = self._settings[setting]
+                pid, query_shots, query_seed = self._settings[setting]
                 params = np.empty((rows, width))
                 with self.recorder.phase(number, "broadcast", n_rows=rows, bytes=params.nbytes):
                     self.comm.Bcast(params, root=0)
-                self._work(Query(number, self._programs[pid], params, shots, seed))
+                self._work(Query(number, self._programs[pid], params, query_shots, query_seed))
                 self.recorder.flush()
 
     # -- every rank ---------------------------------------------------------------------------
@@ -204,7 +206,9 @@ class MPIEngine:
         if delay > 0:
             begin = time.time()
             time.sleep(delay)
-            self.recorder.add(PhaseRow(query.number, "straggle", begin, time.time(), n_tiles=len(tiles), injected_delay=delay))
+            self.recorder.add(
+                PhaseRow(query.number, "straggle", begin, time.time(), n_tiles=len(tiles), injected_delay=delay)
+            )
 
     def _coordinate(self, queue: deque, run: Callable[[list[Tile]], None]) -> None:
         """Rank 0 of the dynamic schedule: answer tile requests, computing between them.

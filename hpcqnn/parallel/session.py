@@ -96,7 +96,11 @@ def _check_timing_dir(comm: Comm, timing_dir: str | Path, resume_at: int | None)
     """On every rank, before any log opens: a new run finds no timing logs (the same error on
     every rank otherwise); a resumed one on another rank count has rank 0 set the old logs aside."""
     if resume_at is None:
-        taken = [rank for rank, exists in enumerate(comm.allgather(rank_file(timing_dir, comm.Get_rank()).exists())) if exists]
+        taken = [
+            rank
+            for rank, exists in enumerate(comm.allgather(rank_file(timing_dir, comm.Get_rank()).exists()))
+            if exists
+        ]
         if taken:
             raise RunDirectoryError(
                 f"{Path(timing_dir) / 'timing'} already holds the timing logs of rank(s) "
@@ -110,7 +114,9 @@ def _check_timing_dir(comm: Comm, timing_dir: str | Path, resume_at: int | None)
         announce(f"resumed on {comm.Get_size()} ranks: the timing logs of the earlier ranks are in {moved}")
 
 
-def _log_attributes(comm: Comm, placement: Placement, local_rank: int, config_text: str, schedule: str, threads: int) -> dict:
+def _log_attributes(
+    comm: Comm, placement: Placement, local_rank: int, config_text: str, schedule: str, threads: int
+) -> dict:
     """What a rank's timing log records about where and how it ran (README: timing logs)."""
     found = provenance(mpi_library())
     return {

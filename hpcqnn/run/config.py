@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
-from hpcqnn.training.data import DATASETS as _DATASETS  # name -> (classes, raw features): limits of [data]
-from hpcqnn.execution.devices import DEVICES
 from hpcqnn.errors import ConfigError
+from hpcqnn.execution.devices import DEVICES
 from hpcqnn.options import MODES, SCHEDULES, SHOT_ALLOCATIONS
+from hpcqnn.training.data import DATASETS as _DATASETS  # name -> (classes, raw features): limits of [data]
 
 _COMPARISONS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 

@@ -7,9 +7,8 @@ import json
 import os
 import platform
 import socket
-from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
-
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpcqnn import __version__
@@ -20,7 +19,15 @@ if TYPE_CHECKING:  # the config module loads the datasets' libraries; gpucheck n
     from hpcqnn.run.config import Config
 
 #: The GPU stack (gpucheck lists these), then everything a run's versions record.
-GPU_PACKAGES = ("qiskit-aer", "qiskit-aer-gpu", "qiskit-aer-gpu-cu11", "cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy")
+GPU_PACKAGES = (
+    "qiskit-aer",
+    "qiskit-aer-gpu",
+    "qiskit-aer-gpu-cu11",
+    "cupy-cuda13x",
+    "cupy-cuda12x",
+    "cupy-cuda11x",
+    "cupy",
+)
 PACKAGES = ("qiskit", "qiskit-addon-cutting", "numpy", "mpi4py", "mpich", "h5py", *GPU_PACKAGES)
 
 
@@ -66,8 +73,8 @@ def write_report(path: Path | None, report: object) -> None:
 
 def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
     """Config, ranks, devices (rank 0's, and every rank's), versions and rank 0's per-query phase summary."""
-    from hpcqnn.run.config import config_dict
     from hpcqnn.parallel._core import mpi_library
+    from hpcqnn.run.config import config_dict
 
     return {
         "config": config_dict(config),

@@ -3,10 +3,11 @@
 Dataset ``phases``: one row per (query, phase) with the columns of ``timing.PhaseRow``; file
 attributes describe the rank (``rank``, ``size``, ``hostname``, ``device``, ``mpi_library``,
 ``hpcqnn_version``, ``config``, ``schema_version``, ...); logs of an older schema read in today's
-phase names (``timing.upgrade_phases``), and a resumed one is rewritten in them. The file is opened in SWMR mode and flushed after every
-query, so a killed job keeps every finished query and readers may look while it runs. A resumed
-run moves the rows of queries its checkpoint did not keep (work it redoes under the same query
-numbers) to dataset ``superseded``, so ``phases`` holds each query once.
+phase names (``timing.upgrade_phases``), and a resumed one is rewritten in them. The file is
+opened in SWMR mode and flushed after every query, so a killed job keeps every finished query
+and readers may look while it runs. A resumed run moves the rows of queries its checkpoint did
+not keep (work it redoes under the same query numbers) to dataset ``superseded``, so ``phases``
+holds each query once.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def read_timing(path: str | Path) -> tuple[np.ndarray, dict]:
     """Rows (structured array, ``phase`` decoded to str) and attributes of one rank file;
     OSError for a damaged or truncated one."""
     rows, _, attributes = _read(path)
-    decoded = rows.astype([(n, "U16" if n == "phase" else rows.dtype[n]) for n in rows.dtype.names])
+    decoded = rows.astype([(n, "U16" if n == "phase" else rows.dtype[n]) for n in rows.dtype.names or ()])
     return decoded, attributes
 
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcqnn.training.circuits import cut_qnn
 from hpcqnn.errors import ExecutionConfigError
 from hpcqnn.options import MODES
 from hpcqnn.run.runinfo import provenance, write_json
 from hpcqnn.run.timing import PHASES
+from hpcqnn.training.circuits import cut_qnn
 
 
 def _summary(per_query: list[dict[str, float]], walls: list[float], extra: dict) -> dict:
@@ -105,7 +105,9 @@ def bench_models(qubits: Sequence[int], cuts: Sequence[int], piece_qubits: int |
             try:
                 models.append((setting, cut_qnn(n, c, layers=setting["layers"], pieces=pieces)))
             except ValueError as exc:
-                raise ExecutionConfigError(f"no benchmark QNN of {n} qubits in {pieces} pieces with {c} cuts: {exc}") from exc
+                raise ExecutionConfigError(
+                    f"no benchmark QNN of {n} qubits in {pieces} pieces with {c} cuts: {exc}"
+                ) from exc
     return models
 
 
@@ -212,9 +214,11 @@ def _row(entry: dict) -> str:
     peaks = entry.get("peak_memory_mb_per_rank")  # not measured for the reference (it shares rank 0's process)
     peak = f"{max(peaks):.0f}" if peaks else "-"
     return (
-        f"{entry['qubits']:>6} {entry['cuts']:>4} {entry['ranks']:>5}  {entry['pipeline']:<16} {entry['subexperiments']:>6} "
+        f"{entry['qubits']:>6} {entry['cuts']:>4} {entry['ranks']:>5}  {entry['pipeline']:<16} "
+        f"{entry['subexperiments']:>6} "
         f"{m['partition']:>9.4f} {m['generate']:>9.4f} {m['execute']:>9.4f} {m['reconstruct']:>9.5f} "
-        f"{m['reduce'] + m['wait']:>11.5f} {entry['query_seconds_mean']:>9.4f} {100 * entry['reconstruct_share']:>7.2f}% "
+        f"{m['reduce'] + m['wait']:>11.5f} {entry['query_seconds_mean']:>9.4f} "
+        f"{100 * entry['reconstruct_share']:>7.2f}% "
         f"{100 * entry['setup_share']:>7.2f}% {peak:>8}"
     )
 

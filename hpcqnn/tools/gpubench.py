@@ -28,19 +28,19 @@ from types import ModuleType
 import numpy as np
 from qiskit.quantum_info import PauliList
 
-from hpcqnn.training.circuits import CutQNN, cut_qnn
 from hpcqnn.cutting.plan import build_cut_plan
-from hpcqnn.execution import devices
-from hpcqnn.run import launcher
-from hpcqnn.execution.devices import GPUProbe, Placement, array_module, gpu_for_rank, place
-from hpcqnn.execution.engine import LocalEngine, finish_query
+from hpcqnn.cutting.program import Program, build_program
 from hpcqnn.errors import HpcqnnError
 from hpcqnn.estimator import DistributedEstimator
-from hpcqnn.tools.gpucheck import cupy_error
-from hpcqnn.run.runinfo import provenance, write_report
-from hpcqnn.cutting.program import Program, build_program
+from hpcqnn.execution import devices
+from hpcqnn.execution.devices import GPUProbe, Placement, array_module, gpu_for_rank, place
+from hpcqnn.execution.engine import LocalEngine, finish_query
 from hpcqnn.execution.query import QueryBuffers, query_rows
 from hpcqnn.execution.simulator import AerRunner
+from hpcqnn.run import launcher
+from hpcqnn.run.runinfo import provenance, write_report
+from hpcqnn.tools.gpucheck import cupy_error
+from hpcqnn.training.circuits import CutQNN, cut_qnn
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,9 @@ def exact_program(case: Case) -> Program:
     return build_program(plan, sampled=False)
 
 
-def time_reconstruction(program: Program, rows: int, xp: ModuleType, repeats: int, seed: int) -> tuple[float, np.ndarray]:
+def time_reconstruction(
+    program: Program, rows: int, xp: ModuleType, repeats: int, seed: int
+) -> tuple[float, np.ndarray]:
     """Median seconds of ``finish_query`` with ``xp`` on synthetic estimates (after one warm-up), and its values."""
     plan = program.plan
     rng = np.random.default_rng(seed)
@@ -111,7 +113,9 @@ def time_reconstruction(program: Program, rows: int, xp: ModuleType, repeats: in
     return statistics.median(seconds), values
 
 
-def reconstruction_placement(placement: Placement, probe: GPUProbe, local_rank: int) -> tuple[Placement | None, str | None]:
+def reconstruction_placement(
+    placement: Placement, probe: GPUProbe, local_rank: int
+) -> tuple[Placement | None, str | None]:
     """Where the CuPy side of the reconstruction comparison runs, or why it cannot: it needs
     only CuPy, so it also runs on a GPU that Aer's build cannot use."""
     if placement.gpu is not None:
@@ -163,10 +167,14 @@ def run(
     }
     sides = [("CPU", Placement())] + ([("GPU", placement)] if gpu else [])
     for case in cases(large_qubits, large_pieces):
-        params = np.random.default_rng(seed).uniform(-np.pi, np.pi, (queries + 1, rows, case.qnn.circuit.num_parameters))
-        timed = {}
+        params = np.random.default_rng(seed).uniform(
+            -np.pi, np.pi, (queries + 1, rows, case.qnn.circuit.num_parameters)
+        )
+        timed: dict[str, dict] = {}
         for name, where in sides:
-            engine = LocalEngine(AerRunner(where, threads, aer_options if where.gpu is not None else None), array_module(where))
+            engine = LocalEngine(
+                AerRunner(where, threads, aer_options if where.gpu is not None else None), array_module(where)
+            )
             timed[name] = time_queries(DistributedEstimator(partition_labels=case.labels, engine=engine), case, params)
         cpu, on_gpu = timed["CPU"], timed.get("GPU")
         report["execution"].append({
@@ -174,8 +182,8 @@ def run(
             "cuts": cpu["num_cuts"], "subexperiments": cpu["subexperiments"], "rows": rows,
             **{f"cpu_{k}": cpu[k] for k in ("query_s", "execute_s", "reconstruct_s")},
             **{f"gpu_{k}": on_gpu and on_gpu[k] for k in ("query_s", "execute_s", "reconstruct_s")},
-            "execute_cpu_over_gpu": ratio(cpu["execute_s"], on_gpu and on_gpu["execute_s"]),
-            "query_cpu_over_gpu": ratio(cpu["query_s"], on_gpu and on_gpu["query_s"]),
+            "execute_cpu_over_gpu": ratio(cpu["execute_s"], None if on_gpu is None else on_gpu["execute_s"]),
+            "query_cpu_over_gpu": ratio(cpu["query_s"], None if on_gpu is None else on_gpu["query_s"]),
             "max_abs_difference": on_gpu and float(np.abs(on_gpu["values"] - cpu["values"]).max()),
         })
         program = exact_program(case)
@@ -215,7 +223,8 @@ def format_report(report: dict) -> str:
         )
     lines += [
         "",
-        f"reconstruction: engine.finish_query (to device, contraction, back), median of {report['settings']['repeats']}",
+        "reconstruction: engine.finish_query (to device, contraction, back), "
+        f"median of {report['settings']['repeats']}",
         f"{'case':<18} {'rows':>7} {'NumPy s':>10} {'CuPy s':>10} {'NumPy/CuPy':>10} {'max|CuPy-NumPy|':>16}",
     ]
     for r in report["reconstruction"]:
@@ -227,7 +236,10 @@ def format_report(report: dict) -> str:
         reasons = dict.fromkeys((report["gpu_skipped"], report["cupy_skipped"]))  # one reason said once
         lines += ["", f"GPU side skipped: {'; '.join(reasons)}. Only the CPU side ran."]
     elif report["gpu_skipped"]:
-        lines += ["", f"GPU execution skipped: {report['gpu_skipped']}. Reconstruction ran with CuPy on {report['cupy_gpu']}."]
+        lines += [
+            "",
+            f"GPU execution skipped: {report['gpu_skipped']}. Reconstruction ran with CuPy on {report['cupy_gpu']}.",
+        ]
     return "\n".join(lines)
 
 
@@ -258,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=8, help="parameter rows per query (default 8)")
     parser.add_argument("--large-qubits", type=int, default=24, choices=range(16, 25), metavar="16..24",
                         help="width of the larger case (default 24)")
-    parser.add_argument("--large-pieces", type=int, default=2, choices=(2, 3), help="pieces of the larger case (default 2)")
+    parser.add_argument(
+        "--large-pieces", type=int, default=2, choices=(2, 3), help="pieces of the larger case (default 2)"
+    )
     parser.add_argument("--reconstruction-rows", type=_positive_list, default=(64, 1024, 16384),
                         help="row counts of the reconstruction comparison (default 64,1024,16384)")
     parser.add_argument("--repeats", type=int, default=5, help="timed reconstructions per setting (default 5)")

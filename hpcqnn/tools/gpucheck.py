@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from hpcqnn.run import launcher
-from hpcqnn.execution.devices import aer_gpu_error, place, probe_gpus
-from hpcqnn.run.runinfo import GPU_PACKAGES, installed_versions
 
+from hpcqnn.execution.devices import aer_gpu_error, place, probe_gpus
+from hpcqnn.run import launcher
+from hpcqnn.run.runinfo import GPU_PACKAGES, installed_versions
 
 
 def cupy_error(gpu: int) -> str:

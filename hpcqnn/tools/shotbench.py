@@ -10,6 +10,7 @@ reported standard error. One process; no MPI needed.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -55,7 +56,13 @@ def problems(qubits: int, cuts: int) -> list[tuple[str, QuantumCircuit, str, lis
 
 
 def study(
-    qubits: int = 8, cuts: int = 3, shots: int = 1000, rows: int = 8, repeats: int = 20, seed: int = 1234, progress=print
+    qubits: int = 8,
+    cuts: int = 3,
+    shots: int = 1000,
+    rows: int = 8,
+    repeats: int = 20,
+    seed: int = 1234,
+    progress=print,
 ) -> list[dict]:
     """One result per problem: errors and reported stds of both allocations at equal budgets."""
     from hpcqnn.estimator import DistributedEstimator
@@ -65,7 +72,7 @@ def study(
         params = np.random.default_rng(seed).uniform(-np.pi, np.pi, (rows, 1, circuit.num_parameters))
         pub = (circuit, observables, params)
         exact = DistributedEstimator(partition_labels=labels, device="CPU").run([pub]).result()[0].data.evs
-        entry = {"problem": name, "shots_per_setting": shots, "rows": rows, "repeats": repeats}
+        entry: dict[str, Any] = {"problem": name, "shots_per_setting": shots, "rows": rows, "repeats": repeats}
         for allocation in ("uniform", "proportional"):
             estimator = DistributedEstimator(
                 partition_labels=labels, shots=shots, shot_allocation=allocation, seed=seed, device="CPU"

@@ -243,13 +243,17 @@ def _load_mnist(path: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
         )
     source = Path(path)
     if not source.exists():
-        raise DataError(f"data.path {str(source)!r} (the MNIST files) does not exist; expected an IDX directory or an .npz file")
+        raise DataError(
+            f"data.path {str(source)!r} (the MNIST files) does not exist; expected an IDX directory or an .npz file"
+        )
     if source.is_dir():
         arrays = {key: _read_idx(_find_idx(source, stem), key) for key, stem in MNIST_FILES.items()}
     elif source.suffix == ".npz":
         arrays = _read_npz(source)
     else:
-        raise DataError(f"data.path {str(source)!r} (the MNIST files) is neither a directory of IDX files nor an .npz file")
+        raise DataError(
+            f"data.path {str(source)!r} (the MNIST files) is neither a directory of IDX files nor an .npz file"
+        )
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if images.ndim < 2 or labels.ndim != 1 or len(images) != len(labels):

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcqnn.training.circuits import CutQNN, cut_qnn
 from hpcqnn.run.config import Config
 from hpcqnn.run.directory import CHECKPOINT
+from hpcqnn.training.circuits import CutQNN, cut_qnn
 from hpcqnn.training.data import Dataset, load_dataset
 from hpcqnn.training.model import QNNClassifier, bce_loss
 from hpcqnn.training.optim import TrainState, adam_step, spsa_step
@@ -64,8 +64,11 @@ class StopRequest:
         if self._interrupts > 1:
             raise KeyboardInterrupt
         if self.announce:
-            sys.stderr.write(("\n" if sys.stdout.isatty() else "") + "hpcqnn: Ctrl-C: stopping after this training step or evaluation query (--resume "
-                             "continues from the checkpoint); Ctrl-C again stops at once\n")
+            sys.stderr.write(
+                ("\n" if sys.stdout.isatty() else "")
+                + "hpcqnn: Ctrl-C: stopping after this training step or evaluation query (--resume "
+                "continues from the checkpoint); Ctrl-C again stops at once\n"
+            )
             sys.stderr.flush()
 
 
@@ -136,13 +139,24 @@ def describe_model(config: Config, qnn) -> dict:
 def load_data(config: Config) -> Dataset:
     """The configured dataset, split and scaled (raises DataError naming the problem)."""
     return load_dataset(
-        config.data.dataset, config.data.classes, config.data.features, config.data.test_fraction,
-        config.run.seed, config.data.path or None, config.data.max_train,
+        config.data.dataset,
+        config.data.classes,
+        config.data.features,
+        config.data.test_fraction,
+        config.run.seed,
+        config.data.path or None,
+        config.data.max_train,
     )
 
 
 def train(
-    config: Config, qnn: CutQNN, data: Dataset, estimator, out_dir: Path, resume: bool, stop: StopRequest,
+    config: Config,
+    qnn: CutQNN,
+    data: Dataset,
+    estimator,
+    out_dir: Path,
+    resume: bool,
+    stop: StopRequest,
     progress: Progress,
 ) -> dict | None:
     """Train ``qnn`` (``build_qnn(config)``) and evaluate; the results for ``results.json``, or
@@ -152,8 +166,11 @@ def train(
     if resume:
         state = TrainState.load(checkpoint)
         estimator.num_queries = state.queries
-        where = "after the last epoch: the final evaluation again" if state.epoch == config.training.epochs else (
-            f"at epoch {state.epoch + 1} step {state.step}")
+        where = (
+            "after the last epoch: the final evaluation again"
+            if state.epoch == config.training.epochs
+            else (f"at epoch {state.epoch + 1} step {state.step}")
+        )
         progress.line(f"resuming {where} from {checkpoint}")
     else:
         rng = np.random.default_rng(config.run.seed)
@@ -172,7 +189,14 @@ def train(
                 loss, grad = model.loss_and_gradient(train_angles[idx], data.y_train[idx], state.theta)
                 adam_step(state, grad, config.training.learning_rate)
             else:
-                loss = spsa_step(model, state, train_angles[idx], data.y_train[idx], config.training.learning_rate, config.training.spsa_perturbation)
+                loss = spsa_step(
+                    model,
+                    state,
+                    train_angles[idx],
+                    data.y_train[idx],
+                    config.training.learning_rate,
+                    config.training.spsa_perturbation,
+                )
             state.step += 1
             elapsed = time.perf_counter() - started
             progress.step(
@@ -181,15 +205,19 @@ def train(
             )
             if stop.requested and state.step < steps:
                 _checkpoint(state, estimator, started, checkpoint)
-                progress.line(f"{stop.reason}: checkpoint written at epoch {state.epoch + 1} step {state.step}; rerun with --resume")
+                where = f"epoch {state.epoch + 1} step {state.step}"
+                progress.line(f"{stop.reason}: checkpoint written at {where}; rerun with --resume")
                 return None
         p_train = model.probabilities(train_angles, state.theta)
         p_test = model.probabilities(test_angles, state.theta)
         state.test_probabilities = p_test
         record = {
-            "epoch": state.epoch + 1, "loss": bce_loss(p_train, data.y_train),
-            "train_accuracy": accuracy(p_train, data.y_train), "test_accuracy": accuracy(p_test, data.y_test),
-            "seconds": time.perf_counter() - started, "queries": estimator.num_queries,
+            "epoch": state.epoch + 1,
+            "loss": bce_loss(p_train, data.y_train),
+            "train_accuracy": accuracy(p_train, data.y_train),
+            "test_accuracy": accuracy(p_test, data.y_test),
+            "seconds": time.perf_counter() - started,
+            "queries": estimator.num_queries,
         }
         state.history.append(record)
         state.epoch, state.step = state.epoch + 1, 0
@@ -205,7 +233,9 @@ def train(
 
     robustness = evaluate_robustness(model, data, state.theta, config, stop)
     if robustness is None:
-        progress.line(f"{stop.reason}: stopped in the final evaluation; the last epoch's checkpoint stands: rerun with --resume")
+        progress.line(
+            f"{stop.reason}: stopped in the final evaluation; the last epoch's checkpoint stands: rerun with --resume"
+        )
         return None
     if state.test_probabilities is None:  # a checkpoint from before they were kept, written after the last epoch
         state.test_probabilities = model.probabilities(test_angles, state.theta)
@@ -213,10 +243,15 @@ def train(
         "dataset": data.description,
         "model": describe_model(config, qnn),
         "budget": {
-            "epochs": config.training.epochs, "batch_size": batch, "steps_per_epoch": steps,
-            "optimizer": config.training.optimizer, "learning_rate": config.training.learning_rate,
-            "mode": config.execution.mode, "shots": config.execution.shots if config.execution.mode == "sampled" else None,
-            "seed": config.run.seed, "queries": estimator.num_queries,
+            "epochs": config.training.epochs,
+            "batch_size": batch,
+            "steps_per_epoch": steps,
+            "optimizer": config.training.optimizer,
+            "learning_rate": config.training.learning_rate,
+            "mode": config.execution.mode,
+            "shots": config.execution.shots if config.execution.mode == "sampled" else None,
+            "seed": config.run.seed,
+            "queries": estimator.num_queries,
             "initial_parameters": state.initial_theta.tolist(),
         },
         "history": state.history,
@@ -251,7 +286,9 @@ def evaluate_robustness(
         draws = [x + sigma * rng.standard_normal(x.shape) for _ in range(config.evaluation.gaussian_draws)]
         p = model.probabilities(data.angles(np.concatenate(draws)), theta).reshape(len(draws), -1)
         scores = [accuracy(row, y) for row in p]
-        gaussian.append({"sigma": sigma, "accuracy_mean": float(np.mean(scores)), "accuracy_std": float(np.std(scores))})
+        gaussian.append(
+            {"sigma": sigma, "accuracy_mean": float(np.mean(scores)), "accuracy_std": float(np.std(scores))}
+        )
     if stop.requested:
         return None
     _, d_angle = model.input_gradient(data.angles(x), y, theta)

@@ -10,10 +10,14 @@ or to the input angles) is ONE estimator query: the unshifted rows and both para
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hpcqnn.training.circuits import CutQNN
+
+if TYPE_CHECKING:
+    from qiskit.primitives import BaseEstimatorV2
 
 SHIFT = np.pi / 2
 
@@ -42,7 +46,7 @@ class QNNClassifier:
     """
 
     qnn: CutQNN
-    estimator: object
+    estimator: BaseEstimatorV2
 
     def __post_init__(self):
         order = {p: i for i, p in enumerate(self.qnn.circuit.parameters)}

@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +48,13 @@ class TrainState:
             "epoch": self.epoch, "step": self.step, "adam_t": self.adam_t, "queries": self.queries,
             "seconds": self.seconds, "history": self.history, "rng": self.rng.bit_generator.state,
         }
-        arrays = {"theta": self.theta, "initial_theta": self.initial_theta, "permutation": self.permutation,
-                  "adam_m": self.adam_m, "adam_v": self.adam_v}
+        arrays: dict[str, Any] = {
+            "theta": self.theta,
+            "initial_theta": self.initial_theta,
+            "permutation": self.permutation,
+            "adam_m": self.adam_m,
+            "adam_v": self.adam_v,
+        }
         if self.test_probabilities is not None:
             arrays["test_probabilities"] = self.test_probabilities
         tmp = path.with_suffix(".tmp.npz")
@@ -64,9 +70,18 @@ class TrainState:
             rng = np.random.default_rng()
             rng.bit_generator.state = meta["rng"]
             return cls(
-                theta=data["theta"], rng=rng, initial_theta=data["initial_theta"], epoch=meta["epoch"], step=meta["step"],
-                permutation=data["permutation"], adam_m=data["adam_m"], adam_v=data["adam_v"],
-                adam_t=meta["adam_t"], queries=meta["queries"], seconds=meta["seconds"], history=meta["history"],
+                theta=data["theta"],
+                rng=rng,
+                initial_theta=data["initial_theta"],
+                epoch=meta["epoch"],
+                step=meta["step"],
+                permutation=data["permutation"],
+                adam_m=data["adam_m"],
+                adam_v=data["adam_v"],
+                adam_t=meta["adam_t"],
+                queries=meta["queries"],
+                seconds=meta["seconds"],
+                history=meta["history"],
                 test_probabilities=data["test_probabilities"] if "test_probabilities" in data.files else None,
             )
 

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from workload import MODEL, SEED, SHAPES, SHOTS, collect, shape_runs
 
 import hpcqnn
+from workload import MODEL, SEED, SHAPES, SHOTS, collect, shape_runs
 
 out, schedule = Path(sys.argv[1]), sys.argv[2]
 shape = sys.argv[3] if len(sys.argv) > 3 else None

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from mpi4py import MPI
-from workload import MODEL, runs
 
 import hpcqnn
 from hpcqnn.execution.simulator import AerRunner
+from workload import MODEL, runs
 
 out, how = Path(sys.argv[1]), sys.argv[2]
 rank = MPI.COMM_WORLD.Get_rank()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
-from workload import MODEL
 
 import hpcqnn
+from workload import MODEL
 
 out, device = Path(sys.argv[1]), sys.argv[2]
 for name in ("first", "second"):

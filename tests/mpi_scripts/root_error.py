@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from mpi4py import MPI
-from workload import MODEL, runs
 
 import hpcqnn
+from workload import MODEL, runs
 
 out = Path(sys.argv[1])
 

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from workload import MODEL, collect, runs
 
 import hpcqnn
+from workload import MODEL, collect, runs
 
 out, schedule, queries = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 with hpcqnn.mpi_estimator(
