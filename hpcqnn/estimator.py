@@ -198,6 +198,7 @@ class DistributedEstimator(BaseEstimatorV2):
                 self.seed,
                 self.minimal_basis,
                 self.wire_cuts,
+                coherent=self.coherent and not sampled,
             )
         with self.recorder.phase(query, "generate", n_circuits=plan.num_subexperiments):
             return build_program(plan, sampled, self.shot_allocation, self.coherent)

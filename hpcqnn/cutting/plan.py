@@ -94,6 +94,7 @@ def build_cut_plan(
     seed: int | None = None,
     minimal_basis: bool = True,
     wire_cuts: bool = False,
+    coherent: bool = True,
 ) -> CutPlan:
     """Partition ``circuit`` and enumerate the subexperiments of every partition.
 
@@ -108,7 +109,7 @@ def build_cut_plan(
     ``minimal_basis`` simulates, per cut side, only a linearly independent subset of its distinct
     local channels (4 of 5 for CX/CZ, 4 of 6 for a wire cut's preparations) and expands the others
     exactly; ``False`` simulates every distinct channel, as qiskit-addon-cutting does (minus its
-    duplicates).
+    duplicates). ``coherent`` also builds each cut partition's coherent form (exact mode uses it).
     """
     parts = partition(circuit, paulis, partition_labels, max_subcircuit_qubits, seed, wire_cuts)
     circuit, paulis, labels = parts.circuit, parts.paulis, parts.labels
@@ -132,7 +133,7 @@ def build_cut_plan(
 
     column = {p: i for i, p in enumerate(circuit.parameters)}
     partitions = tuple(
-        _plan_partition(lab, sub, qubits_of[lab], cut_sides, sides[lab], paulis, column)
+        _plan_partition(lab, sub, qubits_of[lab], cut_sides, sides[lab], paulis, column, coherent)
         for lab, sub in problem.subcircuits.items()
     )
     kernels = tuple(
@@ -156,6 +157,7 @@ def _plan_partition(
     sides: dict[int, int],
     paulis: PauliList,
     column: dict[Parameter, int],
+    coherent: bool,
 ) -> PartitionPlan:
     cut_ids = tuple(sorted(sides))
     mine = [cut_sides[c][sides[c]] for c in cut_ids]
@@ -177,7 +179,9 @@ def _plan_partition(
     # first-appearance order, as the addon's PauliList.unique: its grouping depends on the order
     by_appearance = np.argsort(first)
     first, term_pauli = first[by_appearance], np.argsort(by_appearance)[inverse.reshape(-1)]
-    coherent = coherent_partition(subcircuit, dict(zip(cut_ids, mine)), cut_ids, local[first]) if cut_ids else None
+    merged = None
+    if coherent and cut_ids:
+        merged = coherent_partition(subcircuit, dict(zip(cut_ids, mine)), cut_ids, local[first])
     return PartitionPlan(
         label=label,
         qubits=qubits,
@@ -191,5 +195,5 @@ def _plan_partition(
         paulis=local[first],
         term_pauli=term_pauli,
         parameter_columns=np.array(sorted(column[p] for p in subcircuit.parameters), dtype=np.int64),
-        coherent=coherent,
+        coherent=merged,
     )
