@@ -6,10 +6,10 @@ reset becomes a SWAP with a fresh ancilla that is never measured.
 
 Each cut location becomes U3 segments separated by switchable gadgets (CRX(pi)+P(pi/2) == CX
 onto the measurement ancilla, RXX RYY RZZ(pi/2) == SWAP with the reset ancilla; angle 0 switches
-them off). A reset of the circuit itself (not of a QPD term) is a plain SWAP with its own fresh
-ancilla, so expectation values stay exact (Aer would otherwise sample one outcome per shot). A subexperiment is then a row of "term parameter" values, so the simulator runs one
+them off). A subexperiment is then a row of "term parameter" values, so the simulator runs one
 template per partition for all (subexperiment, parameter row) pairs instead of one circuit per
-subexperiment.
+subexperiment. A reset of the circuit itself (not of a QPD term) is a plain SWAP with its own
+fresh ancilla, so expectation values stay exact (Aer would otherwise sample one outcome per shot).
 """
 
 from __future__ import annotations
