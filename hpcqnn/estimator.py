@@ -55,10 +55,16 @@ class DistributedEstimator(BaseEstimatorV2):
             carry the addon's ``CutWire`` markers or ``Move`` gates; those are always cut.
         shots: ``None`` for exact values; otherwise the shot budget per parameter row is ``shots``
             times the measurement settings (subexperiments x commuting groups). A ``precision``
-            given to ``run`` overrides it as ``ceil(1 / precision**2)``.
+            given to ``run`` or in a pub overrides it as ``ceil(1 / precision**2)``, and
+            ``precision=0`` gives exact values. An exact estimator gives exact values at any
+            precision (they meet it) and reports the requested one as ``target_precision``.
         shot_allocation: ``"proportional"`` (default) splits the budget across subexperiments in
             proportion to their |QPD coefficient| weight; ``"uniform"`` gives every setting ``shots``.
-        seed: seed of sampled mode (and of automatic cut finding); results are reproducible.
+        seed: seed of sampled mode (and of automatic cut finding). A fresh estimator with the same
+            seed reproduces the same sequence of runs, at any MPI split; shots are keyed by the
+            query counter (``num_queries``), so each run draws new shots as a device would (set
+            ``num_queries`` back to repeat one), and every parameter row draws its own shots,
+            repeated rows included.
         device: ``"auto"`` (a GPU when one is usable, else the CPU, said once on stderr),
             ``"CPU"``, ``"GPU"`` (``DeviceUnavailableError`` where none is usable). The GPU is
             picked from the launcher's local rank (``launcher.local_rank``).
