@@ -25,6 +25,7 @@ from hpcqnn.execution.query import query_rows
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.tiles import Tile
 from hpcqnn.training.circuits import cut_qnn
+from test_qml import make_qnn  # EstimatorQNN on a 4-qubit, 2-cut QNN (default_precision 0)
 from tolerances import EXACT_ATOL
 
 STANDARD_GATES = {name: op for name, op in sorted(get_standard_gate_name_mapping().items()) if isinstance(op, Gate)}
@@ -201,6 +202,28 @@ def test_seeded_runs_reproduce_and_rows_draw_independently() -> None:
     assert abs(np.mean(a1.evs) - exact) < 5 * reported / np.sqrt(len(rows))
 
 
+def test_equal_rows_are_simulated_once_but_drawn_apart() -> None:
+    """Sampled mode keeps one simulated outcome distribution for equal rows (within an Aer call)
+    and draws each row's shots from it."""
+    model = cut_qnn(4, cuts=1, layers=1)
+    row = np.random.default_rng(6).uniform(-1, 1, model.circuit.num_parameters)
+    estimator = DistributedEstimator(partition_labels=model.partition_labels, shots=100, seed=3)
+    execute = estimator.engine.runner.backend._execute_circuits
+    simulated: list[int] = []
+
+    def counting(circuits, noise, config):
+        output = execute(circuits, noise, config)
+        simulated.append(len(output["results"]))
+        return output
+
+    estimator.engine.runner.backend._execute_circuits = counting
+    estimator.run([(model.circuit, model.observable, row)]).result()
+    once = sum(simulated)
+    simulated.clear()
+    evs = estimator.run([(model.circuit, model.observable, np.repeat(row[None], 30, axis=0))]).result()[0].data.evs
+    assert sum(simulated) == once and len(np.unique(evs)) == 30
+
+
 # -- 5. classical bits and measurements ------------------------------------------------------
 
 
@@ -355,22 +378,6 @@ def test_aer_failure_names_its_cause() -> None:
 # -- qiskit-machine-learning on top -------------------------------------------------------------
 
 
-def classifier_qnn(estimator):
-    from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
-    from qiskit_machine_learning.neural_networks import EstimatorQNN
-
-    model = cut_qnn(4, cuts=2, layers=2)
-    return EstimatorQNN(
-        circuit=model.circuit,
-        observables=model.observable,
-        input_params=list(model.inputs),
-        weight_params=list(model.weights),
-        estimator=estimator,
-        gradient=ParamShiftEstimatorGradient(estimator),
-        default_precision=0.0,  # StatevectorEstimator adds noise at any precision > 0
-    )
-
-
 def classifier_data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(21)
     x = rng.uniform(-1, 1, (12, 4))
@@ -385,7 +392,7 @@ def test_neural_network_classifier_trains_as_with_the_reference() -> None:
     x, y = classifier_data()
     fitted = []
     for estimator in (DistributedEstimator(partition_labels="AABB"), StatevectorEstimator()):
-        qnn = classifier_qnn(estimator)
+        qnn = make_qnn(estimator)
         classifier = NeuralNetworkClassifier(
             qnn, optimizer=L_BFGS_B(maxiter=6), initial_point=np.linspace(-1, 1, qnn.num_weights)
         )
@@ -406,7 +413,7 @@ def test_torch_connector_matches_the_reference() -> None:
     inputs = torch.tensor(x[:4], dtype=torch.float64)
     outputs, grads = [], []
     for estimator in (DistributedEstimator(partition_labels="AABB"), StatevectorEstimator()):
-        qnn = classifier_qnn(estimator)
+        qnn = make_qnn(estimator)
         layer = TorchConnector(qnn, initial_weights=np.linspace(-1, 1, qnn.num_weights))
         out = layer(inputs)
         out.sum().backward()
