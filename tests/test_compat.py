@@ -18,6 +18,7 @@ from qiskit.circuit.library import CHGate, get_standard_gate_name_mapping
 from qiskit.exceptions import QiskitError
 from qiskit.primitives import StatevectorEstimator
 from qiskit.quantum_info import DensityMatrix, SparsePauliOp
+from test_qml import make_qnn  # EstimatorQNN on a 4-qubit, 2-cut QNN (default_precision 0)
 
 from hpcqnn import CutPlanError, DistributedEstimator, SimulationError
 from hpcqnn.execution.engine import LocalEngine
@@ -25,7 +26,6 @@ from hpcqnn.execution.query import query_rows
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.tiles import Tile
 from hpcqnn.training.circuits import cut_qnn
-from test_qml import make_qnn  # EstimatorQNN on a 4-qubit, 2-cut QNN (default_precision 0)
 from tolerances import EXACT_ATOL
 
 STANDARD_GATES = {name: op for name, op in sorted(get_standard_gate_name_mapping().items()) if isinstance(op, Gate)}
