@@ -41,7 +41,7 @@ class _PreparedPub:
     params: np.ndarray  # [parameter rows, circuit parameters]
     weights: np.ndarray  # [global Pauli terms, observables]
     shots: int | None
-    query: int  # the query that executes it: one per distinct (plan, shots) of a ``run``
+    query: int  # the query that executes it: one per distinct (plan, shots) of a ``run``; -1: no rows
 
 
 class DistributedEstimator(BaseEstimatorV2):
@@ -55,10 +55,16 @@ class DistributedEstimator(BaseEstimatorV2):
             carry the addon's ``CutWire`` markers or ``Move`` gates; those are always cut.
         shots: ``None`` for exact values; otherwise the shot budget per parameter row is ``shots``
             times the measurement settings (subexperiments x commuting groups). A ``precision``
-            given to ``run`` overrides it as ``ceil(1 / precision**2)``.
+            given to ``run`` or in a pub overrides it as ``ceil(1 / precision**2)``, and
+            ``precision=0`` gives exact values. An exact estimator gives exact values at any
+            precision (they meet it) and reports the requested one as ``target_precision``.
         shot_allocation: ``"proportional"`` (default) splits the budget across subexperiments in
             proportion to their |QPD coefficient| weight; ``"uniform"`` gives every setting ``shots``.
-        seed: seed of sampled mode (and of automatic cut finding); results are reproducible.
+        seed: seed of sampled mode (and of automatic cut finding). A fresh estimator with the same
+            seed reproduces the same sequence of runs, at any MPI split; shots are keyed by the
+            query counter (``num_queries``), so each run draws new shots as a device would (set
+            ``num_queries`` back to repeat one), and every parameter row draws its own shots,
+            repeated rows included.
         device: ``"auto"`` (a GPU when one is usable, else the CPU, said once on stderr),
             ``"CPU"``, ``"GPU"`` (``DeviceUnavailableError`` where none is usable). The GPU is
             picked from the launcher's local rank (``launcher.local_rank``).
@@ -168,19 +174,20 @@ class DistributedEstimator(BaseEstimatorV2):
         except ValueError as exc:
             raise ObservableError(f"invalid estimator pub: {exc}") from exc
         labels, weights = _pauli_terms(pub)
-        sampled = self.shots is not None
-        key = (_structure_key(pub.circuit), tuple(labels), sampled)
         shots = self._shots_for(pub.precision)
-        query = batches.setdefault((key, shots), self._queries + len(batches))
+        sampled = shots is not None
+        key = (_structure_key(pub.circuit), tuple(labels), sampled)
+        rows = int(np.prod(pub.parameter_values.shape, dtype=np.int64))
+        if rows:
+            query = batches.setdefault((key, shots), self._queries + len(batches))
+        else:  # no rows: checked (and planned) like any pub, but nothing to run, no query
+            query = self._queries + len(batches)
         if key not in self._programs:
             self._programs[key] = self._build_program(pub.circuit, PauliList(labels), sampled, query)
         program = self._programs[key]
         width = len(program.plan.parameters)
-        rows = int(np.prod(pub.parameter_values.shape, dtype=np.int64))
         if rows == 0:
-            raise ParameterShapeError(
-                f"parameter_values of shape {pub.parameter_values.shape} hold no rows: nothing to estimate"
-            )
+            query = -1
         if width:
             params = pub.parameter_values.as_array(program.plan.parameters).reshape(rows, width)
         else:
@@ -204,7 +211,9 @@ class DistributedEstimator(BaseEstimatorV2):
             return build_program(plan, sampled, self.shot_allocation, self.coherent)
 
     def _shots_for(self, precision: float | None) -> int | None:
-        if self.shots is None:
+        """Shots per setting for a pub's precision: None (exact values) for an exact estimator or
+        ``precision=0``; ``ceil(1 / precision**2)``; the estimator's ``shots`` without one."""
+        if self.shots is None or precision == 0:
             return None
         if precision:
             return max(1, math.ceil(1.0 / precision**2))
@@ -214,9 +223,13 @@ class DistributedEstimator(BaseEstimatorV2):
 
     def _execute(self, prepared: list[_PreparedPub]) -> list[PubResult]:
         batches: dict[int, list[int]] = {}
-        for i, item in enumerate(prepared):
-            batches.setdefault(item.query, []).append(i)
         results: list[PubResult | None] = [None] * len(prepared)
+        for i, item in enumerate(prepared):
+            if item.query < 0:  # no parameter rows: empty values, like the reference estimators
+                empty = np.zeros((0, item.weights.shape[1]))
+                results[i] = _pub_result(item.pub, empty, None, self._metadata(item, None, 0))
+            else:
+                batches.setdefault(item.query, []).append(i)
         for query, indices in batches.items():
             items = [prepared[i] for i in indices]
             self._queries = query + 1
@@ -231,15 +244,15 @@ class DistributedEstimator(BaseEstimatorV2):
                 rows, cols = len(it.params), it.weights.shape[1]
                 block = (slice(row, row + rows), slice(col, col + cols))
                 std = None if variance is None else np.sqrt(variance[block])
-                results[i] = _pub_result(it.pub, evs[block], std, metadata)
+                results[i] = _pub_result(it.pub, evs[block], std, {**metadata, **_pub_metadata(it)})
                 row, col = row + rows, col + cols
         return results
 
-    def _metadata(self, item: _PreparedPub, query: int, rows: int) -> dict:
+    def _metadata(self, item: _PreparedPub, query: int | None, rows: int) -> dict:
         plan = item.program.plan
         return {
             "query": query,
-            "phases": self.recorder.seconds(query),
+            "phases": {} if query is None else self.recorder.seconds(query),
             "num_cuts": plan.num_cuts,
             "num_partitions": len(plan.partitions),
             "num_subexperiments": plan.num_subexperiments,
@@ -249,8 +262,17 @@ class DistributedEstimator(BaseEstimatorV2):
             "shots": item.shots,
             "shot_allocation": None if item.shots is None else self.shot_allocation,
             "device": self.device,
-            "target_precision": 0.0 if item.shots is None else 1.0 / math.sqrt(item.shots),
+            **_pub_metadata(item),
         }
+
+
+def _pub_metadata(item: _PreparedPub) -> dict:
+    """What the reference estimators report per pub: the precision asked for (the pub's or
+    ``run``'s; without one, that of the estimator's shots, 0 when exact) and the circuit's metadata."""
+    precision = item.pub.precision
+    if precision is None:
+        precision = 0.0 if item.shots is None else 1.0 / math.sqrt(item.shots)
+    return {"target_precision": float(precision), "circuit_metadata": item.pub.circuit.metadata}
 
 
 def _check_shots(shots) -> None:

@@ -15,7 +15,8 @@ uniform superposition selects ``V_k`` (one ``unitary`` gadget applies
 of each control axis into its eigenvectors followed by weighted squared norms. No
 deferred-measurement ancilla is needed, and a partition with ``m`` cuts runs one experiment of
 ``w + 2m`` qubits per row instead of ``4**m`` experiments of ``w + m`` qubits. Resets (wire
-cuts) are not sums of such terms: partitions with them keep the enumerated template.
+cuts, or resets in the circuit itself) are not sums of such terms: partitions with them keep the
+enumerated template.
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ def coherent_partition(
     subcircuit: QuantumCircuit, cut_sides: dict[int, CutSide], cut_ids: Sequence[int], paulis: PauliList
 ) -> CoherentPartition | None:
     """The coherent form of a partition (``cut_sides[c]``: its side of cut ``c``), or None when
-    a channel holds a reset (wire cuts), which no sum of unitary branches expresses."""
+    a channel holds a reset (wire cuts) or the subcircuit does, which no sum of unitary branches
+    expresses (a reset in the coherent circuit would make Aer sample one outcome per shot)."""
+    if any(inst.operation.name == "reset" for inst in subcircuit.data):
+        return None
     width = subcircuit.num_qubits
     branches = {}
     for c, side in cut_sides.items():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
+from qiskit.circuit import ControlFlowOp
 from qiskit.quantum_info import PauliList
 from qiskit.transpiler import Target
 from qiskit_addon_cutting import cut_wires, expand_observables
@@ -21,12 +22,21 @@ from qiskit_addon_cutting.qpd.instructions import SingleQubitQPDGate
 
 from hpcqnn.errors import CutPlanError, ObservableError
 
-#: Gates kept as they are; anything else is unrolled into these before cutting.
+#: Gates the simulator runs as they are (all known to Aer); anything else is unrolled into these.
 SIMULATOR_BASIS = (
     "id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "sxdg",
-    "rx", "ry", "rz", "p", "u", "cx", "cy", "cz", "ch", "swap", "ecr",
+    "rx", "ry", "rz", "p", "u", "cx", "cy", "cz", "swap", "ecr",
     "rxx", "ryy", "rzz", "crx", "cry", "crz", "cp", "barrier",
 )
+
+#: Parameter-free two-qubit gates outside SIMULATOR_BASIS that qiskit-addon-cutting cuts as one
+#: gate: unrolling keeps them, so that one spanning two partitions costs one cut; inside a
+#: partition they are lowered into SIMULATOR_BASIS afterwards (``_lower``).
+CUTTABLE_GATES = ("ch", "cs", "csdg", "csx", "dcx", "iswap")
+
+#: Instructions that are not gates but have an exact meaning here: a delay is the identity
+#: (dropped), a reset is simulated as a SWAP with a fresh ancilla (``template.build_template``).
+NON_GATES = ("delay", "reset")
 
 
 #: Wire-cut instructions of qiskit-addon-cutting, kept through unrolling: a ``cut_wire`` marker
@@ -63,7 +73,8 @@ def partition(
     ):
         raise CutPlanError(f"max_subcircuit_qubits must be an integer >= 1, got {max_subcircuit_qubits!r}")
     circuit = _unroll(circuit)
-    _check_circuit(circuit)  # again: unrolling can reveal resets (e.g. inside initialize)
+    _check_circuit(circuit)  # again: unrolling can reveal measurements inside custom instructions
+    circuit = _quantum_only(circuit)
 
     find = partition_labels is None and max_subcircuit_qubits is not None
     if find and max_subcircuit_qubits is not None and circuit.num_qubits > max_subcircuit_qubits:
@@ -87,28 +98,75 @@ def partition(
         labels = [0] * circuit.num_qubits
     _check_wire_cuts_cross(circuit, labels)
     _check_widths(labels, max_subcircuit_qubits)
-    return Partitioned(circuit, paulis, labels)
+    return Partitioned(_lower(circuit, labels), paulis, labels)
 
 
 def _check_circuit(circuit: QuantumCircuit) -> None:
-    if circuit.num_clbits or any(i.operation.name in ("measure", "reset") for i in circuit.data):
-        raise CutPlanError(
-            "the circuit has measurements, resets or classical bits; give the unitary circuit, "
-            "the estimator measures the observables itself"
-        )
+    """Refuse what has no expectation value to estimate: measurements (the estimator measures the
+    observables itself; Qiskit's StatevectorEstimator refuses them too) and classical control flow.
+    Classical bits alone, resets and delays are fine."""
+    for index, inst in enumerate(circuit.data):
+        op = inst.operation
+        if op.name == "measure":
+            raise CutPlanError(
+                f"the circuit has a measurement (instruction {index}, qubit "
+                f"{circuit.find_bit(inst.qubits[0]).index}); the estimator measures the observables "
+                "itself: give the circuit without measurements (circuit.remove_final_measurements() "
+                "drops final ones)"
+            )
+        if isinstance(op, ControlFlowOp) or inst.clbits:
+            raise CutPlanError(
+                f"the circuit has {op.name!r} (instruction {index}), which uses classical bits; "
+                "hpcqnn estimates circuits without measurements or classical control flow"
+            )
+
+
+def _quantum_only(circuit: QuantumCircuit) -> QuantumCircuit:
+    """The circuit without classical bits and delays (identities), its qubits renumbered 0..n-1."""
+    if not circuit.num_clbits and not circuit.get_instructions("delay"):
+        return circuit
+    out = QuantumCircuit(circuit.num_qubits, global_phase=circuit.global_phase)
+    for inst in circuit.data:
+        if inst.operation.name != "delay":
+            out.append(inst.operation, [circuit.find_bit(q).index for q in inst.qubits], copy=False)
+    return out
 
 
 def _unroll(circuit: QuantumCircuit) -> QuantumCircuit:
     """The circuit in SIMULATOR_BASIS gates (custom gates and library blocks unrolled), wire-cut
     instructions and gates already marked for cutting kept as they are."""
-    if all(i.operation.name in SIMULATOR_BASIS or _is_cut_mark(i.operation) for i in circuit.data):
+    kept = (*SIMULATOR_BASIS, *CUTTABLE_GATES, *NON_GATES)
+    if all(i.operation.name in kept or _is_cut_mark(i.operation) for i in circuit.data):
         return circuit
     marked = {i.operation.name: i.operation for i in circuit.data if isinstance(i.operation, TwoQubitQPDGate)}
-    target = Target.from_configuration(  # "reset" passes through so that _check_circuit names it
-        basis_gates=[name for name in SIMULATOR_BASIS if name != "barrier"] + ["reset", *WIRE_CUT_OPS, *marked],
+    target = Target.from_configuration(  # "measure" passes through so that _check_circuit names it
+        basis_gates=[name for name in kept if name != "barrier"] + ["measure", *WIRE_CUT_OPS, *marked],
         custom_name_mapping={**WIRE_CUT_OPS, **marked},
     )
     return transpile(circuit, target=target, optimization_level=0)
+
+
+def _lower(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> QuantumCircuit:
+    """``circuit`` with every gate that stays inside a partition and is not in SIMULATOR_BASIS
+    (the CUTTABLE_GATES kept for cutting) unrolled into SIMULATOR_BASIS: the simulator does not
+    know them all (Aer has no ``ch``). Gates spanning partitions are left to be cut."""
+    crossing = {index for index, _, _ in _crossing_gates(circuit, labels)}
+
+    def runs(index: int, op) -> bool:
+        return op.name in SIMULATOR_BASIS or op.name in NON_GATES or _is_cut_mark(op) or index in crossing
+
+    if all(runs(index, inst.operation) for index, inst in enumerate(circuit.data)):
+        return circuit
+    basis = [name for name in SIMULATOR_BASIS if name != "barrier"]
+    out = circuit.copy_empty_like()
+    for index, inst in enumerate(circuit.data):
+        if runs(index, inst.operation):
+            out.append(inst)
+            continue
+        piece = QuantumCircuit(inst.operation.num_qubits)
+        piece.append(inst.operation, piece.qubits)
+        out.compose(transpile(piece, basis_gates=basis, optimization_level=0), inst.qubits, inplace=True)
+    return out
 
 
 def _is_wire_cut(op) -> bool:

@@ -2,7 +2,8 @@
 
 Each program circuit is one partition's subexperiment template plus save instructions, and is
 run for every experiment ``e = s * n + r``: subexperiment ``s`` with the ``r``-th of the ``n``
-distinct parameter rows that partition needs (``execution.query.QueryRows``).
+parameter rows that partition runs (the distinct ones in exact mode, all in sampled mode:
+``execution.query.QueryRows``).
 Exact mode saves one expectation value per distinct local Pauli (times the Z of every deferred
 QPD measurement). Sampled mode saves the outcome distribution of each qubit-wise commuting group
 (grouped as qiskit-addon-cutting groups them); shots are drawn from it (``shots``).

@@ -6,9 +6,10 @@ splits the same budget in proportion to each subexperiment's |QPD coefficient| w
 (``subexperiment_weights``), the typical size of the reconstruction's sensitivity to its
 estimate: the variance ``sum w**2 sigma**2 / n`` at a fixed total is smallest with ``n``
 proportional to ``w sigma``, and ``sigma`` (at most 1) is not known before measuring.
-Counts are drawn per experiment from the exact outcome distribution, seeded per (query,
+Counts are drawn per experiment from the exact outcome distribution, seeded per (seed, query,
 circuit, block of SAMPLE_BLOCK experiments) so results do not depend on how experiments are
-split into tiles.
+split into tiles. In sampled mode an experiment is (subexperiment, query row) for every row,
+repeated rows included (``execution.query.query_rows``), so each row draws its own shots.
 """
 
 from __future__ import annotations

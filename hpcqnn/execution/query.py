@@ -29,8 +29,9 @@ class Query:
 
     @cached_property
     def rows(self) -> QueryRows:
-        """The distinct rows each partition needs (``query_rows``)."""
-        return query_rows(self.program.plan, self.params)
+        """The rows each partition needs (``query_rows``): distinct ones in exact mode, every
+        row in sampled mode (each row draws its own shots)."""
+        return query_rows(self.program.plan, self.params, sampled=self.program.sampled)
 
     def experiments(self, circuit: int) -> int:
         """How many (subexperiment, row) experiments program circuit ``circuit`` runs."""
@@ -45,22 +46,29 @@ class Query:
 
 @dataclass(frozen=True)
 class QueryRows:
-    """The distinct parameter rows each partition needs for a query.
+    """The parameter rows each partition runs for a query.
 
-    Rows that agree on a partition's parameters give it identical subexperiments: a
-    parameter-shift row of a weight in partition A needs no new run of partition B. Partition
-    ``p`` runs ``unique[p]`` (full-width representative rows); query row ``r`` reads its result
-    from ``unique[p][inverse[p][r]]``.
+    Exact mode: rows that agree on a partition's parameters give it identical subexperiments,
+    so a parameter-shift row of a weight in partition A needs no new run of partition B.
+    Partition ``p`` runs ``unique[p]`` (full-width representative rows); query row ``r`` reads its
+    result from ``unique[p][inverse[p][r]]``.
+
+    Sampled mode: every query row is its own experiment row (``unique[p]`` is all rows, in order),
+    so that each row draws independent shots (repeating a row averages shot noise, as with any
+    estimator); ``same[p][r]`` is the first row equal to row ``r`` on partition ``p``'s
+    parameters, and the simulator computes each distinct outcome distribution once.
     """
 
     count: int
     unique: list[np.ndarray]
     inverse: list[np.ndarray]
+    same: list[np.ndarray] | None = None
 
 
-def query_rows(plan: CutPlan, params: np.ndarray) -> QueryRows:
-    """Deduplicate ``params`` [rows, circuit parameters] per partition (deterministic)."""
-    unique, inverse = [], []
+def query_rows(plan: CutPlan, params: np.ndarray, sampled: bool = False) -> QueryRows:
+    """Deduplicate ``params`` [rows, circuit parameters] per partition (deterministic); in
+    sampled mode keep every row and record which ones are equal per partition instead."""
+    unique, inverse, same = [], [], []
     for part in plan.partitions:
         if len(part.parameter_columns) == 0 or len(params) == 1:
             first, inv = np.zeros(1, dtype=np.int64), np.zeros(len(params), dtype=np.int64)
@@ -68,9 +76,15 @@ def query_rows(plan: CutPlan, params: np.ndarray) -> QueryRows:
             _, first, inv = np.unique(
                 params[:, part.parameter_columns], axis=0, return_index=True, return_inverse=True
             )
-        unique.append(params[first])
-        inverse.append(inv.reshape(-1))
-    return QueryRows(len(params), unique, inverse)
+        inv = inv.reshape(-1)
+        if sampled:
+            unique.append(params)
+            inverse.append(np.arange(len(params), dtype=np.int64))
+            same.append(first[inv].astype(np.int64))
+        else:
+            unique.append(params[first])
+            inverse.append(inv)
+    return QueryRows(len(params), unique, inverse, same if sampled else None)
 
 
 class QueryBuffers:

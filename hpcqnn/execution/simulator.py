@@ -112,12 +112,17 @@ class AerRunner:
         for k, tile in enumerate(tiles):
             by_circuit.setdefault(tile.circuit, []).append(k)
 
-        circuits, aer_circuits, parameterizations, experiments = [], [], [], []
+        circuits, aer_circuits, parameterizations, experiments, expand = [], [], [], [], []
         for c, members in by_circuit.items():
             index = np.concatenate([np.arange(tiles[k].start, tiles[k].stop) for k in members])
             p = program.partition_of[c]
             part, params = program.plan.partitions[p], rows.unique[p]
             subexperiment, row = np.divmod(index, len(params))  # experiment = subexperiment x rows + row
+            spread = None
+            if rows.same is not None:  # sampled mode: equal rows share one simulated distribution
+                index, spread = np.unique(subexperiment * len(params) + rows.same[p][row], return_inverse=True)
+                subexperiment, row = np.divmod(index, len(params))
+            expand.append(spread)
             used = [program.plan.parameters[i] for i in part.parameter_columns]
             values = dict(zip(used, params[:, part.parameter_columns][row].T))
             if program.coherent(c) is None:  # a coherent circuit has no term parameters
@@ -131,7 +136,10 @@ class AerRunner:
         config = generate_aer_config(
             circuits, self.backend.options, parameterizations=parameterizations, **self.run_options
         )
-        output = self.backend._execute_circuits(aer_circuits, None, config)
+        try:
+            output = self.backend._execute_circuits(aer_circuits, None, config)
+        except Exception as exc:  # Aer's controller raises AerError and plain C++ exceptions
+            raise _simulation_error(exc, circuits) from exc
         results = output.get("results", []) if isinstance(output, dict) else []
         if not results or not output.get("success", False) or not all(r.get("success") for r in results):
             failed = next((r.get("status") for r in results if not r.get("success")), None)
@@ -140,9 +148,11 @@ class AerRunner:
 
         out: dict[int, np.ndarray] = {}
         first = 0
-        for (c, members), count in zip(by_circuit.items(), experiments):
+        for (c, members), count, spread in zip(by_circuit.items(), experiments, expand):
             outcomes = _outputs(program, c, results[first : first + count])
             first += count
+            if spread is not None and count > 1:
+                outcomes, count = outcomes[spread.reshape(-1)], len(spread)
             offset = 0
             for k in members:
                 n = tiles[k].stop - tiles[k].start
@@ -155,14 +165,31 @@ class AerRunner:
         cached = self._assembled.get(id(program))
         if cached is not None and cached[0] is program:
             return cached[1]
-        compiled, _ = self.backend._compile(list(program.circuits))
-        aer_circuits, index_maps = assemble_circuits(compiled)
+        try:
+            compiled, _ = self.backend._compile(list(program.circuits))
+            aer_circuits, index_maps = assemble_circuits(compiled)
+        except Exception as exc:  # e.g. AerError('unknown instruction: ...')
+            raise _simulation_error(exc, program.circuits) from exc
         for circ_id, aer_circuit in enumerate(aer_circuits):
             aer_circuit.circ_id = circ_id
         slots = [_parameter_slots(c, m) for c, m in zip(compiled, index_maps)]
         assembled = _Assembled(compiled, aer_circuits, slots)
         self._assembled[id(program)] = (program, assembled)  # holding the program keeps its id unique
         return assembled
+
+
+def _simulation_error(exc: Exception, circuits: Sequence[QuantumCircuit]) -> SimulationError:
+    """A ``SimulationError`` naming what Aer refused: the instruction, with the circuits that hold it."""
+    message = str(exc).strip("'\"")
+    if "unknown instruction" in message:
+        name = message.rsplit(":", 1)[-1].strip()
+        holders = [c.name for c in circuits if any(inst.operation.name == name for inst in c.data)]
+        where = f" (in {', '.join(holders)})" if holders else ""
+        return SimulationError(
+            f"Aer cannot simulate the instruction {name!r}{where}: hpcqnn should have unrolled it; "
+            "please report this circuit"
+        )
+    return SimulationError(f"Aer simulation failed ({type(exc).__name__}): {message}")
 
 
 def _parameter_slots(circuit: QuantumCircuit, index_map) -> list[tuple[tuple[int, int], ParameterExpression]]:
