@@ -36,6 +36,22 @@ hpcqnn_set_aside() {
     mv "$run_dir" "$run_dir.incomplete-$n" && echo "$run_dir.incomplete-$n"
 }
 
+# hpcqnn_pmi2_netmod: under `srun --mpi=pmi2`, makes an MPICH that has both netmods (the pip
+# MPICH: `mpichversion --device` says "ch4:ucx ofi") use OFI (libfabric tcp) unless
+# MPIR_CVAR_CH4_NETMOD is set. Its default, UCX, exchanges a business card of several KiB per
+# rank through PMI as soon as ranks span nodes, in PMI-1 lines longer than Slurm's pmi2 plugin
+# reads (slurmstepd logs "mpi/pmi2: value not properly terminated in client request") and
+# MPI_Init never returns; OFI's card is a few bytes. Within one node both work.
+hpcqnn_pmi2_netmod() {
+    [[ ${HPCQNN_SRUN_MPI:-pmi2} == pmi2 && -z ${MPIR_CVAR_CH4_NETMOD:-} ]] || return 0
+    local device
+    device=$(mpichversion --device 2>/dev/null) || return 0
+    if [[ $device == *ucx* && $device == *ofi* ]]; then
+        export MPIR_CVAR_CH4_NETMOD=ofi
+        echo "hpcqnn-slurm: MPIR_CVAR_CH4_NETMOD=ofi (MPICH's UCX business cards overflow Slurm's pmi2 across nodes)"
+    fi
+}
+
 # hpcqnn_train_step RUN_DIR NTASKS CONFIG [hpcqnn train args...]
 #
 # Runs `hpcqnn train` as one job step of NTASKS MPI ranks, writing RUN_DIR. RUN_DIR must be
@@ -85,6 +101,7 @@ hpcqnn_train_step() {
             # since Slurm 22.05 srun no longer inherits --cpus-per-task from the allocation
             [[ -n ${SLURM_CPUS_PER_TASK:-} ]] && cmd+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
             cmd+=(${HPCQNN_SRUN_ARGS[@]+"${HPCQNN_SRUN_ARGS[@]}"})
+            hpcqnn_pmi2_netmod
             ;;
         mpiexec) cmd=(mpiexec -n "$ntasks") ;;
         *) echo "hpcqnn-slurm: HPCQNN_LAUNCHER must be srun or mpiexec, got '$HPCQNN_LAUNCHER'" >&2; return 2 ;;
