@@ -235,6 +235,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
+# Job ids of their own (not 1, 2, ... again in every fresh cluster): MPICH names a node's shared
+# memory after JOBID.STEP, and a job killed on this machine leaves it in /dev/shm
+FirstJobId=$(( $(date +%s) % 60000000 + 1 ))
 # A requeued batch job may start again only after the credential lifetime (default 120 s)
 AuthInfo=cred_expire=5
 # schedule pending (e.g. requeued) jobs every few seconds, not every minute
