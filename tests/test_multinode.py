@@ -336,11 +336,13 @@ def test_mpiexec_across_nodes_without_slurm(cluster, reference, tmp_path):
     assert_same_numbers(results, reference["one"])
 
 
-def test_node_failure_requeues_and_resumes(cluster, reference, tmp_path):
-    """A 2-node job loses a node mid-epoch (every process of it SIGKILLed, its slurmd too): the
-    job ends and is requeued within Slurm's limits, resumes from the checkpoint on the nodes left,
-    finishes with the parameters of an uninterrupted run, and every timing row of a query that
-    had finished before the kill is still in the logs."""
+@pytest.mark.parametrize("victim_index", [1, 0], ids=["other-node", "batch-host"])
+def test_node_failure_requeues_and_resumes(cluster, reference, tmp_path, victim_index: int):
+    """A 2-node job loses a node mid-epoch (every process of it SIGKILLed, its slurmd too; the
+    node that runs the batch script, or the other one): the job ends and is requeued within
+    Slurm's limits, resumes from the checkpoint on the nodes left, finishes with the parameters of
+    an uninterrupted run, and every timing row of a query that had finished before the kill is
+    still in the logs."""
     env = script_env(**CLUSTER)
     submission = Submission(
         cluster, "-N", "2", "--ntasks-per-node=2", f"--output={tmp_path}/%x-%j.out",
@@ -356,7 +358,7 @@ def test_node_failure_requeues_and_resumes(cluster, reference, tmp_path):
         assert time.monotonic() < deadline, submission.log()
         time.sleep(0.05)
     before = [read_log(rank_file(run_dir, r))[0] for r in range(4)]
-    victim = first_nodes[1]  # the node that is not the batch host: the batch script lives on
+    victim = first_nodes[victim_index]  # the batch script runs on the first node
     killed = local_cluster("kill-node", victim, env=env)
     killed_at = time.monotonic()
     assert killed.returncode == 0 and f"killed {victim}" in killed.stdout, killed.stdout + killed.stderr
