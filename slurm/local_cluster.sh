@@ -47,7 +47,8 @@ CLUSTER=$STATE/cluster.env
 HOST=$(hostname -s)
 CTLD_PORT=${HPCQNN_SLURM_CTLD_PORT:-6817}
 D_PORT=${HPCQNN_SLURM_D_PORT:-6818}
-SUBNET=${HPCQNN_SLURM_SUBNET:-10.213.7}
+REQUESTED_SUBNET=${HPCQNN_SLURM_SUBNET:-10.213.7}
+SUBNET=$REQUESTED_SUBNET  # a running cluster's is in $CLUSTER (load_cluster)
 START_TIMEOUT=${HPCQNN_SLURM_START_TIMEOUT:-60}
 NODE_MIN_MB=1024   # a namespace node's share of the memory must hold slurmd and a few ranks
 MAX_NET_NODES=200  # addresses .11 to .210 of the /24
@@ -62,7 +63,15 @@ usage() {
     exit 2
 }
 
-alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# process PID runs (a zombie, killed but not yet reaped, does not)
+pid_running() {
+    local state
+    kill -0 "$1" 2>/dev/null || return 1
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ $state != Z ]]
+}
+# the process in PIDFILE runs
+alive() { [[ -s $1 ]] && pid_running "$(cat "$1")"; }
 
 # -- the cluster's shape: NODES (1 = this host) and, for namespace nodes, SUBNET ----------------
 
@@ -108,8 +117,9 @@ mem_total_mb() { awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo; }
 
 check_nodes() {
     local n=$1 total usable most
-    [[ $n =~ ^[0-9]+$ ]] && (( 10#$n >= 1 )) \
-        || die "--nodes must be a positive integer (1: this host is the node; 2 or more: network-namespace nodes), got '$n'"
+    if ! [[ $n =~ ^[0-9]+$ ]] || (( 10#$n < 1 )); then
+        die "--nodes must be a positive integer (1: this host is the node; 2 or more: network-namespace nodes), got '$n'"
+    fi
     n=$((10#$n))
     (( n == 1 )) && return 0
     total=$(mem_total_mb)
@@ -135,23 +145,26 @@ check_network() {
         die "HPCQNN_SLURM_SUBNET must be the first three numbers of a private /24 (10.x.y, 172.16-31.y or 192.168.y), got '$SUBNET'"
     fi
     command -v ip >/dev/null || die "namespace nodes need iproute2 (ip)"
-    command -v nsenter >/dev/null && command -v unshare >/dev/null || die "namespace nodes need nsenter and unshare (util-linux)"
+    if ! command -v nsenter >/dev/null || ! command -v unshare >/dev/null; then
+        die "namespace nodes need nsenter and unshare (util-linux)"
+    fi
     ip netns list >/dev/null 2>&1 || die "namespace nodes need 'ip netns' (network namespaces), which failed here"
     # the /24 must not overlap any address or route of this machine
-    local ours lo hi prefix net len start end
+    local ours lo hi prefix what net len first last
     ours=$(ip_int "$SUBNET.0")
     lo=$ours hi=$((ours + 255))
-    while read -r prefix; do
+    while read -r prefix what; do
         [[ $prefix == */* ]] || prefix=$prefix/32
         net=${prefix%/*} len=${prefix#*/}
         [[ $net =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || continue
         (( len == 0 )) && continue  # a default route
-        start=$(( $(ip_int "$net") & ~((1 << (32 - len)) - 1) & 0xffffffff ))
-        end=$((start + (1 << (32 - len)) - 1))
-        if (( start <= hi && end >= lo )); then
-            die "HPCQNN_SLURM_SUBNET $SUBNET.0/24 overlaps $prefix of this machine ($(ip -4 route show table all | grep -F -m1 "$prefix" || echo address)); choose another, e.g. HPCQNN_SLURM_SUBNET=10.213.$(( (o3 + 1) % 256 ))"
+        first=$(( $(ip_int "$net") & ~((1 << (32 - len)) - 1) & 0xffffffff ))
+        last=$((first + (1 << (32 - len)) - 1))
+        if (( first <= hi && last >= lo )); then
+            die "HPCQNN_SLURM_SUBNET $SUBNET.0/24 overlaps $prefix ($what) of this machine; choose another, e.g. HPCQNN_SLURM_SUBNET=10.213.$(( (o3 + 1) % 256 ))"
         fi
-    done < <({ ip -4 -o addr show | awk '{print $4}'; ip -4 route show table all | awk '$1 != "default" && $1 != "broadcast" && $1 != "local" {print $1} $1 == "local" || $1 == "broadcast" {print $2}'; } | sort -u)
+    done < <(ip -4 -o addr show | awk '{print $4, "address of " $2}'
+             ip -4 route show table all | awk '$1 !~ /^(default|local|broadcast|unreachable|blackhole|prohibit|throw|multicast)$/ {print $1, "route: " $0}')
     local k name
     if ip link show "$(bridge_name)" >/dev/null 2>&1; then
         die "a link named $(bridge_name) exists already (another cluster on subnet $SUBNET?); stop it or choose another HPCQNN_SLURM_SUBNET"
@@ -170,8 +183,9 @@ check_network() {
 check_ports() {
     local port what
     for port in "$CTLD_PORT" "$D_PORT"; do
-        [[ $port =~ ^[0-9]+$ ]] && (( port >= 1 && port <= 65535 )) \
-            || die "HPCQNN_SLURM_CTLD_PORT and HPCQNN_SLURM_D_PORT must be TCP ports (1-65535), got '$port'"
+        if ! [[ $port =~ ^[0-9]+$ ]] || (( port < 1 || port > 65535 )); then
+            die "HPCQNN_SLURM_CTLD_PORT and HPCQNN_SLURM_D_PORT must be TCP ports (1-65535), got '$port'"
+        fi
     done
     (( CTLD_PORT != D_PORT )) || die "HPCQNN_SLURM_CTLD_PORT and HPCQNN_SLURM_D_PORT must differ (both $CTLD_PORT)"
     command -v ss >/dev/null || return 0
@@ -489,7 +503,7 @@ start() {
             say "removing what a previous cluster in $STATE left behind"
             teardown quiet ;;
     esac
-    NODES=$nodes
+    NODES=$nodes SUBNET=$REQUESTED_SUBNET  # not the recorded shape of a cluster that was there
     check_ports
     (( NODES == 1 )) || check_network
     install_packages
@@ -526,10 +540,10 @@ stop_pid() {  # PIDFILE NAME QUIET: TERM, then KILL after 5 s
     local pidfile=$1 name=$2 quiet=${3:-} pid
     [[ -s $pidfile ]] || return 0
     pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
+    if pid_running "$pid"; then
         kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+        for _ in $(seq 50); do pid_running "$pid" || break; sleep 0.1; done
+        pid_running "$pid" && kill -KILL "$pid" 2>/dev/null
         [[ $quiet == quiet ]] || say "stopped $name ($pid)"
     fi
     rm -f "$pidfile"
@@ -538,7 +552,7 @@ stop_pid() {  # PIDFILE NAME QUIET: TERM, then KILL after 5 s
 # other Slurm daemons on this machine (another cluster's): they may need the munged we started
 other_slurm_daemons() {
     local pid ours=" "
-    for pid in $(cat "$STATE/slurmctld.pid" "$STATE/slurmd.pid" "$STATE"/nodes/*/slurmd.pid 2>/dev/null); do ours+="$pid "; done
+    while read -r pid; do ours+="$pid "; done < <(cat "$STATE/slurmctld.pid" "$STATE/slurmd.pid" "$STATE"/nodes/*/slurmd.pid 2>/dev/null)
     for pid in $(pgrep -x slurmctld; pgrep -x slurmd); do
         [[ $ours == *" $pid "* ]] || return 0
     done
@@ -570,7 +584,7 @@ teardown() {
             kill -TERM "${pids[@]}" 2>/dev/null || true
             for _ in $(seq 30); do [[ -z $(node_pids "$k") ]] && break; sleep 0.1; done
             mapfile -t pids < <(node_pids "$k")
-            [[ ${#pids[@]} -gt 0 ]] && kill -KILL "${pids[@]}" 2>/dev/null || true
+            if [[ ${#pids[@]} -gt 0 ]]; then kill -KILL "${pids[@]}" 2>/dev/null || true; fi
             [[ $quiet == quiet ]] || say "stopped the processes left in $(node_name "$k")"
         done
     fi

@@ -84,6 +84,14 @@ def made_by(subnet: str) -> list[str]:
     return sorted(n for n in names if n.startswith(prefix))
 
 
+def running(pid: int) -> bool:
+    """The process exists and is no zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def processes_using(path: str) -> list[int]:
     """PIDs whose command line mentions ``path`` (e.g. a cluster's slurm.conf)."""
     pids = []
@@ -160,6 +168,45 @@ def test_leftover_link_is_refused_before_anything(namespaces, tmp_path):
         assert made_by(SCRATCH["HPCQNN_SLURM_SUBNET"]) == [leftover]
     finally:
         subprocess.run(["ip", "link", "del", leftover], check=True)
+
+
+def test_overlapping_subnet_is_refused(namespaces, tmp_path):
+    """A subnet that overlaps an address of this machine is refused before anything is made."""
+    taken = "hqtest-overlap"  # a link of this test's own, holding 10.213.47.1/24
+    subprocess.run(["ip", "link", "add", taken, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", "10.213.47.1/24", "dev", taken], check=True)
+        env = script_env(HPCQNN_SLURM_DIR=str(tmp_path / "state"), **SCRATCH)
+        run = local_cluster("start", "--nodes", "2", env=env)
+        assert run.returncode != 0 and "HPCQNN_SLURM_SUBNET 10.213.47.0/24 overlaps 10.213.47.1/24 (address of hqtest-overlap)" in run.stderr, run.stderr
+        assert made_by(SCRATCH["HPCQNN_SLURM_SUBNET"]) == []
+    finally:
+        subprocess.run(["ip", "link", "del", taken], check=True)
+
+
+def test_start_after_a_crash_cleans_up(namespaces, tmp_path):
+    """A cluster whose daemons died (SIGKILL, as in a crash) left its namespaces: the next start
+    removes them and starts afresh; stop then leaves nothing."""
+    state = tmp_path / "state"
+    env = script_env(HPCQNN_SLURM_DIR=str(state), **SCRATCH)
+    first = local_cluster("start", "--nodes", "2", env=env, timeout=START_TIMEOUT)
+    assert first.returncode == 0, first.stdout + first.stderr
+    try:
+        daemons = [int(p.read_text()) for p in [state / "slurmctld.pid", *sorted(state.glob("nodes/*/slurmd.pid"))]]
+        assert len(daemons) == 3
+        for pid in daemons:
+            os.kill(pid, 9)
+        deadline = time.monotonic() + 10
+        while any(running(pid) for pid in daemons) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        again = local_cluster("start", "--nodes", "2", env=env, timeout=START_TIMEOUT)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "removing what a previous cluster" in again.stdout and "2 nodes idle" in again.stdout, again.stdout
+    finally:
+        stop = local_cluster("stop", env=env)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert made_by(SCRATCH["HPCQNN_SLURM_SUBNET"]) == []
+    assert processes_using(str(state / "slurm.conf")) == []
 
 
 # -- the cluster --------------------------------------------------------------------------------
@@ -408,7 +455,7 @@ def test_stop_removes_everything(cluster):
     stop = local_cluster("stop", env=env)
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert made_by(CLUSTER["HPCQNN_SLURM_SUBNET"]) == []
-    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    alive = [pid for pid in pids if running(pid)]
     assert alive == [], alive
     assert processes_using(f"{state}/slurm.conf") == []
     assert not Path(f"{state}/rsh").exists()
