@@ -10,7 +10,9 @@
 #       its own hostname (UTS namespace), its own /etc/hosts (all nodes' names), its own address
 #       $HPCQNN_SLURM_SUBNET.(10+k) on a bridge this script makes (the host, where slurmctld
 #       runs, is $HPCQNN_SLURM_SUBNET.1 there) and its own slurmd (`slurmd -N nodeK`). The
-#       namespaces get no other route: their traffic stays on the bridge.
+#       namespaces get no other route: their traffic stays on the bridge. A second start
+#       while a cluster runs from $HPCQNN_SLURM_DIR is an error (what a crashed one left is
+#       removed first).
 #   slurm/local_cluster.sh status     daemons (and nodes), sinfo, squeue; exit 1 if one is down
 #   slurm/local_cluster.sh stop       cancel the jobs, stop every process this script started (by
 #                                     PID; for namespace nodes every process inside them), remove
