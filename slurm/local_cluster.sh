@@ -556,7 +556,7 @@ other_slurm_daemons() {
     local pid ours=" "
     while read -r pid; do ours+="$pid "; done < <(cat "$STATE/slurmctld.pid" "$STATE/slurmd.pid" "$STATE"/nodes/*/slurmd.pid 2>/dev/null)
     for pid in $(pgrep -x slurmctld; pgrep -x slurmd); do
-        [[ $ours == *" $pid "* ]] || return 0
+        [[ $ours == *" $pid "* ]] || ! pid_running "$pid" || return 0
     done
     return 1
 }
