@@ -36,6 +36,52 @@ hpcqnn_set_aside() {
     mv "$run_dir" "$run_dir.incomplete-$n" && echo "$run_dir.incomplete-$n"
 }
 
+# hpcqnn_pmi2_netmod: under `srun --mpi=pmi2` in an allocation of several nodes, makes an MPICH
+# that has both netmods (the pip MPICH: `mpichversion --device` says "ch4:ucx ofi") use OFI
+# (libfabric tcp) unless MPIR_CVAR_CH4_NETMOD is set. Its default, UCX, exchanges a business
+# card of several KiB per rank through PMI as soon as ranks span nodes, in PMI-1 lines longer
+# than Slurm's pmi2 plugin reads (slurmstepd logs "mpi/pmi2: value not properly terminated in
+# client request") and MPI_Init never returns; OFI's card is a few bytes. Within one node no
+# card is exchanged and UCX stays.
+hpcqnn_pmi2_netmod() {
+    [[ ${HPCQNN_SRUN_MPI:-pmi2} == pmi2 && -z ${MPIR_CVAR_CH4_NETMOD:-} ]] || return 0
+    (( ${SLURM_JOB_NUM_NODES:-1} > 1 )) || return 0
+    local device
+    device=$(mpichversion --device 2>/dev/null) || return 0
+    if [[ $device == *ucx* && $device == *ofi* ]]; then
+        export MPIR_CVAR_CH4_NETMOD=ofi
+        echo "hpcqnn-slurm: MPIR_CVAR_CH4_NETMOD=ofi (MPICH's UCX business cards overflow Slurm's pmi2 across nodes)"
+    fi
+}
+
+# hpcqnn_fnv1a STRING: the 32-bit FNV-1a hash of STRING in hex, as MPICH computes it (HASH_FNV)
+hpcqnn_fnv1a() {
+    local s=$1 h=2166136261 i c
+    for ((i = 0; i < ${#s}; i++)); do
+        printf -v c '%d' "'${s:i:1}"
+        h=$(( ((h ^ c) * 16777619) & 0xffffffff ))
+    done
+    printf '%x' "$h"
+}
+
+# hpcqnn_clear_stale_shm: before a requeued job's MPI step, removes on every node of the
+# allocation the shared-memory segments an earlier run of this job left in /dev/shm. MPICH
+# names a node's segment after the PMI kvsname, which under srun is JOBID.STEPID; a requeued
+# job keeps its id and numbers its steps from 0 again, and a run killed by a node failure (or
+# by SIGKILL after KillWait) never removed its segments, so the new step would attach to a
+# stale one (MPI_Init fails with "Out of memory", or waits on it for ever). Only this job's
+# names and this user's files are removed (steps 0-3: the training step, and this one).
+hpcqnn_clear_stale_shm() {
+    local step hashes=()
+    for step in 0 1 2 3; do hashes+=("$(hpcqnn_fnv1a "$SLURM_JOB_ID.$step")"); done
+    # shellcheck disable=SC2016
+    srun --ntasks-per-node=1 --ntasks="${SLURM_JOB_NUM_NODES:-1}" --kill-on-bad-exit=0 bash -c '
+        for h in "$@"; do
+            find /dev/shm -maxdepth 1 -user "$(id -u)" \( -name "mpich_shm_${h}_*" -o -name "mpich_vci_${h}_*" \) \
+                -printf "hpcqnn-slurm: $(hostname): removing the stale /dev/shm/%f\n" -delete
+        done' _ "${hashes[@]}" || echo "hpcqnn-slurm: could not clear stale MPI shared memory (continuing)" >&2
+}
+
 # hpcqnn_train_step RUN_DIR NTASKS CONFIG [hpcqnn train args...]
 #
 # Runs `hpcqnn train` as one job step of NTASKS MPI ranks, writing RUN_DIR. RUN_DIR must be
@@ -85,6 +131,8 @@ hpcqnn_train_step() {
             # since Slurm 22.05 srun no longer inherits --cpus-per-task from the allocation
             [[ -n ${SLURM_CPUS_PER_TASK:-} ]] && cmd+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
             cmd+=(${HPCQNN_SRUN_ARGS[@]+"${HPCQNN_SRUN_ARGS[@]}"})
+            hpcqnn_pmi2_netmod
+            (( restarts > 0 )) && hpcqnn_clear_stale_shm
             ;;
         mpiexec) cmd=(mpiexec -n "$ntasks") ;;
         *) echo "hpcqnn-slurm: HPCQNN_LAUNCHER must be srun or mpiexec, got '$HPCQNN_LAUNCHER'" >&2; return 2 ;;

@@ -17,11 +17,11 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from slurmjobs import Cluster, Submission, clean_environment
 
 from bounded import MPIEXEC
 from hpcqnn.run.slurm import slurm_attributes, slurm_info
@@ -92,19 +92,6 @@ def test_scripts_parse():
     assert "#SBATCH --gpus-per-task=1" in gpu and "execution.device=GPU" in gpu
 
 
-def clean_environment(**extra: str) -> dict[str, str]:
-    """This environment without launcher/Slurm leftovers, the venv of this Python first."""
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("PMI_", "PMIX_", "SLURM_", "SBATCH_", "SRUN_", "HPCQNN_"))
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    if (Path(sys.prefix) / "bin" / "activate").exists():
-        env["HPCQNN_VENV"] = sys.prefix
-    env.update(extra)
-    return env
-
-
 def write_matrix(path: Path) -> list[tuple[int, list[str]]]:
     """A two-line sweep: 1 rank; 2 ranks with a straggler. Returns (ranks, extra args) per task."""
     path.write_text(
@@ -145,20 +132,15 @@ def test_workstation_sweep(tmp_path):
 # -- the local cluster --------------------------------------------------------------------------
 
 
-@dataclass
-class Cluster:
-    env: dict[str, str]  # for sbatch/scontrol and the jobs they submit
-
-    def command(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
-        return subprocess.run(list(args), env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def cluster(slurm_cluster_possible):
     script = str(SLURM / "local_cluster.sh")
     state = os.environ.get("HPCQNN_SLURM_DIR", "/tmp/hpcqnn-slurm")
     base = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     was_running = subprocess.run([script, "status"], env=base, capture_output=True, text=True).returncode == 0
+    if was_running:  # used as it is: a second start is refused
+        yield Cluster(clean_environment(SLURM_CONF=f"{state}/slurm.conf"))
+        return
     started = time.monotonic()
     try:
         start = subprocess.run([script, "start"], env=base, capture_output=True, text=True, timeout=START_TIMEOUT)
@@ -170,63 +152,8 @@ def cluster(slurm_cluster_possible):
         print(f"[test_slurm] SKIPPING the Slurm tests: {why}")
         pytest.skip(why)
     yield Cluster(clean_environment(SLURM_CONF=f"{state}/slurm.conf"))
-    if not was_running:
-        stop = subprocess.run([script, "stop"], env=base, capture_output=True, text=True, timeout=120)
-        print(f"\n[test_slurm] cluster stop: {stop.stdout.strip()} {stop.stderr.strip()}")
-
-
-@dataclass
-class Job:
-    job_id: int
-    returncode: int
-    log: str  # the Slurm log (every array task's, when there are several)
-    seconds: float
-
-
-class Submission:
-    """``sbatch --wait --parsable`` in the background: the job id at once, the exit code later."""
-
-    def __init__(self, cluster: Cluster, *args: str, logs: Path):
-        self.cluster, self.logs, self.started = cluster, logs, time.monotonic()
-        command = (
-            [args[0], "--wait", "--parsable", *args[1:]]
-            if args[0].endswith("submit_sweep.sh")
-            else ["sbatch", "--wait", "--parsable", *args]
-        )
-        self.proc = subprocess.Popen(
-            command, cwd=REPO, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        line = self.proc.stdout.readline().strip()
-        if not line.split(";")[0].isdigit():
-            out, err = self.proc.communicate(timeout=30)
-            pytest.fail(f"sbatch did not submit: {' '.join(command)}\n{line}{out}{err}")
-        self.job_id = int(line.split(";")[0])
-
-    def log(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*.out")))
-
-    def wait_for(self, text: str, timeout: float = JOB_TIMEOUT) -> None:
-        """Until the job's log shows ``text``."""
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.cancel()
-                pytest.fail(f"job {self.job_id} never logged {text!r}\n{self.log()}")
-            time.sleep(0.1)
-
-    def cancel(self) -> None:
-        self.cluster.command("scancel", str(self.job_id))
-
-    def wait(self, timeout: float = JOB_TIMEOUT) -> Job:
-        try:
-            self.proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - self.started)))
-        except subprocess.TimeoutExpired:
-            self.cancel()
-            self.proc.kill()
-            self.proc.communicate()
-            state = self.cluster.command("scontrol", "show", "job", str(self.job_id)).stdout
-            pytest.fail(f"job {self.job_id} still ran after {timeout:.0f} s\n{state}\n{self.log()}")
-        return Job(self.job_id, self.proc.returncode, self.log(), time.monotonic() - self.started)
+    stop = subprocess.run([script, "stop"], env=base, capture_output=True, text=True, timeout=120)
+    print(f"\n[test_slurm] cluster stop: {stop.stdout.strip()} {stop.stderr.strip()}")
 
 
 def check_run(run_dir: Path, ranks: int, log: str) -> dict:
