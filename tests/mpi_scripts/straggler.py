@@ -1,7 +1,9 @@
 """Exact estimates with rank 1 slowed down 4x; the timing logs show who executed what.
 
-usage: straggler.py OUT_DIR SCHEDULE QUERIES
+usage: straggler.py OUT_DIR SCHEDULE QUERIES [enumerated]
 Runs the workload's first run QUERIES times; rank 0 writes OUT_DIR/results.npz (``evs/Q/0``).
+``enumerated`` runs one experiment per subexperiment and row (``coherent=False``): many more,
+smaller work units, for schedules over many ranks.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import hpcqnn
 from workload import MODEL, collect, runs
 
 out, schedule, queries = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+enumerated = sys.argv[4:] == ["enumerated"]
 with hpcqnn.mpi_estimator(
-    partition_labels=MODEL.partition_labels, schedule=schedule,
+    partition_labels=MODEL.partition_labels, schedule=schedule, coherent=not enumerated,
     straggler=hpcqnn.Straggler(ranks=(1,), slowdown=4.0), timing_dir=out,
 ) as est:
     if est is not None:
