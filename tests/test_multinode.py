@@ -332,21 +332,17 @@ def test_nodes_are_separate_hosts(cluster):
         assert f"10.213.37.{10 + k}/24" in addresses
 
 
+def two_node_job(cluster, out: Path, *overrides: str) -> Submission:
+    """``sbatch -N 2 --ntasks-per-node=2 slurm/train_cpu.sbatch CONFIG OUT OVERRIDES...``."""
+    script = str(REPO / "slurm" / "train_cpu.sbatch")
+    args = ["-N", "2", "--ntasks-per-node=2", f"--output={out}/%x-%j.out", script, CONFIG, str(out)]
+    return Submission(cluster, *args, *overrides, logs=out)
+
+
 def test_two_nodes_match_one_rank(cluster, reference, tmp_path):
     """sbatch -N 2 --ntasks-per-node=2 train_cpu.sbatch: srun --mpi=pmi2 over TCP between two
     namespace nodes; every rank's log names its node and local rank; numbers of the 1-rank run."""
-    job = Submission(
-        cluster,
-        "-N",
-        "2",
-        "--ntasks-per-node=2",
-        f"--output={tmp_path}/%x-%j.out",
-        str(REPO / "slurm" / "train_cpu.sbatch"),
-        CONFIG,
-        str(tmp_path),
-        *ONE_EPOCH,
-        logs=tmp_path,
-    ).wait(JOB_TIMEOUT)
+    job = two_node_job(cluster, tmp_path, *ONE_EPOCH).wait(JOB_TIMEOUT)
     print(f"\n[test_multinode] 2-node job {job.job_id}: {job.seconds:.1f} s")
     assert job.returncode == 0, job.log
     assert "srun --mpi=pmi2 --ntasks=4" in job.log, job.log
@@ -435,18 +431,7 @@ def test_node_failure_requeues_and_resumes(cluster, reference, tmp_path, victim_
     an uninterrupted run, and every timing row of a query that had finished before the kill is
     still in the logs."""
     env = script_env(**CLUSTER)
-    submission = Submission(
-        cluster,
-        "-N",
-        "2",
-        "--ntasks-per-node=2",
-        f"--output={tmp_path}/%x-%j.out",
-        str(REPO / "slurm" / "train_cpu.sbatch"),
-        CONFIG,
-        str(tmp_path),
-        *SLOW,
-        logs=tmp_path,
-    )
+    submission = two_node_job(cluster, tmp_path, *SLOW)
     run_dir = tmp_path / f"hpcqnn-cpu-{submission.job_id}"
     submission.wait_for("epoch 1/3")  # printed after the epoch's checkpoint
     first_nodes = node_list(cluster, re.search(r"restart 0 on (\S+):", submission.log()).group(1))

@@ -92,12 +92,14 @@ def sample_counts(
     return counts
 
 
-def fold_ancillas(counts: np.ndarray, num_outcomes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sum counts over ancilla outcomes: signed by their parity, and plain."""
-    rows = counts.shape[0]
-    by_ancilla = counts.reshape(rows, -1, num_outcomes)
-    parity = 1.0 - 2.0 * (popcount(np.arange(by_ancilla.shape[1])) & 1)
-    return np.einsum("rab,a->rb", by_ancilla, parity), by_ancilla.sum(axis=1).astype(float)
+def moment_matrices(signs: np.ndarray, ancillas: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counts [experiments, outcomes] times these give each Pauli's summed signed outcomes and
+    each pair's summed products: outcome ``a * B + b`` (deferred QPD ancillas ``a`` in the high
+    bits, measured qubits ``b``) signs Pauli ``k`` by ``parity(a) * signs[b, k]``, so
+    ``first`` is [outcomes, K] and ``second`` [outcomes, K * K] (the ancilla sign squares away)."""
+    parity = 1.0 - 2.0 * (popcount(np.arange(2**ancillas)) & 1)
+    pairs = (signs[:, :, None] * signs[:, None, :]).reshape(len(signs), -1)
+    return np.kron(parity[:, None], signs), np.kron(np.ones((2**ancillas, 1)), pairs)
 
 
 def popcount(values: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 
 from hpcqnn.cutting.plan import CutPlan
 from hpcqnn.cutting.program import Program
-from hpcqnn.cutting.shots import fold_ancillas, sample_counts
+from hpcqnn.cutting.shots import sample_counts
 
 
 @dataclass(frozen=True)
@@ -158,10 +158,10 @@ def accumulate_tile(
         return
     assert shots is not None and buffers.covariances is not None, "a sampled query has shots and covariances"
     group = program.group(circuit)
-    signed, total = fold_ancillas(data, group.signs.shape[0])
+    first, second_moment = program.moments(circuit)
     n = np.maximum(shots, 1)[:, None]  # an unweighted setting gets no shots and estimates 0
-    means = signed @ group.signs / n
-    second = np.einsum("eb,bk,bl->ekl", total, group.signs, group.signs) / n[:, :, None]
+    means = data @ first / n
+    second = (data @ second_moment / n).reshape(len(data), len(group.paulis), len(group.paulis))
     buffers.estimates[p][rows, group.paulis] += means * group.weights
     covariance = (second - means[:, :, None] * means[:, None, :]) / np.maximum(n - 1, 1)[:, :, None]
     buffers.covariances[circuit][rows] = covariance
