@@ -208,7 +208,7 @@ class DistributedEstimator(BaseEstimatorV2):
                 coherent=self.coherent and not sampled,
             )
         with self.recorder.phase(query, "generate", n_circuits=plan.num_subexperiments):
-            return build_program(plan, sampled, self.shot_allocation, self.coherent)
+            return build_program(plan, sampled, self.shot_allocation)
 
     def _shots_for(self, precision: float | None) -> int | None:
         """Shots per setting for a pub's precision: None (exact values) for an exact estimator or
@@ -227,7 +227,8 @@ class DistributedEstimator(BaseEstimatorV2):
         for i, item in enumerate(prepared):
             if item.query < 0:  # no parameter rows: empty values, like the reference estimators
                 empty = np.zeros((0, item.weights.shape[1]))
-                results[i] = _pub_result(item.pub, empty, None, self._metadata(item, None, 0))
+                metadata = {**self._metadata(item, None, 0), **_pub_metadata(item)}
+                results[i] = _pub_result(item.pub, empty, None, metadata)
             else:
                 batches.setdefault(item.query, []).append(i)
         for query, indices in batches.items():
@@ -262,7 +263,6 @@ class DistributedEstimator(BaseEstimatorV2):
             "shots": item.shots,
             "shot_allocation": None if item.shots is None else self.shot_allocation,
             "device": self.device,
-            **_pub_metadata(item),
         }
 
 

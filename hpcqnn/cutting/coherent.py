@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -34,6 +35,7 @@ from qiskit_addon_cutting.qpd.instructions import SingleQubitQPDGate
 
 from hpcqnn.cutting.basis import CutSide
 from hpcqnn.cutting.partition import cut_id
+from hpcqnn.options import COHERENT_MAX_QUBITS
 
 _Z = np.diag([1.0, -1.0]).astype(complex)
 _TOLERANCE = 1e-10
@@ -70,6 +72,15 @@ class CoherentPartition:
     def num_qubits(self) -> int:
         return self.circuit.num_qubits
 
+    @cached_property
+    def _z_signs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The Z-only Paulis and their eigenvalue on every basis state [2**width, those Paulis],
+        computed once, not per tile."""
+        z_only = np.flatnonzero(self.z_masks >= 0)
+        local = np.arange(2**self.width, dtype=np.int64)
+        parity = np.bitwise_count((local[:, None] & self.z_masks[None, z_only]).astype(np.uint64)) & 1
+        return z_only, 1.0 - 2.0 * parity
+
     def estimates(self, states: np.ndarray) -> np.ndarray:
         """Statevectors [rows, 2**num_qubits] -> estimates [subexperiments, rows, Paulis]."""
         rows = states.shape[0]
@@ -79,11 +90,8 @@ class CoherentPartition:
             used = psi[(slice(None),) * axis + (slice(0, cut.branches),)]
             psi = np.moveaxis(np.matmul(cut.vectors, np.moveaxis(used, axis, -2)), -2, axis)
         values = np.empty((*psi.shape[:-1], len(self.z_masks)))
-        z_only = np.flatnonzero(self.z_masks >= 0)
+        z_only, signs = self._z_signs
         if len(z_only):
-            local = np.arange(2**self.width, dtype=np.int64)
-            parity = np.bitwise_count((local[:, None] & self.z_masks[None, z_only]).astype(np.uint64)) & 1
-            signs = 1.0 - 2.0 * parity
             values[..., z_only] = (psi.real**2 + psi.imag**2) @ signs
         for j, permutation, phases in self.flips:
             values[..., j] = np.real(np.sum(psi.conj() * (phases * psi[..., permutation]), axis=-1))
@@ -100,7 +108,8 @@ def coherent_partition(
 ) -> CoherentPartition | None:
     """The coherent form of a partition (``cut_sides[c]``: its side of cut ``c``), or None when
     a channel holds a reset (wire cuts) or the subcircuit does, which no sum of unitary branches
-    expresses (a reset in the coherent circuit would make Aer sample one outcome per shot)."""
+    expresses (a reset in the coherent circuit would make Aer sample one outcome per shot), or
+    when it would be wider than ``COHERENT_MAX_QUBITS``."""
     if any(inst.operation.name == "reset" for inst in subcircuit.data):
         return None
     width = subcircuit.num_qubits
@@ -115,6 +124,8 @@ def coherent_partition(
         cut_id(inst.operation): max(1, math.ceil(math.log2(len(branches[cut_id(inst.operation)][0]))))
         for inst in locations
     }
+    if width + sum(sizes.values()) > COHERENT_MAX_QUBITS:
+        return None
     circuit = QuantumCircuit(width + sum(sizes.values()), name="coherent_subexperiments")
     cuts, next_control = {}, width
     for inst in subcircuit.data:

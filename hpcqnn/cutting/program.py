@@ -24,7 +24,7 @@ from hpcqnn.cutting.coherent import CoherentPartition
 from hpcqnn.cutting.plan import CutPlan
 from hpcqnn.cutting.shots import allocate_shots, moment_matrices, popcount, shot_weights
 from hpcqnn.errors import ExecutionConfigError
-from hpcqnn.options import COHERENT_MAX_QUBITS, SHOT_ALLOCATIONS
+from hpcqnn.options import SHOT_ALLOCATIONS
 
 if TYPE_CHECKING:
     from hpcqnn.execution.query import QueryRows
@@ -117,12 +117,9 @@ class Program:
         return self.subexperiment_shots(shots)[circuit][np.arange(start, stop) // unique]
 
 
-def build_program(
-    plan: CutPlan, sampled: bool, shot_allocation: str = "proportional", coherent: bool = True
-) -> Program:
+def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proportional") -> Program:
     """Attach the save instructions of the mode (exact or sampled) to every template; in exact
-    mode with ``coherent``, use a partition's coherent circuit where it has one no wider than
-    ``COHERENT_MAX_QUBITS``."""
+    mode, to a partition's coherent circuit where the plan has one."""
     if shot_allocation not in SHOT_ALLOCATIONS:
         raise ExecutionConfigError(f"shot_allocation must be one of {SHOT_ALLOCATIONS}, got {shot_allocation!r}")
     circuits: list[QuantumCircuit] = []
@@ -134,8 +131,7 @@ def build_program(
         groups = _measurement_groups(part.paulis) if sampled else []
         all_groups.append(tuple(group for group, _, _ in groups))
         if not sampled:
-            fits = part.coherent is not None and part.coherent.num_qubits <= COHERENT_MAX_QUBITS
-            readout = part.coherent if coherent and fits else None
+            readout = part.coherent
             if readout is not None:
                 circuit = readout.circuit.copy()
                 circuit.save_statevector(label=STATE_LABEL)

@@ -22,7 +22,7 @@ from hpcqnn.execution.straggler import Straggler
 from hpcqnn.options import SCHEDULES
 from hpcqnn.parallel._core import Comm, MPIEngine, abort, barrier, check_world, local_layout, mpi_library, world
 from hpcqnn.run import launcher
-from hpcqnn.run.runinfo import provenance
+from hpcqnn.run.runinfo import identity
 from hpcqnn.run.slurm import slurm_attributes
 from hpcqnn.run.timelog import HDF5TimingLog, rank_file, set_aside_other_size
 from hpcqnn.run.timing import PhaseRecorder
@@ -118,11 +118,9 @@ def _log_attributes(
     comm: Comm, placement: Placement, local_rank: int, config_text: str, schedule: str, threads: int
 ) -> dict:
     """What a rank's timing log records about where and how it ran (README: timing logs)."""
-    found = provenance(mpi_library())
     return {
-        "rank": comm.Get_rank(), "size": comm.Get_size(), "hostname": found["hostname"],
+        "rank": comm.Get_rank(), "size": comm.Get_size(), **identity(mpi_library()),
         **placement.attributes(), "local_rank": local_rank,
-        "mpi_library": found["mpi_library"], "hpcqnn_version": found["hpcqnn_version"],
         "config": config_text, "schedule": schedule, "threads": threads,
         "clock": "time.time() (Unix epoch seconds)",
         **slurm_attributes(),

@@ -46,13 +46,17 @@ def package_versions() -> dict[str, str]:
     return {"hpcqnn": __version__, "python": platform.python_version(), **installed_versions(PACKAGES)}
 
 
+def identity(mpi_library: str | None = None) -> dict:
+    """Where this process runs: host, hpcqnn version and the MPI library (given by the caller:
+    this module loads no MPI). Every rank's timing log records it."""
+    found = {"hostname": socket.gethostname(), "hpcqnn_version": __version__}
+    return found if mpi_library is None else {**found, "mpi_library": mpi_library}
+
+
 def provenance(mpi_library: str | None = None) -> dict:
-    """Where and with what this process runs: host, hpcqnn and package versions, the MPI library
-    (given by the caller: this module loads no MPI) and the Slurm job (``{}`` outside Slurm)."""
-    found = {"hostname": socket.gethostname(), "hpcqnn_version": __version__, "versions": package_versions()}
-    if mpi_library is not None:
-        found["mpi_library"] = mpi_library
-    return {**found, "slurm": slurm_info()}
+    """``identity`` plus the package versions and the Slurm job (``{}`` outside Slurm), for
+    results.json and the benchmarks' reports."""
+    return {**identity(mpi_library), "versions": package_versions(), "slurm": slurm_info()}
 
 
 def write_json(path: Path, data: object) -> None:
