@@ -21,7 +21,7 @@ from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError
 from hpcqnn.execution import devices
 from hpcqnn.execution.devices import GPUProbe, Placement, gpu_for_rank, place
 from hpcqnn.execution.engine import finish_query
-from hpcqnn.execution.query import QueryBuffers, query_rows
+from hpcqnn.execution.query import Query, QueryBuffers
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.run import launcher
 from hpcqnn.run.config import load_config
@@ -309,12 +309,13 @@ def test_reconstruction_through_a_device_module_equals_numpy(sampled, qubits, cu
     plan = build_cut_plan(qnn.circuit, qnn.observable.paulis, partition_labels=labels or qnn.partition_labels)
     program = build_program(plan, sampled=sampled)
     rng = np.random.default_rng(7)
-    rows = query_rows(plan, rng.uniform(-np.pi, np.pi, (5, len(plan.parameters))))
-    buffers = QueryBuffers(program, rows)
-    buffers.flat[:] = rng.uniform(-1, 1, buffers.flat.shape)
+    params = rng.uniform(-np.pi, np.pi, (5, len(plan.parameters)))
     weights = rng.uniform(-1, 1, (len(plan.paulis), 2))
-    host_values, host_variance = finish_query(program, buffers, weights, np)
-    values, variance = finish_query(program, buffers, weights, DeviceModule())
+    query = Query(0, program, params, shots=100 if sampled else None, seed=1, weights=weights)
+    buffers = QueryBuffers(program, query.rows)
+    buffers.flat[:] = rng.uniform(-1, 1, buffers.flat.shape)
+    host_values, host_variance = finish_query(query, buffers, np)
+    values, variance = finish_query(query, buffers, DeviceModule())
     assert type(values) is np.ndarray
     np.testing.assert_allclose(values, host_values, rtol=0, atol=ROUNDING_TOL)
     if sampled:

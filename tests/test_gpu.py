@@ -18,7 +18,7 @@ from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.cutting.program import build_program
 from hpcqnn.execution.devices import Placement, array_module, place, probe_gpus
 from hpcqnn.execution.engine import finish_query
-from hpcqnn.execution.query import QueryBuffers, query_rows
+from hpcqnn.execution.query import Query, QueryBuffers
 from hpcqnn.run.timelog import rank_file, read_timing
 from hpcqnn.tools import gpucheck
 from hpcqnn.tools.gpubench import reconstruction_placement
@@ -66,13 +66,15 @@ def test_cupy_reconstruction_equals_numpy(sampled):
     plan = build_cut_plan(qnn.circuit, qnn.observable.paulis, partition_labels=qnn.partition_labels)
     program = build_program(plan, sampled=sampled)
     rng = np.random.default_rng(3)
-    buffers = QueryBuffers(program, query_rows(plan, rng.uniform(-np.pi, np.pi, (300, len(plan.parameters)))))
-    buffers.flat[:] = rng.uniform(-1, 1, buffers.flat.shape)
+    params = rng.uniform(-np.pi, np.pi, (300, len(plan.parameters)))
     weights = rng.uniform(-1, 1, (len(plan.paulis), 3))
+    query = Query(0, program, params, shots=100 if sampled else None, seed=1, weights=weights)
+    buffers = QueryBuffers(program, query.rows)
+    buffers.flat[:] = rng.uniform(-1, 1, buffers.flat.shape)
     xp = array_module(_CUPY)
     assert xp is cupy
-    host = finish_query(program, buffers, weights, np)
-    device = finish_query(program, buffers, weights, xp)
+    host = finish_query(query, buffers, np)
+    device = finish_query(query, buffers, xp)
     np.testing.assert_allclose(device[0], host[0], rtol=0, atol=ROUNDING_TOL)
     if sampled:
         np.testing.assert_allclose(device[1], host[1], rtol=0, atol=ROUNDING_TOL)

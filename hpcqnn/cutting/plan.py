@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -75,6 +75,7 @@ class CutPlan:
     cut_kernels: tuple[np.ndarray, ...]
     cut_sides: tuple[tuple[CutSide, CutSide], ...]
     partitions: tuple[PartitionPlan, ...]
+    derived: dict = field(default_factory=dict, compare=False, repr=False)  # what reconstruction works out once
 
     @property
     def num_cuts(self) -> int:

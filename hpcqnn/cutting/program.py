@@ -22,7 +22,7 @@ from qiskit_aer.library import SaveExpectationValue, SaveProbabilities
 
 from hpcqnn.cutting.coherent import CoherentPartition
 from hpcqnn.cutting.plan import CutPlan
-from hpcqnn.cutting.shots import allocate_shots, moment_matrices, popcount, shot_weights
+from hpcqnn.cutting.shots import allocate_shots, moment_matrix, popcount, shot_weights
 from hpcqnn.errors import ExecutionConfigError
 from hpcqnn.options import SHOT_ALLOCATIONS
 
@@ -61,6 +61,7 @@ class Program:
     readouts: tuple[CoherentPartition | None, ...] = ()  # exact mode: per circuit
     _allocations: dict = field(default_factory=dict, compare=False, repr=False)
     _moments: dict = field(default_factory=dict, compare=False, repr=False)
+    derived: dict = field(default_factory=dict, compare=False, repr=False)  # what execution works out once
 
     def __repr__(self) -> str:
         plan = self.plan
@@ -96,11 +97,11 @@ class Program:
         per_row = 1 if self.coherent(circuit) else self.plan.partitions[p].num_subexperiments
         return per_row * len(rows.unique[p])
 
-    def moments(self, circuit: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sampled mode: ``shots.moment_matrices`` of circuit ``circuit``'s setting (cached)."""
+    def moments(self, circuit: int) -> np.ndarray:
+        """Sampled mode: ``shots.moment_matrix`` of circuit ``circuit``'s setting (cached)."""
         if circuit not in self._moments:
             ancillas = len(self.plan.partitions[self.partition_of[circuit]].measured_ancillas)
-            self._moments[circuit] = moment_matrices(self.group(circuit).signs, ancillas)
+            self._moments[circuit] = moment_matrix(self.group(circuit).signs, ancillas)
         return self._moments[circuit]
 
     def subexperiment_shots(self, shots: int) -> tuple[np.ndarray, ...]:

@@ -92,14 +92,14 @@ def sample_counts(
     return counts
 
 
-def moment_matrices(signs: np.ndarray, ancillas: int) -> tuple[np.ndarray, np.ndarray]:
-    """Counts [experiments, outcomes] times these give each Pauli's summed signed outcomes and
-    each pair's summed products: outcome ``a * B + b`` (deferred QPD ancillas ``a`` in the high
-    bits, measured qubits ``b``) signs Pauli ``k`` by ``parity(a) * signs[b, k]``, so
-    ``first`` is [outcomes, K] and ``second`` [outcomes, K * K] (the ancilla sign squares away)."""
+def moment_matrix(signs: np.ndarray, ancillas: int) -> np.ndarray:
+    """Counts [experiments, outcomes] times this give each Pauli's summed signed outcomes and
+    each pair's summed products, side by side: outcome ``a * B + b`` (deferred QPD ancillas ``a``
+    in the high bits, measured qubits ``b``) signs Pauli ``k`` by ``parity(a) * signs[b, k]``, so
+    it is [outcomes, K + K * K] (the ancilla sign squares away in the products)."""
     parity = 1.0 - 2.0 * (popcount(np.arange(2**ancillas)) & 1)
     pairs = (signs[:, :, None] * signs[:, None, :]).reshape(len(signs), -1)
-    return np.kron(parity[:, None], signs), np.kron(np.ones((2**ancillas, 1)), pairs)
+    return np.hstack([np.kron(parity[:, None], signs), np.kron(np.ones((2**ancillas, 1)), pairs)])
 
 
 def popcount(values: np.ndarray) -> np.ndarray:

@@ -13,10 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
-from hpcqnn.cutting.program import Program
 from hpcqnn.execution.devices import Placement, to_host
-from hpcqnn.execution.query import Query, QueryBuffers, accumulate_tile, measure, sampled_variance
-from hpcqnn.execution.reconstruct import contraction_operands, reconstruct_terms, term_sensitivities
+from hpcqnn.execution.query import Query, QueryBuffers, accumulate_tile, measure
+from hpcqnn.execution.reconstruct import contraction, settings
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.tiles import Tile
 from hpcqnn.run.timing import PhaseRecorder
@@ -43,23 +42,30 @@ class Engine(Protocol):
         """Expectation values [rows, observables] and, in sampled mode, their variances."""
 
 
-def finish_query(
-    program: Program, buffers: QueryBuffers, weights: np.ndarray | None, xp: ModuleType = np
-) -> tuple[np.ndarray, np.ndarray | None]:
+def finish_query(query: Query, buffers: QueryBuffers, xp: ModuleType = np) -> tuple[np.ndarray, np.ndarray | None]:
     """Expectation values [rows, observables] and, in sampled mode, their variances.
 
-    ``weights[j, o]`` is the coefficient of global Pauli term ``j`` in observable ``o`` (a
-    ``Query``'s weights, which only rank 0 holds: None is an error).
+    Needs the query's observable weights, which only rank 0 holds (None is an error).
     """
-    if weights is None:
+    if query.weights is None:
         raise ValueError("finish_query needs the query's observable weights (only rank 0 contracts)")
-    estimates = buffers.partition_estimates(program)
-    operands = contraction_operands(program.plan, estimates, xp)
-    evs = to_host(reconstruct_terms(operands, xp) @ xp.asarray(weights))
-    if buffers.covariances is None:
+    program = query.program
+    plan = contraction(program.plan)
+    shots = query.shots or 0
+    if program.sampled:
+        assert shots, "a sampled query has shots"
+        setting = settings(program)
+        moments = setting.moments(buffers.sums, shots, xp)
+        terms = setting.terms(moments, xp)
+    else:
+        terms = plan.pauli_terms(buffers.partition_estimates(), xp)
+    operands = plan.operands(terms)
+    absorbed = plan.absorb(operands, xp)
+    evs = to_host(plan.values(absorbed, xp) @ xp.asarray(query.weights))
+    if not program.sampled:
         return evs, None
-    sensitivities = [to_host(s) for s in term_sensitivities(program.plan, operands, weights, xp)]
-    return evs, sampled_variance(program, buffers, sensitivities)
+    grads = plan.sensitivities(operands, absorbed, xp)
+    return evs, to_host(setting.variance(grads, moments, query.weights, shots, xp))
 
 
 def run_tiles(
@@ -109,6 +115,6 @@ class LocalEngine:
         buffers = QueryBuffers(query.program, query.rows)
         run_tiles(self.runner, query, tiles, buffers, self.recorder)
         with self.recorder.phase(query.number, "contract", n_rows=query.rows.count):
-            result = finish_query(query.program, buffers, query.weights, self.xp)
+            result = finish_query(query, buffers, self.xp)
         self.recorder.flush()
         return result

@@ -1,8 +1,9 @@
-"""A query's state on a rank: its distinct parameter rows per partition, the buffer its tiles
-fill with Pauli estimates, and the delta-method variances of sampled mode."""
+"""A query's state on a rank: its distinct parameter rows per partition and the buffer its
+tiles fill with Pauli estimates (exact) or moments (sampled)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -11,6 +12,7 @@ import numpy as np
 from hpcqnn.cutting.plan import CutPlan
 from hpcqnn.cutting.program import Program
 from hpcqnn.cutting.shots import sample_counts
+from hpcqnn.execution.reconstruct import settings
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,14 @@ class QueryRows:
     count: int
     unique: list[np.ndarray]
     inverse: list[np.ndarray]
+    in_order: list[bool]  # unique[p] is every query row in order (inverse[p] is the identity)
     same: list[np.ndarray] | None = None
 
 
 def query_rows(plan: CutPlan, params: np.ndarray, sampled: bool = False) -> QueryRows:
     """Deduplicate ``params`` [rows, circuit parameters] per partition (deterministic); in
     sampled mode keep every row and record which ones are equal per partition instead."""
-    unique, inverse, same = [], [], []
+    unique, inverse, in_order, same = [], [], [], []
     for part in plan.partitions:
         if len(part.parameter_columns) == 0 or len(params) == 1:
             first, inv = np.zeros(1, dtype=np.int64), np.zeros(len(params), dtype=np.int64)
@@ -84,42 +87,51 @@ def query_rows(plan: CutPlan, params: np.ndarray, sampled: bool = False) -> Quer
         else:
             unique.append(params[first])
             inverse.append(inv)
-    return QueryRows(len(params), unique, inverse, same if sampled else None)
+        in_order.append(sampled or bool(np.array_equal(inverse[-1], np.arange(len(params)))))
+    return QueryRows(len(params), unique, inverse, in_order, same if sampled else None)
 
 
 class QueryBuffers:
     """Everything a query's tiles contribute, in one flat float64 array.
 
-    ``estimates[p]`` is [subexperiments * rows, local Paulis] (experiment-major); in sampled
-    mode ``covariances[i]`` is circuit ``i``'s [experiments, K, K] covariance of the means of the
-    K Paulis its setting measures. Each experiment is written by exactly one tile, so buffers
-    filled on different ranks combine by summation (zeros elsewhere) into the serial result.
+    Exact mode: ``by_row[p]`` is partition ``p``'s estimates [subexperiments, rows, local
+    Paulis] (``estimates[p]`` the same, experiment-major). Sampled mode: ``sums[b]`` is
+    ``reconstruct.Settings`` block ``b``'s [circuits, subexperiments, rows, K + K * K]: the
+    summed signed outcomes of the K Paulis each setting measures, then of their pairwise
+    products (``shots.moment_matrix``); ``moments[i]`` views circuit ``i``'s part
+    experiment-major. Each experiment is written by exactly one tile, so buffers filled on
+    different ranks combine by summation (zeros elsewhere) into the serial result.
     """
 
     def __init__(self, program: Program, rows: QueryRows):
-        plan = program.plan
-        runs = [part.num_subexperiments * len(u) for part, u in zip(plan.partitions, rows.unique)]
-        shapes: list[tuple[int, ...]] = [(n, len(part.paulis)) for n, part in zip(runs, plan.partitions)]
+        partitions = program.plan.partitions
+        shapes: list[tuple[int, ...]]
         if program.sampled:
-            for i, p in enumerate(program.partition_of):
-                k = len(program.group(i).paulis)
-                shapes.append((runs[p], k, k))
-        sizes = [int(np.prod(shape)) for shape in shapes]
-        self.flat = np.zeros(sum(sizes))
+            blocks = settings(program).blocks
+            shapes = [(len(b.circuits), b.subexperiments, rows.count, b.paulis * (b.paulis + 1)) for b in blocks]
+        else:
+            shapes = [(part.num_subexperiments, len(u), len(part.paulis)) for part, u in zip(partitions, rows.unique)]
+        self.flat = np.zeros(sum(math.prod(shape) for shape in shapes))
         views, offset = [], 0
-        for shape, size in zip(shapes, sizes):
-            views.append(self.flat[offset : offset + size].reshape(shape))
-            offset += size
+        for shape in shapes:
+            views.append(self.flat[offset : offset + math.prod(shape)].reshape(shape))
+            offset += math.prod(shape)
         self.rows = rows
-        self.estimates = views[: len(plan.partitions)]
-        self.covariances = views[len(plan.partitions) :] if program.sampled else None
+        self.sums = self.estimates = self.by_row = self.moments = None
+        if program.sampled:
+            self.sums = views
+            self.moments = [np.empty((0, 0))] * len(program.circuits)
+            for block, view in zip(blocks, views):
+                for c, circuit in enumerate(block.circuits):
+                    self.moments[circuit] = view[c].reshape(-1, view.shape[-1])
+        else:
+            self.by_row = views
+            self.estimates = [v.reshape(-1, v.shape[-1]) for v in views]
 
-    def partition_estimates(self, program: Program) -> list[np.ndarray]:
-        """Estimates shaped [subexperiments, query rows, local Paulis], as reconstruction wants."""
-        return [
-            e.reshape(part.num_subexperiments, len(u), -1)[:, inv]
-            for e, part, u, inv in zip(self.estimates, program.plan.partitions, self.rows.unique, self.rows.inverse)
-        ]
+    def partition_estimates(self) -> list[np.ndarray]:
+        """Exact mode: estimates shaped [subexperiments, query rows, local Paulis]."""
+        assert self.by_row is not None, "exact mode has partition estimates"
+        return [e if same else e[:, inv] for e, inv, same in zip(self.by_row, self.rows.inverse, self.rows.in_order)]
 
 
 def measure(query: Query, circuit: int, start: int, raw: np.ndarray, shots: np.ndarray | None) -> np.ndarray:
@@ -142,46 +154,17 @@ def accumulate_tile(
     """Store one tile's results (experiments ``start ...``) as estimates in ``buffers``.
 
     ``data`` is what ``measure`` returned: estimates [subexperiments, rows, Paulis] (a coherent
-    circuit, whose experiments are rows), expectation values (exact) or counts (sampled, with
-    ``shots[e]`` shots in experiment ``e``), from which the Paulis' means and covariances are
-    taken with the ancilla parity folded in.
+    circuit, whose experiments are rows), expectation values (exact) or counts (sampled), from
+    which the summed signed outcomes of the Paulis and of their products are taken with the
+    ancilla parity folded in (``Program.moments``; reconstruction divides by the shots).
     """
+    if program.sampled:
+        assert buffers.moments is not None, "a sampled query has moments"
+        np.matmul(data, program.moments(circuit), out=buffers.moments[circuit][start : start + len(data)])
+        return
+    assert buffers.by_row is not None and buffers.estimates is not None, "an exact query has estimates"
     p = program.partition_of[circuit]
     if program.coherent(circuit) is not None:
-        estimates = buffers.estimates[p]
-        by_row = estimates.reshape(-1, len(buffers.rows.unique[p]), estimates.shape[1])
-        by_row[:, start : start + data.shape[1]] = data
-        return
-    rows = slice(start, start + len(data))
-    if not program.sampled:
-        buffers.estimates[p][rows] = data
-        return
-    assert shots is not None and buffers.covariances is not None, "a sampled query has shots and covariances"
-    group = program.group(circuit)
-    first, second_moment = program.moments(circuit)
-    n = np.maximum(shots, 1)[:, None]  # an unweighted setting gets no shots and estimates 0
-    means = data @ first / n
-    second = (data @ second_moment / n).reshape(len(data), len(group.paulis), len(group.paulis))
-    buffers.estimates[p][rows, group.paulis] += means * group.weights
-    covariance = (second - means[:, :, None] * means[:, None, :]) / np.maximum(n - 1, 1)[:, :, None]
-    buffers.covariances[circuit][rows] = covariance
-
-
-def sampled_variance(
-    program: Program, buffers: QueryBuffers, sensitivities: list[np.ndarray]
-) -> np.ndarray:
-    """Delta-method variance of each reconstructed value, shaped [rows, observables].
-
-    ``sensitivities[p][s, r, j, o]`` is d value[r, o] / d estimate[p][s, r, j]. Experiments are
-    independent; the Paulis of one setting share shots, hence the covariance matrices.
-    """
-    assert buffers.covariances is not None, "sampled mode has covariances"
-    variance: np.ndarray | float = 0.0
-    for i, covariance in enumerate(buffers.covariances):
-        p = program.partition_of[i]
-        group = program.group(i)
-        d = sensitivities[p][:, :, group.paulis, :] * group.weights[None, None, :, None]
-        unique = len(buffers.rows.unique[p])
-        cov = covariance.reshape(d.shape[0], unique, *covariance.shape[1:])[:, buffers.rows.inverse[p]]
-        variance = variance + np.einsum("srko,srkl,srlo->ro", d, cov, d)
-    return np.asarray(variance)
+        buffers.by_row[p][:, start : start + data.shape[1]] = data
+    else:
+        buffers.estimates[p][start : start + len(data)] = data

@@ -7,20 +7,24 @@ For global Pauli term ``j`` and parameter row ``r``::
 where ``a_c``/``b_c`` pick the simulated basis channel on each side of cut ``c`` and the kernel
 ``K_c`` folds in the QPD coefficients (``cutplan.CutPlan``). Each partition's operand carries
 only the indices of the cuts that touch it, so the joint product of all QPD terms is never
-materialised; ``einsum`` picks the contraction order. All
-functions take an array module ``xp`` (NumPy or CuPy) and are free of MPI and simulators.
+materialised. A ``Contraction`` is worked out once per plan; per query it multiplies the
+kernels into the operands (one matmul for two partitions, one per cut otherwise), then
+contracts the operands. Every function takes an array module ``xp`` (NumPy or CuPy) and is
+free of MPI and simulators.
 """
 
 from __future__ import annotations
 
 import math
 import string
+from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
 
 import numpy as np
 
 from hpcqnn.cutting.plan import CutPlan
+from hpcqnn.cutting.program import Program
 
 _ROW, _TERM = "r", "j"
 _LETTERS = [c for c in string.ascii_letters if c not in (_ROW, _TERM)]
@@ -33,76 +37,276 @@ def _side_letter(cut: int, side: int) -> str:
     return _LETTERS[2 * cut + side]
 
 
-def contraction_operands(plan: CutPlan, estimates, xp: ModuleType = np) -> tuple[list[str], list]:
-    """einsum specs and operands: one kernel per cut, one tensor [basis channels..., rows, terms]
-    per partition (on the device of ``xp``); built once per query, used by both functions below."""
-    specs, tensors = [], []
-    for c, kernel in enumerate(plan.cut_kernels):
-        specs.append(_side_letter(c, 0) + _side_letter(c, 1))
-        tensors.append(xp.asarray(kernel))
-    for part, values in zip(plan.partitions, estimates):
-        by_term = xp.asarray(values)[:, :, xp.asarray(part.term_pauli)]
-        tensors.append(by_term.reshape(*part.basis_shape, *by_term.shape[1:]))
-        specs.append("".join(_side_letter(c, k) for c, k in zip(part.cut_ids, part.sides)) + _ROW + _TERM)
-    return specs, tensors
+@dataclass(frozen=True)
+class Absorption:
+    """Kernel ``kernel[other side, this side]`` multiplied into partition ``into``'s operand on
+    axis ``axis``, whose channel index it turns into the other side's."""
+
+    into: int
+    axis: int
+    kernel: np.ndarray
 
 
-@lru_cache(maxsize=256)
-def _numpy_path(expression: str, shapes: tuple[tuple[int, ...], ...]) -> list:
-    """Contraction order, found once per (expression, shapes): finding it costs more than using it."""
-    return np.einsum_path(expression, *(np.empty(s) for s in shapes), optimize="greedy")[0]
+PAIR_LIMIT = 1 << 16  # entries of the one matrix that couples two partitions (4 CX cuts: 256 x 256)
+
+
+class Contraction:
+    """How a plan's estimates combine, worked out once per plan (``contraction``).
+
+    Two partitions whose coupling matrix ``pair[s0, s1] = prod_c K_c[...]`` has at most
+    PAIR_LIMIT entries contract as ``value = sum_s0 E0[s0] * (pair @ E1)[s0]``: one matmul (a
+    single BLAS call beats one per cut at every row count measured, 1 to 4000 rows at 3 cuts).
+    Otherwise every cut's kernel is absorbed into the operand of the partition with the larger
+    index (a ``tensordot``), then one ``einsum`` contracts the operands.
+    """
+
+    def __init__(self, plan: CutPlan):
+        self.plan = plan
+        parts = plan.partitions
+        letters = [[_side_letter(c, s) for c, s in zip(part.cut_ids, part.sides)] for part in parts]
+        sizes = [part.num_subexperiments for part in parts]
+        if len(parts) == 2 and sizes[0] * sizes[1] <= PAIR_LIMIT:
+            pair = np.ones(())  # no cuts: independent partitions, the value is a product
+            if plan.num_cuts:
+                pair = np.einsum(
+                    ",".join(_side_letter(c, 0) + _side_letter(c, 1) for c in range(plan.num_cuts))
+                    + "->" + "".join(letters[0] + letters[1]),
+                    *plan.cut_kernels,
+                )
+            self.shapes: list[tuple[int, ...]] = [(sizes[0],), (sizes[1],)]
+            self.steps: tuple[Absorption, ...] = (Absorption(1, 0, pair.reshape(sizes[0], sizes[1])),)
+            letters = [["s"], ["s"]]
+        else:
+            self.shapes = [part.basis_shape for part in parts]
+            self.steps = tuple(self._cut_steps(letters))
+        self.flat = all(len(shape) == 1 for shape in self.shapes)  # operands are [subexperiments, rows, terms]
+        self.specs = ["".join(spec) + _ROW + _TERM for spec in letters]
+        self.expression = ",".join(self.specs) + "->" + _ROW + _TERM
+        # None: the only other operand has this one's indices, so it is the gradient as it is
+        self.gradients: list[str | None] = []
+        for p, spec in enumerate(self.specs):
+            others = self.specs[:p] + self.specs[p + 1 :]
+            self.gradients.append(None if others == [spec] else ",".join(others) + "->" + spec)
+        self.identity_terms = [bool(np.array_equal(part.term_pauli, np.arange(len(plan.paulis)))) for part in parts]
+        self._device: dict[tuple, object] = {}
+
+    def _cut_steps(self, letters: list[list[str]]) -> list[Absorption]:
+        """One absorption per cut; ``letters`` (each partition's channel indices) follow them."""
+        holder = {
+            (c, side): p for p, part in enumerate(self.plan.partitions) for c, side in zip(part.cut_ids, part.sides)
+        }
+        steps = []
+        for c, kernel in enumerate(self.plan.cut_kernels):
+            into_side = 1 if holder[c, 1] > holder[c, 0] else 0
+            into = holder[c, into_side]
+            axis = letters[into].index(_side_letter(c, into_side))
+            letters[into][axis] = _side_letter(c, 1 - into_side)
+            steps.append(Absorption(into, axis, kernel if into_side == 1 else kernel.T))
+        return steps
+
+    def pauli_terms(self, estimates, xp: ModuleType = np) -> list:
+        """Exact mode: per partition its estimates [subexperiments, rows, local Paulis] as
+        [subexperiments, rows, global terms] (each term reads the Pauli it restricts to)."""
+        out = []
+        for part, values, identity in zip(self.plan.partitions, estimates, self.identity_terms):
+            values = xp.asarray(values)
+            out.append(values if identity else values[:, :, self._on(xp, ("terms", id(part)), part.term_pauli)])
+        return out
+
+    def operands(self, terms) -> list:
+        """Per partition its term estimates [subexperiments, rows, terms] shaped as the
+        contraction indexes them: [channels..., rows, terms]."""
+        if self.flat:
+            return list(terms)
+        return [values.reshape(*shape, *values.shape[1:]) for shape, values in zip(self.shapes, terms)]
+
+    def absorb(self, operands, xp: ModuleType = np) -> list:
+        """The operands with every cut's kernel multiplied in (``Absorption``)."""
+        out = list(operands)
+        for i, step in enumerate(self.steps):
+            out[step.into] = _apply(self._on(xp, ("kernel", i), step.kernel), out[step.into], step.axis, xp)
+        return out
+
+    def values(self, absorbed, xp: ModuleType = np):
+        """Value of every global Pauli term for every row, shape [rows, terms]."""
+        if len(absorbed) == 2 and self.gradients[0] is None:  # two operands with the same indices
+            first, second = absorbed
+            product = first * second
+            return (product if self.flat else product.reshape(-1, *first.shape[-2:])).sum(axis=0)
+        return _contract(xp, self.expression, absorbed)
+
+    def sensitivities(self, operands, absorbed, xp: ModuleType = np) -> list:
+        """d value[r, j] / d operand_p[s, r, j] for every partition, shape [subexperiments, rows, terms]."""
+        grads = []
+        for p, part in enumerate(self.plan.partitions):
+            others = absorbed[:p] + absorbed[p + 1 :]
+            if not others:  # a single uncut partition: the value is the estimate itself
+                grad = xp.ones(operands[p].shape)
+            else:
+                expression = self.gradients[p]
+                grad = others[0] if expression is None else _contract(xp, expression, others)
+            for i in reversed(range(len(self.steps))):
+                step = self.steps[i]
+                if step.into == p:
+                    grad = _apply(self._on(xp, ("kernel_t", i), step.kernel.T), grad, step.axis, xp)
+            grads.append(grad.reshape(part.num_subexperiments, *grad.shape[-2:]))
+        return grads
+
+    def _on(self, xp: ModuleType, key: tuple[str, int], array: np.ndarray):
+        """``array`` on the device of ``xp``, copied there once."""
+        if xp is np:
+            return array
+        cached = self._device.get((id(xp), *key))
+        if cached is None:
+            cached = self._device[(id(xp), *key)] = xp.asarray(array)
+        return cached
+
+
+def contraction(plan: CutPlan) -> Contraction:
+    """The plan's ``Contraction``, worked out on first use."""
+    found = plan.derived.get("contraction")
+    if found is None:
+        found = plan.derived["contraction"] = Contraction(plan)
+    return found
+
+
+@dataclass(frozen=True)
+class SettingBlock:
+    """Sampled-mode circuits whose settings have one shape: ``subexperiments`` each, measuring
+    ``paulis`` Paulis. Their moments lie side by side in a query's buffer and are reconstructed
+    as one stack; ``term_maps[c, 0]`` [K, terms] weighs circuit ``circuits[c]``'s means into the
+    term estimates of its partition ``partitions[c]`` (a term reads the Pauli it restricts to,
+    averaged over the settings that measure it)."""
+
+    circuits: tuple[int, ...]
+    partitions: tuple[int, ...]
+    subexperiments: int
+    paulis: int
+    term_maps: np.ndarray
+
+
+class Settings:
+    """Sampled mode, worked out once per program (``settings``): its circuits in SettingBlocks,
+    and the per-shots and per-observable factors of their reconstruction (cached)."""
+
+    def __init__(self, program: Program):
+        plan = program.plan
+        shapes: dict[tuple[int, int], list[int]] = {}
+        for i in range(len(program.circuits)):
+            part = plan.partitions[program.partition_of[i]]
+            shapes.setdefault((part.num_subexperiments, len(program.group(i).paulis)), []).append(i)
+        self.blocks = []
+        for (subexperiments, paulis), circuits in shapes.items():
+            maps = []
+            for i in circuits:
+                group = program.group(i)
+                term_pauli = plan.partitions[program.partition_of[i]].term_pauli
+                maps.append(((group.paulis[:, None] == term_pauli[None, :]) * group.weights[:, None]))
+            partitions = tuple(int(program.partition_of[i]) for i in circuits)
+            term_maps = np.array(maps)[:, None]  # [circuits, 1, K, terms]: multiplies [circuits, s, r, K]
+            self.blocks.append(SettingBlock(tuple(circuits), partitions, subexperiments, paulis, term_maps))
+        self.partitions = len(plan.partitions)
+        self.program = program
+        self._cache: dict = {}
+
+    def shot_scales(self, shots: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per block [circuits, subexperiments, 1, 1]: ``1 / n`` (a mean of ``n`` shots) and
+        ``1 / (n - 1)`` (the variance of that mean from the shots' spread, unbiased), n >= 1."""
+        key = ("shots", shots)
+        if key not in self._cache:
+            allocation = self.program.subexperiment_shots(shots)
+            self._cache[key] = [  # shaped to scale [circuits, subexperiments, rows, ...]
+                (1.0 / np.maximum(n, 1)[:, :, None, None], 1.0 / np.maximum(n - 1, 1)[:, :, None, None])
+                for n in (np.array([allocation[i] for i in block.circuits]) for block in self.blocks)
+            ]
+        return self._cache[key]
+
+    def observable_maps(self, weights: np.ndarray) -> list[np.ndarray]:
+        """Per block [circuits, terms, K * observables]: the term maps times the observables'
+        term ``weights`` [terms, observables] (cached for the latest few weights)."""
+        key = ("weights", weights.shape, weights.tobytes())
+        if key not in self._cache:
+            if len(self._cache) >= 16:
+                self._cache.clear()
+            self._cache[key] = [
+                (block.term_maps[:, 0].transpose(0, 2, 1)[..., None] * weights[None, :, None, :]).reshape(
+                    len(block.circuits), len(weights), -1
+                )
+                for block in self.blocks
+            ]
+        return self._cache[key]
+
+    def moments(self, sums, shots: int, xp: ModuleType = np) -> list[tuple]:
+        """Per block the means [circuits, subexperiments, rows, K] and means of products
+        [..., K, K] from a buffer's summed moments [circuits, subexperiments, rows, K + K * K]."""
+        out = []
+        for block, summed, (inverse, _) in zip(self.blocks, sums, self.shot_scales(shots)):
+            scaled = xp.asarray(summed) * xp.asarray(inverse)
+            k = block.paulis
+            out.append((scaled[..., :k], scaled[..., k:].reshape(*scaled.shape[:3], k, k)))
+        return out
+
+    def terms(self, moments, xp: ModuleType = np) -> list:
+        """Per partition its term estimates [subexperiments, rows, terms]."""
+        found: dict[int, object] = {}
+        for block, (means, _) in zip(self.blocks, moments):
+            stacked = means @ xp.asarray(block.term_maps)  # [circuits, s, r, terms]
+            for c, p in enumerate(block.partitions):
+                found[p] = found[p] + stacked[c] if p in found else stacked[c]
+        return [found[p] for p in range(self.partitions)]
+
+    def variance(self, grads, moments, weights: np.ndarray, shots: int, xp: ModuleType = np):
+        """Delta-method variance of every value, shaped [rows, observables].
+
+        ``grads[p]`` is d value[r, j] / d (term estimates of p)[s, r, j]
+        (``Contraction.sensitivities``). Experiments are independent; the Paulis of one setting
+        share shots, hence their covariances.
+        """
+        variance = None
+        for block, (means, products), maps, (_, scale) in zip(
+            self.blocks, moments, self.observable_maps(weights), self.shot_scales(shots)
+        ):
+            circuits, s, r, k = means.shape
+            g = xp.stack([grads[p] for p in block.partitions]) if circuits > 1 else grads[block.partitions[0]][None]
+            d = (g.reshape(circuits, s * r, -1) @ xp.asarray(maps)).reshape(circuits, s, r, k, -1)  # d value / d means
+            covariance = products - means[..., :, None] * means[..., None, :]
+            spread = (d * (covariance @ d)).sum(axis=-2)  # d^T covariance d per (circuit, s, r, o)
+            term = (spread * xp.asarray(scale)).sum(axis=(0, 1))
+            variance = term if variance is None else variance + term
+        return variance
+
+
+def settings(program: Program) -> Settings:
+    """The sampled program's ``Settings``, worked out on first use."""
+    found = program.derived.get("settings")
+    if found is None:
+        found = program.derived["settings"] = Settings(program)
+    return found
+
+
+def _apply(matrix, tensor, axis: int, xp: ModuleType):
+    """``matrix`` applied to ``tensor`` along ``axis`` (one BLAS call), the axis staying put."""
+    if axis == 0:
+        return (matrix @ tensor.reshape(tensor.shape[0], -1)).reshape(matrix.shape[0], *tensor.shape[1:])
+    return xp.moveaxis(xp.tensordot(matrix, tensor, axes=([1], [axis])), 0, axis)
 
 
 _DIRECT_LIMIT = 1 << 18  # below this many index combinations one direct einsum beats planning
 
 
-def _contract(xp: ModuleType, expression: str, tensors):
+@lru_cache(maxsize=256)
+def _numpy_order(expression: str, shapes: tuple[tuple[int, ...], ...]):
+    """einsum's ``optimize`` for NumPy, decided once per (expression, shapes): a direct loop for
+    small contractions, else a greedy contraction order (finding one costs more than using it)."""
     sizes: dict[str, int] = {}
-    for spec, tensor in zip(expression.split("->")[0].split(","), tensors):
-        sizes.update(zip(spec, tensor.shape))
-    if xp is np and math.prod(sizes.values()) < _DIRECT_LIMIT:
-        return np.einsum(expression, *tensors, optimize=False)
+    for spec, shape in zip(expression.split("->")[0].split(","), shapes):
+        sizes.update(zip(spec, shape))
+    if math.prod(sizes.values()) < _DIRECT_LIMIT:
+        return False
+    return np.einsum_path(expression, *(np.empty(s) for s in shapes), optimize="greedy")[0]
+
+
+def _contract(xp: ModuleType, expression: str, tensors):
     if xp is np:
-        return np.einsum(expression, *tensors, optimize=_numpy_path(expression, tuple(t.shape for t in tensors)))
+        return np.einsum(expression, *tensors, optimize=_numpy_order(expression, tuple(t.shape for t in tensors)))
     return xp.einsum(expression, *tensors, optimize="greedy")
-
-
-def reconstruct_terms(operands: tuple[list[str], list], xp: ModuleType = np):
-    """Value of every global Pauli term for every row, shape [rows, terms].
-
-    Each cut's kernel is first contracted into the partition operand holding its side 1: a BLAS
-    ``tensordot`` free of the row and term indices, where einsum's pairwise path would loop over
-    them (measured here: 6x faster for two partitions, 3 cuts, 400 rows)."""
-    specs, tensors = operands
-    cuts = sum(_ROW not in spec for spec in specs)  # the kernels come first (contraction_operands)
-    specs, tensors = list(specs[cuts:]), list(tensors[cuts:])
-    for side0_side1, kernel in zip(operands[0][:cuts], operands[1][:cuts]):
-        side1 = side0_side1[1]
-        p = next(i for i, spec in enumerate(specs) if side1 in spec)
-        tensors[p] = xp.tensordot(kernel, tensors[p], axes=([1], [specs[p].index(side1)]))
-        specs[p] = side0_side1[0] + specs[p].replace(side1, "")
-    return _contract(xp, ",".join(specs) + "->" + _ROW + _TERM, tensors)
-
-
-def term_sensitivities(plan: CutPlan, operands: tuple[list[str], list], weights, xp: ModuleType = np) -> list:
-    """d value[r, o] / d E_p[s, r, k] for every partition, shape [subexperiments, rows, paulis, obs].
-
-    ``weights[j, o]`` is the coefficient of global term ``j`` in observable ``o``. Used for the
-    delta-method standard errors of sampled mode.
-    """
-    specs, tensors = operands
-    first_partition = len(plan.cut_kernels)
-    weights = xp.asarray(weights)
-    out = []
-    for p, part in enumerate(plan.partitions):
-        k = first_partition + p
-        others, rest = specs[:k] + specs[k + 1 :], tensors[:k] + tensors[k + 1 :]
-        if rest:
-            grad = _contract(xp, ",".join(others) + "->" + specs[k], rest)
-        else:  # a single uncut partition: the value is the estimate itself
-            grad = xp.ones(tensors[k].shape)
-        grad = grad.reshape(part.num_subexperiments, *grad.shape[-2:])  # [subexperiments, rows, terms]
-        onehot = xp.zeros((len(part.term_pauli), len(part.paulis)))
-        onehot[xp.arange(len(part.term_pauli)), xp.asarray(part.term_pauli)] = 1.0
-        out.append(xp.einsum("srj,jo,jk->srko", grad, weights, onehot))
-    return out

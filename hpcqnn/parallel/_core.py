@@ -115,7 +115,7 @@ class MPIEngine:
             self.comm.Bcast(params, root=0)
         buffers = self._work(query)
         with self.recorder.phase(query.number, "contract", n_rows=len(params)):
-            result = finish_query(query.program, buffers, query.weights, self.xp)
+            result = finish_query(query, buffers, self.xp)
         self.recorder.flush()
         return result
 

@@ -35,7 +35,7 @@ from hpcqnn.estimator import DistributedEstimator
 from hpcqnn.execution import devices
 from hpcqnn.execution.devices import GPUProbe, Placement, array_module, gpu_for_rank, place
 from hpcqnn.execution.engine import LocalEngine, finish_query
-from hpcqnn.execution.query import QueryBuffers, query_rows
+from hpcqnn.execution.query import Query, QueryBuffers
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.run import launcher
 from hpcqnn.run.runinfo import provenance, write_report
@@ -101,14 +101,14 @@ def time_reconstruction(
     plan = program.plan
     rng = np.random.default_rng(seed)
     params = rng.uniform(-np.pi, np.pi, (rows, len(plan.parameters)))
-    buffers = QueryBuffers(program, query_rows(plan, params))
+    query = Query(0, program, params, weights=np.ones((len(plan.paulis), 1)))
+    buffers = QueryBuffers(program, query.rows)
     buffers.flat[:] = rng.uniform(-1.0, 1.0, buffers.flat.shape)
-    weights = np.ones((len(plan.paulis), 1))
-    values, _ = finish_query(program, buffers, weights, xp)
+    values, _ = finish_query(query, buffers, xp)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        finish_query(program, buffers, weights, xp)  # ends with a copy to the host: synchronised
+        finish_query(query, buffers, xp)  # ends with a copy to the host: synchronised
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds), values
 
