@@ -248,7 +248,7 @@ def _bench(args: argparse.Namespace) -> int:
     from hpcqnn.parallel.session import on_root
     from hpcqnn.run.directory import require_new_directory
     from hpcqnn.run.runinfo import write_report
-    from hpcqnn.tools.bench import HEADER, format_speedups, run_bench
+    from hpcqnn.tools.bench import HEADER, HEADER_NOTE, format_speedups, run_bench
 
     straggler = Straggler.unless_idle(
         args.straggler_ranks, args.straggler_probability, args.straggler_delay, args.straggler_slowdown, args.seed
@@ -260,7 +260,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     def progress(line: str) -> None:
         if not printed:
-            print(HEADER, flush=True)
+            print(HEADER_NOTE, HEADER, sep="\n", flush=True)
         printed.append(line)
         print(line, flush=True)
 

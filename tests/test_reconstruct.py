@@ -1,0 +1,133 @@
+"""Reconstruction alone, without a simulator: the per-plan contraction against a brute-force sum
+over every joint choice of basis channels, its sensitivities against the change of the value
+when one estimate moves (the value is linear in each), and the sampled-mode delta-method
+variance against one assembled from those exact derivatives entry by entry."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from hpcqnn.cutting.plan import build_cut_plan
+from hpcqnn.cutting.program import build_program
+from hpcqnn.execution import reconstruct
+from hpcqnn.execution.engine import finish_query
+from hpcqnn.execution.query import Query, QueryBuffers
+from hpcqnn.execution.reconstruct import Contraction
+from hpcqnn.training.circuits import cut_qnn
+from tolerances import ROUNDING_TOL
+
+# (qubits, cuts, pieces): two partitions coupled by one matrix; three and four in a chain
+PROBLEMS = [(6, 1, 2), (8, 3, 2), (6, 1, 3), (8, 1, 4)]
+
+
+def _plan(qubits: int, cuts: int, pieces: int):
+    qnn = cut_qnn(qubits, cuts, layers=max(cuts, 2), pieces=pieces)
+    return build_cut_plan(qnn.circuit, qnn.observable.paulis, partition_labels=qnn.partition_labels)
+
+
+def _brute_force(plan, terms: list[np.ndarray]) -> np.ndarray:
+    """sum over every cut's channel pair of prod_c K_c[a_c, b_c] * prod_p E_p[its channels]."""
+    channels = [list(itertools.product(range(k.shape[0]), range(k.shape[1]))) for k in plan.cut_kernels]
+    total = np.zeros(terms[0].shape[1:])
+    for choice in itertools.product(*channels):
+        coefficient = np.prod([k[a, b] for k, (a, b) in zip(plan.cut_kernels, choice)])
+        product = np.ones_like(total)
+        for part, values in zip(plan.partitions, terms):
+            index = tuple(choice[c][side] for c, side in zip(part.cut_ids, part.sides))
+            product = product * values[np.ravel_multi_index(index, part.basis_shape) if index else 0]
+        total += coefficient * product
+    return total
+
+
+def _contraction(plan, pair: bool, monkeypatch) -> Contraction:
+    if not pair:
+        monkeypatch.setattr(reconstruct, "PAIR_LIMIT", 0)
+    return Contraction(plan)
+
+
+def _random_terms(plan, rows: int, rng) -> list[np.ndarray]:
+    return [rng.uniform(-1, 1, (p.num_subexperiments, rows, len(plan.paulis))) for p in plan.partitions]
+
+
+@pytest.mark.parametrize("pair", [True, False], ids=["coupling-matrix", "per-cut"])
+@pytest.mark.parametrize(("qubits", "cuts", "pieces"), PROBLEMS)
+def test_contraction_equals_the_sum_over_every_channel_choice(qubits, cuts, pieces, pair, monkeypatch):
+    plan = _plan(qubits, cuts, pieces)
+    contraction = _contraction(plan, pair, monkeypatch)
+    assert len(contraction.steps) == (1 if pair and len(plan.partitions) == 2 else plan.num_cuts)
+    terms = _random_terms(plan, 3, np.random.default_rng(qubits + cuts))
+    values = contraction.values(contraction.absorb(contraction.operands(terms)))
+    np.testing.assert_allclose(values, _brute_force(plan, terms), rtol=0, atol=ROUNDING_TOL)
+
+
+@pytest.mark.parametrize("pair", [True, False], ids=["coupling-matrix", "per-cut"])
+@pytest.mark.parametrize(("qubits", "cuts", "pieces"), PROBLEMS)
+def test_sensitivities_are_the_values_change_per_estimate(qubits, cuts, pieces, pair, monkeypatch):
+    plan = _plan(qubits, cuts, pieces)
+    contraction = _contraction(plan, pair, monkeypatch)
+    rng = np.random.default_rng(7)
+    terms = _random_terms(plan, 2, rng)
+    operands = contraction.operands(terms)
+    grads = contraction.sensitivities(operands, contraction.absorb(operands))
+    base = _brute_force(plan, terms)
+    for p, part in enumerate(plan.partitions):
+        assert grads[p].shape == terms[p].shape
+        picks = zip(*(rng.integers(0, n, 4) for n in (part.num_subexperiments, 2, len(plan.paulis))))
+        for s, r, j in picks:
+            moved = [t.copy() for t in terms]
+            moved[p][s, r, j] += 1.0  # linear in each estimate: the change is the derivative
+            change = _brute_force(plan, moved) - base
+            assert change[r, j] == pytest.approx(grads[p][s, r, j], abs=ROUNDING_TOL)
+            others = np.ones(change.shape, dtype=bool)
+            others[r, j] = False
+            np.testing.assert_allclose(change[others], 0.0, atol=ROUNDING_TOL)
+
+
+@pytest.mark.parametrize(("qubits", "cuts", "pieces"), [(6, 1, 2), (8, 2, 2), (6, 1, 3)])
+def test_sampled_variance_is_the_delta_method_over_every_setting(qubits, cuts, pieces):
+    qnn = cut_qnn(qubits, cuts, layers=max(cuts, 2), pieces=pieces)
+    plan = build_cut_plan(qnn.circuit, qnn.observable.paulis, partition_labels=qnn.partition_labels)
+    program = build_program(plan, sampled=True)
+    rng = np.random.default_rng(3)
+    rows, shots = 2, 50
+    weights = rng.uniform(-1, 1, (len(plan.paulis), 2))
+    query = Query(0, program, rng.uniform(-1, 1, (rows, len(plan.parameters))), shots=shots, seed=1, weights=weights)
+    buffers = QueryBuffers(program, query.rows)
+    allocation = program.subexperiment_shots(shots)
+    # summed outcomes of a valid kind: each Pauli's mean in [-1, 1], products from the same shots
+    means, products = {}, {}
+    for i in range(len(program.circuits)):
+        k = len(program.group(i).paulis)
+        n = np.maximum(allocation[i], 1)[:, None, None]
+        outcomes = rng.choice([-1.0, 1.0], (len(allocation[i]), rows, 8, k))  # 8 shots' signs per experiment
+        means[i] = outcomes.mean(axis=2)
+        products[i] = np.einsum("srnk,srnl->srkl", outcomes, outcomes) / 8
+        summed = np.concatenate([means[i], products[i].reshape(*means[i].shape[:2], -1)], axis=-1) * n
+        buffers.moments[i][:] = summed.reshape(-1, k + k * k)
+    values, variance = finish_query(query, buffers)
+
+    def evaluate(shift_circuit=None, at=None) -> np.ndarray:
+        terms = [np.zeros((p.num_subexperiments, rows, len(plan.paulis))) for p in plan.partitions]
+        for i in range(len(program.circuits)):
+            group, m = program.group(i), means[i].copy()
+            if i == shift_circuit:
+                m[at] += 1.0
+            term_pauli = plan.partitions[program.partition_of[i]].term_pauli
+            for k, pauli in enumerate(group.paulis):
+                terms[program.partition_of[i]][:, :, term_pauli == pauli] += (group.weights[k] * m[:, :, k])[..., None]
+        return _brute_force(plan, terms) @ weights
+
+    np.testing.assert_allclose(values, evaluate(), rtol=0, atol=ROUNDING_TOL)
+    expected = np.zeros_like(values)
+    base = evaluate()
+    for i in range(len(program.circuits)):
+        k = len(program.group(i).paulis)
+        for s in range(len(allocation[i])):
+            for r in range(rows):
+                d = np.array([(evaluate(i, (s, r, a)) - base)[r] for a in range(k)])  # [K, observables]
+                covariance = products[i][s, r] - np.outer(means[i][s, r], means[i][s, r])
+                expected[r] += np.einsum("ko,kl,lo->o", d, covariance, d) / max(allocation[i][s] - 1, 1)
+    np.testing.assert_allclose(variance, expected, rtol=1e-9, atol=ROUNDING_TOL)
