@@ -1,7 +1,9 @@
 """Reconstruction alone, without a simulator: the per-plan contraction against a brute-force sum
 over every joint choice of basis channels, its sensitivities against the change of the value
-when one estimate moves (the value is linear in each), and the sampled-mode delta-method
-variance against one assembled from those exact derivatives entry by entry."""
+when one estimate moves (the value is linear in each), the sampled-mode delta-method variance
+against one assembled from those exact derivatives entry by entry, and exact-mode rows and
+terms read from the right runs and Paulis. Problems: QNN halves and chains, cuts with mixed
+sides, several settings of different sizes, an uncut plan and two pieces without a cut."""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ import itertools
 
 import numpy as np
 import pytest
+from qiskit import QuantumCircuit
+from qiskit.circuit import ParameterVector
+from qiskit.quantum_info import SparsePauliOp
 
 from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.cutting.program import build_program
@@ -19,13 +24,50 @@ from hpcqnn.execution.reconstruct import Contraction
 from hpcqnn.training.circuits import cut_qnn
 from tolerances import ROUNDING_TOL
 
-# (qubits, cuts, pieces): two partitions coupled by one matrix; three and four in a chain
-PROBLEMS = [(6, 1, 2), (8, 3, 2), (6, 1, 3), (8, 1, 4)]
+#: Six terms: several measurement settings per partition, of 1 and 2 Paulis, some Paulis
+#: measured by two settings (averaged), and terms sharing a local Pauli.
+MANY_TERMS = SparsePauliOp(["ZXYZ", "ZZZZ", "XXXX", "IIIY", "YIII", "XXZZ"], [0.3, -0.7, 0.5, 0.2, 1.1, -0.4])
 
 
-def _plan(qubits: int, cuts: int, pieces: int):
+def _mixed_sides(crossing: bool = True) -> QuantumCircuit:
+    """Four qubits; with ``crossing``, CX gates 0-1, 2-1, 1-2, so labels AABB cut two gates whose
+    control sides lie in different partitions."""
+    theta = ParameterVector("t", 8)
+    qc = QuantumCircuit(4)
+    for q in range(4):
+        qc.ry(theta[q], q)
+    qc.cx(0, 1)
+    qc.cx(3, 2)
+    if crossing:
+        qc.cx(2, 1)
+        qc.cx(1, 2)
+    for q in range(4):
+        qc.rx(theta[4 + q], q)
+    return qc
+
+
+def _qnn(qubits: int, cuts: int, pieces: int):
     qnn = cut_qnn(qubits, cuts, layers=max(cuts, 2), pieces=pieces)
-    return build_cut_plan(qnn.circuit, qnn.observable.paulis, partition_labels=qnn.partition_labels)
+    return qnn.circuit, qnn.observable, qnn.partition_labels
+
+
+PROBLEMS = {
+    "two halves, 1 cut": lambda: _qnn(6, 1, 2),
+    "two halves, 3 cuts": lambda: _qnn(8, 3, 2),
+    "chain of 3": lambda: _qnn(6, 1, 3),
+    "chain of 4": lambda: _qnn(8, 1, 4),
+    "mixed sides AABB, 6 terms": lambda: (_mixed_sides(), MANY_TERMS, "AABB"),
+    "mixed sides BBAA, 6 terms": lambda: (_mixed_sides(), MANY_TERMS, "BBAA"),
+    "uncut, 6 terms": lambda: (_mixed_sides(), MANY_TERMS, "AAAA"),
+    "two pieces without a cut": lambda: (_mixed_sides(crossing=False), MANY_TERMS, "AABB"),
+}
+SAMPLED = ["two halves, 1 cut", "chain of 3", "mixed sides AABB, 6 terms", "mixed sides BBAA, 6 terms",
+           "uncut, 6 terms", "two pieces without a cut"]
+
+
+def _plan(name: str):
+    circuit, observable, labels = PROBLEMS[name]()
+    return build_cut_plan(circuit, observable.paulis, partition_labels=labels)
 
 
 def _brute_force(plan, terms: list[np.ndarray]) -> np.ndarray:
@@ -52,21 +94,27 @@ def _random_terms(plan, rows: int, rng) -> list[np.ndarray]:
     return [rng.uniform(-1, 1, (p.num_subexperiments, rows, len(plan.paulis))) for p in plan.partitions]
 
 
-@pytest.mark.parametrize("pair", [True, False], ids=["coupling-matrix", "per-cut"])
-@pytest.mark.parametrize(("qubits", "cuts", "pieces"), PROBLEMS)
-def test_contraction_equals_the_sum_over_every_channel_choice(qubits, cuts, pieces, pair, monkeypatch):
-    plan = _plan(qubits, cuts, pieces)
+def _cases():
+    """(problem, pair): the coupling matrix only where there are two partitions."""
+    for name in PROBLEMS:
+        yield pytest.param(name, False, id=f"{name}-per-cut")
+        if len(_plan(name).partitions) == 2:
+            yield pytest.param(name, True, id=f"{name}-coupling-matrix")
+
+
+@pytest.mark.parametrize(("name", "pair"), list(_cases()))
+def test_contraction_equals_the_sum_over_every_channel_choice(name, pair, monkeypatch):
+    plan = _plan(name)
     contraction = _contraction(plan, pair, monkeypatch)
-    assert len(contraction.steps) == (1 if pair and len(plan.partitions) == 2 else plan.num_cuts)
-    terms = _random_terms(plan, 3, np.random.default_rng(qubits + cuts))
+    assert len(contraction.steps) == (1 if pair else plan.num_cuts)
+    terms = _random_terms(plan, 3, np.random.default_rng(len(name)))
     values = contraction.values(contraction.absorb(contraction.operands(terms)))
     np.testing.assert_allclose(values, _brute_force(plan, terms), rtol=0, atol=ROUNDING_TOL)
 
 
-@pytest.mark.parametrize("pair", [True, False], ids=["coupling-matrix", "per-cut"])
-@pytest.mark.parametrize(("qubits", "cuts", "pieces"), PROBLEMS)
-def test_sensitivities_are_the_values_change_per_estimate(qubits, cuts, pieces, pair, monkeypatch):
-    plan = _plan(qubits, cuts, pieces)
+@pytest.mark.parametrize(("name", "pair"), list(_cases()))
+def test_sensitivities_are_the_values_change_per_estimate(name, pair, monkeypatch):
+    plan = _plan(name)
     contraction = _contraction(plan, pair, monkeypatch)
     rng = np.random.default_rng(7)
     terms = _random_terms(plan, 2, rng)
@@ -86,10 +134,9 @@ def test_sensitivities_are_the_values_change_per_estimate(qubits, cuts, pieces, 
             np.testing.assert_allclose(change[others], 0.0, atol=ROUNDING_TOL)
 
 
-@pytest.mark.parametrize(("qubits", "cuts", "pieces"), [(6, 1, 2), (8, 2, 2), (6, 1, 3)])
-def test_sampled_variance_is_the_delta_method_over_every_setting(qubits, cuts, pieces):
-    qnn = cut_qnn(qubits, cuts, layers=max(cuts, 2), pieces=pieces)
-    plan = build_cut_plan(qnn.circuit, qnn.observable.paulis, partition_labels=qnn.partition_labels)
+@pytest.mark.parametrize("name", SAMPLED)
+def test_sampled_variance_is_the_delta_method_over_every_setting(name):
+    plan = _plan(name)
     program = build_program(plan, sampled=True)
     rng = np.random.default_rng(3)
     rows, shots = 2, 50
@@ -106,7 +153,7 @@ def test_sampled_variance_is_the_delta_method_over_every_setting(qubits, cuts, p
         means[i] = outcomes.mean(axis=2)
         products[i] = np.einsum("srnk,srnl->srkl", outcomes, outcomes) / 8
         summed = np.concatenate([means[i], products[i].reshape(*means[i].shape[:2], -1)], axis=-1) * n
-        buffers.moments[i][:] = summed.reshape(-1, k + k * k)
+        buffers.circuit_sums[i][:] = summed.reshape(-1, k + k * k)
     values, variance = finish_query(query, buffers)
 
     def evaluate(shift_circuit=None, at=None) -> np.ndarray:
@@ -131,3 +178,29 @@ def test_sampled_variance_is_the_delta_method_over_every_setting(qubits, cuts, p
                 covariance = products[i][s, r] - np.outer(means[i][s, r], means[i][s, r])
                 expected[r] += np.einsum("ko,kl,lo->o", d, covariance, d) / max(allocation[i][s] - 1, 1)
     np.testing.assert_allclose(variance, expected, rtol=1e-9, atol=ROUNDING_TOL)
+
+
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_exact_values_read_each_terms_pauli_from_the_run_of_an_equal_row(name):
+    """Exact mode with repeated rows: each query row reads the estimates of the distinct row its
+    partition's parameters equal, each term the Pauli it restricts to."""
+    plan = _plan(name)
+    program = build_program(plan, sampled=False)
+    rng = np.random.default_rng(5)
+    params = rng.uniform(-1, 1, (3, len(plan.parameters)))[[0, 1, 0, 2, 1]]
+    weights = rng.uniform(-1, 1, (len(plan.paulis), 2))
+    query = Query(0, program, params, weights=weights)
+    buffers = QueryBuffers(program, query.rows)
+    buffers.flat[:] = rng.uniform(-1, 1, buffers.flat.shape)
+    values, variance = finish_query(query, buffers)
+    terms = []
+    for p, part in enumerate(plan.partitions):
+        columns, unique = part.parameter_columns, query.rows.unique[p]
+        estimates = np.zeros((part.num_subexperiments, len(params), len(plan.paulis)))
+        for r, row in enumerate(params):
+            (run,) = [u for u, known in enumerate(unique) if np.array_equal(known[columns], row[columns])]
+            for j in range(len(plan.paulis)):
+                estimates[:, r, j] = buffers.by_row[p][:, run, part.term_pauli[j]]
+        terms.append(estimates)
+    assert variance is None
+    np.testing.assert_allclose(values, _brute_force(plan, terms) @ weights, rtol=0, atol=ROUNDING_TOL)

@@ -77,6 +77,10 @@ class CutPlan:
     partitions: tuple[PartitionPlan, ...]
     derived: dict = field(default_factory=dict, compare=False, repr=False)  # what reconstruction works out once
 
+    def __getstate__(self) -> dict:
+        """Pickled (MPI broadcasts it) without ``derived``: caches, possibly holding GPU arrays."""
+        return {**self.__dict__, "derived": {}}
+
     @property
     def num_cuts(self) -> int:
         return len(self.cut_kernels)

@@ -63,6 +63,10 @@ class Program:
     _moments: dict = field(default_factory=dict, compare=False, repr=False)
     derived: dict = field(default_factory=dict, compare=False, repr=False)  # what execution works out once
 
+    def __getstate__(self) -> dict:
+        """Pickled (MPI broadcasts it) without ``derived``: caches, possibly holding GPU arrays."""
+        return {**self.__dict__, "derived": {}}
+
     def __repr__(self) -> str:
         plan = self.plan
         coherent = {self.partition_of[c] for c, readout in enumerate(self.readouts) if readout is not None}

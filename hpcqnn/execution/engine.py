@@ -15,7 +15,7 @@ import numpy as np
 
 from hpcqnn.execution.devices import Placement, to_host
 from hpcqnn.execution.query import Query, QueryBuffers, accumulate_tile, measure
-from hpcqnn.execution.reconstruct import contraction, settings
+from hpcqnn.execution.reconstruct import contraction, setting_blocks
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.tiles import Tile
 from hpcqnn.run.timing import PhaseRecorder
@@ -49,23 +49,23 @@ def finish_query(query: Query, buffers: QueryBuffers, xp: ModuleType = np) -> tu
     """
     if query.weights is None:
         raise ValueError("finish_query needs the query's observable weights (only rank 0 contracts)")
-    program = query.program
-    plan = contraction(program.plan)
-    shots = query.shots or 0
+    program, shots = query.program, query.shots or 0
+    if program.sampled and not shots:
+        raise ValueError("a sampled program's query needs shots")
+    contract = contraction(program.plan)
     if program.sampled:
-        assert shots, "a sampled query has shots"
-        setting = settings(program)
-        moments = setting.moments(buffers.sums, shots, xp)
-        terms = setting.terms(moments, xp)
+        blocks = setting_blocks(program)
+        moments = blocks.means_and_products(buffers.sums, shots, xp)
+        terms = blocks.terms(moments, xp)
     else:
-        terms = plan.pauli_terms(buffers.partition_estimates(), xp)
-    operands = plan.operands(terms)
-    absorbed = plan.absorb(operands, xp)
-    evs = to_host(plan.values(absorbed, xp) @ xp.asarray(query.weights))
+        terms = contract.pauli_terms(buffers.partition_estimates(), xp)
+    operands = contract.operands(terms)
+    absorbed = contract.absorb(operands, xp)
+    evs = to_host(contract.values(absorbed, xp) @ xp.asarray(query.weights))
     if not program.sampled:
         return evs, None
-    grads = plan.sensitivities(operands, absorbed, xp)
-    return evs, to_host(setting.variance(grads, moments, query.weights, shots, xp))
+    grads = contract.sensitivities(operands, absorbed, xp)
+    return evs, to_host(blocks.variance(grads, moments, query.weights, shots, xp))
 
 
 def run_tiles(
@@ -87,8 +87,8 @@ def run_tiles(
         data = [measure(query, t.circuit, t.start, raw, n) for t, raw, n in zip(tiles, outputs, shots)]
         elapsed = time.time() - start
     with recorder.phase(query.number, "accumulate", **counts):
-        for tile, values, n in zip(tiles, data, shots):
-            accumulate_tile(query.program, buffers, tile.circuit, tile.start, values, n)
+        for tile, values in zip(tiles, data):
+            accumulate_tile(query.program, buffers, tile.circuit, tile.start, values)
     return elapsed
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from hpcqnn.cutting.plan import CutPlan
 from hpcqnn.cutting.program import Program
 from hpcqnn.cutting.shots import sample_counts
-from hpcqnn.execution.reconstruct import settings
+from hpcqnn.execution.reconstruct import setting_blocks
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,11 @@ class QueryBuffers:
     """Everything a query's tiles contribute, in one flat float64 array.
 
     Exact mode: ``by_row[p]`` is partition ``p``'s estimates [subexperiments, rows, local
-    Paulis] (``estimates[p]`` the same, experiment-major). Sampled mode: ``sums[b]`` is
-    ``reconstruct.Settings`` block ``b``'s [circuits, subexperiments, rows, K + K * K]: the
-    summed signed outcomes of the K Paulis each setting measures, then of their pairwise
-    products (``shots.moment_matrix``); ``moments[i]`` views circuit ``i``'s part
+    Paulis] and ``by_experiment[p]`` the same array experiment-major [subexperiments * rows,
+    local Paulis] (a coherent tile writes rows, an enumerated one experiments). Sampled mode:
+    ``sums[b]`` is ``reconstruct.SettingBlocks`` block ``b``'s [circuits, subexperiments, rows,
+    K + K * K]: the summed signed outcomes of the K Paulis each setting measures, then of their
+    pairwise products (``shots.moment_matrix``); ``circuit_sums[i]`` views circuit ``i``'s part
     experiment-major. Each experiment is written by exactly one tile, so buffers filled on
     different ranks combine by summation (zeros elsewhere) into the serial result.
     """
@@ -107,7 +108,7 @@ class QueryBuffers:
         partitions = program.plan.partitions
         shapes: list[tuple[int, ...]]
         if program.sampled:
-            blocks = settings(program).blocks
+            blocks = setting_blocks(program).blocks
             shapes = [(len(b.circuits), b.subexperiments, rows.count, b.paulis * (b.paulis + 1)) for b in blocks]
         else:
             shapes = [(part.num_subexperiments, len(u), len(part.paulis)) for part, u in zip(partitions, rows.unique)]
@@ -117,16 +118,19 @@ class QueryBuffers:
             views.append(self.flat[offset : offset + math.prod(shape)].reshape(shape))
             offset += math.prod(shape)
         self.rows = rows
-        self.sums = self.estimates = self.by_row = self.moments = None
+        self.by_row: list[np.ndarray] | None = None
+        self.by_experiment: list[np.ndarray] | None = None
+        self.sums: list[np.ndarray] | None = None
+        self.circuit_sums: list[np.ndarray] | None = None
         if program.sampled:
             self.sums = views
-            self.moments = [np.empty((0, 0))] * len(program.circuits)
+            self.circuit_sums = [np.empty((0, 0))] * len(program.circuits)
             for block, view in zip(blocks, views):
                 for c, circuit in enumerate(block.circuits):
-                    self.moments[circuit] = view[c].reshape(-1, view.shape[-1])
+                    self.circuit_sums[circuit] = view[c].reshape(-1, view.shape[-1])
         else:
             self.by_row = views
-            self.estimates = [v.reshape(-1, v.shape[-1]) for v in views]
+            self.by_experiment = [v.reshape(-1, v.shape[-1]) for v in views]
 
     def partition_estimates(self) -> list[np.ndarray]:
         """Exact mode: estimates shaped [subexperiments, query rows, local Paulis]."""
@@ -148,23 +152,21 @@ def measure(query: Query, circuit: int, start: int, raw: np.ndarray, shots: np.n
     return sample_counts(raw, shots, query.seed, query.number, circuit, offset=start)
 
 
-def accumulate_tile(
-    program: Program, buffers: QueryBuffers, circuit: int, start: int, data: np.ndarray, shots: np.ndarray | None
-) -> None:
-    """Store one tile's results (experiments ``start ...``) as estimates in ``buffers``.
+def accumulate_tile(program: Program, buffers: QueryBuffers, circuit: int, start: int, data: np.ndarray) -> None:
+    """Store one tile's results (experiments ``start ...``) in ``buffers``.
 
     ``data`` is what ``measure`` returned: estimates [subexperiments, rows, Paulis] (a coherent
-    circuit, whose experiments are rows), expectation values (exact) or counts (sampled), from
-    which the summed signed outcomes of the Paulis and of their products are taken with the
-    ancilla parity folded in (``Program.moments``; reconstruction divides by the shots).
+    circuit, whose experiments are rows), expectation values (exact) or counts (sampled), of
+    which the Paulis' and their products' summed signed outcomes are stored, the ancilla parity
+    folded in (``Program.moments``; reconstruction divides by the shots).
     """
     if program.sampled:
-        assert buffers.moments is not None, "a sampled query has moments"
-        np.matmul(data, program.moments(circuit), out=buffers.moments[circuit][start : start + len(data)])
+        assert buffers.circuit_sums is not None, "a sampled query has sums"
+        np.matmul(data, program.moments(circuit), out=buffers.circuit_sums[circuit][start : start + len(data)])
         return
-    assert buffers.by_row is not None and buffers.estimates is not None, "an exact query has estimates"
+    assert buffers.by_row is not None and buffers.by_experiment is not None, "an exact query has estimates"
     p = program.partition_of[circuit]
     if program.coherent(circuit) is not None:
         buffers.by_row[p][:, start : start + data.shape[1]] = data
     else:
-        buffers.estimates[p][start : start + len(data)] = data
+        buffers.by_experiment[p][start : start + len(data)] = data

@@ -83,10 +83,10 @@ class Contraction:
         self.specs = ["".join(spec) + _ROW + _TERM for spec in letters]
         self.expression = ",".join(self.specs) + "->" + _ROW + _TERM
         # None: the only other operand has this one's indices, so it is the gradient as it is
-        self.gradients: list[str | None] = []
+        self.gradient_expressions: list[str | None] = []
         for p, spec in enumerate(self.specs):
             others = self.specs[:p] + self.specs[p + 1 :]
-            self.gradients.append(None if others == [spec] else ",".join(others) + "->" + spec)
+            self.gradient_expressions.append(None if others == [spec] else ",".join(others) + "->" + spec)
         self.identity_terms = [bool(np.array_equal(part.term_pauli, np.arange(len(plan.paulis)))) for part in parts]
         self._device: dict[tuple, object] = {}
 
@@ -129,7 +129,7 @@ class Contraction:
 
     def values(self, absorbed, xp: ModuleType = np):
         """Value of every global Pauli term for every row, shape [rows, terms]."""
-        if len(absorbed) == 2 and self.gradients[0] is None:  # two operands with the same indices
+        if len(absorbed) == 2 and self.gradient_expressions[0] is None:  # two operands with the same indices
             first, second = absorbed
             product = first * second
             return (product if self.flat else product.reshape(-1, *first.shape[-2:])).sum(axis=0)
@@ -143,7 +143,7 @@ class Contraction:
             if not others:  # a single uncut partition: the value is the estimate itself
                 grad = xp.ones(operands[p].shape)
             else:
-                expression = self.gradients[p]
+                expression = self.gradient_expressions[p]
                 grad = others[0] if expression is None else _contract(xp, expression, others)
             for i in reversed(range(len(self.steps))):
                 step = self.steps[i]
@@ -152,14 +152,9 @@ class Contraction:
             grads.append(grad.reshape(part.num_subexperiments, *grad.shape[-2:]))
         return grads
 
-    def _on(self, xp: ModuleType, key: tuple[str, int], array: np.ndarray):
+    def _on(self, xp: ModuleType, key: tuple, array: np.ndarray):
         """``array`` on the device of ``xp``, copied there once."""
-        if xp is np:
-            return array
-        cached = self._device.get((id(xp), *key))
-        if cached is None:
-            cached = self._device[(id(xp), *key)] = xp.asarray(array)
-        return cached
+        return _on_device(self._device, xp, key, array)
 
 
 def contraction(plan: CutPlan) -> Contraction:
@@ -173,7 +168,7 @@ def contraction(plan: CutPlan) -> Contraction:
 @dataclass(frozen=True)
 class SettingBlock:
     """Sampled-mode circuits whose settings have one shape: ``subexperiments`` each, measuring
-    ``paulis`` Paulis. Their moments lie side by side in a query's buffer and are reconstructed
+    ``paulis`` Paulis. Their sums lie side by side in a query's buffer and are reconstructed
     as one stack; ``term_maps[c, 0]`` [K, terms] weighs circuit ``circuits[c]``'s means into the
     term estimates of its partition ``partitions[c]`` (a term reads the Pauli it restricts to,
     averaged over the settings that measure it)."""
@@ -185,9 +180,9 @@ class SettingBlock:
     term_maps: np.ndarray
 
 
-class Settings:
-    """Sampled mode, worked out once per program (``settings``): its circuits in SettingBlocks,
-    and the per-shots and per-observable factors of their reconstruction (cached)."""
+class SettingBlocks:
+    """Sampled mode, worked out once per program (``setting_blocks``): its circuits grouped in
+    SettingBlocks, and the per-shots and per-observable factors of their reconstruction."""
 
     def __init__(self, program: Program):
         plan = program.plan
@@ -207,41 +202,44 @@ class Settings:
             self.blocks.append(SettingBlock(tuple(circuits), partitions, subexperiments, paulis, term_maps))
         self.partitions = len(plan.partitions)
         self.program = program
-        self._cache: dict = {}
+        self._scales: dict[int, list] = {}
+        self._observable_maps: dict[tuple, list] = {}
+        self._device: dict[tuple, object] = {}
 
     def shot_scales(self, shots: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per block [circuits, subexperiments, 1, 1]: ``1 / n`` (a mean of ``n`` shots) and
-        ``1 / (n - 1)`` (the variance of that mean from the shots' spread, unbiased), n >= 1."""
-        key = ("shots", shots)
-        if key not in self._cache:
+        ``1 / (n - 1)`` (the variance of that mean from the shots' spread, unbiased); a
+        subexperiment of zero weight gets no shots (n = 0) and is taken as n = 1: its sums, so
+        its mean and variance, are 0."""
+        if shots not in self._scales:
             allocation = self.program.subexperiment_shots(shots)
-            self._cache[key] = [  # shaped to scale [circuits, subexperiments, rows, ...]
+            self._scales[shots] = [
                 (1.0 / np.maximum(n, 1)[:, :, None, None], 1.0 / np.maximum(n - 1, 1)[:, :, None, None])
                 for n in (np.array([allocation[i] for i in block.circuits]) for block in self.blocks)
             ]
-        return self._cache[key]
+        return self._scales[shots]
 
     def observable_maps(self, weights: np.ndarray) -> list[np.ndarray]:
         """Per block [circuits, terms, K * observables]: the term maps times the observables'
-        term ``weights`` [terms, observables] (cached for the latest few weights)."""
-        key = ("weights", weights.shape, weights.tobytes())
-        if key not in self._cache:
-            if len(self._cache) >= 16:
-                self._cache.clear()
-            self._cache[key] = [
+        term ``weights`` [terms, observables] (kept for the latest few weights)."""
+        key = (weights.shape, weights.dtype.str, weights.tobytes())
+        if key not in self._observable_maps:
+            if len(self._observable_maps) >= 8:
+                self._observable_maps.clear()
+            self._observable_maps[key] = [
                 (block.term_maps[:, 0].transpose(0, 2, 1)[..., None] * weights[None, :, None, :]).reshape(
                     len(block.circuits), len(weights), -1
                 )
                 for block in self.blocks
             ]
-        return self._cache[key]
+        return self._observable_maps[key]
 
-    def moments(self, sums, shots: int, xp: ModuleType = np) -> list[tuple]:
+    def means_and_products(self, sums, shots: int, xp: ModuleType = np) -> list[tuple]:
         """Per block the means [circuits, subexperiments, rows, K] and means of products
-        [..., K, K] from a buffer's summed moments [circuits, subexperiments, rows, K + K * K]."""
+        [..., K, K] from a buffer's sums [circuits, subexperiments, rows, K + K * K]."""
         out = []
-        for block, summed, (inverse, _) in zip(self.blocks, sums, self.shot_scales(shots)):
-            scaled = xp.asarray(summed) * xp.asarray(inverse)
+        for b, (block, summed, (inverse, _)) in enumerate(zip(self.blocks, sums, self.shot_scales(shots))):
+            scaled = xp.asarray(summed) * self._on(xp, ("inverse", shots, b), inverse)
             k = block.paulis
             out.append((scaled[..., :k], scaled[..., k:].reshape(*scaled.shape[:3], k, k)))
         return out
@@ -249,8 +247,8 @@ class Settings:
     def terms(self, moments, xp: ModuleType = np) -> list:
         """Per partition its term estimates [subexperiments, rows, terms]."""
         found: dict[int, object] = {}
-        for block, (means, _) in zip(self.blocks, moments):
-            stacked = means @ xp.asarray(block.term_maps)  # [circuits, s, r, terms]
+        for b, (block, (means, _)) in enumerate(zip(self.blocks, moments)):
+            stacked = means @ self._on(xp, ("terms", b), block.term_maps)  # [circuits, s, r, terms]
             for c, p in enumerate(block.partitions):
                 found[p] = found[p] + stacked[c] if p in found else stacked[c]
         return [found[p] for p in range(self.partitions)]
@@ -263,25 +261,38 @@ class Settings:
         share shots, hence their covariances.
         """
         variance = None
-        for block, (means, products), maps, (_, scale) in zip(
-            self.blocks, moments, self.observable_maps(weights), self.shot_scales(shots)
-        ):
+        maps = self.observable_maps(weights)
+        for b, (block, (means, products), (_, scale)) in enumerate(zip(self.blocks, moments, self.shot_scales(shots))):
             circuits, s, r, k = means.shape
             g = xp.stack([grads[p] for p in block.partitions]) if circuits > 1 else grads[block.partitions[0]][None]
-            d = (g.reshape(circuits, s * r, -1) @ xp.asarray(maps)).reshape(circuits, s, r, k, -1)  # d value / d means
+            # d value[r, o] / d means[c, s, r, k]
+            d = (g.reshape(circuits, s * r, -1) @ xp.asarray(maps[b])).reshape(circuits, s, r, k, -1)
             covariance = products - means[..., :, None] * means[..., None, :]
             spread = (d * (covariance @ d)).sum(axis=-2)  # d^T covariance d per (circuit, s, r, o)
-            term = (spread * xp.asarray(scale)).sum(axis=(0, 1))
+            term = (spread * self._on(xp, ("scale", shots, b), scale)).sum(axis=(0, 1))
             variance = term if variance is None else variance + term
         return variance
 
+    def _on(self, xp: ModuleType, key: tuple, array: np.ndarray):
+        """``array`` on the device of ``xp``, copied there once."""
+        return _on_device(self._device, xp, key, array)
 
-def settings(program: Program) -> Settings:
-    """The sampled program's ``Settings``, worked out on first use."""
-    found = program.derived.get("settings")
+
+def setting_blocks(program: Program) -> SettingBlocks:
+    """The sampled program's ``SettingBlocks``, worked out on first use."""
+    found = program.derived.get("setting_blocks")
     if found is None:
-        found = program.derived["settings"] = Settings(program)
+        found = program.derived["setting_blocks"] = SettingBlocks(program)
     return found
+
+
+def _on_device(cache: dict, xp: ModuleType, key: tuple, array: np.ndarray):
+    if xp is np:
+        return array
+    cached = cache.get((id(xp), *key))
+    if cached is None:
+        cached = cache[(id(xp), *key)] = xp.asarray(array)
+    return cached
 
 
 def _apply(matrix, tensor, axis: int, xp: ModuleType):

@@ -12,9 +12,9 @@ where the final contraction runs.
 
 Devices: each rank simulates on the GPU its local rank picks, and rank 0 contracts with CuPy
 when it has a GPU. The query buffers stay in host memory on every device: Aer hands its results
-back there and filling a buffer is only copying them in, so the Reduce is an ordinary
-host-memory MPI reduce (no CUDA-aware MPI needed or used), and rank 0 moves the reduced
-estimates to its GPU once, for the contraction.
+back there and filling a buffer is only copying them in (or, sampled, one small matmul of the
+counts), so the Reduce is an ordinary host-memory MPI reduce (no CUDA-aware MPI needed or
+used), and rank 0 moves the reduced estimates (or sums) to its GPU once, for the contraction.
 """
 
 from __future__ import annotations
