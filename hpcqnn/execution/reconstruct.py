@@ -80,6 +80,9 @@ class Contraction:
             self.shapes = [part.basis_shape for part in parts]
             self.steps = tuple(self._cut_steps(letters))
         self.flat = all(len(shape) == 1 for shape in self.shapes)  # operands are [subexperiments, rows, terms]
+        # the absorptions into each partition, last first: what its sensitivity passes back through
+        last_first = list(enumerate(self.steps))[::-1]
+        self.back_steps = [[(i, step) for i, step in last_first if step.into == p] for p in range(len(parts))]
         self.specs = ["".join(spec) + _ROW + _TERM for spec in letters]
         self.expression = ",".join(self.specs) + "->" + _ROW + _TERM
         # None: the only other operand has this one's indices, so it is the gradient as it is
@@ -145,11 +148,9 @@ class Contraction:
             else:
                 expression = self.gradient_expressions[p]
                 grad = others[0] if expression is None else _contract(xp, expression, others)
-            for i in reversed(range(len(self.steps))):
-                step = self.steps[i]
-                if step.into == p:
-                    grad = _apply(self._on(xp, ("kernel_t", i), step.kernel.T), grad, step.axis, xp)
-            grads.append(grad.reshape(part.num_subexperiments, *grad.shape[-2:]))
+            for i, step in self.back_steps[p]:
+                grad = _apply(self._on(xp, ("kernel_t", i), step.kernel.T), grad, step.axis, xp)
+            grads.append(grad if self.flat else grad.reshape(part.num_subexperiments, *grad.shape[-2:]))
         return grads
 
     def _on(self, xp: ModuleType, key: tuple, array: np.ndarray):
@@ -178,6 +179,7 @@ class SettingBlock:
     subexperiments: int
     paulis: int
     term_maps: np.ndarray
+    identity: bool  # every term map is the identity: the means are the term estimates
 
 
 class SettingBlocks:
@@ -199,7 +201,10 @@ class SettingBlocks:
                 maps.append(((group.paulis[:, None] == term_pauli[None, :]) * group.weights[:, None]))
             partitions = tuple(int(program.partition_of[i]) for i in circuits)
             term_maps = np.array(maps)[:, None]  # [circuits, 1, K, terms]: multiplies [circuits, s, r, K]
-            self.blocks.append(SettingBlock(tuple(circuits), partitions, subexperiments, paulis, term_maps))
+            identity = len(set(partitions)) == len(partitions) and all(
+                m.shape[0] == m.shape[1] and np.array_equal(m, np.eye(len(m))) for m in maps
+            )
+            self.blocks.append(SettingBlock(tuple(circuits), partitions, subexperiments, paulis, term_maps, identity))
         self.partitions = len(plan.partitions)
         self.program = program
         self._scales: dict[int, list] = {}
@@ -248,7 +253,8 @@ class SettingBlocks:
         """Per partition its term estimates [subexperiments, rows, terms]."""
         found: dict[int, object] = {}
         for b, (block, (means, _)) in enumerate(zip(self.blocks, moments)):
-            stacked = means @ self._on(xp, ("terms", b), block.term_maps)  # [circuits, s, r, terms]
+            # [circuits, s, r, terms]; a setting measuring every term's Pauli, in term order, is its own map
+            stacked = means if block.identity else means @ self._on(xp, ("terms", b), block.term_maps)
             for c, p in enumerate(block.partitions):
                 found[p] = found[p] + stacked[c] if p in found else stacked[c]
         return [found[p] for p in range(self.partitions)]
@@ -264,7 +270,7 @@ class SettingBlocks:
         maps = self.observable_maps(weights)
         for b, (block, (means, products), (_, scale)) in enumerate(zip(self.blocks, moments, self.shot_scales(shots))):
             circuits, s, r, k = means.shape
-            g = xp.stack([grads[p] for p in block.partitions]) if circuits > 1 else grads[block.partitions[0]][None]
+            g = xp.array([grads[p] for p in block.partitions])  # [circuits, s, r, terms] (cheaper than stack)
             # d value[r, o] / d means[c, s, r, k]
             d = (g.reshape(circuits, s * r, -1) @ xp.asarray(maps[b])).reshape(circuits, s, r, k, -1)
             covariance = products - means[..., :, None] * means[..., None, :]
