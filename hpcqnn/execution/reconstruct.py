@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from hpcqnn.cutting.plan import CutPlan
 from hpcqnn.cutting.program import Program
 
 _ROW, _TERM = "r", "j"
+_T = TypeVar("_T")
 _LETTERS = [c for c in string.ascii_letters if c not in (_ROW, _TERM)]
 
 
@@ -50,7 +53,21 @@ class Absorption:
 PAIR_LIMIT = 1 << 16  # entries of the one matrix that couples two partitions (4 CX cuts: 256 x 256)
 
 
-class Contraction:
+class _DeviceCopies:
+    """Host arrays copied to an array module's device once (NumPy: the arrays themselves)."""
+
+    _device: dict[tuple, object]
+
+    def _on(self, xp: ModuleType, key: tuple, array: np.ndarray):
+        if xp is np:
+            return array
+        cached = self._device.get((id(xp), *key))
+        if cached is None:
+            cached = self._device[(id(xp), *key)] = xp.asarray(array)
+        return cached
+
+
+class Contraction(_DeviceCopies):
     """How a plan's estimates combine, worked out once per plan (``contraction``).
 
     Two partitions whose coupling matrix ``pair[s0, s1] = prod_c K_c[...]`` has at most
@@ -153,17 +170,9 @@ class Contraction:
             grads.append(grad if self.flat else grad.reshape(part.num_subexperiments, *grad.shape[-2:]))
         return grads
 
-    def _on(self, xp: ModuleType, key: tuple, array: np.ndarray):
-        """``array`` on the device of ``xp``, copied there once."""
-        return _on_device(self._device, xp, key, array)
-
-
 def contraction(plan: CutPlan) -> Contraction:
     """The plan's ``Contraction``, worked out on first use."""
-    found = plan.derived.get("contraction")
-    if found is None:
-        found = plan.derived["contraction"] = Contraction(plan)
-    return found
+    return _derived(plan.derived, "contraction", lambda: Contraction(plan))
 
 
 @dataclass(frozen=True)
@@ -182,7 +191,7 @@ class SettingBlock:
     identity: bool  # every term map is the identity: the means are the term estimates
 
 
-class SettingBlocks:
+class SettingBlocks(_DeviceCopies):
     """Sampled mode, worked out once per program (``setting_blocks``): its circuits grouped in
     SettingBlocks, and the per-shots and per-observable factors of their reconstruction."""
 
@@ -279,26 +288,16 @@ class SettingBlocks:
             variance = term if variance is None else variance + term
         return variance
 
-    def _on(self, xp: ModuleType, key: tuple, array: np.ndarray):
-        """``array`` on the device of ``xp``, copied there once."""
-        return _on_device(self._device, xp, key, array)
-
-
 def setting_blocks(program: Program) -> SettingBlocks:
     """The sampled program's ``SettingBlocks``, worked out on first use."""
-    found = program.derived.get("setting_blocks")
+    return _derived(program.derived, "setting_blocks", lambda: SettingBlocks(program))
+
+
+def _derived(cache: dict, key: str, build: Callable[[], _T]) -> _T:
+    found = cache.get(key)
     if found is None:
-        found = program.derived["setting_blocks"] = SettingBlocks(program)
+        found = cache[key] = build()
     return found
-
-
-def _on_device(cache: dict, xp: ModuleType, key: tuple, array: np.ndarray):
-    if xp is np:
-        return array
-    cached = cache.get((id(xp), *key))
-    if cached is None:
-        cached = cache[(id(xp), *key)] = xp.asarray(array)
-    return cached
 
 
 def _apply(matrix, tensor, axis: int, xp: ModuleType):
