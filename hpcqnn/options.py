@@ -15,6 +15,9 @@ CALL_EXPERIMENTS = 256
 TILES_PER_RANK = 16
 #: Waiting on an MPI request: test, sleep, double the sleep from WAIT_FIRST up to WAIT_MAX seconds.
 WAIT_FIRST, WAIT_MAX = 1e-5, 5e-4
+#: Seconds a failing rank waits, its output flushed, before aborting the job (output in flight
+#: when MPI_Abort kills the processes is lost).
+ABORT_GRACE = 0.5
 #: Seconds rank 0 of the dynamic schedule sleeps between request checks when it has no tile to run.
 POLL = 2e-4
 #: Widest coherent circuit (system + control qubits) exact mode runs; wider partitions run their
