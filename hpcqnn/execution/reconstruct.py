@@ -149,6 +149,8 @@ class Contraction(_DeviceCopies):
 
     def values(self, absorbed, xp: ModuleType = np):
         """Value of every global Pauli term for every row, shape [rows, terms]."""
+        if len(absorbed) == 1 and not self.steps:  # uncut: the estimates are the values
+            return absorbed[0].reshape(absorbed[0].shape[-2:])
         if len(absorbed) == 2 and self.gradient_expressions[0] is None:  # two operands with the same indices
             first, second = absorbed
             product = first * second
