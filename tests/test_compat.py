@@ -93,7 +93,7 @@ def test_standard_gate_inside_a_cut_partition(name: str, coherent: bool) -> None
     pub = (qc, observable, values) if values else (qc, observable)
     program = estimator.program(pub)
     assert program.plan.num_cuts == 2
-    assert (program.readouts[0] is not None) == coherent
+    assert (program.coherent(0) is not None) == coherent
     np.testing.assert_allclose(estimator.run([pub]).result()[0].data.evs, reference(*pub), atol=EXACT_ATOL)
 
 

@@ -22,7 +22,6 @@ enumerated template.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -104,9 +103,10 @@ class CoherentPartition:
 
 
 def coherent_partition(
-    subcircuit: QuantumCircuit, cut_sides: dict[int, CutSide], cut_ids: Sequence[int], paulis: PauliList
+    subcircuit: QuantumCircuit, cut_sides: dict[int, CutSide], paulis: PauliList
 ) -> CoherentPartition | None:
-    """The coherent form of a partition (``cut_sides[c]``: its side of cut ``c``), or None when
+    """The coherent form of a partition (``cut_sides[c]``: its side of cut ``c``, in
+    subexperiment order), or None when
     a channel holds a reset (wire cuts) or the subcircuit does, which no sum of unitary branches
     expresses (a reset in the coherent circuit would make Aer sample one outcome per shot), or
     when it would be wider than ``COHERENT_MAX_QUBITS``."""
@@ -119,11 +119,7 @@ def coherent_partition(
         if found is None:
             return None
         branches[c] = found
-    locations = [inst for inst in subcircuit.data if isinstance(inst.operation, SingleQubitQPDGate)]
-    sizes = {
-        cut_id(inst.operation): max(1, math.ceil(math.log2(len(branches[cut_id(inst.operation)][0]))))
-        for inst in locations
-    }
+    sizes = {c: max(1, math.ceil(math.log2(len(unitaries)))) for c, (unitaries, _) in branches.items()}
     if width + sum(sizes.values()) > COHERENT_MAX_QUBITS:
         return None
     circuit = QuantumCircuit(width + sum(sizes.values()), name="coherent_subexperiments")
@@ -144,8 +140,8 @@ def coherent_partition(
         vectors, weights = _eigen_readout(transfer)
         cuts[c] = CoherentCut(c, qubits[0], controls, len(unitaries), vectors, weights)
     z_masks, flips = _pauli_readout(paulis, width)
-    order = tuple(sorted(cuts.values(), key=lambda cut: cut.controls[0]))
-    return CoherentPartition(circuit, width, order, tuple(cut_ids), z_masks, flips)
+    # cuts take control registers in circuit order, which is the order of ``cuts``
+    return CoherentPartition(circuit, width, tuple(cuts.values()), tuple(cut_sides), z_masks, flips)
 
 
 def _channel_terms(ops) -> list[tuple[float, np.ndarray, np.ndarray]] | None:

@@ -150,17 +150,18 @@ def _lower(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> QuantumCircui
     """``circuit`` with every gate that stays inside a partition and is not in SIMULATOR_BASIS
     (the CUTTABLE_GATES kept for cutting) unrolled into SIMULATOR_BASIS: the simulator does not
     know them all (Aer has no ``ch``). Gates spanning partitions are left to be cut."""
-    crossing = {index for index, _, _ in _crossing_gates(circuit, labels)}
+    def simulated(op) -> bool:
+        return op.name in SIMULATOR_BASIS or op.name in NON_GATES or _is_cut_mark(op)
 
-    def runs(index: int, op) -> bool:
-        return op.name in SIMULATOR_BASIS or op.name in NON_GATES or _is_cut_mark(op) or index in crossing
-
-    if all(runs(index, inst.operation) for index, inst in enumerate(circuit.data)):
+    to_lower = {index for index, inst in enumerate(circuit.data) if not simulated(inst.operation)}
+    if to_lower:  # most circuits have none: no need to find the crossing gates
+        to_lower -= {index for index, _, _ in _crossing_gates(circuit, labels)}
+    if not to_lower:
         return circuit
     basis = [name for name in SIMULATOR_BASIS if name != "barrier"]
     out = circuit.copy_empty_like()
     for index, inst in enumerate(circuit.data):
-        if runs(index, inst.operation):
+        if index not in to_lower:
             out.append(inst)
             continue
         piece = QuantumCircuit(inst.operation.num_qubits)

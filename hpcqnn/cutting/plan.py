@@ -186,7 +186,7 @@ def _plan_partition(
     first, term_pauli = first[by_appearance], np.argsort(by_appearance)[inverse.reshape(-1)]
     merged = None
     if coherent and cut_ids:
-        merged = coherent_partition(subcircuit, dict(zip(cut_ids, mine)), cut_ids, local[first])
+        merged = coherent_partition(subcircuit, dict(zip(cut_ids, mine)), local[first])
     return PartitionPlan(
         label=label,
         qubits=qubits,

@@ -48,8 +48,8 @@ class Program:
     (partition, measurement setting) (sampled mode). Its repr summarises the plan.
 
     In exact mode a cut partition's circuit is its coherent form where it has one
-    (``readouts[circuit]``: every subexperiment in one statevector per row, read out in NumPy)
-    and the enumerated template otherwise (``readouts[circuit]`` None)."""
+    (``coherent(circuit)``: every subexperiment in one statevector per row, read out in NumPy)
+    and the enumerated template otherwise."""
 
     plan: CutPlan
     sampled: bool
@@ -58,10 +58,9 @@ class Program:
     group_of: np.ndarray
     groups: tuple[tuple[Group, ...], ...]
     shot_weights: tuple[np.ndarray, ...] = ()  # sampled mode: per circuit, [subexperiments]
-    readouts: tuple[CoherentPartition | None, ...] = ()  # exact mode: per circuit
-    _allocations: dict = field(default_factory=dict, compare=False, repr=False)
-    _moments: dict = field(default_factory=dict, compare=False, repr=False)
-    derived: dict = field(default_factory=dict, compare=False, repr=False)  # what execution works out once
+    # what is worked out from the program once (shot allocations, moment matrices, execution's
+    # reconstruction factors), kept per process
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __getstate__(self) -> dict:
         """Pickled (MPI broadcasts it) without ``derived``: caches, possibly holding GPU arrays."""
@@ -69,15 +68,17 @@ class Program:
 
     def __repr__(self) -> str:
         plan = self.plan
-        coherent = {self.partition_of[c] for c, readout in enumerate(self.readouts) if readout is not None}
-        parts = [
-            f"{p.label}: qubits {', '.join(map(str, p.qubits))} + "
-            + (f"{p.coherent.num_qubits - len(p.qubits)} control qubits" if i in coherent and p.coherent
-               else f"{p.template.num_qubits - len(p.qubits)} ancillas")
-            + f", {len(p.cut_ids)} cuts, {p.num_subexperiments} subexperiments"
-            + (" in one coherent circuit" if i in coherent else "")
-            for i, p in enumerate(plan.partitions)
-        ]
+        parts = []
+        for p in plan.partitions:
+            coherent = None if self.sampled else p.coherent
+            extra = (
+                f"{coherent.num_qubits - len(p.qubits)} control qubits" if coherent
+                else f"{p.template.num_qubits - len(p.qubits)} ancillas"
+            )
+            parts.append(
+                f"{p.label}: qubits {', '.join(map(str, p.qubits))} + {extra}, {len(p.cut_ids)} cuts, "
+                f"{p.num_subexperiments} subexperiments" + (" in one coherent circuit" if coherent else "")
+            )
         mode = "sampled mode" if self.sampled else "exact mode"
         return (
             f"<Program: {plan.num_cuts} cuts, {len(plan.partitions)} partitions, {plan.num_subexperiments} "
@@ -92,7 +93,7 @@ class Program:
 
     def coherent(self, circuit: int) -> CoherentPartition | None:
         """The readout of circuit ``circuit`` if it is a coherent circuit (one experiment per row)."""
-        return self.readouts[circuit] if self.readouts else None
+        return None if self.sampled else self.plan.partitions[self.partition_of[circuit]].coherent
 
     def experiments(self, circuit: int, rows: QueryRows) -> int:
         """How many experiments circuit ``circuit`` runs for a query: (subexperiment, row) pairs,
@@ -103,18 +104,20 @@ class Program:
 
     def moments(self, circuit: int) -> np.ndarray:
         """Sampled mode: ``shots.moment_matrix`` of circuit ``circuit``'s setting (cached)."""
-        if circuit not in self._moments:
+        key = ("moments", circuit)
+        if key not in self.derived:
             ancillas = len(self.plan.partitions[self.partition_of[circuit]].measured_ancillas)
-            self._moments[circuit] = moment_matrix(self.group(circuit).signs, ancillas)
-        return self._moments[circuit]
+            self.derived[key] = moment_matrix(self.group(circuit).signs, ancillas)
+        return self.derived[key]
 
     def subexperiment_shots(self, shots: int) -> tuple[np.ndarray, ...]:
         """Shots of every (circuit, subexperiment) for a budget of ``shots`` per setting."""
-        if shots not in self._allocations:
+        key = ("shots", shots)
+        if key not in self.derived:
             sizes = [len(w) for w in self.shot_weights]
             split = allocate_shots(np.concatenate(self.shot_weights), shots * sum(sizes))
-            self._allocations[shots] = tuple(np.split(split, np.cumsum(sizes)[:-1]))
-        return self._allocations[shots]
+            self.derived[key] = tuple(np.split(split, np.cumsum(sizes)[:-1]))
+        return self.derived[key]
 
     def experiment_shots(self, circuit: int, start: int, stop: int, rows: QueryRows, shots: int) -> np.ndarray:
         """Shots of experiments ``start ... stop`` of ``circuit`` (experiment = subexperiment x row)."""
@@ -131,19 +134,16 @@ def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proporti
     partition_of: list[int] = []
     group_of: list[int] = []
     all_groups: list[tuple] = []
-    readouts: list[CoherentPartition | None] = []
     for p, part in enumerate(plan.partitions):
         groups = _measurement_groups(part.paulis) if sampled else []
         all_groups.append(tuple(group for group, _, _ in groups))
         if not sampled:
-            readout = part.coherent
-            if readout is not None:
-                circuit = readout.circuit.copy()
+            if part.coherent is not None:
+                circuit = part.coherent.circuit.copy()
                 circuit.save_statevector(label=STATE_LABEL)
                 circuits.append(circuit)
             else:
                 circuits.append(_with_expectations(part.template, part.paulis, part.measured_ancillas))
-            readouts.append(readout)
             group_of.append(-1)
         for g, (_, measured, basis) in enumerate(groups):
             circuits.append(_with_probabilities(part.template, measured, basis, part.measured_ancillas))
@@ -157,7 +157,6 @@ def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proporti
         group_of=np.array(group_of, dtype=np.int64),
         groups=tuple(all_groups),
         shot_weights=shot_weights(plan, partition_of, shot_allocation) if sampled else (),
-        readouts=tuple(readouts),
     )
 
 
