@@ -256,13 +256,11 @@ def _bench(args: argparse.Namespace) -> int:
     _, problem = on_root(lambda: require_new_directory(args.out) if args.out else None)
     if problem:  # the same on every rank
         raise HpcqnnError(problem)
-    printed: list[str] = []
+    header = [HEADER_NOTE, HEADER]  # printed before the first row
 
     def progress(line: str) -> None:
-        if not printed:
-            print(HEADER_NOTE, HEADER, sep="\n", flush=True)
-        printed.append(line)
-        print(line, flush=True)
+        print(*header, line, sep="\n", flush=True)
+        header.clear()
 
     report = run_bench(
         qubits=args.qubits,

@@ -178,16 +178,14 @@ class DistributedEstimator(BaseEstimatorV2):
         sampled = shots is not None
         key = (_structure_key(pub.circuit), tuple(labels), sampled)
         rows = int(np.prod(pub.parameter_values.shape, dtype=np.int64))
-        if rows:
-            query = batches.setdefault((key, shots), self._queries + len(batches))
-        else:  # no rows: checked (and planned) like any pub, but nothing to run, no query
-            query = self._queries + len(batches)
+        # the query that runs the pub; one without rows is checked and planned like any (a new
+        # plan's timing rows go to the next query) but runs in none (-1)
+        query = batches.setdefault((key, shots), self._queries + len(batches)) if rows else -1
         if key not in self._programs:
-            self._programs[key] = self._build_program(pub.circuit, PauliList(labels), sampled, query)
+            planned_in = query if rows else self._queries + len(batches)
+            self._programs[key] = self._build_program(pub.circuit, PauliList(labels), sampled, planned_in)
         program = self._programs[key]
         width = len(program.plan.parameters)
-        if rows == 0:
-            query = -1
         if width:
             params = pub.parameter_values.as_array(program.plan.parameters).reshape(rows, width)
         else:

@@ -205,7 +205,6 @@ def mpi_estimator(
         else:
             sys.stderr.write(f"hpcqnn: rank {comm.Get_rank()} of {comm.Get_size()} failed; aborting the job\n")
             sys.stderr.write(traceback.format_exc())
-        sys.stderr.flush()
         abort(comm)
     finally:
         blas_threads.restore_original_limits()

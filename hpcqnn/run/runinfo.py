@@ -1,5 +1,6 @@
-"""What a run records about where and how it ran: ``provenance`` (the one source for results.json,
-the timing logs' attributes and the benchmarks' reports) and ``run_metadata`` (results.json)."""
+"""What a run records about where and how it ran: ``identity`` (every rank's timing log),
+``provenance`` (identity plus versions and the Slurm job: results.json and the benchmarks'
+reports) and ``run_metadata`` (results.json)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from hpcqnn.training.circuits import cut_qnn
+from hpcqnn.tools.bench import bench_models
 
 PIPELINES = ("cut", "cut enumerated", "uncut", "aer", "statevector")
 
@@ -62,33 +62,32 @@ def measure(
     """One entry per (qubits, cuts, rows): median seconds per query of every pipeline, ratios to
     ``aer``, and the largest value difference from ``statevector``."""
     results = []
-    for n in qubits:
-        for c in cuts:
-            model = cut_qnn(n, cuts=c, layers=max(3, c))  # each cut follows its own layer
-            pipelines = _pipelines(model, threads)
-            for count in rows:
-                stream = np.random.default_rng([seed, n, c, count])
-                blocks = stream.uniform(-np.pi, np.pi, (queries + 1, count, model.circuit.num_parameters))
-                seconds: dict[str, list[float]] = {name: [] for name in PIPELINES}
-                values: dict[str, list[np.ndarray]] = {name: [] for name in PIPELINES}
-                for k, block in enumerate(blocks):
-                    for name in PIPELINES:  # in turn, so a busy moment of the host hits them alike
-                        start = time.perf_counter()
-                        out = pipelines[name](block)
-                        if k:
-                            seconds[name].append(time.perf_counter() - start)
-                        values[name].append(out)
-                reference = np.concatenate(values["statevector"])
-                entry: dict = {"qubits": n, "cuts": c, "rows": count, "queries": queries, "threads": threads}
-                for name in PIPELINES:
-                    entry[f"{name} s"] = statistics.median(seconds[name])
-                for name in PIPELINES:
-                    entry[f"{name} / aer"] = entry[f"{name} s"] / entry["aer s"]
-                entry["max |difference|"] = max(
-                    float(np.max(np.abs(np.concatenate(values[name]) - reference))) for name in PIPELINES
-                )
-                results.append(entry)
-                progress(format_row(entry))
+    for setting, model in bench_models(qubits, cuts, None, layers=3):  # each cut follows its own layer
+        n, c = setting["qubits"], setting["cuts"]
+        pipelines = _pipelines(model, threads)
+        for count in rows:
+            stream = np.random.default_rng([seed, n, c, count])
+            blocks = stream.uniform(-np.pi, np.pi, (queries + 1, count, model.circuit.num_parameters))
+            seconds: dict[str, list[float]] = {name: [] for name in PIPELINES}
+            values: dict[str, list[np.ndarray]] = {name: [] for name in PIPELINES}
+            for k, block in enumerate(blocks):
+                for name in PIPELINES:  # in turn, so a busy moment of the host hits them alike
+                    start = time.perf_counter()
+                    out = pipelines[name](block)
+                    if k:
+                        seconds[name].append(time.perf_counter() - start)
+                    values[name].append(out)
+            reference = np.concatenate(values["statevector"])
+            entry: dict = {"qubits": n, "cuts": c, "rows": count, "queries": queries, "threads": threads}
+            for name in PIPELINES:
+                entry[f"{name} s"] = statistics.median(seconds[name])
+            for name in PIPELINES:
+                entry[f"{name} / aer"] = entry[f"{name} s"] / entry["aer s"]
+            entry["max |difference|"] = max(
+                float(np.max(np.abs(np.concatenate(values[name]) - reference))) for name in PIPELINES
+            )
+            results.append(entry)
+            progress(format_row(entry))
     return results
 
 
