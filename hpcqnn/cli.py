@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     floor.add_argument("--rows", type=parse_int_list, default=[1, 64], help="parameter rows per query (default 1,64)")
     floor.add_argument("--queries", type=positive_int, default=5, help="timed queries per pipeline (default 5)")
     floor.add_argument("--threads", type=positive_int, default=1, help="Aer threads of every pipeline (default 1)")
+    floor.add_argument(
+        "--modes", type=_floor_modes, default=["exact"],
+        help="comma-separated: exact (beside Aer EstimatorV2) and/or sampled (beside Aer SamplerV2; default exact)",
+    )
+    floor.add_argument("--shots", type=positive_int, default=1000, help="sampled: shots per setting (default 1000)")
     floor.add_argument("--seed", type=int, default=1234)
     floor.add_argument("--json", type=Path, help="write the results as JSON here")
     return parser
@@ -302,15 +307,23 @@ def _bench_shots(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floor_modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in ("exact", "sampled")]
+    if not modes or unknown:
+        raise argparse.ArgumentTypeError(f"--modes takes exact and/or sampled, comma-separated; got {text!r}")
+    return modes
+
+
 def _bench_floor(args: argparse.Namespace) -> int:
     from hpcqnn.run.runinfo import provenance, write_report
-    from hpcqnn.tools.floor import HEADER, measure
+    from hpcqnn.tools.floor import measure
 
     if min(args.qubits) < 2 or min(args.rows) < 1:
         raise HpcqnnError(f"--qubits must be >= 2 and --rows >= 1, got {args.qubits} and {args.rows}")
-    print(HEADER, flush=True)
     results = measure(
-        args.qubits, args.cuts, args.rows, args.queries, args.threads, args.seed, lambda line: print(line, flush=True)
+        args.qubits, args.cuts, args.rows, args.queries, args.threads, args.seed,
+        lambda line: print(line, flush=True), args.modes, args.shots,
     )
     write_report(args.json, {**provenance(), "results": results})
     return 0

@@ -23,6 +23,7 @@ from hpcqnn.cutting.partition import SIMULATOR_BASIS
 from hpcqnn.cutting.plan import DEFAULT_MAX_SUBEXPERIMENTS, build_cut_plan
 from hpcqnn.cutting.program import Program, build_program
 from hpcqnn.errors import ExecutionConfigError, ObservableError, ParameterShapeError
+from hpcqnn.execution.compiled import CompiledProgram
 from hpcqnn.execution.devices import announce, array_module, place
 from hpcqnn.execution.engine import Engine, LocalEngine
 from hpcqnn.execution.query import Query
@@ -37,7 +38,7 @@ _PAULI_LETTERS = frozenset("IXYZ")
 @dataclass
 class _PreparedPub:
     pub: EstimatorPub
-    program: Program
+    compiled: CompiledProgram
     params: np.ndarray  # [parameter rows, circuit parameters]
     weights: np.ndarray  # [global Pauli terms, observables]
     shots: int | None
@@ -72,9 +73,12 @@ class DistributedEstimator(BaseEstimatorV2):
         max_subexperiments: refuse plans that need more subexperiments than this.
         minimal_basis: per cut side, simulate only a linearly independent subset of the local
             QPD channels (4 of the 5 distinct ones of a CX/CZ cut) and expand the rest exactly.
-        coherent: exact mode runs all subexperiments of a cut partition in one simulation per
-            parameter row (a control register per cut selects its channels; the default);
-            ``False`` runs them one by one, as sampled mode does. Same values either way.
+        coherent: run all subexperiments of a partition in one simulation per parameter row (a
+            control register per cut selects its channels; the default): exact mode reads every
+            subexperiment's estimates from it, sampled mode every measurement setting's outcome
+            distribution, and draws the shots from those. ``False`` runs the subexperiments one
+            by one (and, sampled, one Aer experiment per setting), for comparison. Same exact
+            values, and sampled values of the same distribution, either way.
         engine: where queries execute; defaults to this process (MPI plugs in here).
     """
 
@@ -119,7 +123,7 @@ class DistributedEstimator(BaseEstimatorV2):
                 announce(f"device='auto' falls back to the CPU: {placement.note}")
             engine = LocalEngine(AerRunner(placement, threads), array_module(placement))
         self.engine = engine
-        self._programs: dict[Hashable, Program] = {}
+        self._programs: dict[Hashable, CompiledProgram] = {}
         self._queries = 0
 
     @property
@@ -157,7 +161,7 @@ class DistributedEstimator(BaseEstimatorV2):
     def program(self, pub: EstimatorPubLike) -> Program:
         """The program (cut plan, circuits, shot allocation) ``pub`` runs with; built and cached
         if new, nothing is simulated."""
-        return self._prepare(pub, None, {}).program
+        return self._prepare(pub, None, {}).compiled.program
 
     # -- preparation: every check happens here, before anything is simulated -----------------
 
@@ -184,15 +188,17 @@ class DistributedEstimator(BaseEstimatorV2):
         if key not in self._programs:
             planned_in = query if rows else self._queries + len(batches)
             self._programs[key] = self._build_program(pub.circuit, PauliList(labels), sampled, planned_in)
-        program = self._programs[key]
-        width = len(program.plan.parameters)
+        compiled = self._programs[key]
+        width = len(compiled.program.plan.parameters)
         if width:
-            params = pub.parameter_values.as_array(program.plan.parameters).reshape(rows, width)
+            params = pub.parameter_values.as_array(compiled.program.plan.parameters).reshape(rows, width)
         else:
             params = np.zeros((rows, 0))
-        return _PreparedPub(pub, program, params, weights, shots, query)
+        return _PreparedPub(pub, compiled, params, weights, shots, query)
 
-    def _build_program(self, circuit: QuantumCircuit, paulis: PauliList, sampled: bool, query: int) -> Program:
+    def _build_program(self, circuit: QuantumCircuit, paulis: PauliList, sampled: bool, query: int) -> CompiledProgram:
+        """Plan and program, timed as the partition and generate phases, then compiled by the
+        engine (on every rank)."""
         with self.recorder.phase(query, "partition", n_circuits=1):
             plan = build_cut_plan(
                 circuit,
@@ -203,10 +209,11 @@ class DistributedEstimator(BaseEstimatorV2):
                 self.seed,
                 self.minimal_basis,
                 self.wire_cuts,
-                coherent=self.coherent and not sampled,
+                coherent=self.coherent,
             )
         with self.recorder.phase(query, "generate", n_circuits=plan.num_subexperiments):
-            return build_program(plan, sampled, self.shot_allocation)
+            program = build_program(plan, sampled, self.shot_allocation)
+            return self.engine.compile(program)
 
     def _shots_for(self, precision: float | None) -> int | None:
         """Shots per setting for a pub's precision: None (exact values) for an exact estimator or
@@ -235,7 +242,7 @@ class DistributedEstimator(BaseEstimatorV2):
             params = np.concatenate([it.params for it in items], axis=0)
             weights = np.concatenate([it.weights for it in items], axis=1)
             evs, variance = self.engine.evaluate(
-                Query(query, items[0].program, params, items[0].shots, self.seed, weights)
+                Query(query, items[0].compiled, params, items[0].shots, self.seed, weights)
             )
             metadata = self._metadata(items[0], query, len(params))
             row, col = 0, 0
@@ -248,7 +255,8 @@ class DistributedEstimator(BaseEstimatorV2):
         return results
 
     def _metadata(self, item: _PreparedPub, query: int | None, rows: int) -> dict:
-        plan = item.program.plan
+        program = item.compiled.program
+        plan = program.plan
         return {
             "query": query,
             "phases": {} if query is None else self.recorder.seconds(query),
@@ -256,7 +264,7 @@ class DistributedEstimator(BaseEstimatorV2):
             "num_partitions": len(plan.partitions),
             "num_subexperiments": plan.num_subexperiments,
             "subexperiments_per_partition": [part.num_subexperiments for part in plan.partitions],
-            "num_circuits": len(item.program.circuits),
+            "num_circuits": len(program.circuits),
             "num_rows": rows,
             "shots": item.shots,
             "shot_allocation": None if item.shots is None else self.shot_allocation,

@@ -25,3 +25,6 @@ POLL = 2e-4
 COHERENT_MAX_QUBITS = 22
 #: Largest saved data of one Aer call (a call of wide coherent circuits holds fewer experiments).
 CALL_BYTES = 64 * 2**20
+#: Largest outcome distributions of one measurement setting for one block of SAMPLE_BLOCK rows
+#: (sampled mode draws its counts a block at a time); a program needing more is refused.
+MAX_DISTRIBUTION_BYTES = 2**30

@@ -21,10 +21,9 @@ from qiskit.quantum_info import DensityMatrix, SparsePauliOp
 from test_qml import make_qnn  # EstimatorQNN on a 4-qubit, 2-cut QNN (default_precision 0)
 
 from hpcqnn import CutPlanError, DistributedEstimator, SimulationError
+from hpcqnn.execution.compiled import compile_program
 from hpcqnn.execution.engine import LocalEngine
-from hpcqnn.execution.query import query_rows
 from hpcqnn.execution.simulator import AerRunner
-from hpcqnn.execution.tiles import Tile
 from hpcqnn.training.circuits import cut_qnn
 from tolerances import EXACT_ATOL
 
@@ -362,9 +361,8 @@ def test_instruction_aer_does_not_know_is_a_simulation_error() -> None:
     for inst in program.circuits[0].data:
         broken.append(inst)
     program = dataclasses.replace(program, circuits=(broken,))
-    rows = query_rows(program.plan, np.zeros((1, 0)))
-    with pytest.raises(SimulationError, match="instruction 'ch'"):
-        AerRunner("CPU").run(program, rows, [Tile(0, 0, 1)])
+    with pytest.raises(SimulationError, match="instruction 'ch'"):  # when the program is compiled for Aer
+        compile_program(program, AerRunner("CPU"))
 
 
 def test_aer_failure_names_its_cause() -> None:

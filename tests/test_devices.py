@@ -19,6 +19,7 @@ from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.cutting.program import build_program
 from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError
 from hpcqnn.execution import devices
+from hpcqnn.execution.compiled import compile_program
 from hpcqnn.execution.devices import GPUProbe, Placement, gpu_for_rank, place
 from hpcqnn.execution.engine import finish_query
 from hpcqnn.execution.query import Query, QueryBuffers
@@ -311,8 +312,9 @@ def test_reconstruction_through_a_device_module_equals_numpy(sampled, qubits, cu
     rng = np.random.default_rng(7)
     params = rng.uniform(-np.pi, np.pi, (5, len(plan.parameters)))
     weights = rng.uniform(-1, 1, (len(plan.paulis), 2))
-    query = Query(0, program, params, shots=100 if sampled else None, seed=1, weights=weights)
-    buffers = QueryBuffers(program, query.rows)
+    compiled = compile_program(program)
+    query = Query(0, compiled, params, shots=100 if sampled else None, seed=1, weights=weights)
+    buffers = QueryBuffers(compiled, query.rows)
     buffers.flat[:] = rng.uniform(-1, 1, buffers.flat.shape)
     host_values, host_variance = finish_query(query, buffers, np)
     values, variance = finish_query(query, buffers, DeviceModule())

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from hpcqnn import cli
-from hpcqnn.tools.floor import PIPELINES
+from hpcqnn.tools.floor import EXACT, SAMPLED
 
 
 def test_bench_floor_times_every_pipeline_and_their_values_agree(tmp_path, capsys):
@@ -23,8 +25,29 @@ def test_bench_floor_times_every_pipeline_and_their_values_agree(tmp_path, capsy
     ]
     for entry in report["results"]:
         assert entry["max |difference|"] < 1e-10  # cut, enumerated, uncut and Aer against StatevectorEstimator
-        assert all(entry[f"{name} s"] > 0 for name in PIPELINES)
+        assert all(entry[f"{name} s"] > 0 for name in EXACT)
         assert entry["aer / aer"] == 1.0
+
+
+def test_bench_floor_sampled_rows_beside_aer_sampler(tmp_path, capsys):
+    """--modes exact,sampled: an exact table, then a sampled one (coherent, enumerated, Aer
+    SamplerV2, the exact cut query); sampled values lie within a few reported stds."""
+    out = tmp_path / "floor.json"
+    args = ["bench-floor", "--qubits", "4", "--cuts", "1", "--rows", "3", "--queries", "2", "--modes", "exact,sampled"]
+    assert cli.main([*args, "--shots", "400", "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "cut/aer" in lines[0] and "sampled/cut" in lines[2] and lines[4:] == ["", f"wrote {out}"]
+    exact, sampled = json.loads(out.read_text())["results"]
+    assert (exact["mode"], sampled["mode"], sampled["shots"]) == ("exact", "sampled", 400)
+    assert all(sampled[f"{name} s"] > 0 for name in SAMPLED) and sampled["cut / cut"] == 1.0
+    assert 0 < sampled["max |z|"] < 6
+
+
+def test_bench_floor_refuses_unknown_modes(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["bench-floor", "--modes", "exact,noisy"])
+    assert stop.value.code == 2
+    assert "--modes takes exact and/or sampled" in capsys.readouterr().err
 
 
 def test_bench_floor_refuses_a_one_qubit_circuit(capsys):

@@ -16,6 +16,7 @@ from bounded import clean_environment, mpi_command, run_bounded
 from hpcqnn import cli
 from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.cutting.program import build_program
+from hpcqnn.execution.compiled import compile_program
 from hpcqnn.execution.devices import Placement, array_module, place, probe_gpus
 from hpcqnn.execution.engine import finish_query
 from hpcqnn.execution.query import Query, QueryBuffers
@@ -68,8 +69,9 @@ def test_cupy_reconstruction_equals_numpy(sampled):
     rng = np.random.default_rng(3)
     params = rng.uniform(-np.pi, np.pi, (300, len(plan.parameters)))
     weights = rng.uniform(-1, 1, (len(plan.paulis), 3))
-    query = Query(0, program, params, shots=100 if sampled else None, seed=1, weights=weights)
-    buffers = QueryBuffers(program, query.rows)
+    compiled = compile_program(program)
+    query = Query(0, compiled, params, shots=100 if sampled else None, seed=1, weights=weights)
+    buffers = QueryBuffers(compiled, query.rows)
     buffers.flat[:] = rng.uniform(-1, 1, buffers.flat.shape)
     xp = array_module(_CUPY)
     assert xp is cupy

@@ -18,6 +18,7 @@ from qiskit.quantum_info import SparsePauliOp
 from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.cutting.program import build_program
 from hpcqnn.execution import reconstruct
+from hpcqnn.execution.compiled import compile_program
 from hpcqnn.execution.engine import finish_query
 from hpcqnn.execution.query import Query, QueryBuffers
 from hpcqnn.execution.reconstruct import Contraction
@@ -141,37 +142,38 @@ def test_sampled_variance_is_the_delta_method_over_every_setting(name):
     rng = np.random.default_rng(3)
     rows, shots = 2, 50
     weights = rng.uniform(-1, 1, (len(plan.paulis), 2))
-    query = Query(0, program, rng.uniform(-1, 1, (rows, len(plan.parameters))), shots=shots, seed=1, weights=weights)
-    buffers = QueryBuffers(program, query.rows)
+    compiled = compile_program(program)
+    query = Query(0, compiled, rng.uniform(-1, 1, (rows, len(plan.parameters))), shots=shots, seed=1, weights=weights)
+    buffers = QueryBuffers(compiled, query.rows)
     allocation = program.subexperiment_shots(shots)
     # summed outcomes of a valid kind: each Pauli's mean in [-1, 1], products from the same shots
     means, products = {}, {}
-    for i in range(len(program.circuits)):
-        k = len(program.group(i).paulis)
+    for i, setting in enumerate(program.settings):
+        k = len(setting.paulis)
         n = np.maximum(allocation[i], 1)[:, None, None]
         outcomes = rng.choice([-1.0, 1.0], (len(allocation[i]), rows, 8, k))  # 8 shots' signs per experiment
         means[i] = outcomes.mean(axis=2)
         products[i] = np.einsum("srnk,srnl->srkl", outcomes, outcomes) / 8
         summed = np.concatenate([means[i], products[i].reshape(*means[i].shape[:2], -1)], axis=-1) * n
-        buffers.circuit_sums[i][:] = summed.reshape(-1, k + k * k)
+        buffers.setting_sums[i][:] = summed
     values, variance = finish_query(query, buffers)
 
-    def evaluate(shift_circuit=None, at=None) -> np.ndarray:
+    def evaluate(shift_setting=None, at=None) -> np.ndarray:
         terms = [np.zeros((p.num_subexperiments, rows, len(plan.paulis))) for p in plan.partitions]
-        for i in range(len(program.circuits)):
-            group, m = program.group(i), means[i].copy()
-            if i == shift_circuit:
+        for i, setting in enumerate(program.settings):
+            m = means[i].copy()
+            if i == shift_setting:
                 m[at] += 1.0
-            term_pauli = plan.partitions[program.partition_of[i]].term_pauli
-            for k, pauli in enumerate(group.paulis):
-                terms[program.partition_of[i]][:, :, term_pauli == pauli] += (group.weights[k] * m[:, :, k])[..., None]
+            term_pauli = plan.partitions[setting.partition].term_pauli
+            for k, pauli in enumerate(setting.paulis):
+                terms[setting.partition][:, :, term_pauli == pauli] += (setting.weights[k] * m[:, :, k])[..., None]
         return _brute_force(plan, terms) @ weights
 
     np.testing.assert_allclose(values, evaluate(), rtol=0, atol=ROUNDING_TOL)
     expected = np.zeros_like(values)
     base = evaluate()
-    for i in range(len(program.circuits)):
-        k = len(program.group(i).paulis)
+    for i, setting in enumerate(program.settings):
+        k = len(setting.paulis)
         for s in range(len(allocation[i])):
             for r in range(rows):
                 d = np.array([(evaluate(i, (s, r, a)) - base)[r] for a in range(k)])  # [K, observables]
@@ -189,8 +191,9 @@ def test_exact_values_read_each_terms_pauli_from_the_run_of_an_equal_row(name):
     rng = np.random.default_rng(5)
     params = rng.uniform(-1, 1, (3, len(plan.parameters)))[[0, 1, 0, 2, 1]]
     weights = rng.uniform(-1, 1, (len(plan.paulis), 2))
-    query = Query(0, program, params, weights=weights)
-    buffers = QueryBuffers(program, query.rows)
+    compiled = compile_program(program)
+    query = Query(0, compiled, params, weights=weights)
+    buffers = QueryBuffers(compiled, query.rows)
     buffers.flat[:] = rng.uniform(-1, 1, buffers.flat.shape)
     values, variance = finish_query(query, buffers)
     terms = []

@@ -25,8 +25,9 @@ from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 from hpcqnn import DistributedEstimator, ExecutionConfigError, cli
 from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.cutting.program import Program, build_program
-from hpcqnn.cutting.shots import allocate_shots, sample_counts, subexperiment_weights
-from hpcqnn.execution.query import QueryRows, query_rows
+from hpcqnn.cutting.shots import allocate_shots, popcount, sample_counts, subexperiment_weights
+from hpcqnn.execution.compiled import compile_program
+from hpcqnn.execution.query import Query, QueryRows, query_rows
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.tiles import Tile, split_chunks
 from hpcqnn.options import SAMPLE_BLOCK
@@ -93,11 +94,16 @@ def run_sampled(
 
 
 def sampled_estimator(
-    labels: str | None, shots: int, seed: int | None, minimal_basis: bool = True, allocation: str = "proportional"
+    labels: str | None,
+    shots: int,
+    seed: int | None,
+    minimal_basis: bool = True,
+    allocation: str = "proportional",
+    coherent: bool = True,
 ) -> DistributedEstimator:
     return DistributedEstimator(
         partition_labels=labels, shots=shots, seed=seed, device="CPU", minimal_basis=minimal_basis,
-        shot_allocation=allocation,
+        shot_allocation=allocation, coherent=coherent,
     )
 
 
@@ -115,13 +121,14 @@ def estimator_program(
     labels: str,
     minimal_basis: bool = True,
     allocation: str = "proportional",
+    coherent: bool = True,
 ) -> tuple[Program, np.ndarray]:
     """The sampled program the estimator builds, and the coefficient of each of its Pauli terms.
 
     Terms are taken in the order the estimator sees them (ObservablesArray may reorder them).
     """
     terms = EstimatorPub.coerce((circuit, observable, params)).observables.ravel().tolist()[0]
-    plan = build_cut_plan(circuit, PauliList(list(terms)), labels, minimal_basis=minimal_basis)
+    plan = build_cut_plan(circuit, PauliList(list(terms)), labels, minimal_basis=minimal_basis, coherent=coherent)
     return build_program(plan, sampled=True, shot_allocation=allocation), np.array(list(terms.values())).real
 
 
@@ -209,25 +216,64 @@ def test_sample_counts_do_not_depend_on_block_split() -> None:
         sample_counts(probabilities, 100, 3, 4, 5, offset=1)
 
 
-def test_counts_do_not_depend_on_tile_split() -> None:
+@pytest.mark.parametrize("coherent", [True, False], ids=["coherent", "enumerated"])
+def test_counts_do_not_depend_on_tile_split(coherent: bool) -> None:
     """Aligned tiles of a program, simulated and sampled separately, draw the same shots."""
     labels, circuit, observables, _ = case_problem(3)
-    params = np.random.default_rng(5).uniform(-np.pi, np.pi, (12, circuit.num_parameters))
-    program, _ = estimator_program(circuit, observables[0], params, labels)
-    rows = query_rows(program.plan, params, sampled=True)
-    sizes = [program.experiments(i, rows) for i in range(len(program.circuits))]
-    assert max(sizes) > SAMPLE_BLOCK
+    params = np.random.default_rng(5).uniform(-np.pi, np.pi, (2 * SAMPLE_BLOCK + 3, circuit.num_parameters))
+    program, _ = estimator_program(circuit, observables[0], params, labels, coherent=coherent)
+    assert all(program.coherent_circuits) == coherent
+    runner = AerRunner("CPU")
+    compiled = compile_program(program, runner)
+    query = Query(2, compiled, params, shots=300, seed=9)
+    sizes = [query.experiments(i) for i in range(len(program.circuits))]
     whole = [Tile(i, 0, n) for i, n in enumerate(sizes)]
     split = split_chunks(sizes, SAMPLE_BLOCK, SAMPLE_BLOCK)
     assert len(split) > len(whole)
-    runner = AerRunner("CPU")
-    expected = [
-        sample_counts(raw, 300, 9, 2, t.circuit, offset=0)
-        for t, raw in zip(whole, runner.run(program, rows, whole))
-    ]
-    for tile, raw in zip(split, runner.run(program, rows, split)):
-        drawn = sample_counts(raw, 300, 9, 2, tile.circuit, offset=tile.start)
-        np.testing.assert_array_equal(drawn, expected[tile.circuit][tile.start : tile.stop])
+
+    def measured(tiles: list[Tile]) -> list:
+        outputs = runner.run(compiled, query.rows, tiles)
+        return [compiled.readouts[t.circuit].measure(query, t.start, raw) for t, raw in zip(tiles, outputs)]
+
+    expected = measured(whole)
+    for tile, drawn in zip(split, measured(split)):
+        if coherent:  # per setting [subexperiments, rows, sign patterns]
+            for part, full in zip(drawn, expected[tile.circuit]):
+                np.testing.assert_array_equal(part, full[:, tile.start : tile.stop])
+        else:
+            np.testing.assert_array_equal(drawn, expected[tile.circuit][tile.start : tile.stop])
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[c[0] for c in CASES])
+def test_coherent_distributions_are_the_enumerated_ones(index: int) -> None:
+    """The outcome distribution of every (setting, subexperiment, row) computed from one
+    statevector per row equals Aer's probabilities of the enumerated subexperiment circuit,
+    its QPD ancillas reduced to their parity (the sign), to rounding."""
+    labels, circuit, observables, params = case_problem(index)
+    found = {}
+    for coherent in (True, False):
+        program, _ = estimator_program(circuit, observables[0], params, labels, coherent=coherent)
+        runner = AerRunner("CPU")
+        compiled = compile_program(program, runner)
+        rows = query_rows(program.plan, params, sampled=True)
+        tiles = [Tile(i, 0, Query(0, compiled, params).experiments(i)) for i in range(len(program.circuits))]
+        for tile, raw in zip(tiles, runner.run(compiled, rows, tiles)):
+            readout = compiled.readouts[tile.circuit]
+            if coherent:
+                for (k, _), distributions in zip(readout.settings, readout.distributions(raw)):
+                    found[coherent, k] = distributions
+            else:
+                (k,) = program.settings_of[tile.circuit]
+                part = program.plan.partitions[program.settings[k].partition]
+                outcomes = 2 ** len(program.settings[k].measured)
+                by_ancillas = raw.reshape(part.num_subexperiments, len(params), -1, outcomes)
+                parity = popcount(np.arange(by_ancillas.shape[2])) & 1
+                found[coherent, k] = np.concatenate(
+                    [by_ancillas[:, :, parity == 0].sum(axis=2), by_ancillas[:, :, parity == 1].sum(axis=2)], axis=-1
+                )
+    assert {k for _, k in found} == set(range(len(program.settings)))
+    for k in range(len(program.settings)):
+        np.testing.assert_allclose(found[True, k], found[False, k], rtol=0, atol=ROUNDING_TOL)
 
 
 # -- 3. the same counts through qiskit-addon-cutting ----------------------------------------
@@ -272,13 +318,13 @@ def addon_results(
     subobservables: dict[str, PauliList],
 ) -> dict[str, PrimitiveResult]:
     """Sampler-style results for one parameter row, ordered as generate_cutting_experiments
-    orders subexperiments: per joint QPD term, per commuting group."""
-    circuit_of = {pg: i for i, pg in enumerate(zip(program.partition_of, program.group_of))}
+    orders subexperiments: per joint QPD term, per commuting group (``counts[k]``: setting ``k``'s)."""
     results = {}
     for p, part in enumerate(program.plan.partitions):
         by_content = {
-            frozenset(part.paulis[group.paulis].to_labels()): g
-            for g, group in enumerate(program.groups[p])
+            frozenset(part.paulis[setting.paulis].to_labels()): k
+            for k, setting in enumerate(program.settings)
+            if setting.partition == p
         }
         pubs = []
         for terms in joint_terms:
@@ -292,7 +338,7 @@ def addon_results(
                 content = frozenset(str(o) for o in cog.commuting_observables)
                 assert content in by_content, f"addon group {set(content)} is not an hpcqnn group"
                 experiment = s * len(rows.unique[p]) + rows.inverse[p][row]
-                shots = counts[circuit_of[p, by_content[content]]][experiment]
+                shots = counts[by_content[content]][experiment]
                 pubs.append(SamplerPubResult(bit_arrays(shots, max(len(cog.pauli_indices), 1))))
         results[part.label] = PrimitiveResult(pubs)
     return results
@@ -301,23 +347,28 @@ def addon_results(
 @pytest.mark.parametrize("allocation", ["uniform", "proportional"])
 def test_addon_reconstructs_hpcqnn_values_from_the_same_counts(allocation: str) -> None:
     """Counts redrawn as the estimator draws them, reconstructed by the addon, give hpcqnn's evs
-    (without basis reduction, hpcqnn simulates exactly the addon's distinct subexperiments)."""
+    (without basis reduction, hpcqnn simulates exactly the addon's distinct subexperiments; the
+    enumerated templates draw whole bitstrings, as the addon needs them)."""
     labels, circuit, observable, params = addon_problem()
     shots, seed = 200, 11
-    estimator = sampled_estimator(labels, shots, seed, minimal_basis=False, allocation=allocation)
+    estimator = sampled_estimator(labels, shots, seed, minimal_basis=False, allocation=allocation, coherent=False)
     evs = estimator.run([(circuit, observable, params)]).result()[0].data.evs
 
     program, term_coefficients = estimator_program(
-        circuit, observable, params, labels, minimal_basis=False, allocation=allocation
+        circuit, observable, params, labels, minimal_basis=False, allocation=allocation, coherent=False
     )
     paulis = program.plan.paulis
-    assert any(len(groups) > 1 for groups in program.groups)
+    assert sum(s.partition == 0 for s in program.settings) > 1 or sum(s.partition == 1 for s in program.settings) > 1
+    assert program.settings_of == tuple((k,) for k in range(len(program.settings)))  # circuit k measures setting k
     rows = query_rows(program.plan, params, sampled=True)
-    tiles = [Tile(i, 0, program.experiments(i, rows)) for i in range(len(program.circuits))]
-    outputs = AerRunner("CPU").run(program, rows, tiles)
+    runner = AerRunner("CPU")
+    compiled = compile_program(program, runner)
+    tiles = [Tile(i, 0, Query(0, compiled, params).experiments(i)) for i in range(len(program.circuits))]
+    outputs = runner.run(compiled, rows, tiles)
+    allocation_shots = program.subexperiment_shots(shots)
     counts = [
-        sample_counts(out, program.experiment_shots(i, 0, len(out), rows, shots), seed, 0, i, offset=0)
-        for i, out in enumerate(outputs)
+        sample_counts(out, allocation_shots[k][np.arange(len(out)) // len(params)], seed, 0, k, offset=0)
+        for k, out in enumerate(outputs)
     ]
     per_experiment = np.unique(np.concatenate([c.sum(axis=1) for c in counts]))
     assert (len(per_experiment) > 1) == (allocation == "proportional"), per_experiment
@@ -347,8 +398,8 @@ def test_measurement_groups_are_the_addons() -> None:
     paulis = PauliList(["ZZYY", "ZZXX", "ZZII"])  # partition A sees YY, XX, II
     program = build_program(build_cut_plan(qc, paulis, "AABB"), sampled=True)
     subobservables = partition_problem(qc, "AABB", paulis).subobservables
-    for part, groups in zip(program.plan.partitions, program.groups):
-        ours = [sorted(part.paulis[g.paulis].to_labels()) for g in groups]
+    for p, part in enumerate(program.plan.partitions):
+        ours = [sorted(part.paulis[s.paulis].to_labels()) for s in program.settings if s.partition == p]
         addon = ObservableCollection(subobservables[part.label]).groups
         assert ours == [sorted(str(o) for o in cog.commuting_observables) for cog in addon]
 

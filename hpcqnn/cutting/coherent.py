@@ -1,35 +1,33 @@
 """Coherent subexperiments: every channel of every cut of a partition in ONE simulation per row.
 
-A signed QPD measurement is ``M(rho) = P0 rho P0 - P1 rho P1 = (Z rho + rho Z) / 2``, so every
-local channel of a gate cut (unitaries around signed measurements) is a sum of terms
-``c A rho B^dagger`` with ``A`` and ``B`` taken from a few distinct unitaries ``V_0 .. V_{n-1}``
-(3 for a CX/CZ cut: S^dagger, S, I on the control side). Per cut a small control register in
-uniform superposition selects ``V_k`` (one ``unitary`` gadget applies
-``sum_k |k><k| (x) V_k``), so one statevector holds every branch ``psi_k`` at once, and with
-``R_P[b, a] = <psi_b| P |psi_a>``::
+A signed QPD measurement is ``M(rho) = P0 rho P0 - P1 rho P1 = (Z rho + rho Z) / 2`` and its
+unsigned twin (the outcome forgotten) ``D(rho) = (rho + Z rho Z) / 2``, so every local channel
+of a cut (unitaries around measurements, and resets as SWAPs onto a fresh qubit nobody reads) is
+a sum of terms ``c A rho B^dagger`` with ``A`` and ``B`` taken from a few distinct unitaries
+``V_0 .. V_{n-1}`` (3 for the control side of a CX cut). Per cut a small control register in
+uniform superposition selects ``V_k`` (one ``unitary`` gadget applies ``sum_k |k><k| (x) V_k``),
+so one statevector holds every branch ``psi_k`` at once, and with ``R_O[b, a] = <psi_b| O |psi_a>``::
 
-    estimate[channel, P] = n * Re sum_{b, a} T[channel, b, a] R_P[b, a]
+    value[channel, O] = n * Re sum_{b, a} T[channel, b, a] R_O[b, a]
 
-(``n``: the product of the registers' used states, undoing the superposition's amplitudes).
-``T[channel]`` is Hermitian, so it is diagonalised once per plan and the readout is a rotation
-of each control axis into its eigenvectors followed by weighted squared norms. No
-deferred-measurement ancilla is needed, and a partition with ``m`` cuts runs one experiment of
-``w + 2m`` qubits per row instead of ``4**m`` experiments of ``w + m`` qubits. Resets (wire
-cuts, or resets in the circuit itself) are not sums of such terms: partitions with them keep the
-enumerated template.
+(``n``: the product of the registers' used states, undoing the superposition's amplitudes). Each
+``T[channel]`` is Hermitian, so it is diagonalised once per plan: a readout rotates each control
+axis into the eigenvectors and takes weighted squared norms (``execution.readout``). With the
+signed ``T`` and a Pauli ``O`` this is exact mode's estimate; with a projector ``O = Pi_b`` the
+signed and unsigned ``T`` give ``M_b`` and ``D_b``, and the shot outcome (b, sign) has probability
+``(D_b +- M_b) / 2`` (sampled mode). This module builds the circuit and the readout data; the
+readout maths runs at execution time.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.circuit import Gate
 from qiskit.circuit.library import UnitaryGate
-from qiskit.quantum_info import PauliList
 from qiskit_addon_cutting.qpd.instructions import SingleQubitQPDGate
 
 from hpcqnn.cutting.basis import CutSide
@@ -40,90 +38,72 @@ _Z = np.diag([1.0, -1.0]).astype(complex)
 _TOLERANCE = 1e-10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CoherentCut:
     """One cut location: its control qubits and how its axis of the state is read out.
 
-    ``vectors[i]`` combines the ``n`` branches into readout vector ``i``; ``weights[ch, i]`` is
-    readout vector ``i``'s weight in basis channel ``ch`` of this cut side."""
+    ``vectors[i]`` combines the ``branches`` branches into readout vector ``i``;
+    ``signed[ch, i]`` is readout vector ``i``'s weight in basis channel ``ch`` of this cut side
+    (QPD measurements signed), ``unsigned[ch, i]`` the same with their outcomes forgotten."""
 
     cut: int
-    qubit: int
     controls: tuple[int, ...]
     branches: int
     vectors: np.ndarray  # [readout vectors, branches]
-    weights: np.ndarray  # [basis channels, readout vectors]
+    signed: np.ndarray  # [basis channels, readout vectors]
+    unsigned: np.ndarray  # [basis channels, readout vectors]
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, eq=False)
 class CoherentPartition:
-    """A partition's coherent circuit (system qubits first, then each cut's controls) and the
-    readout that turns its statevector into the template's estimates [subexperiments, rows, Paulis]."""
+    """A partition's coherent circuit: its ``width`` own qubits first (observables act on them),
+    then fresh qubits that resets swap onto (never read; ``system`` qubits so far), then each
+    cut's control register."""
 
     circuit: QuantumCircuit
     width: int
+    system: int
     cuts: tuple[CoherentCut, ...]  # in control-register order (the first holds the lowest control bits)
     cut_ids: tuple[int, ...]  # the partition's cuts in subexperiment order
-    z_masks: np.ndarray  # [Paulis] bit mask of the Z-only Paulis' qubits (-1: the Pauli has X or Y)
-    flips: tuple[tuple[int, np.ndarray, np.ndarray], ...]  # (Pauli, permutation, phases) of the others
 
     @property
     def num_qubits(self) -> int:
         return self.circuit.num_qubits
 
-    @cached_property
-    def _z_signs(self) -> tuple[np.ndarray, np.ndarray]:
-        """The Z-only Paulis and their eigenvalue on every basis state [2**width, those Paulis],
-        computed once, not per tile."""
-        z_only = np.flatnonzero(self.z_masks >= 0)
-        local = np.arange(2**self.width, dtype=np.int64)
-        parity = np.bitwise_count((local[:, None] & self.z_masks[None, z_only]).astype(np.uint64)) & 1
-        return z_only, 1.0 - 2.0 * parity
 
-    def estimates(self, states: np.ndarray) -> np.ndarray:
-        """Statevectors [rows, 2**num_qubits] -> estimates [subexperiments, rows, Paulis]."""
-        rows = states.shape[0]
-        reversed_cuts = self.cuts[::-1]  # the most significant control register comes first
-        psi = states.reshape(rows, *(2 ** len(c.controls) for c in reversed_cuts), 2**self.width)
-        for axis, cut in enumerate(reversed_cuts, start=1):
-            used = psi[(slice(None),) * axis + (slice(0, cut.branches),)]
-            psi = np.moveaxis(np.matmul(cut.vectors, np.moveaxis(used, axis, -2)), -2, axis)
-        values = np.empty((*psi.shape[:-1], len(self.z_masks)))
-        z_only, signs = self._z_signs
-        if len(z_only):
-            values[..., z_only] = (psi.real**2 + psi.imag**2) @ signs
-        for j, permutation, phases in self.flips:
-            values[..., j] = np.real(np.sum(psi.conj() * (phases * psi[..., permutation]), axis=-1))
-        for axis, cut in enumerate(reversed_cuts, start=1):
-            values = np.moveaxis(np.tensordot(cut.weights, values, axes=([1], [axis])), 0, axis)
-        axis_of = {cut.cut: axis for axis, cut in enumerate(reversed_cuts, start=1)}
-        values = np.transpose(values, [axis_of[c] for c in self.cut_ids] + [0, values.ndim - 1])
-        scale = float(np.prod([cut.branches for cut in self.cuts]))
-        return (scale * values).reshape(-1, rows, len(self.z_masks))
+def defer_resets(subcircuit: QuantumCircuit) -> QuantumCircuit:
+    """``subcircuit`` with every reset replaced by a SWAP onto a fresh qubit appended to the
+    register (the old state leaves on a qubit nobody reads), so expectation values stay exact
+    and every simulation is one statevector (Aer would sample a reset shot by shot)."""
+    resets = sum(1 for inst in subcircuit.data if inst.operation.name == "reset")
+    if not resets:
+        return subcircuit
+    deferred = QuantumCircuit(subcircuit.num_qubits + resets, name=subcircuit.name)
+    fresh = subcircuit.num_qubits
+    for inst in subcircuit.data:
+        qubits = [subcircuit.find_bit(q).index for q in inst.qubits]
+        if inst.operation.name == "reset":
+            deferred.swap(qubits[0], fresh)
+            fresh += 1
+        else:
+            deferred.append(inst.operation, qubits)
+    return deferred
 
 
 def coherent_partition(
-    subcircuit: QuantumCircuit, cut_sides: dict[int, CutSide], paulis: PauliList
+    subcircuit: QuantumCircuit, width: int, cut_sides: dict[int, CutSide]
 ) -> CoherentPartition | None:
-    """The coherent form of a partition (``cut_sides[c]``: its side of cut ``c``, in
-    subexperiment order), or None when
-    a channel holds a reset (wire cuts) or the subcircuit does, which no sum of unitary branches
-    expresses (a reset in the coherent circuit would make Aer sample one outcome per shot), or
-    when it would be wider than ``COHERENT_MAX_QUBITS``."""
-    if any(inst.operation.name == "reset" for inst in subcircuit.data):
+    """The coherent form of a partition whose resets are already deferred (``defer_resets``:
+    its first ``width`` qubits are the partition's), ``cut_sides[c]`` being its side of cut
+    ``c`` in subexperiment order; None when it would be wider than ``COHERENT_MAX_QUBITS``."""
+    branches = {c: _branches(side.basis) for c, side in cut_sides.items()}
+    fresh = {c: int(math.log2(len(unitaries[0]))) - 1 for c, (unitaries, _, _) in branches.items()}
+    sizes = {c: max(1, math.ceil(math.log2(len(unitaries)))) for c, (unitaries, _, _) in branches.items()}
+    system = subcircuit.num_qubits + sum(fresh.values())
+    if system + sum(sizes.values()) > COHERENT_MAX_QUBITS:
         return None
-    width = subcircuit.num_qubits
-    branches = {}
-    for c, side in cut_sides.items():
-        found = _branches(side.basis)
-        if found is None:
-            return None
-        branches[c] = found
-    sizes = {c: max(1, math.ceil(math.log2(len(unitaries)))) for c, (unitaries, _) in branches.items()}
-    if width + sum(sizes.values()) > COHERENT_MAX_QUBITS:
-        return None
-    circuit = QuantumCircuit(width + sum(sizes.values()), name="coherent_subexperiments")
-    cuts, next_control = {}, width
+    circuit = QuantumCircuit(system + sum(sizes.values()), name="coherent_subexperiments")
+    cuts, next_fresh, next_control = {}, subcircuit.num_qubits, system
     for inst in subcircuit.data:
         op = inst.operation
         qubits = [subcircuit.find_bit(q).index for q in inst.qubits]
@@ -133,30 +113,52 @@ def coherent_partition(
             circuit.append(op, qubits)
             continue
         c = cut_id(op)
-        unitaries, transfer = branches[c]
+        unitaries, signed, unsigned = branches[c]
+        fresh_qubits = list(range(next_fresh, next_fresh + fresh[c]))
         controls = tuple(range(next_control, next_control + sizes[c]))
+        next_fresh += fresh[c]
         next_control += sizes[c]
-        circuit.append(UnitaryGate(_selector(unitaries, len(controls)), check_input=False), [qubits[0], *controls])
-        vectors, weights = _eigen_readout(transfer)
-        cuts[c] = CoherentCut(c, qubits[0], controls, len(unitaries), vectors, weights)
-    z_masks, flips = _pauli_readout(paulis, width)
+        gadget = UnitaryGate(_selector(unitaries, len(controls)), check_input=False)
+        circuit.append(gadget, [qubits[0], *fresh_qubits, *controls])
+        vectors, weights = _eigen_readout(np.concatenate([signed, unsigned]))
+        cuts[c] = CoherentCut(c, controls, len(unitaries), vectors, weights[: len(signed)], weights[len(signed) :])
     # cuts take control registers in circuit order, which is the order of ``cuts``
-    return CoherentPartition(circuit, width, tuple(cuts.values()), tuple(cut_sides), z_masks, flips)
+    return CoherentPartition(circuit, width, system, tuple(cuts.values()), tuple(cut_sides))
 
 
-def _channel_terms(ops) -> list[tuple[float, np.ndarray, np.ndarray]] | None:
-    """``[(c, A, B)]`` with channel(rho) = sum c A rho B^dagger; None if an op is not a gate or
-    a signed measurement."""
-    terms = [(1.0, np.eye(2, dtype=complex), np.eye(2, dtype=complex))]
+def _channel_terms(ops, signed: bool, fresh: int) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """``[(c, A, B)]`` with channel(rho) = sum c A rho B^dagger on the cut qubit (bit 0) and
+    ``fresh`` qubits in |0> (reset ``j`` of the op list swaps onto fresh qubit ``j``);
+    ``signed=False`` forgets the outcomes of QPD measurements."""
+    dim = 2 ** (fresh + 1)
+    identity = np.eye(dim, dtype=complex)
+    z = np.kron(np.eye(dim // 2), _Z)
+    terms = [(1.0, identity, identity)]
+    resets = 0
     for op in ops:
         if op.name == "qpd_measure":
-            terms = [t for c, a, b in terms for t in ((c / 2, _Z @ a, b), (c / 2, a, _Z @ b))]
-        elif isinstance(op, Gate) and op.name != "reset":
-            u = op.to_matrix()
-            terms = [(c, u @ a, u @ b) for c, a, b in terms]
+            split = ((z, identity), (identity, z)) if signed else ((identity, identity), (z, z))
+            terms = [(c / 2, left @ a, right @ b) for c, a, b in terms for left, right in split]
+            continue
+        if op.name == "reset":
+            u = _swap(0, 1 + resets, dim)
+            resets += 1
+        elif isinstance(op, Gate):
+            u = np.kron(np.eye(dim // 2), op.to_matrix())
         else:
-            return None
+            raise ValueError(f"internal: a QPD channel holds {op.name!r}, which is neither a gate nor a reset")
+        terms = [(c, u @ a, u @ b) for c, a, b in terms]
     return terms
+
+
+def _swap(i: int, j: int, dim: int) -> np.ndarray:
+    """The permutation matrix swapping bits ``i`` and ``j`` of a ``dim``-state register."""
+    index = np.arange(dim)
+    bit_i, bit_j = (index >> i) & 1, (index >> j) & 1
+    swapped = index ^ ((bit_i ^ bit_j) << i) ^ ((bit_i ^ bit_j) << j)
+    matrix = np.zeros((dim, dim), dtype=complex)
+    matrix[swapped, index] = 1.0
+    return matrix
 
 
 def _without_phase(u: np.ndarray) -> tuple[np.ndarray, complex]:
@@ -167,9 +169,11 @@ def _without_phase(u: np.ndarray) -> tuple[np.ndarray, complex]:
     return u / phase, phase
 
 
-def _branches(channels: list[list]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Distinct unitaries ``V`` [n, 2, 2] of a cut side's channels and ``T`` [channels, n, n]
-    with channel ``ch`` = sum_{b, a} T[ch, b, a] V_a rho V_b^dagger; None if one has a reset."""
+def _branches(channels: list[list]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct unitaries ``V`` [n, d, d] of a cut side's channels (on the cut qubit and the
+    fresh qubits its resets need) and the transfer matrices ``T`` [channels, n, n] with channel
+    ``ch`` = sum_{b, a} T[ch, b, a] V_a rho V_b^dagger: signed and unsigned."""
+    fresh = max(sum(op.name == "reset" for op in ops) for ops in channels)
     unitaries: list[np.ndarray] = []
 
     def index(u: np.ndarray) -> tuple[int, complex]:
@@ -180,28 +184,32 @@ def _branches(channels: list[list]) -> tuple[np.ndarray, np.ndarray] | None:
         unitaries.append(canonical)
         return len(unitaries) - 1, phase
 
-    entries = []  # (channel, b, a, coefficient): A = phase_a V_a, B = phase_b V_b
-    for channel, ops in enumerate(channels):
-        terms = _channel_terms(ops)
-        if terms is None:
-            return None
-        for c, a, b in terms:
-            (ia, pa), (ib, pb) = index(a), index(b)
-            entries.append((channel, ib, ia, c * pa * np.conj(pb)))
-    transfer = np.zeros((len(channels), len(unitaries), len(unitaries)), dtype=complex)
-    for channel, row, column, value in entries:
-        transfer[channel, row, column] += value
-    return np.array(unitaries), transfer
+    transfers = []
+    for signed in (True, False):
+        entries = []  # (channel, b, a, coefficient): A = phase_a V_a, B = phase_b V_b
+        for channel, ops in enumerate(channels):
+            for c, a, b in _channel_terms(ops, signed, fresh):
+                (ia, pa), (ib, pb) = index(a), index(b)
+                entries.append((channel, ib, ia, c * pa * np.conj(pb)))
+        transfers.append(entries)
+    out = []
+    for entries in transfers:
+        transfer = np.zeros((len(channels), len(unitaries), len(unitaries)), dtype=complex)
+        for channel, row, column, value in entries:
+            transfer[channel, row, column] += value
+        out.append(transfer)
+    return np.array(unitaries), out[0], out[1]
 
 
 def _selector(unitaries: np.ndarray, controls: int) -> np.ndarray:
-    """The gadget on (cut qubit, controls): prepare the controls in uniform superposition over
-    the ``n`` used states, then apply ``sum_k |k><k| (x) V_k`` (identity on unused states)."""
-    states = 2**controls
-    select = np.zeros((2 * states, 2 * states), dtype=complex)
+    """The gadget on (cut qubit, fresh qubits, controls): prepare the controls in uniform
+    superposition over the ``n`` used states, then apply ``sum_k |k><k| (x) V_k`` (identity
+    on unused states)."""
+    states, dim = 2**controls, len(unitaries[0])
+    select = np.zeros((dim * states, dim * states), dtype=complex)
     for k in range(states):
-        select[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = unitaries[k] if k < len(unitaries) else np.eye(2)
-    return select @ np.kron(_uniform_preparation(len(unitaries), states), np.eye(2))
+        select[dim * k : dim * (k + 1), dim * k : dim * (k + 1)] = unitaries[k] if k < len(unitaries) else np.eye(dim)
+    return select @ np.kron(_uniform_preparation(len(unitaries), states), np.eye(dim))
 
 
 def _uniform_preparation(used: int, states: int) -> np.ndarray:
@@ -236,17 +244,3 @@ def _eigen_readout(transfer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for channel, i, value in found:
         weights[channel, i] += value
     return np.array(vectors).conj(), weights
-
-
-def _pauli_readout(paulis: PauliList, width: int) -> tuple[np.ndarray, tuple[tuple[int, np.ndarray, np.ndarray], ...]]:
-    """Z masks of the Z-only Paulis (-1 for the others) and, for the others, P|l> = phase[l] |perm[l]>
-    as (index, perm, phase) with <psi|P|psi> = sum_l conj(psi[l]) phase[l] psi[perm[l]]."""
-    masks = np.full(len(paulis), -1, dtype=np.int64)
-    flips = []
-    for j, pauli in enumerate(paulis):
-        if not pauli.x.any():
-            masks[j] = int(sum(1 << q for q in range(width) if pauli.z[q]))
-            continue
-        matrix = pauli.to_matrix(sparse=True).tocsr()
-        flips.append((j, matrix.indices.astype(np.int64), matrix.data))
-    return masks, tuple(flips)

@@ -35,7 +35,7 @@ SIMULATOR_BASIS = (
 CUTTABLE_GATES = ("ch", "cs", "csdg", "csx", "dcx", "iswap")
 
 #: Instructions that are not gates but have an exact meaning here: a delay is the identity
-#: (dropped), a reset is simulated as a SWAP with a fresh ancilla (``template.build_template``).
+#: (dropped), a reset is simulated as a SWAP with a fresh qubit (``coherent.defer_resets``).
 NON_GATES = ("delay", "reset")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -20,7 +20,7 @@ from qiskit_addon_cutting import partition_problem
 from qiskit_addon_cutting.qpd import QPDBasis
 
 from hpcqnn.cutting.basis import CutSide, cut_side
-from hpcqnn.cutting.coherent import CoherentPartition, coherent_partition
+from hpcqnn.cutting.coherent import CoherentPartition, coherent_partition, defer_resets
 from hpcqnn.cutting.partition import partition, qpd_sides
 from hpcqnn.cutting.template import build_template, channel_location
 from hpcqnn.errors import CutPlanError
@@ -31,7 +31,7 @@ DEFAULT_MAX_SUBEXPERIMENTS = 100_000
 MAX_CUTS = 25  # two einsum indices per cut (reconstruct.py)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PartitionPlan:
     """One partition's share of a cut plan.
 
@@ -39,8 +39,8 @@ class PartitionPlan:
     subexperiments enumerate, in C order, one basis channel per cut in ``cut_ids`` (``basis_shape``
     of them each), this partition holding side ``sides[k]`` of cut ``cut_ids[k]``.
     ``term_pauli[j]`` is the local Pauli that global term ``j`` restricts to; ``measured_ancillas``
-    carry the deferred QPD measurements. ``coherent`` gives the same estimates from one
-    simulation per parameter row (``coherent.CoherentPartition``).
+    carry the deferred QPD measurements. ``coherent`` gives the same estimates (and outcome
+    distributions) from one simulation per parameter row (``coherent.CoherentPartition``).
     """
 
     label: Hashable
@@ -55,16 +55,17 @@ class PartitionPlan:
     paulis: PauliList
     term_pauli: np.ndarray
     parameter_columns: np.ndarray  # the circuit parameters (indices in CutPlan.parameters) it uses
-    coherent: CoherentPartition | None = None  # all subexperiments in one circuit (cut partitions without resets)
+    coherent: CoherentPartition | None = None  # all subexperiments in one circuit (None: too wide, or not asked for)
 
     @property
     def num_subexperiments(self) -> int:
         return len(self.term_values)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CutPlan:
-    """Everything about a cut circuit that does not change between queries.
+    """Everything about a cut circuit that does not change between queries (plain data: what
+    execution works out from it lives in ``execution.compiled``).
 
     ``cut_kernels[c][a, b] = sum_t coeff_c[t] * expansion_side0[t, a] * expansion_side1[t, b]``
     couples basis channel ``a`` on side 0 of cut ``c`` with ``b`` on side 1.
@@ -75,11 +76,6 @@ class CutPlan:
     cut_kernels: tuple[np.ndarray, ...]
     cut_sides: tuple[tuple[CutSide, CutSide], ...]
     partitions: tuple[PartitionPlan, ...]
-    derived: dict = field(default_factory=dict, compare=False, repr=False)  # what reconstruction works out once
-
-    def __getstate__(self) -> dict:
-        """Pickled (MPI broadcasts it) without ``derived``: caches, possibly holding GPU arrays."""
-        return {**self.__dict__, "derived": {}}
 
     @property
     def num_cuts(self) -> int:
@@ -114,7 +110,8 @@ def build_cut_plan(
     ``minimal_basis`` simulates, per cut side, only a linearly independent subset of its distinct
     local channels (4 of 5 for CX/CZ, 4 of 6 for a wire cut's preparations) and expands the others
     exactly; ``False`` simulates every distinct channel, as qiskit-addon-cutting does (minus its
-    duplicates). ``coherent`` also builds each cut partition's coherent form (exact mode uses it).
+    duplicates). ``coherent`` also builds each partition's coherent form (``build_program``
+    decides where it runs).
     """
     parts = partition(circuit, paulis, partition_labels, max_subcircuit_qubits, seed, wire_cuts)
     circuit, paulis, labels = parts.circuit, parts.paulis, parts.labels
@@ -167,6 +164,8 @@ def _plan_partition(
     cut_ids = tuple(sorted(sides))
     mine = [cut_sides[c][sides[c]] for c in cut_ids]
     locations = {c: channel_location(side.basis) for c, side in zip(cut_ids, mine)}
+    width = subcircuit.num_qubits
+    subcircuit = defer_resets(subcircuit)  # once, for both builders
     template, term_parameters, measured, appearance = build_template(subcircuit, locations)
 
     shape = tuple(len(side.basis) for side in mine)
@@ -184,9 +183,7 @@ def _plan_partition(
     # first-appearance order, as the addon's PauliList.unique: its grouping depends on the order
     by_appearance = np.argsort(first)
     first, term_pauli = first[by_appearance], np.argsort(by_appearance)[inverse.reshape(-1)]
-    merged = None
-    if coherent and cut_ids:
-        merged = coherent_partition(subcircuit, dict(zip(cut_ids, mine)), local[first])
+    merged = coherent_partition(subcircuit, width, dict(zip(cut_ids, mine))) if coherent else None
     return PartitionPlan(
         label=label,
         qubits=qubits,

@@ -1,18 +1,26 @@
 """What each subexperiment measures: the simulator circuits a plan runs per query.
 
-Each program circuit is one partition's subexperiment template plus save instructions, and is
-run for every experiment ``e = s * n + r``: subexperiment ``s`` with the ``r``-th of the ``n``
-parameter rows that partition runs (the distinct ones in exact mode, all in sampled mode:
-``execution.query.QueryRows``).
-Exact mode saves one expectation value per distinct local Pauli (times the Z of every deferred
-QPD measurement). Sampled mode saves the outcome distribution of each qubit-wise commuting group
-(grouped as qiskit-addon-cutting groups them); shots are drawn from it (``shots``).
+A program is plain data, broadcast once to every rank; each rank compiles it for its simulator
+and array module (``execution.compiled``). Its circuits are, per partition:
+
+- the coherent circuit (``coherent.CoherentPartition``) saving its statevector: every
+  subexperiment in one experiment per parameter row. Exact mode reads the Pauli estimates out of
+  it, sampled mode the outcome distribution of every measurement setting of the partition;
+- otherwise (a partition too wide for it, or ``coherent=False``) the enumerated template, run for
+  every experiment ``e = s * n + r`` (subexperiment ``s`` with the ``r``-th of the ``n``
+  parameter rows), saving one expectation value per distinct local Pauli times the Z of every
+  deferred QPD measurement (exact mode), or, per measurement setting, the outcome distribution
+  of its qubits and of the QPD ancillas (sampled mode).
+
+Exact mode runs uncut partitions as templates (Aer's own expectation values); sampled mode runs
+every partition coherently where it can, since one statevector serves all its settings.
+Settings are the qubit-wise commuting groups qiskit-addon-cutting forms; shots are drawn from
+the distributions (``shots``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -22,64 +30,62 @@ from qiskit_aer.library import SaveExpectationValue, SaveProbabilities
 
 from hpcqnn.cutting.coherent import CoherentPartition
 from hpcqnn.cutting.plan import CutPlan
-from hpcqnn.cutting.shots import allocate_shots, moment_matrix, popcount, shot_weights
+from hpcqnn.cutting.shots import allocate_shots, popcount, shot_weights
 from hpcqnn.errors import ExecutionConfigError
-from hpcqnn.options import SHOT_ALLOCATIONS
-
-if TYPE_CHECKING:
-    from hpcqnn.execution.query import QueryRows
+from hpcqnn.options import MAX_DISTRIBUTION_BYTES, SAMPLE_BLOCK, SHOT_ALLOCATIONS
 
 #: Label of the statevector a coherent circuit saves.
 STATE_LABEL = "psi"
 
 
-@dataclass(frozen=True)
-class Group:
-    """One measurement setting of a partition in sampled mode."""
+@dataclass(frozen=True, eq=False)
+class Setting:
+    """One measurement setting of a partition in sampled mode: rotate ``measured`` qubits into
+    ``basis`` (X: H, Y: SX), measure them (outcome bit ``i`` is qubit ``measured[i]``)."""
 
+    partition: int
     paulis: np.ndarray  # local Pauli indices measured by this setting
     signs: np.ndarray  # [outcomes of the measured qubits, len(paulis)] of +-1
     weights: np.ndarray  # 1 / number of settings that measure each Pauli (estimates are averaged)
+    measured: tuple[int, ...]
+    basis: Pauli
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, eq=False)
 class Program:
-    """The simulator circuits one plan runs per query: one per partition (exact mode) or per
-    (partition, measurement setting) (sampled mode). Its repr summarises the plan.
+    """The simulator circuits one plan runs per query, in exact or sampled mode. Its repr
+    summarises the plan.
 
-    In exact mode a cut partition's circuit is its coherent form where it has one
-    (``coherent(circuit)``: every subexperiment in one statevector per row, read out in NumPy)
-    and the enumerated template otherwise."""
+    ``coherent_circuits[i]``: circuit ``i`` is its partition's coherent circuit. In sampled mode
+    ``settings`` lists every measurement setting and ``settings_of[i]`` those circuit ``i``
+    measures (all of its partition's for a coherent circuit, one for a template);
+    ``shot_weights[k]`` weighs setting ``k``'s subexperiments in the split of the shots."""
 
     plan: CutPlan
     sampled: bool
     circuits: tuple[QuantumCircuit, ...]
     partition_of: np.ndarray
-    group_of: np.ndarray
-    groups: tuple[tuple[Group, ...], ...]
-    shot_weights: tuple[np.ndarray, ...] = ()  # sampled mode: per circuit, [subexperiments]
-    # what is worked out from the program once (shot allocations, moment matrices, execution's
-    # reconstruction factors), kept per process
-    derived: dict = field(default_factory=dict, compare=False, repr=False)
-
-    def __getstate__(self) -> dict:
-        """Pickled (MPI broadcasts it) without ``derived``: caches, possibly holding GPU arrays."""
-        return {**self.__dict__, "derived": {}}
+    coherent_circuits: tuple[bool, ...]
+    settings: tuple[Setting, ...] = ()
+    settings_of: tuple[tuple[int, ...], ...] = ()
+    shot_weights: tuple[np.ndarray, ...] = ()
 
     def __repr__(self) -> str:
         plan = self.plan
         parts = []
-        for p in plan.partitions:
-            coherent = None if self.sampled else p.coherent
-            extra = (
-                f"{coherent.num_qubits - len(p.qubits)} control qubits" if coherent
-                else f"{p.template.num_qubits - len(p.qubits)} ancillas"
-            )
+        for p, part in enumerate(plan.partitions):
+            runs_coherent = any(self.coherent_circuits[i] for i in np.flatnonzero(self.partition_of == p))
+            form = part.coherent if runs_coherent else None
+            if form is not None:
+                fresh = form.system - form.width
+                extra = f"{form.num_qubits - form.system} control qubits" + (f", {fresh} fresh qubits" if fresh else "")
+            else:
+                extra = f"{part.template.num_qubits - len(part.qubits)} ancillas"
             parts.append(
-                f"{p.label}: qubits {', '.join(map(str, p.qubits))} + {extra}, {len(p.cut_ids)} cuts, "
-                f"{p.num_subexperiments} subexperiments" + (" in one coherent circuit" if coherent else "")
+                f"{part.label}: qubits {', '.join(map(str, part.qubits))} + {extra}, {len(part.cut_ids)} cuts, "
+                f"{part.num_subexperiments} subexperiments" + (" in one coherent circuit" if runs_coherent else "")
             )
-        mode = "sampled mode" if self.sampled else "exact mode"
+        mode = f"sampled mode, {len(self.settings)} measurement settings" if self.sampled else "exact mode"
         return (
             f"<Program: {plan.num_cuts} cuts, {len(plan.partitions)} partitions, {plan.num_subexperiments} "
             f"subexperiments in {len(self.circuits)} simulator circuits, {len(plan.paulis)} Pauli "
@@ -87,77 +93,85 @@ class Program:
             + "; ".join(parts) + ">"
         )
 
-    def group(self, circuit: int) -> Group:
-        """The measurement setting sampled-mode circuit ``circuit`` measures."""
-        return self.groups[self.partition_of[circuit]][self.group_of[circuit]]
-
     def coherent(self, circuit: int) -> CoherentPartition | None:
-        """The readout of circuit ``circuit`` if it is a coherent circuit (one experiment per row)."""
-        return None if self.sampled else self.plan.partitions[self.partition_of[circuit]].coherent
+        """The coherent form circuit ``circuit`` runs (one experiment per row), if it runs one."""
+        return self.plan.partitions[self.partition_of[circuit]].coherent if self.coherent_circuits[circuit] else None
 
-    def experiments(self, circuit: int, rows: QueryRows) -> int:
-        """How many experiments circuit ``circuit`` runs for a query: (subexperiment, row) pairs,
-        or rows for a coherent circuit."""
-        p = self.partition_of[circuit]
-        per_row = 1 if self.coherent(circuit) else self.plan.partitions[p].num_subexperiments
-        return per_row * len(rows.unique[p])
-
-    def moments(self, circuit: int) -> np.ndarray:
-        """Sampled mode: ``shots.moment_matrix`` of circuit ``circuit``'s setting (cached)."""
-        key = ("moments", circuit)
-        if key not in self.derived:
-            ancillas = len(self.plan.partitions[self.partition_of[circuit]].measured_ancillas)
-            self.derived[key] = moment_matrix(self.group(circuit).signs, ancillas)
-        return self.derived[key]
+    def experiments_per_row(self, circuit: int) -> int:
+        """Experiments circuit ``circuit`` runs per parameter row: 1 (coherent) or its
+        partition's subexperiments."""
+        if self.coherent_circuits[circuit]:
+            return 1
+        return self.plan.partitions[self.partition_of[circuit]].num_subexperiments
 
     def subexperiment_shots(self, shots: int) -> tuple[np.ndarray, ...]:
-        """Shots of every (circuit, subexperiment) for a budget of ``shots`` per setting."""
-        key = ("shots", shots)
-        if key not in self.derived:
-            sizes = [len(w) for w in self.shot_weights]
-            split = allocate_shots(np.concatenate(self.shot_weights), shots * sum(sizes))
-            self.derived[key] = tuple(np.split(split, np.cumsum(sizes)[:-1]))
-        return self.derived[key]
-
-    def experiment_shots(self, circuit: int, start: int, stop: int, rows: QueryRows, shots: int) -> np.ndarray:
-        """Shots of experiments ``start ... stop`` of ``circuit`` (experiment = subexperiment x row)."""
-        unique = len(rows.unique[self.partition_of[circuit]])
-        return self.subexperiment_shots(shots)[circuit][np.arange(start, stop) // unique]
+        """Shots of every (setting, subexperiment) for a budget of ``shots`` per setting."""
+        sizes = [len(w) for w in self.shot_weights]
+        split = allocate_shots(np.concatenate(self.shot_weights), shots * sum(sizes))
+        return tuple(np.split(split, np.cumsum(sizes)[:-1]))
 
 
 def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proportional") -> Program:
-    """Attach the save instructions of the mode (exact or sampled) to every template; in exact
-    mode, to a partition's coherent circuit where the plan has one."""
+    """The circuits of the mode (exact or sampled): coherent circuits where the plan has them
+    (exact mode: for cut partitions), templates with the mode's save instructions elsewhere.
+
+    A sampled program whose outcome distributions for one block of SAMPLE_BLOCK rows would need
+    more than MAX_DISTRIBUTION_BYTES is refused (``ExecutionConfigError``), before anything runs.
+    """
     if shot_allocation not in SHOT_ALLOCATIONS:
         raise ExecutionConfigError(f"shot_allocation must be one of {SHOT_ALLOCATIONS}, got {shot_allocation!r}")
     circuits: list[QuantumCircuit] = []
     partition_of: list[int] = []
-    group_of: list[int] = []
-    all_groups: list[tuple] = []
+    coherent_circuits: list[bool] = []
+    settings: list[Setting] = []
+    settings_of: list[tuple[int, ...]] = []
     for p, part in enumerate(plan.partitions):
-        groups = _measurement_groups(part.paulis) if sampled else []
-        all_groups.append(tuple(group for group, _, _ in groups))
-        if not sampled:
-            if part.coherent is not None:
-                circuit = part.coherent.circuit.copy()
-                circuit.save_statevector(label=STATE_LABEL)
-                circuits.append(circuit)
-            else:
-                circuits.append(_with_expectations(part.template, part.paulis, part.measured_ancillas))
-            group_of.append(-1)
-        for g, (_, measured, basis) in enumerate(groups):
-            circuits.append(_with_probabilities(part.template, measured, basis, part.measured_ancillas))
-            group_of.append(g)
-        partition_of.extend([p] * (len(circuits) - len(partition_of)))
+        mine = _measurement_settings(p, part.paulis) if sampled else []
+        first = len(settings)
+        settings += mine
+        coherent = part.coherent if sampled or part.cut_ids else None
+        if sampled:
+            _check_distribution_memory(part, mine, coherent is not None)
+        if coherent is not None:
+            circuit = coherent.circuit.copy()
+            circuit.save_statevector(label=STATE_LABEL)
+            circuits.append(circuit)
+            settings_of.append(tuple(range(first, len(settings))))
+        elif not sampled:
+            circuits.append(_with_expectations(part.template, part.paulis, part.measured_ancillas))
+        else:
+            for k, setting in enumerate(mine, start=first):
+                circuits.append(_with_probabilities(part.template, setting, part.measured_ancillas))
+                settings_of.append((k,))
+        coherent_circuits += [coherent is not None] * (len(circuits) - len(partition_of))
+        partition_of += [p] * (len(circuits) - len(partition_of))
     return Program(
         plan=plan,
         sampled=sampled,
         circuits=tuple(circuits),
         partition_of=np.array(partition_of, dtype=np.int64),
-        group_of=np.array(group_of, dtype=np.int64),
-        groups=tuple(all_groups),
-        shot_weights=shot_weights(plan, partition_of, shot_allocation) if sampled else (),
+        coherent_circuits=tuple(coherent_circuits),
+        settings=tuple(settings),
+        settings_of=tuple(settings_of) if sampled else (),
+        shot_weights=shot_weights(plan, [s.partition for s in settings], shot_allocation) if sampled else (),
     )
+
+
+def _check_distribution_memory(part, settings: list[Setting], coherent: bool) -> None:
+    """Refuse a partition whose outcome distributions for one block of SAMPLE_BLOCK rows would
+    exceed MAX_DISTRIBUTION_BYTES (the counts are drawn from them a block at a time)."""
+    signs = 1 if coherent else len(part.measured_ancillas)  # a coherent readout keeps only the sign
+    for setting in settings:
+        outcomes = 2 ** (len(setting.measured) + signs)
+        needed = 8 * SAMPLE_BLOCK * part.num_subexperiments * outcomes
+        if needed > MAX_DISTRIBUTION_BYTES:
+            raise ExecutionConfigError(
+                f"sampled mode: partition {part.label!r} measures {len(setting.measured)} qubits at once "
+                f"({part.num_subexperiments} subexperiments, {outcomes} outcomes each), so its outcome "
+                f"distributions would need {needed / 2**30:.1f} GiB per block of {SAMPLE_BLOCK} rows, more "
+                f"than the bound of {MAX_DISTRIBUTION_BYTES / 2**30:.1f} GiB; use Pauli terms on fewer "
+                "qubits of one partition, smaller partitions, or exact mode (shots=None)"
+            )
 
 
 def _ancilla_pauli(local: Pauli, width: int, ancillas: tuple[int, ...]) -> Pauli:
@@ -180,35 +194,33 @@ def _with_expectations(template: QuantumCircuit, paulis: PauliList, ancillas) ->
     return circuit
 
 
-def _measurement_groups(paulis: PauliList) -> list[tuple[Group, list[int], Pauli]]:
+def _measurement_settings(partition: int, paulis: PauliList) -> list[Setting]:
     """Qubit-wise commuting groups, formed exactly as qiskit-addon-cutting forms them."""
     collection = ObservableCollection(paulis)
     index = {p: i for i, p in enumerate(paulis)}
     uses = np.zeros(len(paulis))
     for pauli, entries in collection.lookup.items():
         uses[index[pauli]] = len(entries)
-    groups = []
+    settings = []
     for cog in collection.groups:
-        measured = list(cog.pauli_indices) or [0]  # an all-identity group still samples a qubit
+        measured = tuple(cog.pauli_indices) or (0,)  # an all-identity group still samples a qubit
         members = np.array([index[p] for p in cog.commuting_observables], dtype=np.int64)
         masks = np.array(cog.pauli_bitmasks, dtype=np.int64)
         outcomes = np.arange(2 ** len(measured), dtype=np.int64)
         signs = 1.0 - 2.0 * (popcount(outcomes[:, None] & masks[None, :]) & 1)
-        groups.append((Group(members, signs, 1.0 / uses[members]), measured, cog.general_observable))
-    return groups
+        settings.append(Setting(partition, members, signs, 1.0 / uses[members], measured, cog.general_observable))
+    return settings
 
 
-def _with_probabilities(
-    template: QuantumCircuit, measured: list[int], basis: Pauli, ancillas: tuple[int, ...]
-) -> QuantumCircuit:
+def _with_probabilities(template: QuantumCircuit, setting: Setting, ancillas: tuple[int, ...]) -> QuantumCircuit:
     """Rotate each measured qubit into its Pauli's eigenbasis, then save the outcome
     distribution of the measured qubits (low bits) and the deferred QPD ancillas (high bits)."""
     circuit = template.copy()
-    for q in measured:
-        if basis.x[q] and basis.z[q]:
+    for q in setting.measured:
+        if setting.basis.x[q] and setting.basis.z[q]:
             circuit.sx(q)
-        elif basis.x[q]:
+        elif setting.basis.x[q]:
             circuit.h(q)
-    qubits = list(measured) + list(ancillas)
+    qubits = list(setting.measured) + list(ancillas)
     circuit.append(SaveProbabilities(len(qubits), label="p"), qubits)
     return circuit

@@ -6,10 +6,12 @@ splits the same budget in proportion to each subexperiment's |QPD coefficient| w
 (``subexperiment_weights``), the typical size of the reconstruction's sensitivity to its
 estimate: the variance ``sum w**2 sigma**2 / n`` at a fixed total is smallest with ``n``
 proportional to ``w sigma``, and ``sigma`` (at most 1) is not known before measuring.
-Counts are drawn per experiment from the exact outcome distribution, seeded per (seed, query,
-circuit, block of SAMPLE_BLOCK experiments) so results do not depend on how experiments are
-split into tiles. In sampled mode an experiment is (subexperiment, query row) for every row,
-repeated rows included (``execution.query.query_rows``), so each row draws its own shots.
+Counts are drawn from the exact outcome distributions, one random stream per (seed, query,
+measurement setting, block): a block is SAMPLE_BLOCK experiments (subexperiment x row) of an
+enumerated template, or SAMPLE_BLOCK rows (every subexperiment) of a coherent circuit, and tiles
+start at multiples of it, so results do not depend on how experiments are split into tiles or
+ranks. Every query row draws its own shots, repeated rows included
+(``execution.query.query_rows``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from hpcqnn.options import SAMPLE_BLOCK
 
 
 def shot_weights(plan: CutPlan, partition_of: Sequence[int], allocation: str) -> tuple[np.ndarray, ...]:
-    """Per circuit, the weight of each subexperiment in the split of a query's shots."""
+    """Per measurement setting (of partition ``partition_of[k]``), the weight of each
+    subexperiment in the split of a query's shots."""
     weights = subexperiment_weights(plan)
     if allocation == "uniform":
         weights = [np.ones_like(w) for w in weights]
@@ -69,34 +72,44 @@ def allocate_shots(weights: np.ndarray, total: int) -> np.ndarray:
     return shots
 
 
-def sample_counts(
-    probabilities: np.ndarray, shots: int | np.ndarray, seed: int | None, query: int, circuit: int, offset: int
+def draw_counts(
+    probabilities: np.ndarray, shots: np.ndarray, seed: int | None, query: int, setting: int, block: int
 ) -> np.ndarray:
-    """Multinomial counts per experiment (``shots`` each, or ``shots[e]``), one random stream per
-    block of SAMPLE_BLOCK experiments.
+    """Multinomial counts [..., outcomes] of one block in one vectorised call: ``shots``
+    (broadcast to ``probabilities.shape[:-1]``) from each distribution, clipped and normalised
+    (they are computed in floating point), from the block's own random stream."""
+    probabilities = np.clip(probabilities, 0.0, None)
+    probabilities /= probabilities.sum(axis=-1, keepdims=True)
+    entropy = None if seed is None else [seed]
+    rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=[query, setting, block]))
+    return rng.multinomial(np.broadcast_to(shots, probabilities.shape[:-1]), probabilities)
+
+
+def sample_counts(
+    probabilities: np.ndarray, shots: int | np.ndarray, seed: int | None, query: int, setting: int, offset: int
+) -> np.ndarray:
+    """Counts per experiment of an enumerated template (``shots`` each, or ``shots[e]``), one
+    random stream per block of SAMPLE_BLOCK experiments.
 
     ``offset`` is the index of the first experiment in ``probabilities`` (a multiple of the block).
     """
     if offset % SAMPLE_BLOCK:
         raise ValueError(f"offset {offset} is not a multiple of SAMPLE_BLOCK={SAMPLE_BLOCK}")
-    probabilities = np.clip(probabilities, 0.0, None)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    counts = np.empty(probabilities.shape, dtype=np.int64)
     shots = np.broadcast_to(shots, len(probabilities))
-    entropy = None if seed is None else [seed]
+    counts = np.empty(probabilities.shape, dtype=np.int64)
     for start in range(0, len(probabilities), SAMPLE_BLOCK):
         block = slice(start, start + SAMPLE_BLOCK)
-        key = [query, circuit, (offset + start) // SAMPLE_BLOCK]
-        rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))
-        counts[block] = rng.multinomial(shots[block], probabilities[block])
+        key = (offset + start) // SAMPLE_BLOCK
+        counts[block] = draw_counts(probabilities[block], shots[block], seed, query, setting, key)
     return counts
 
 
 def moment_matrix(signs: np.ndarray, ancillas: int) -> np.ndarray:
     """Counts [experiments, outcomes] times this give each Pauli's summed signed outcomes and
     each pair's summed products, side by side: outcome ``a * B + b`` (deferred QPD ancillas ``a``
-    in the high bits, measured qubits ``b``) signs Pauli ``k`` by ``parity(a) * signs[b, k]``, so
-    it is [outcomes, K + K * K] (the ancilla sign squares away in the products)."""
+    in the high bits, measured qubits ``b``; a coherent readout has one sign bit) signs Pauli
+    ``k`` by ``parity(a) * signs[b, k]``, so it is [outcomes, K + K * K] (the ancilla sign
+    squares away in the products)."""
     parity = 1.0 - 2.0 * (popcount(np.arange(2**ancillas)) & 1)
     pairs = (signs[:, :, None] * signs[:, None, :]).reshape(len(signs), -1)
     return np.hstack([np.kron(parity[:, None], signs), np.kron(np.ones((2**ancillas, 1)), pairs)])

@@ -8,8 +8,8 @@ Each cut location becomes U3 segments separated by switchable gadgets (CRX(pi)+P
 onto the measurement ancilla, RXX RYY RZZ(pi/2) == SWAP with the reset ancilla; angle 0 switches
 them off). A subexperiment is then a row of "term parameter" values, so the simulator runs one
 template per partition for all (subexperiment, parameter row) pairs instead of one circuit per
-subexperiment. A reset of the circuit itself (not of a QPD term) is a plain SWAP with its own
-fresh ancilla, so expectation values stay exact (Aer would otherwise sample one outcome per shot).
+subexperiment. Resets of the circuit itself (not of a QPD term) arrive already deferred
+(``coherent.defer_resets``).
 """
 
 from __future__ import annotations
@@ -99,8 +99,7 @@ def build_template(
     """The partition's circuit with every QPD placeholder replaced by its parameterised gadget;
     also the measurement ancillas and the cut ids in the order their parameters were made."""
     width = subcircuit.num_qubits
-    resets = sum(1 for inst in subcircuit.data if inst.operation.name == "reset")
-    extra = sum(len(loc.pattern) for loc in locations.values()) + resets
+    extra = sum(len(loc.pattern) for loc in locations.values())
     circuit = QuantumCircuit(width + extra, name="subexperiment_template")
     term_parameters: list[Parameter] = []
     measured: list[int] = []
@@ -116,10 +115,6 @@ def build_template(
         op = inst.operation
         qs = [subcircuit.find_bit(b).index for b in inst.qubits]
         if op.name == "barrier":
-            continue
-        if op.name == "reset":  # deferred: the old state leaves on an ancilla nobody reads
-            circuit.swap(qs[0], ancilla)
-            ancilla += 1
             continue
         if not isinstance(op, SingleQubitQPDGate):
             circuit.append(op, qs)

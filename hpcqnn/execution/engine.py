@@ -1,8 +1,9 @@
 """Engines run queries: simulate tiles, turn outputs into Pauli estimates, reconstruct.
 
 ``Engine`` is what the estimator needs of one; ``LocalEngine`` runs every tile in this process,
-``hpcqnn.parallel``'s MPI engine spreads them over the ranks of a job. Both share ``run_tiles``
-(execute and accumulate a batch of tiles) and ``finish_query`` (the final contraction).
+``hpcqnn.parallel``'s MPI engine spreads them over the ranks of a job. Both compile each program
+once per rank when it arrives (``compile``), and share ``run_tiles`` (execute and accumulate a
+batch of tiles through the circuits' readouts) and ``finish_query`` (the final contraction).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
+from hpcqnn.cutting.program import Program
+from hpcqnn.execution.compiled import CompiledProgram, compile_program
 from hpcqnn.execution.devices import Placement, to_host
-from hpcqnn.execution.query import Query, QueryBuffers, accumulate_tile, measure
-from hpcqnn.execution.reconstruct import contraction, setting_blocks
+from hpcqnn.execution.query import Query, QueryBuffers
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.tiles import Tile
 from hpcqnn.run.timing import PhaseRecorder
@@ -38,6 +40,9 @@ class Engine(Protocol):
     def rank_devices(self) -> list[str]:
         """Where each rank computes ("CPU", "GPU 0", ...), in rank order."""
 
+    def compile(self, program: Program) -> CompiledProgram:
+        """Make ``program`` known to every rank, each compiling it once; queries carry the result."""
+
     def evaluate(self, query: Query) -> tuple[np.ndarray, np.ndarray | None]:
         """Expectation values [rows, observables] and, in sampled mode, their variances."""
 
@@ -49,12 +54,12 @@ def finish_query(query: Query, buffers: QueryBuffers, xp: ModuleType = np) -> tu
     """
     if query.weights is None:
         raise ValueError("finish_query needs the query's observable weights (only rank 0 contracts)")
-    program, shots = query.program, query.shots or 0
-    if program.sampled and not shots:
+    compiled, shots = query.compiled, query.shots or 0
+    blocks = compiled.settings
+    if blocks is not None and not shots:
         raise ValueError("a sampled program's query needs shots")
-    contract = contraction(program.plan)
-    if program.sampled:
-        blocks = setting_blocks(program)
+    contract = compiled.contraction
+    if blocks is not None:
         moments = blocks.means_and_products(buffers.sums, shots, xp)
         terms = blocks.terms(moments, xp)
     else:
@@ -62,7 +67,7 @@ def finish_query(query: Query, buffers: QueryBuffers, xp: ModuleType = np) -> tu
     operands = contract.operands(terms)
     absorbed = contract.absorb(operands, xp)
     evs = to_host(contract.values(absorbed, xp) @ xp.asarray(query.weights))
-    if not program.sampled:
+    if blocks is None:
         return evs, None
     grads = contract.sensitivities(operands, absorbed, xp)
     return evs, to_host(blocks.variance(grads, moments, query.weights, shots, xp))
@@ -71,7 +76,8 @@ def finish_query(query: Query, buffers: QueryBuffers, xp: ModuleType = np) -> tu
 def run_tiles(
     runner: AerRunner, query: Query, tiles: list[Tile], buffers: QueryBuffers, recorder: PhaseRecorder
 ) -> float:
-    """Simulate and measure ``tiles`` (``measure``), then accumulate their estimates in ``buffers``.
+    """Simulate ``tiles`` and measure them, then accumulate what they measured in ``buffers``
+    (each circuit's ``readout.Readout``).
 
     Returns the execution seconds.
     """
@@ -82,13 +88,13 @@ def run_tiles(
     }
     with recorder.phase(query.number, "execute", **counts):
         start = time.time()
-        outputs = runner.run(query.program, query.rows, tiles)
-        shots = [query.experiment_shots(t.circuit, t.start, t.stop) for t in tiles]
-        data = [measure(query, t.circuit, t.start, raw, n) for t, raw, n in zip(tiles, outputs, shots)]
+        outputs = runner.run(query.compiled, query.rows, tiles)
+        readouts = [query.compiled.readouts[t.circuit] for t in tiles]
+        data = [r.measure(query, t.start, raw) for r, t, raw in zip(readouts, tiles, outputs)]
         elapsed = time.time() - start
     with recorder.phase(query.number, "accumulate", **counts):
-        for tile, values in zip(tiles, data):
-            accumulate_tile(query.program, buffers, tile.circuit, tile.start, values)
+        for readout, tile, values in zip(readouts, tiles, data):
+            readout.accumulate(buffers, tile.start, values)
     return elapsed
 
 
@@ -101,6 +107,11 @@ class LocalEngine:
         self.runner = runner
         self.xp = xp
         self.recorder = recorder or PhaseRecorder()
+        self._compiled = 0
+
+    def compile(self, program: Program) -> CompiledProgram:
+        self._compiled += 1
+        return compile_program(program, self.runner, key=self._compiled - 1)
 
     @property
     def placement(self) -> Placement:
@@ -112,7 +123,7 @@ class LocalEngine:
 
     def evaluate(self, query: Query) -> tuple[np.ndarray, np.ndarray | None]:
         tiles = [Tile(i, 0, query.experiments(i)) for i in range(len(query.program.circuits))]
-        buffers = QueryBuffers(query.program, query.rows)
+        buffers = QueryBuffers(query.compiled, query.rows)
         run_tiles(self.runner, query, tiles, buffers, self.recorder)
         with self.recorder.phase(query.number, "contract", n_rows=query.rows.count):
             result = finish_query(query, buffers, self.xp)

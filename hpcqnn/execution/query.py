@@ -11,23 +11,27 @@ import numpy as np
 
 from hpcqnn.cutting.plan import CutPlan
 from hpcqnn.cutting.program import Program
-from hpcqnn.cutting.shots import sample_counts
-from hpcqnn.execution.reconstruct import setting_blocks
+from hpcqnn.execution.compiled import CompiledProgram
 
 
 @dataclass(frozen=True)
 class Query:
-    """One estimator query, built once and handed to the engine: what runs (``program`` with
-    parameter rows ``params`` [rows, circuit parameters]) and how it is measured (``shots``:
-    None for exact values; ``seed`` of the shot draws). ``weights[j, o]`` is the coefficient of
-    global Pauli term ``j`` in observable ``o``; only rank 0 contracts, so workers hold None."""
+    """One estimator query, built once and handed to the engine: what runs (``compiled``, this
+    rank's form of a program, with parameter rows ``params`` [rows, circuit parameters]) and how
+    it is measured (``shots``: None for exact values; ``seed`` of the shot draws).
+    ``weights[j, o]`` is the coefficient of global Pauli term ``j`` in observable ``o``; only
+    rank 0 contracts, so workers hold None."""
 
     number: int
-    program: Program
+    compiled: CompiledProgram
     params: np.ndarray
     shots: int | None = None
     seed: int | None = None
     weights: np.ndarray | None = None
+
+    @property
+    def program(self) -> Program:
+        return self.compiled.program
 
     @cached_property
     def rows(self) -> QueryRows:
@@ -36,14 +40,10 @@ class Query:
         return query_rows(self.program.plan, self.params, sampled=self.program.sampled)
 
     def experiments(self, circuit: int) -> int:
-        """How many (subexperiment, row) experiments program circuit ``circuit`` runs."""
-        return self.program.experiments(circuit, self.rows)
-
-    def experiment_shots(self, circuit: int, start: int, stop: int) -> np.ndarray | None:
-        """Shots of experiments ``start ... stop`` of ``circuit``; None in exact mode."""
-        if not self.shots:
-            return None
-        return self.program.experiment_shots(circuit, start, stop, self.rows, self.shots)
+        """How many experiments program circuit ``circuit`` runs: (subexperiment, row) pairs,
+        or rows for a coherent circuit."""
+        partition = self.program.partition_of[circuit]
+        return self.program.experiments_per_row(circuit) * len(self.rows.unique[partition])
 
 
 @dataclass(frozen=True)
@@ -97,19 +97,20 @@ class QueryBuffers:
     Exact mode: ``by_row[p]`` is partition ``p``'s estimates [subexperiments, rows, local
     Paulis] and ``by_experiment[p]`` the same array experiment-major [subexperiments * rows,
     local Paulis] (a coherent tile writes rows, an enumerated one experiments). Sampled mode:
-    ``sums[b]`` is ``reconstruct.SettingBlocks`` block ``b``'s [circuits, subexperiments, rows,
+    ``sums[b]`` is ``reconstruct.SettingBlocks`` block ``b``'s [settings, subexperiments, rows,
     K + K * K]: the summed signed outcomes of the K Paulis each setting measures, then of their
-    pairwise products (``shots.moment_matrix``); ``circuit_sums[i]`` views circuit ``i``'s part
-    experiment-major. Each experiment is written by exactly one tile, so buffers filled on
-    different ranks combine by summation (zeros elsewhere) into the serial result.
+    pairwise products (``shots.moment_matrix``); ``setting_sums[k]`` views setting ``k``'s part
+    [subexperiments, rows, K + K * K]. Each experiment is written by exactly one tile, so buffers
+    filled on different ranks combine by summation (zeros elsewhere) into the serial result.
     """
 
-    def __init__(self, program: Program, rows: QueryRows):
+    def __init__(self, compiled: CompiledProgram, rows: QueryRows):
+        program = compiled.program
         partitions = program.plan.partitions
         shapes: list[tuple[int, ...]]
-        if program.sampled:
-            blocks = setting_blocks(program).blocks
-            shapes = [(len(b.circuits), b.subexperiments, rows.count, b.paulis * (b.paulis + 1)) for b in blocks]
+        if compiled.settings is not None:
+            blocks = compiled.settings.blocks
+            shapes = [(len(b.settings), b.subexperiments, rows.count, b.paulis * (b.paulis + 1)) for b in blocks]
         else:
             shapes = [(part.num_subexperiments, len(u), len(part.paulis)) for part, u in zip(partitions, rows.unique)]
         self.flat = np.zeros(sum(math.prod(shape) for shape in shapes))
@@ -118,55 +119,20 @@ class QueryBuffers:
             views.append(self.flat[offset : offset + math.prod(shape)].reshape(shape))
             offset += math.prod(shape)
         self.rows = rows
-        self.by_row: list[np.ndarray] | None = None
-        self.by_experiment: list[np.ndarray] | None = None
-        self.sums: list[np.ndarray] | None = None
-        self.circuit_sums: list[np.ndarray] | None = None
-        if program.sampled:
+        self.by_row: list[np.ndarray] = []
+        self.by_experiment: list[np.ndarray] = []
+        self.sums: list[np.ndarray] = []
+        self.setting_sums: list[np.ndarray] = []
+        if compiled.settings is not None:
             self.sums = views
-            self.circuit_sums = [np.empty((0, 0))] * len(program.circuits)
+            self.setting_sums = [np.empty((0, 0, 0))] * len(program.settings)
             for block, view in zip(blocks, views):
-                for c, circuit in enumerate(block.circuits):
-                    self.circuit_sums[circuit] = view[c].reshape(-1, view.shape[-1])
+                for i, setting in enumerate(block.settings):
+                    self.setting_sums[setting] = view[i]
         else:
             self.by_row = views
             self.by_experiment = [v.reshape(-1, v.shape[-1]) for v in views]
 
     def partition_estimates(self) -> list[np.ndarray]:
         """Exact mode: estimates shaped [subexperiments, query rows, local Paulis]."""
-        assert self.by_row is not None, "exact mode has partition estimates"
         return [e if same else e[:, inv] for e, inv, same in zip(self.by_row, self.rows.inverse, self.rows.in_order)]
-
-
-def measure(query: Query, circuit: int, start: int, raw: np.ndarray, shots: np.ndarray | None) -> np.ndarray:
-    """A tile's measurement (it belongs to execution) from the simulator's raw outputs: every
-    subexperiment's expectation values read out of coherent statevectors [subexperiments, rows,
-    Paulis]; counts drawn from outcome probabilities (sampled mode), ``shots[e]`` for experiment
-    ``e``; or Aer's expectation values as they are."""
-    readout = query.program.coherent(circuit)
-    if readout is not None:
-        return readout.estimates(raw)
-    if not query.program.sampled:
-        return raw
-    assert shots is not None, "a sampled query has shots"
-    return sample_counts(raw, shots, query.seed, query.number, circuit, offset=start)
-
-
-def accumulate_tile(program: Program, buffers: QueryBuffers, circuit: int, start: int, data: np.ndarray) -> None:
-    """Store one tile's results (experiments ``start ...``) in ``buffers``.
-
-    ``data`` is what ``measure`` returned: estimates [subexperiments, rows, Paulis] (a coherent
-    circuit, whose experiments are rows), expectation values (exact) or counts (sampled), of
-    which the Paulis' and their products' summed signed outcomes are stored, the ancilla parity
-    folded in (``Program.moments``; reconstruction divides by the shots).
-    """
-    if program.sampled:
-        assert buffers.circuit_sums is not None, "a sampled query has sums"
-        np.matmul(data, program.moments(circuit), out=buffers.circuit_sums[circuit][start : start + len(data)])
-        return
-    assert buffers.by_row is not None and buffers.by_experiment is not None, "an exact query has estimates"
-    p = program.partition_of[circuit]
-    if program.coherent(circuit) is not None:
-        buffers.by_row[p][:, start : start + data.shape[1]] = data
-    else:
-        buffers.by_experiment[p][start : start + len(data)] = data

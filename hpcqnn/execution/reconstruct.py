@@ -7,7 +7,7 @@ For global Pauli term ``j`` and parameter row ``r``::
 where ``a_c``/``b_c`` pick the simulated basis channel on each side of cut ``c`` and the kernel
 ``K_c`` folds in the QPD coefficients (``cutplan.CutPlan``). Each partition's operand carries
 only the indices of the cuts that touch it, so the joint product of all QPD terms is never
-materialised. A ``Contraction`` is worked out once per plan; per query it multiplies the
+materialised. A ``Contraction`` is worked out once per plan (``execution.compiled``); per query it multiplies the
 kernels into the operands (one matmul for two partitions, one per cut otherwise), then
 contracts the operands. Every function takes an array module ``xp`` (NumPy or CuPy) and is
 free of MPI and simulators.
@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import math
 import string
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
-from typing import TypeVar
 
 import numpy as np
 
@@ -29,7 +27,6 @@ from hpcqnn.cutting.plan import CutPlan
 from hpcqnn.cutting.program import Program
 
 _ROW, _TERM = "r", "j"
-_T = TypeVar("_T")
 _LETTERS = [c for c in string.ascii_letters if c not in (_ROW, _TERM)]
 
 
@@ -68,7 +65,7 @@ class _DeviceCopies:
 
 
 class Contraction(_DeviceCopies):
-    """How a plan's estimates combine, worked out once per plan (``contraction``).
+    """How a plan's estimates combine, worked out once per plan and rank.
 
     Two partitions whose coupling matrix ``pair[s0, s1] = prod_c K_c[...]`` has at most
     PAIR_LIMIT entries contract as ``value = sum_s0 E0[s0] * (pair @ E1)[s0]``: one matmul (a
@@ -172,20 +169,16 @@ class Contraction(_DeviceCopies):
             grads.append(grad if self.flat else grad.reshape(part.num_subexperiments, *grad.shape[-2:]))
         return grads
 
-def contraction(plan: CutPlan) -> Contraction:
-    """The plan's ``Contraction``, worked out on first use."""
-    return _derived(plan.derived, "contraction", lambda: Contraction(plan))
-
 
 @dataclass(frozen=True)
 class SettingBlock:
-    """Sampled-mode circuits whose settings have one shape: ``subexperiments`` each, measuring
+    """Sampled-mode measurement settings of one shape: ``subexperiments`` each, measuring
     ``paulis`` Paulis. Their sums lie side by side in a query's buffer and are reconstructed
-    as one stack; ``term_maps[c, 0]`` [K, terms] weighs circuit ``circuits[c]``'s means into the
+    as one stack; ``term_maps[c, 0]`` [K, terms] weighs setting ``settings[c]``'s means into the
     term estimates of its partition ``partitions[c]`` (a term reads the Pauli it restricts to,
     averaged over the settings that measure it)."""
 
-    circuits: tuple[int, ...]
+    settings: tuple[int, ...]
     partitions: tuple[int, ...]
     subexperiments: int
     paulis: int
@@ -194,49 +187,57 @@ class SettingBlock:
 
 
 class SettingBlocks(_DeviceCopies):
-    """Sampled mode, worked out once per program (``setting_blocks``): its circuits grouped in
-    SettingBlocks, and the per-shots and per-observable factors of their reconstruction."""
+    """Sampled mode, worked out once per program and rank: its measurement settings grouped in
+    SettingBlocks, the shot allocations, and the per-shots and per-observable factors of their
+    reconstruction (kept for the shots and observables seen)."""
 
     def __init__(self, program: Program):
         plan = program.plan
         shapes: dict[tuple[int, int], list[int]] = {}
-        for i in range(len(program.circuits)):
-            part = plan.partitions[program.partition_of[i]]
-            shapes.setdefault((part.num_subexperiments, len(program.group(i).paulis)), []).append(i)
+        for k, setting in enumerate(program.settings):
+            part = plan.partitions[setting.partition]
+            shapes.setdefault((part.num_subexperiments, len(setting.paulis)), []).append(k)
         self.blocks = []
-        for (subexperiments, paulis), circuits in shapes.items():
+        for (subexperiments, paulis), settings in shapes.items():
             maps = []
-            for i in circuits:
-                group = program.group(i)
-                term_pauli = plan.partitions[program.partition_of[i]].term_pauli
-                maps.append(((group.paulis[:, None] == term_pauli[None, :]) * group.weights[:, None]))
-            partitions = tuple(int(program.partition_of[i]) for i in circuits)
-            term_maps = np.array(maps)[:, None]  # [circuits, 1, K, terms]: multiplies [circuits, s, r, K]
+            for k in settings:
+                setting = program.settings[k]
+                term_pauli = plan.partitions[setting.partition].term_pauli
+                maps.append(((setting.paulis[:, None] == term_pauli[None, :]) * setting.weights[:, None]))
+            partitions = tuple(program.settings[k].partition for k in settings)
+            term_maps = np.array(maps)[:, None]  # [settings, 1, K, terms]: multiplies [settings, s, r, K]
             identity = len(set(partitions)) == len(partitions) and all(
                 m.shape[0] == m.shape[1] and np.array_equal(m, np.eye(len(m))) for m in maps
             )
-            self.blocks.append(SettingBlock(tuple(circuits), partitions, subexperiments, paulis, term_maps, identity))
+            self.blocks.append(SettingBlock(tuple(settings), partitions, subexperiments, paulis, term_maps, identity))
         self.partitions = len(plan.partitions)
         self.program = program
+        self._allocations: dict[int, tuple[np.ndarray, ...]] = {}
         self._scales: dict[int, list] = {}
         self._observable_maps: dict[tuple, list] = {}
         self._device: dict[tuple, object] = {}
 
+    def allocation(self, shots: int) -> tuple[np.ndarray, ...]:
+        """Shots of every (setting, subexperiment) (``Program.subexperiment_shots``)."""
+        if shots not in self._allocations:
+            self._allocations[shots] = self.program.subexperiment_shots(shots)
+        return self._allocations[shots]
+
     def shot_scales(self, shots: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per block [circuits, subexperiments, 1, 1]: ``1 / n`` (a mean of ``n`` shots) and
+        """Per block [settings, subexperiments, 1, 1]: ``1 / n`` (a mean of ``n`` shots) and
         ``1 / (n - 1)`` (the variance of that mean from the shots' spread, unbiased); a
         subexperiment of zero weight gets no shots (n = 0) and is taken as n = 1: its sums, so
         its mean and variance, are 0."""
         if shots not in self._scales:
-            allocation = self.program.subexperiment_shots(shots)
+            allocation = self.allocation(shots)
             self._scales[shots] = [
                 (1.0 / np.maximum(n, 1)[:, :, None, None], 1.0 / np.maximum(n - 1, 1)[:, :, None, None])
-                for n in (np.array([allocation[i] for i in block.circuits]) for block in self.blocks)
+                for n in (np.array([allocation[k] for k in block.settings]) for block in self.blocks)
             ]
         return self._scales[shots]
 
     def observable_maps(self, weights: np.ndarray) -> list[np.ndarray]:
-        """Per block [circuits, terms, K * observables]: the term maps times the observables'
+        """Per block [settings, terms, K * observables]: the term maps times the observables'
         term ``weights`` [terms, observables] (kept for the latest few weights)."""
         key = (weights.shape, weights.dtype.str, weights.tobytes())
         if key not in self._observable_maps:
@@ -244,15 +245,15 @@ class SettingBlocks(_DeviceCopies):
                 self._observable_maps.clear()
             self._observable_maps[key] = [
                 (block.term_maps[:, 0].transpose(0, 2, 1)[..., None] * weights[None, :, None, :]).reshape(
-                    len(block.circuits), len(weights), -1
+                    len(block.settings), len(weights), -1
                 )
                 for block in self.blocks
             ]
         return self._observable_maps[key]
 
     def means_and_products(self, sums, shots: int, xp: ModuleType = np) -> list[tuple]:
-        """Per block the means [circuits, subexperiments, rows, K] and means of products
-        [..., K, K] from a buffer's sums [circuits, subexperiments, rows, K + K * K]."""
+        """Per block the means [settings, subexperiments, rows, K] and means of products
+        [..., K, K] from a buffer's sums [settings, subexperiments, rows, K + K * K]."""
         out = []
         for b, (block, summed, (inverse, _)) in enumerate(zip(self.blocks, sums, self.shot_scales(shots))):
             scaled = xp.asarray(summed) * self._on(xp, ("inverse", shots, b), inverse)
@@ -264,7 +265,7 @@ class SettingBlocks(_DeviceCopies):
         """Per partition its term estimates [subexperiments, rows, terms]."""
         found: dict[int, object] = {}
         for b, (block, (means, _)) in enumerate(zip(self.blocks, moments)):
-            # [circuits, s, r, terms]; a setting measuring every term's Pauli, in term order, is its own map
+            # [settings, s, r, terms]; a setting measuring every term's Pauli, in term order, is its own map
             stacked = means if block.identity else means @ self._on(xp, ("terms", b), block.term_maps)
             for c, p in enumerate(block.partitions):
                 found[p] = found[p] + stacked[c] if p in found else stacked[c]
@@ -280,27 +281,15 @@ class SettingBlocks(_DeviceCopies):
         variance = None
         maps = self.observable_maps(weights)
         for b, (block, (means, products), (_, scale)) in enumerate(zip(self.blocks, moments, self.shot_scales(shots))):
-            circuits, s, r, k = means.shape
-            g = xp.array([grads[p] for p in block.partitions])  # [circuits, s, r, terms] (cheaper than stack)
+            settings, s, r, k = means.shape
+            g = xp.array([grads[p] for p in block.partitions])  # [settings, s, r, terms] (cheaper than stack)
             # d value[r, o] / d means[c, s, r, k]
-            d = (g.reshape(circuits, s * r, -1) @ xp.asarray(maps[b])).reshape(circuits, s, r, k, -1)
+            d = (g.reshape(settings, s * r, -1) @ xp.asarray(maps[b])).reshape(settings, s, r, k, -1)
             covariance = products - means[..., :, None] * means[..., None, :]
-            spread = (d * (covariance @ d)).sum(axis=-2)  # d^T covariance d per (circuit, s, r, o)
+            spread = (d * (covariance @ d)).sum(axis=-2)  # d^T covariance d per (setting, s, r, o)
             term = (spread * self._on(xp, ("scale", shots, b), scale)).sum(axis=(0, 1))
             variance = term if variance is None else variance + term
         return variance
-
-def setting_blocks(program: Program) -> SettingBlocks:
-    """The sampled program's ``SettingBlocks``, worked out on first use."""
-    return _derived(program.derived, "setting_blocks", lambda: SettingBlocks(program))
-
-
-def _derived(cache: dict, key: str, build: Callable[[], _T]) -> _T:
-    found = cache.get(key)
-    if found is None:
-        found = cache[key] = build()
-    return found
-
 
 def _apply(matrix, tensor, axis: int, xp: ModuleType):
     """``matrix`` applied to ``tensor`` along ``axis`` (one BLAS call), the axis staying put."""

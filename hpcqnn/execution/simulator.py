@@ -7,7 +7,8 @@ the subexperiment's term parameters are bound at run time (Aer's parameterizatio
 circuit copies. Aer's public ``run`` re-assembles every
 circuit on every call and builds a ``Result`` object per experiment; for the small circuits of
 cut QNNs that Python work costs several times the simulation itself (measured: about 1 ms per
-circuit per call), so the program's circuits are compiled and assembled once and reused.
+circuit per call), so a program's circuits are compiled and assembled once per rank
+(``assemble``, called by ``execution.compiled.compile_program``) and reused.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from qiskit_aer import AerError, AerSimulator
 from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_config
 from qiskit_aer.backends.controller_wrappers import AerConfig
 
-from hpcqnn.cutting.program import STATE_LABEL, Program
+from hpcqnn.cutting.program import Program
 from hpcqnn.errors import ExecutionConfigError, SimulationError
+from hpcqnn.execution.compiled import CompiledProgram
 from hpcqnn.execution.devices import Placement
 from hpcqnn.execution.query import QueryRows
 from hpcqnn.execution.tiles import Tile
@@ -30,7 +32,7 @@ from hpcqnn.options import CALL_BYTES, CALL_EXPERIMENTS
 
 
 @dataclass(frozen=True)
-class _Assembled:
+class Assembled:
     """A program's circuits in Aer's native form, with where each free parameter is bound."""
 
     compiled: list[QuantumCircuit]
@@ -60,7 +62,6 @@ class AerRunner:
             )
         except AerError as exc:
             raise ExecutionConfigError(f"invalid Aer option: {exc}") from exc
-        self._assembled: dict[int, tuple[Program, _Assembled]] = {}
 
     @property
     def device(self) -> str:
@@ -74,13 +75,15 @@ class AerRunner:
             options["target_gpus"] = [self.placement.gpu]
         return options
 
-    def run(self, program: Program, rows: QueryRows, tiles: Sequence[Tile]) -> list[np.ndarray]:
+    def run(self, compiled: CompiledProgram, rows: QueryRows, tiles: Sequence[Tile]) -> list[np.ndarray]:
         """Raw outputs per tile, each shaped [tile experiments, outputs of that circuit].
 
         Work goes to Aer in calls of at most ``CALL_EXPERIMENTS`` experiments, fewer where the
-        experiments save whole statevectors (``CALL_BYTES`` per call).
+        experiments save much (whole statevectors: ``CALL_BYTES`` per call).
         """
-        limits = [_call_limit(program, c) for c in range(len(program.circuits))]
+        if compiled.assembled is None:
+            raise ValueError("this program was compiled without a simulator (compile_program(program, runner))")
+        limits = [max(1, min(CALL_EXPERIMENTS, CALL_BYTES // r.output_bytes)) for r in compiled.readouts]
         pieces, pieces_per_tile = [], []
         for t in tiles:
             starts = range(t.start, t.stop, limits[t.circuit])
@@ -98,16 +101,17 @@ class AerRunner:
             load += share
         if current:
             calls.append(current)
-        outputs = [out for call in calls for out in self._call(program, rows, call)]
+        outputs = [out for call in calls for out in self._call(compiled, rows, call)]
         merged, k = [], 0
         for count in pieces_per_tile:
             merged.append(np.concatenate(outputs[k : k + count]))
             k += count
         return merged
 
-    def _call(self, program: Program, rows: QueryRows, tiles: Sequence[Tile]) -> list[np.ndarray]:
+    def _call(self, compiled: CompiledProgram, rows: QueryRows, tiles: Sequence[Tile]) -> list[np.ndarray]:
         """One Aer execution of ``tiles``."""
-        assembled = self._assemble(program)
+        program, assembled = compiled.program, compiled.assembled
+        assert assembled is not None, "run() checked it"
         by_circuit: dict[int, list[int]] = {}
         for k, tile in enumerate(tiles):
             by_circuit.setdefault(tile.circuit, []).append(k)
@@ -149,7 +153,7 @@ class AerRunner:
         out: dict[int, np.ndarray] = {}
         first = 0
         for (c, members), count, spread in zip(by_circuit.items(), experiments, expand):
-            outcomes = _outputs(program, c, results[first : first + count])
+            outcomes = compiled.readouts[c].outputs(results[first : first + count])
             first += count
             if spread is not None and count > 1:
                 outcomes, count = outcomes[spread.reshape(-1)], len(spread)
@@ -161,10 +165,8 @@ class AerRunner:
                 offset += n
         return [out[k] for k in range(len(tiles))]
 
-    def _assemble(self, program: Program) -> _Assembled:
-        cached = self._assembled.get(id(program))
-        if cached is not None and cached[0] is program:
-            return cached[1]
+    def assemble(self, program: Program) -> Assembled:
+        """``program``'s circuits compiled and assembled for this simulator (once per rank)."""
         try:
             compiled, _ = self.backend._compile(list(program.circuits))
             aer_circuits, index_maps = assemble_circuits(compiled)
@@ -173,9 +175,7 @@ class AerRunner:
         for circ_id, aer_circuit in enumerate(aer_circuits):
             aer_circuit.circ_id = circ_id
         slots = [_parameter_slots(c, m) for c, m in zip(compiled, index_maps)]
-        assembled = _Assembled(compiled, aer_circuits, slots)
-        self._assembled[id(program)] = (program, assembled)  # holding the program keeps its id unique
-        return assembled
+        return Assembled(compiled, aer_circuits, slots)
 
 
 def _simulation_error(exc: Exception, circuits: Sequence[QuantumCircuit]) -> SimulationError:
@@ -211,22 +211,3 @@ def _values(expr: ParameterExpression, values: dict[Parameter, np.ndarray]) -> l
     names = list(expr.parameters)
     count = len(values[names[0]])
     return [float(expr.bind({p: values[p][k] for p in names}).numeric()) for k in range(count)]
-
-
-def _call_limit(program: Program, circuit: int) -> int:
-    """Most experiments of ``circuit`` in one Aer call."""
-    readout = program.coherent(circuit)
-    if readout is None:
-        return CALL_EXPERIMENTS
-    return max(1, min(CALL_EXPERIMENTS, CALL_BYTES // (16 * 2**readout.num_qubits)))
-
-
-def _outputs(program: Program, circuit: int, results: list[dict]) -> np.ndarray:
-    """[experiments, outputs]: the saved statevectors (coherent circuits), expectation values
-    (exact) or probabilities (sampled)."""
-    if program.coherent(circuit) is not None:
-        return np.array([r["data"][STATE_LABEL] for r in results], dtype=complex)
-    if program.sampled:
-        return np.array([r["data"]["p"] for r in results], dtype=float)
-    labels = [f"e{j}" for j in range(len(program.plan.partitions[program.partition_of[circuit]].paulis))]
-    return np.array([[r["data"][label] for label in labels] for r in results], dtype=float)

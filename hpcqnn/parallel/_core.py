@@ -3,7 +3,8 @@
 Rank 0 drives (user code, training, benchmark) and holds the ``DistributedEstimator``; the other
 ranks serve queries until rank 0 shuts the engine down. Wire protocol: an 8-int header
 (``Ibcast``) announces each message. Per program (templates and term tables) one pickled
-broadcast; per (program, shots, seed) setting a header; per query the header and the parameter
+broadcast, after which every rank compiles it (``execution.compiled``) under the id it came
+with; per (program, shots, seed) setting a header; per query the header and the parameter
 matrix (``Bcast``). Work is split into tiles (``hpcqnn.execution.tiles``), statically or on
 demand (tile requests and answers are point-to-point int64 messages); each rank accumulates the
 tiles it ran into its own query buffer as they finish, and the buffers meet at rank 0 in one
@@ -32,6 +33,7 @@ from mpi4py import MPI
 
 from hpcqnn.cutting.program import Program
 from hpcqnn.errors import ExecutionConfigError, MPIWorldError
+from hpcqnn.execution.compiled import CompiledProgram, compile_program
 from hpcqnn.execution.devices import Placement
 from hpcqnn.execution.engine import finish_query, run_tiles
 from hpcqnn.execution.query import Query, QueryBuffers
@@ -101,8 +103,7 @@ class MPIEngine:
         self.size = self.comm.Get_size()
         if not self.root_computes and self.size == 1:
             raise ExecutionConfigError("root_computes=False needs at least 2 ranks")
-        self._programs: dict[int, Program] = {}  # program id -> program, on every rank
-        self._program_ids: dict[int, int] = {}  # rank 0: id(program) -> program id
+        self._compiled: dict[int, CompiledProgram] = {}  # program id -> this rank's compiled program
         self._settings: dict[int, tuple[int, int | None, int | None]] = {}  # setting -> (program id, shots, seed)
         self._setting_ids: dict[tuple[int, int | None, int | None], int] = {}  # rank 0
 
@@ -129,15 +130,22 @@ class MPIEngine:
         """Rank 0: release the workers from ``serve``."""
         self._header([_STOP])
 
+    def compile(self, program: Program) -> CompiledProgram:
+        """Rank 0: broadcast ``program`` under a new id; every rank compiles it once."""
+        pid = len(self._compiled)
+        self._header([_PROGRAM, pid])
+        self.comm.bcast(program, root=0)
+        return self._compile(pid, program)
+
+    def _compile(self, pid: int, program: Program) -> CompiledProgram:
+        compiled = self._compiled[pid] = compile_program(program, self.runner, key=pid)
+        return compiled
+
     def _share(self, query: Query) -> int:
         """The setting id of the query's program, shots and seed, sent to the workers when new."""
-        pid = self._program_ids.get(id(query.program))
-        if pid is None:
-            pid = len(self._program_ids)
-            self._program_ids[id(query.program)] = pid
-            self._programs[pid] = query.program  # keeps the program alive, so its id stays unique
-            self._header([_PROGRAM, pid])
-            self.comm.bcast(query.program, root=0)
+        pid = query.compiled.key
+        if self._compiled.get(pid) is not query.compiled:
+            raise ValueError("this query's program was compiled by another engine (use engine.compile)")
         key = (pid, query.shots, query.seed)
         setting = self._setting_ids.get(key)
         if setting is None:
@@ -162,7 +170,7 @@ class MPIEngine:
             if cmd == _STOP:
                 return
             if cmd == _PROGRAM:
-                self._programs[fields[0]] = self.comm.bcast(None, root=0)
+                self._compile(fields[0], self.comm.bcast(None, root=0))
             elif cmd == _SETTING:
                 setting, pid, shots, seed = fields[:4]
                 self._settings[setting] = (pid, None if shots < 0 else shots, None if seed < 0 else seed)
@@ -172,7 +180,7 @@ class MPIEngine:
                 params = np.empty((rows, width))
                 with self.recorder.phase(number, "broadcast", n_rows=rows, bytes=params.nbytes):
                     self.comm.Bcast(params, root=0)
-                self._work(Query(number, self._programs[pid], params, query_shots, query_seed))
+                self._work(Query(number, self._compiled[pid], params, query_shots, query_seed))
                 self.recorder.flush()
 
     # -- every rank ---------------------------------------------------------------------------
@@ -180,7 +188,7 @@ class MPIEngine:
     def _work(self, query: Query) -> QueryBuffers:
         counts = [query.experiments(c) for c in range(len(query.program.circuits))]
         align = SAMPLE_BLOCK if query.program.sampled else 1
-        buffers = QueryBuffers(query.program, query.rows)
+        buffers = QueryBuffers(query.compiled, query.rows)
 
         def run(tiles: list[Tile]) -> None:
             self._run(query, tiles, buffers)

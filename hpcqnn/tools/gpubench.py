@@ -33,6 +33,7 @@ from hpcqnn.cutting.program import Program, build_program
 from hpcqnn.errors import HpcqnnError
 from hpcqnn.estimator import DistributedEstimator
 from hpcqnn.execution import devices
+from hpcqnn.execution.compiled import compile_program
 from hpcqnn.execution.devices import GPUProbe, Placement, array_module, gpu_for_rank, place
 from hpcqnn.execution.engine import LocalEngine, finish_query
 from hpcqnn.execution.query import Query, QueryBuffers
@@ -101,8 +102,9 @@ def time_reconstruction(
     plan = program.plan
     rng = np.random.default_rng(seed)
     params = rng.uniform(-np.pi, np.pi, (rows, len(plan.parameters)))
-    query = Query(0, program, params, weights=np.ones((len(plan.paulis), 1)))
-    buffers = QueryBuffers(program, query.rows)
+    compiled = compile_program(program)
+    query = Query(0, compiled, params, weights=np.ones((len(plan.paulis), 1)))
+    buffers = QueryBuffers(compiled, query.rows)
     buffers.flat[:] = rng.uniform(-1.0, 1.0, buffers.flat.shape)
     values, _ = finish_query(query, buffers, xp)
     seconds = []

@@ -1,0 +1,289 @@
+"""Readouts: how one program circuit's simulator outputs become a query's buffer contents.
+
+Every program circuit has exactly one ``Readout`` (``readout_for``), built once per rank when the
+program is compiled (``execution.compiled``). The simulator asks it what to take from Aer's
+results (``outputs``) and how large one experiment's output is; a tile's outputs then go through
+``measure`` (in the execute phase: estimates, or counts drawn from outcome distributions) and
+``accumulate`` (into the query's buffers). Four kinds:
+
+- ``CoherentEstimates`` (exact, coherent circuit): every subexperiment's Pauli estimates from one
+  statevector per row (``cutting.coherent``);
+- ``TemplateEstimates`` (exact, enumerated template): Aer's expectation values as they are;
+- ``CoherentCounts`` (sampled, coherent circuit): every measurement setting's outcome
+  distribution ``(D_b +- M_b) / 2`` from one statevector per row, counts of its sign patterns
+  drawn per block of rows;
+- ``TemplateCounts`` (sampled, enumerated template of one setting): counts drawn from Aer's
+  probabilities per block of experiments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from qiskit.quantum_info import Pauli, PauliList
+
+from hpcqnn.cutting.coherent import CoherentPartition
+from hpcqnn.cutting.program import STATE_LABEL, Program, Setting
+from hpcqnn.cutting.shots import draw_counts, moment_matrix, sample_counts
+from hpcqnn.options import CALL_BYTES, SAMPLE_BLOCK
+
+if TYPE_CHECKING:
+    from hpcqnn.execution.query import Query, QueryBuffers
+
+_H = np.array([[1.0, 1.0], [1.0, -1.0]], dtype=complex) / np.sqrt(2.0)
+_SX = np.array([[1 + 1j, 1 - 1j], [1 - 1j, 1 + 1j]]) / 2.0
+
+
+class Readout(Protocol):
+    """What a program circuit's outputs mean."""
+
+    @property
+    def output_bytes(self) -> int:
+        """Bytes Aer hands back per experiment (sizes the simulator's calls)."""
+
+    def outputs(self, results: list[dict]) -> np.ndarray:
+        """[experiments, outputs] out of Aer's per-experiment result dicts."""
+
+    def measure(self, query: Query, start: int, raw: np.ndarray) -> Any:
+        """What a tile starting at experiment ``start`` contributes, from its outputs ``raw``."""
+
+    def accumulate(self, buffers: QueryBuffers, start: int, data: Any) -> None:
+        """Store ``measure``'s result in the query's ``buffers``."""
+
+
+def readout_for(program: Program, circuit: int) -> Readout:
+    """The readout of program circuit ``circuit``."""
+    p = int(program.partition_of[circuit])
+    part = program.plan.partitions[p]
+    coherent = program.coherent(circuit)
+    if coherent is not None:
+        if program.sampled:
+            return CoherentCounts(coherent, [(k, program.settings[k]) for k in program.settings_of[circuit]])
+        return CoherentEstimates(p, coherent, part.paulis)
+    if program.sampled:
+        (k,) = program.settings_of[circuit]
+        return TemplateCounts(k, program.settings[k], len(part.measured_ancillas))
+    return TemplateEstimates(p, len(part.paulis))
+
+
+def _statevectors(results: list[dict]) -> np.ndarray:
+    return np.array([r["data"][STATE_LABEL] for r in results], dtype=complex)
+
+
+class _Branches:
+    """A coherent circuit's statevectors [rows, 2**num_qubits] turned into readout-vector
+    combinations [rows, k_last, ..., k_first, 2**system] (``cutting.coherent``), and values on
+    those back into subexperiments: ``channels`` weighs readout vectors into basis channels."""
+
+    def __init__(self, coherent: CoherentPartition, keep: list[np.ndarray]):
+        self.coherent = coherent
+        self.keep = keep  # per cut (register order), the readout vectors used
+        self.output_bytes = 16 * 2**coherent.num_qubits
+        self.scale = float(np.prod([cut.branches for cut in coherent.cuts]))
+        reversed_cuts = coherent.cuts[::-1]  # the most significant control register comes first
+        axis_of = {cut.cut: axis for axis, cut in enumerate(reversed_cuts, start=1)}
+        self.order = [axis_of[c] for c in coherent.cut_ids]
+        self.combined_size = int(np.prod([len(k) for k in keep])) * 2**coherent.system
+
+    def combine(self, states: np.ndarray) -> np.ndarray:
+        coherent, rows = self.coherent, states.shape[0]
+        reversed_cuts = coherent.cuts[::-1]
+        psi = states.reshape(rows, *(2 ** len(c.controls) for c in reversed_cuts), 2**coherent.system)
+        for axis, cut in enumerate(reversed_cuts, start=1):
+            vectors = cut.vectors[self.keep[len(coherent.cuts) - axis]]
+            psi = _along(vectors, psi[(slice(None),) * axis + (slice(0, cut.branches),)], axis)
+        return psi
+
+    def channels(self, values: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+        """``values`` [rows, k_last, ..., k_first, outputs] -> [subexperiments, rows, outputs],
+        ``weights[i]`` [channels, used readout vectors] of cut ``i`` (register order)."""
+        for axis, w in enumerate(weights[::-1], start=1):
+            values = _along(w, values, axis)
+        values = np.transpose(values, [*self.order, 0, values.ndim - 1])
+        return (self.scale * values).reshape(-1, values.shape[-2], values.shape[-1])
+
+
+def _along(matrix: np.ndarray, tensor: np.ndarray, axis: int) -> np.ndarray:
+    """``matrix`` applied along ``axis`` of ``tensor`` as one batched matmul (no axis moves)."""
+    shape = tensor.shape
+    lead, tail = int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1 :]))
+    out = np.matmul(matrix, tensor.reshape(lead, shape[axis], tail))
+    return out.reshape(*shape[:axis], matrix.shape[0], *shape[axis + 1 :])
+
+
+class CoherentEstimates(_Branches):
+    """Exact mode, coherent circuit: each subexperiment's Pauli estimates [subexperiments, rows, Paulis]."""
+
+    def __init__(self, partition: int, coherent: CoherentPartition, paulis: PauliList):
+        keep = [np.flatnonzero(np.any(cut.signed != 0, axis=0)) for cut in coherent.cuts]
+        super().__init__(coherent, keep)
+        self.partition = partition
+        self.weights = [cut.signed[:, k] for cut, k in zip(coherent.cuts, keep)]
+        self.paulis = len(paulis)
+        system = coherent.system
+        padded = [_padded(pauli, system) for pauli in paulis]
+        self.z_only = np.array([j for j, pauli in enumerate(padded) if not pauli.x.any()], dtype=np.int64)
+        masks = np.array([sum(1 << q for q in range(system) if padded[j].z[q]) for j in self.z_only], dtype=np.int64)
+        basis = np.arange(2**system, dtype=np.int64)
+        parity = np.bitwise_count((basis[:, None] & masks[None, :]).astype(np.uint64)) & 1
+        self.z_signs = 1.0 - 2.0 * parity  # [2**system, Z-only Paulis]
+        self.flips = []  # P|l> = phase[l] |perm[l]> of the Paulis with X or Y
+        for j, pauli in enumerate(padded):
+            if pauli.x.any():
+                matrix = pauli.to_matrix(sparse=True).tocsr()
+                self.flips.append((j, matrix.indices.astype(np.int64), matrix.data))
+
+    def outputs(self, results: list[dict]) -> np.ndarray:
+        return _statevectors(results)
+
+    def measure(self, query: Query, start: int, raw: np.ndarray) -> np.ndarray:
+        psi = self.combine(raw)
+        values = np.empty((*psi.shape[:-1], self.paulis))
+        if len(self.z_only):
+            values[..., self.z_only] = (psi.real**2 + psi.imag**2) @ self.z_signs
+        for j, permutation, phases in self.flips:
+            values[..., j] = np.real(np.sum(psi.conj() * (phases * psi[..., permutation]), axis=-1))
+        return self.channels(values, self.weights)
+
+    def accumulate(self, buffers: QueryBuffers, start: int, data: np.ndarray) -> None:
+        buffers.by_row[self.partition][:, start : start + data.shape[1]] = data
+
+
+@dataclass
+class TemplateEstimates:
+    """Exact mode, enumerated template: Aer's expectation values [experiments, Paulis]."""
+
+    partition: int
+    paulis: int
+
+    @property
+    def output_bytes(self) -> int:
+        return 8 * self.paulis
+
+    def outputs(self, results: list[dict]) -> np.ndarray:
+        labels = [f"e{j}" for j in range(self.paulis)]
+        return np.array([[r["data"][label] for label in labels] for r in results], dtype=float)
+
+    def measure(self, query: Query, start: int, raw: np.ndarray) -> np.ndarray:
+        return raw
+
+    def accumulate(self, buffers: QueryBuffers, start: int, data: np.ndarray) -> None:
+        buffers.by_experiment[self.partition][start : start + len(data)] = data
+
+
+class TemplateCounts:
+    """Sampled mode, the enumerated template of setting ``index``: counts drawn from Aer's
+    probabilities per block of SAMPLE_BLOCK experiments (subexperiment x row)."""
+
+    def __init__(self, index: int, setting: Setting, ancillas: int):
+        self.index = index
+        self.output_bytes = 8 * 2 ** (len(setting.measured) + ancillas)
+        self.moments = moment_matrix(setting.signs, ancillas)
+
+    def outputs(self, results: list[dict]) -> np.ndarray:
+        return np.array([r["data"]["p"] for r in results], dtype=float)
+
+    def measure(self, query: Query, start: int, raw: np.ndarray) -> np.ndarray:
+        assert query.shots, "a sampled query has shots"
+        rows = len(query.rows.unique[query.program.settings[self.index].partition])
+        allocation = query.compiled.allocation(query.shots)[self.index]
+        shots = allocation[np.arange(start, start + len(raw)) // rows]
+        return sample_counts(raw, shots, query.seed, query.number, self.index, offset=start)
+
+    def accumulate(self, buffers: QueryBuffers, start: int, data: np.ndarray) -> None:
+        flat = buffers.setting_sums[self.index].reshape(-1, self.moments.shape[1])
+        np.matmul(data, self.moments, out=flat[start : start + len(data)])
+
+
+class CoherentCounts(_Branches):
+    """Sampled mode, coherent circuit: for every setting of the partition, the outcome
+    distribution ``p(b, +-) = (D_b +- M_b) / 2`` of each subexperiment and row, and counts drawn
+    from it per block of SAMPLE_BLOCK rows.
+
+    The counts are those of the setting's sign patterns: outcomes that sign every Pauli the
+    setting measures alike are one category (``classes``), since the estimates and their
+    variances depend on the shots through those signs alone. Each setting's Paulis then have
+    exactly the joint distribution the bitstrings would give them, at a fraction of the draws
+    (a single Pauli: one binomial per subexperiment and row, not one per outcome)."""
+
+    def __init__(self, coherent: CoherentPartition, settings: list[tuple[int, Setting]]):
+        super().__init__(coherent, [np.arange(len(cut.vectors)) for cut in coherent.cuts])
+        self.settings = settings
+        self.signed = [cut.signed for cut in coherent.cuts]
+        self.unsigned = [cut.unsigned for cut in coherent.cuts]
+        self.classes, self.moments = [], []
+        for _, setting in settings:
+            moments = moment_matrix(setting.signs, 1)  # [2 * outcomes, K + K * K], sign bit high
+            patterns, category = np.unique(moments, axis=0, return_inverse=True)
+            self.classes.append(np.eye(len(patterns))[category.reshape(-1)])  # [2 * outcomes, classes]
+            self.moments.append(patterns)
+        # rows combined at once: SAMPLE_BLOCK, or fewer where their branch combinations are large
+        self.chunk = max(1, min(SAMPLE_BLOCK, CALL_BYTES // (16 * self.combined_size)))
+
+    def outputs(self, results: list[dict]) -> np.ndarray:
+        return _statevectors(results)
+
+    def distributions(self, states: np.ndarray) -> list[np.ndarray]:
+        """Per setting, the outcome distributions [subexperiments, rows, 2 * outcomes] of
+        statevectors [rows, 2**num_qubits] (outcome ``b`` with sign + first, then with sign -)."""
+        out: list[list[np.ndarray]] = [[] for _ in self.settings]
+        for first in range(0, len(states), self.chunk):
+            psi = self.combine(states[first : first + self.chunk])
+            for found, (_, setting) in zip(out, self.settings):
+                projected = _probabilities(psi, self.coherent.system, setting)
+                unsigned = self.channels(projected, self.unsigned)
+                signed = self.channels(projected, self.signed)
+                found.append(np.concatenate([unsigned + signed, unsigned - signed], axis=-1) / 2)
+        return [np.concatenate(found, axis=1) for found in out]
+
+    def measure(self, query: Query, start: int, raw: np.ndarray) -> list[np.ndarray]:
+        """Per setting, the counts of its sign patterns [subexperiments, rows, classes]."""
+        assert query.shots, "a sampled query has shots"
+        if start % SAMPLE_BLOCK:
+            raise ValueError(f"tile start {start} is not a multiple of SAMPLE_BLOCK={SAMPLE_BLOCK}")
+        allocation = query.compiled.allocation(query.shots)
+        counts = []
+        for (k, _), classes, distributions in zip(self.settings, self.classes, self.distributions(raw)):
+            probabilities = distributions @ classes
+            drawn = np.empty(probabilities.shape, dtype=np.int64)
+            for first in range(0, probabilities.shape[1], SAMPLE_BLOCK):
+                block = slice(first, first + SAMPLE_BLOCK)
+                drawn[:, block] = draw_counts(
+                    probabilities[:, block], allocation[k][:, None], query.seed, query.number, k,
+                    (start + first) // SAMPLE_BLOCK,
+                )
+            counts.append(drawn)
+        return counts
+
+    def accumulate(self, buffers: QueryBuffers, start: int, data: list[np.ndarray]) -> None:
+        for (k, _), moments, counts in zip(self.settings, self.moments, data):
+            np.matmul(counts, moments, out=buffers.setting_sums[k][:, start : start + counts.shape[1]])
+
+
+def _padded(pauli: Pauli, width: int) -> Pauli:
+    """``pauli`` on the first of ``width`` qubits, the identity on the rest."""
+    z = np.zeros(width, dtype=bool)
+    x = np.zeros(width, dtype=bool)
+    z[: pauli.num_qubits] = pauli.z
+    x[: pauli.num_qubits] = pauli.x
+    return Pauli((z, x))
+
+
+def _probabilities(psi: np.ndarray, system: int, setting: Setting) -> np.ndarray:
+    """Outcome distributions [..., 2**len(measured)] of ``setting`` on states [..., 2**system]:
+    each measured qubit rotated into its Pauli's eigenbasis (as the template does), the others
+    traced out; outcome bit ``i`` is qubit ``measured[i]``."""
+    lead = psi.shape[:-1]
+    state = psi.reshape(-1, *([2] * system))  # axis 1 + system - 1 - q holds qubit q
+    for q in setting.measured:
+        gate = _SX if setting.basis.x[q] and setting.basis.z[q] else _H if setting.basis.x[q] else None
+        if gate is not None:
+            axis = system - q
+            state = np.moveaxis(np.tensordot(gate, state, axes=([1], [axis])), 0, axis)
+    probability = state.real**2 + state.imag**2
+    kept = [system - q for q in reversed(setting.measured)]
+    rest = [a for a in range(1, system + 1) if a not in kept]
+    probability = np.transpose(probability, [0, *kept, *rest]).reshape(probability.shape[0], 2 ** len(kept), -1)
+    return probability.sum(axis=-1).reshape(*lead, -1)
