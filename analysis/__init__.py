@@ -3,7 +3,8 @@
 - ``analysis.load``: run directories (per-rank HDF5 timing logs, ``results.json``, config) ->
   pandas tables.
 - ``analysis.metrics``: pure functions on those tables (critical path, phase shares, scaling,
-  cut overhead, straggler sensitivity, accuracy and robustness).
+  cut overhead, straggler sensitivity, accuracy and robustness, seed matrices: mean ± std over
+  seeds per cut count).
 - ``analysis.figures``: matplotlib figures (PNG and PDF).
 - ``analysis.replay``: a calibrated discrete-event model of a query's critical path, validated
   on the measured rank counts and projected to 1024 ranks.

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
-from .metrics import BREAKDOWN, PAPER_RECONSTRUCT_SHARE
+from .metrics import BREAKDOWN, PAPER_RECONSTRUCT_SHARE, SEED_METRICS, SEED_SETTING
 
 matplotlib.use("Agg")  # files only; after importing pyplot, use() switches its backend
 
@@ -121,20 +121,60 @@ def reconstruction_share(summary: pd.DataFrame, keys: list[str], out: Path) -> l
         return []
     fig, ax = plt.subplots(figsize=(6, 4))
     for _, runs in cut.groupby(keys, dropna=False):
-        group = runs.groupby("cuts")[["reconstruct_median", "reconstruct_p95"]].median().reset_index()
-        median, p95 = 100 * group["reconstruct_median"], 100 * group["reconstruct_p95"]
-        ax.errorbar(group["cuts"], median, yerr=[np.zeros(len(group)), p95 - median], fmt="-o", capsize=3,
-                    label=label(runs.iloc[0], keys))
+        share_range(ax, runs.groupby("cuts")[["reconstruct_median", "reconstruct_p95"]].median().reset_index(),
+                    label(runs.iloc[0], keys))
+    share_axes(ax, cut["cuts"])
+    ax.set_title("Reconstruction share: median (marker) to p95 (bar)")
+    return save(fig, out, "reconstruction_share")
+
+
+def share_range(ax: plt.Axes, table: pd.DataFrame, name: str) -> None:
+    """A line of ``table``'s ``reconstruct_median`` (marker) to ``reconstruct_p95`` (bar top) in % vs cuts."""
+    table = table.sort_values("cuts")
+    median, p95 = 100 * table["reconstruct_median"], 100 * table["reconstruct_p95"]
+    ax.errorbar(table["cuts"], median, yerr=[np.zeros(len(table)), p95 - median], fmt="-o", capsize=3, label=name)
+
+
+def share_axes(ax: plt.Axes, cuts: pd.Series) -> None:
+    """The paper's reconstruction shares, a log axis of % vs ``cuts``, grid and legend."""
     for (key, value), style in zip(PAPER_RECONSTRUCT_SHARE.items(), ("--", ":")):
         ax.axhline(100 * value, ls=style, color="crimson", label=f"paper, 3 cuts ({key}): {100 * value:.0f} %")
     ax.set_yscale("log")
     ax.set_xlabel("cuts")
     ax.set_ylabel("reconstruction share of query time (%)")
-    ax.set_xticks(sorted(cut["cuts"].unique()))
+    ax.set_xticks(sorted(cuts.unique()))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    ax.set_title("Reconstruction share: median (marker) to p95 (bar)")
-    return save(fig, out, "reconstruction_share")
+
+
+def seed_matrix(table: pd.DataFrame, out: Path) -> list[Path]:
+    """A seed matrix (``analysis.metrics.seed_matrix``): per setting, clean, Gaussian-noise and FGSM
+    test accuracy (mean over levels), mean ± std over seeds vs cuts; last panel, the reconstruction
+    share (median to p95 over the queries of every seed) vs cuts."""
+    if table.empty:
+        return []
+    settings = [group for _, group in table.groupby(SEED_SETTING, dropna=False, sort=True)]
+    fig, axes = plt.subplots(1, len(settings) + 1, figsize=(4.5 * (len(settings) + 1), 4), squeeze=False)
+    names = ("clean", "Gaussian noise (mean over sigmas)", "FGSM (mean over epsilons)")
+    for ax, group in zip(axes[0], settings):
+        group = group.sort_values("cuts")
+        for metric, name, shift in zip(SEED_METRICS, names, (-0.06, 0.0, 0.06)):  # side by side: bars stay apart
+            ax.errorbar(group["cuts"] + shift, group[f"{metric}_mean"], yerr=group[f"{metric}_std"], fmt="-o",
+                        capsize=3, label=name)
+        ax.set_xticks(group["cuts"])
+        ax.set_xlabel("cuts")
+        ax.grid(alpha=0.3)
+        seeds = "-".join(map(str, dict.fromkeys((group["seeds"].min(), group["seeds"].max()))))
+        ax.set_title(f"{label(group.iloc[0], SEED_SETTING)}, {seeds} seeds", fontsize=8)
+    axes[0][0].set_ylabel("test accuracy (mean ± std over seeds)")
+    axes[0][0].legend(fontsize=7)
+    for group in settings:
+        share_range(axes[0][-1], group, label(group.iloc[0], SEED_SETTING))
+    share_axes(axes[0][-1], table["cuts"])
+    axes[0][-1].set_title("Reconstruction share: median (marker) to p95 (bar)", fontsize=8)
+    fig.suptitle("Seed matrix vs cuts (a cut setting beats 0 cuts where its bar lies wholly above the 0-cut bar)",
+                 fontsize=10)
+    return save(fig, out, "seed_matrix")
 
 
 def gantt(intervals: pd.DataFrame, run: str, query: int, out: Path, name: str) -> list[Path]:

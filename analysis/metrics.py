@@ -95,14 +95,17 @@ def mean_breakdown(phases: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([means, shares], axis=1).reset_index()
 
 
+def p95(values: pd.Series) -> float:
+    """The 95th percentile (linear interpolation, as ``numpy.percentile``)."""
+    return values.quantile(0.95)
+
+
 def share_summary(phases: pd.DataFrame) -> pd.DataFrame:
     """Per run and phase: median and 95th percentile of the share over all queries."""
     long = phase_shares(phases).melt(
         id_vars=["run", "query"], value_vars=list(SHARES), var_name="phase", value_name="share"
     )
-    summary = long.groupby(["run", "phase"], sort=False)["share"].agg(
-        median="median", p95=lambda s: s.quantile(0.95), queries="size"
-    )
+    summary = long.groupby(["run", "phase"], sort=False)["share"].agg(median="median", p95=p95, queries="size")
     return summary.reset_index()
 
 
@@ -162,7 +165,7 @@ def run_summary(runs: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:
     injected = phases.groupby(["run", "query"])["injected_delay"].sum().rename("injected")
     timed = steady(queries).join(imbalance, on=["run", "query"]).join(injected, on=["run", "query"])
     per_run = timed.groupby("run").agg(
-        queries=("query", "size"), wall=("wall", "median"), wall_p95=("wall", lambda w: w.quantile(0.95)),
+        queries=("query", "size"), wall=("wall", "median"), wall_p95=("wall", p95),
         experiments=("experiments", "median"), rows=("rows", "median"),
         imbalance=("imbalance", "median"), injected=("injected", "median"),
     )
@@ -267,12 +270,16 @@ def straggler_sensitivity(summary: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values([*PROBLEM, "ranks", "schedule"], kind="stable").reset_index(drop=True)
 
 
-def accuracy_table(runs: pd.DataFrame, results: dict[str, dict]) -> pd.DataFrame:
+def accuracy_table(runs: pd.DataFrame, results: dict[str, dict], across: tuple[str, ...] = ()) -> pd.DataFrame:
     """Final train/test accuracy of every finished train run, with its cut setting, mode and epochs;
-    ``setting``: the other training settings in which it differs from train runs of its dataset."""
+    ``setting``: the other training settings in which it differs from train runs of its dataset,
+    less the config entries named in ``across`` (e.g. ``run.seed`` to group the seeds of a setting)."""
     columns = ["run", "name", "dataset", "cuts", "cutting", "mode", "ranks"]
     train = dict(_train_runs(runs, results))
-    settings = {run: _training_setting(results[run].get("config", {})) for run in train}
+    settings = {
+        run: {k: v for k, v in _training_setting(results[run].get("config", {})).items() if k not in across}
+        for run in train
+    }
     rows = []
     for run, meta in train.items():
         peers = [settings[r] for r, m in train.items() if m["dataset"] == meta["dataset"]]
@@ -324,6 +331,59 @@ def robustness_table(runs: pd.DataFrame, results: dict[str, dict]) -> pd.DataFra
             for f in robustness.get("fgsm", [])
         ]
     return pd.DataFrame(rows, columns=[*columns, "attack", "strength", "accuracy", "accuracy_std"])
+
+
+#: The per-run numbers averaged over seeds: clean test accuracy, and test accuracy under Gaussian
+#: noise and under FGSM, each the mean over its levels (sigmas, epsilons).
+SEED_METRICS = ("test_accuracy", "gaussian", "fgsm")
+#: What a setting of a seed matrix is, besides its cut count (``setting``: see ``accuracy_table``).
+SEED_SETTING = ["dataset", "mode", "cutting", "epochs", "setting"]
+
+
+def seed_runs(runs: pd.DataFrame, results: dict[str, dict]) -> pd.DataFrame:
+    """One row per finished train run: its setting without the seed (``SEED_SETTING``, cuts), its
+    seed and ``SEED_METRICS``."""
+    table = accuracy_table(runs, results, across=("run.seed",))
+    table["seed"] = [results[run].get("config", {}).get("run", {}).get("seed") for run in table["run"]]
+    robustness = robustness_table(runs, results).groupby(["run", "attack"])["accuracy"].mean().unstack()
+    return table.join(robustness.reindex(columns=list(SEED_METRICS[1:])), on="run")
+
+
+def seed_matrix(runs: pd.DataFrame, results: dict[str, dict], phases: pd.DataFrame) -> pd.DataFrame:
+    """Per setting and cut count trained with two or more seeds: ``SEED_METRICS`` as mean and std
+    (n - 1) over the seeds (a seed run more than once, e.g. at other rank counts, counts once with
+    the mean of its runs), the ranks, the reconstruction share's median and p95 over every query of
+    the setting's runs, and ``beats_baseline`` (see ``beats_baseline``). Empty without such settings."""
+    per_run = seed_runs(runs, results)
+    keys = [*SEED_SETTING, "cuts"]
+    per_seed = per_run.groupby([*keys, "seed"], dropna=False)[list(SEED_METRICS)].mean().groupby(keys, dropna=False)
+    stats = per_seed.agg(["mean", "std"])
+    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    stats.insert(0, "seeds", per_seed.size())
+    stats.insert(1, "ranks", per_run.groupby(keys, dropna=False)["ranks"].agg(
+        lambda r: ",".join(map(str, sorted(set(r))))))
+    shares = phase_shares(phases)[["run", "reconstruct"]].merge(per_run[["run", *keys]], on="run")
+    stats = stats.join(shares.groupby(keys, dropna=False)["reconstruct"].agg(reconstruct_median="median",
+                                                                              reconstruct_p95=p95))
+    table = stats[stats["seeds"] >= 2].reset_index()
+    return table.assign(beats_baseline=beats_baseline(table))
+
+
+def beats_baseline(table: pd.DataFrame) -> pd.Series:
+    """Per row of ``seed_matrix``: the ``SEED_METRICS`` in which its cut setting beats the 0-cut run
+    of its setting by more than the seed spread, ``mean - baseline mean > std + baseline std``,
+    comma-separated, or ``no``; ``baseline`` on the 0-cut row, empty where there is none."""
+    verdicts = pd.Series("", index=table.index, dtype=object)
+    for _, group in table.groupby(SEED_SETTING, dropna=False):
+        base = group[group["cuts"] == 0]
+        if base.empty:
+            continue
+        verdicts[base.index] = "baseline"
+        for index, row in group[group["cuts"] != 0].iterrows():
+            better = [m for m in SEED_METRICS if row[f"{m}_mean"] - base[f"{m}_mean"].iloc[0]
+                      > row[f"{m}_std"] + base[f"{m}_std"].iloc[0]]
+            verdicts[index] = ", ".join(better) or "no"
+    return verdicts
 
 
 def _train_runs(runs: pd.DataFrame, results: dict[str, dict]):

@@ -95,6 +95,44 @@ def no_scaling(summary: pd.DataFrame, no_figure: bool) -> str:
     )
 
 
+def mean_std(table: pd.DataFrame, metric: str) -> pd.Series:
+    """``metric_mean ± metric_std`` per row, 3 decimals (blank where the mean is NaN)."""
+    return pd.Series([
+        "" if pd.isna(m) else f"{m:.3f} ± {s:.3f}" for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])
+    ], index=table.index, dtype=object)
+
+
+def seed_section(matrix: pd.DataFrame) -> str:
+    """The seed-matrix section: accuracy, robustness and reconstruction share per setting and cut
+    count, and per setting whether a cut setting beats 0 cuts by more than the seed spread."""
+    if matrix.empty:
+        return ""
+    shown = matrix[[*metrics.SEED_SETTING, "cuts", "seeds", "ranks"]].assign(
+        **{f"{m} (mean ± std)": mean_std(matrix, m) for m in metrics.SEED_METRICS},
+        reconstruct_median_pct=percent(matrix["reconstruct_median"]),
+        reconstruct_p95_pct=percent(matrix["reconstruct_p95"]), beats_baseline=matrix["beats_baseline"],
+    )
+    verdicts = []
+    for _, group in matrix.groupby(metrics.SEED_SETTING, dropna=False, sort=True):
+        name = label(group.iloc[0], metrics.SEED_SETTING)
+        if not (group["cuts"] == 0).any():
+            verdicts.append(f"- {name}: no 0-cut runs to compare with.\n")
+            continue
+        better = group[~group["beats_baseline"].isin(["baseline", "no"])]
+        verdicts.append(f"- {name}: " + ("; ".join(
+            f"cuts = {row['cuts']:.0f} beats cuts = 0 in {row['beats_baseline']}" for _, row in better.iterrows()
+        ) or "no cut setting beats 0 cuts by more than the seed spread") + ".\n")
+    return section(
+        "Seed matrix: accuracy, robustness and reconstruction share vs cuts", shown,
+        "Mean ± std (n - 1) over the seeds of each setting. gaussian, fgsm: test accuracy under Gaussian "
+        "noise and FGSM, each the mean over its levels (sigmas, epsilons). reconstruct: accumulate + contract "
+        "over the query's wall, median and p95 over every query of every seed. beats_baseline: the metrics in "
+        "which the cut setting beats the 0-cut run of its setting by more than the seed spread, i.e. "
+        "mean - baseline mean > std + baseline std.\n\n" + "".join(verdicts) + "\n",
+        keys=[*metrics.SEED_SETTING, "seeds", "ranks"],
+    )
+
+
 def build(
     tables: RunTables, out: Path, cores: float, ranks: Iterable[int], work_scale: float
 ) -> tuple[Path, pd.DataFrame]:
@@ -106,6 +144,7 @@ def build(
     sensitivity = metrics.straggler_sensitivity(summary)
     accuracy = metrics.accuracy_table(tables.runs, tables.results)
     robustness = metrics.robustness_table(tables.runs, tables.results)
+    matrix = metrics.seed_matrix(tables.runs, tables.results, tables.phases)
     validation = replay.validate(tables, cores)
     projected = replay.project(tables, cores, ranks, work_scale=work_scale)
     reference = replay.reference_run(summary)
@@ -125,6 +164,7 @@ def build(
         paths += figures.gantt(tables.intervals, run, query, out, name)
     paths += figures.stragglers(sensitivity, out)
     paths += figures.accuracy(accuracy, robustness, out)
+    paths += figures.seed_matrix(matrix, out)
     paths += figures.projection(projected, measured, out)
 
     text = [(f"# hpcqnn analysis report\n\n{len(tables.runs)} runs; definitions in `analysis/metrics.py` "
@@ -201,6 +241,7 @@ def build(
         )
         pivot.columns = [f"{a} {s:g}" for a, s in pivot.columns]
         text.append(section("Robustness (test accuracy)", pivot.reset_index(), keys=["mode"]))
+    text.append(seed_section(matrix))
     if not validation.empty:
         worst = validation["error"].abs().max()
         inside = validation.loc[validation["in_range"].astype(bool), "error"].abs().max()

@@ -322,11 +322,14 @@ def train_config(dataset: str, epochs: int, cuts: int = 3, cutting: bool = True,
     }
 
 
-def write_train_result(path: Path, config: dict, ranks: int, test_accuracy: float) -> None:
-    """The results.json of a finished train run: under noise and attack it loses 0.05 and 0.1."""
+def write_train_result(path: Path, config: dict, ranks: int, test_accuracy: float,
+                       robustness: dict | None = None) -> None:
+    """The results.json of a finished train run: by default under noise and attack it loses 0.05 and 0.1."""
     path.mkdir(parents=True)
-    robustness = {"gaussian": [{"sigma": 0.1, "accuracy_mean": test_accuracy - 0.05, "accuracy_std": 0.0}],
-                  "fgsm": [{"epsilon": 0.1, "accuracy": test_accuracy - 0.1}]}
+    robustness = robustness or {
+        "gaussian": [{"sigma": 0.1, "accuracy_mean": test_accuracy - 0.05, "accuracy_std": 0.0}],
+        "fgsm": [{"epsilon": 0.1, "accuracy": test_accuracy - 0.1}],
+    }
     final = {"train_accuracy": 0.9, "test_accuracy": test_accuracy}
     history = [{}] * config["training"]["epochs"]
     result = {"config": config, "ranks": ranks, "final": final, "history": history, "robustness": robustness}
@@ -368,6 +371,93 @@ def test_accuracy_figure_has_a_line_per_training_setting(tmp_path, monkeypatch):
     assert lines[baseline].get_color() == lines[baseline + ", uncut baseline"].get_color()
     assert len({line.get_color() for line in lines.values()}) == 5
     assert [t.get_text() for t in fgsm.get_legend().get_texts()] == list(lines)
+
+
+def write_seed_run(path: Path, dataset: str, cuts: int, seed: int, accuracies: tuple[float, float, float],
+                   shares: list[float]) -> None:
+    """A finished 1-rank sampled train run: ``accuracies`` = (test, Gaussian, FGSM), the Gaussian one
+    the mean of two levels at +-0.05; one 1-s query per reconstruction share in ``shares``
+    (accumulate and contract half of it each, execute the rest)."""
+    config = train_config(dataset, 1, cuts)
+    config["run"]["seed"], config["execution"]["mode"] = seed, "sampled"
+    test, gaussian, fgsm = accuracies
+    robustness = {"gaussian": [{"sigma": s, "accuracy_mean": gaussian + d, "accuracy_std": 0.0}
+                               for s, d in ((0.1, 0.05), (0.2, -0.05))],
+                  "fgsm": [{"epsilon": 0.1, "accuracy": fgsm}]}
+    write_train_result(path, config, 1, test, robustness)
+    attributes = {"rank": 0, "size": 1, "hostname": "synthetic", "device": "CPU", "schedule": "static", "threads": 1}
+    log = HDF5TimingLog(rank_file(path, 0), {**attributes, "config": json.dumps(config)})
+    for query, share in enumerate(shares):
+        t, half = 1000.0 + 10 * query, share / 2
+        log.write([PhaseRow(query, "execute", t, t + 1 - share, n_experiments=64, n_tiles=1),
+                   PhaseRow(query, "accumulate", t + 1 - share, t + 1 - half, n_experiments=64, n_tiles=1),
+                   PhaseRow(query, "contract", t + 1 - half, t + 1)])
+    log.close()
+
+
+#: (dataset, cuts) -> per seed: (test, Gaussian, FGSM accuracy) and the reconstruction shares of its queries
+SEED_MATRIX = {
+    ("iris", 0): {1: ((0.6, 0.6, 0.4), [0.01]), 2: ((0.7, 0.6, 0.5), [0.01]), 3: ((0.8, 0.6, 0.6), [0.01])},
+    ("iris", 1): {1: ((0.9, 0.5, 0.4), [0.1, 0.2]), 2: ((0.95, 0.6, 0.5), [0.3]), 3: ((1.0, 0.7, 0.6), [0.4, 0.5])},
+    ("iris", 2): {1: ((0.75, 0.9, 0.3), [0.2]), 2: ((0.85, 0.9, 0.4), [0.2]), 3: ((0.95, 0.9, 0.5), [0.2])},
+    ("iris", 3): {1: ((1.0, 1.0, 1.0), [0.5])},  # one seed: not a setting of the matrix
+    ("digits", 0): {1: ((0.8, 0.8, 0.8), [0.02]), 2: ((0.9, 0.9, 0.9), [0.02])},
+    ("digits", 1): {1: ((0.85, 0.85, 0.85), [0.1]), 2: ((0.95, 0.95, 0.95), [0.1])},
+}
+
+
+def test_seed_matrix_table_verdicts_and_figure(tmp_path):
+    for (dataset, cuts), seeds in SEED_MATRIX.items():
+        for seed, (accuracies, shares) in seeds.items():
+            write_seed_run(tmp_path / "runs" / f"{dataset}_cut{cuts}_s{seed}", dataset, cuts, seed, accuracies, shares)
+    tables = load_runs([tmp_path / "runs"])
+    matrix = metrics.seed_matrix(tables.runs, tables.results, tables.phases).set_index(["dataset", "cuts"])
+    assert sorted(matrix.index) == [("digits", 0), ("digits", 1), ("iris", 0), ("iris", 1), ("iris", 2)]
+    assert matrix["seeds"].to_dict() == {("iris", 0): 3, ("iris", 1): 3, ("iris", 2): 3, ("digits", 0): 2,
+                                         ("digits", 1): 2}
+    assert (matrix["mode"] == "sampled").all() and (matrix["ranks"] == "1").all() and (matrix["setting"] == "").all()
+    # by hand: [0.9, 0.95, 1.0] -> 0.95, sqrt((0.05^2 + 0 + 0.05^2) / 2) = 0.05; [0.6, 0.7, 0.8] -> 0.7, 0.1
+    iris1, iris0 = matrix.loc[("iris", 1)], matrix.loc[("iris", 0)]
+    assert [iris1["test_accuracy_mean"], iris1["test_accuracy_std"]] == pytest.approx([0.95, 0.05])
+    assert [iris0["test_accuracy_mean"], iris0["test_accuracy_std"]] == pytest.approx([0.7, 0.1])
+    assert [iris1["gaussian_mean"], iris1["gaussian_std"]] == pytest.approx([0.6, 0.1])  # levels 0.55/0.65, ...
+    assert [iris0["gaussian_mean"], iris0["gaussian_std"]] == pytest.approx([0.6, 0.0], abs=1e-12)
+    assert matrix.loc[("digits", 1), ["fgsm_mean", "fgsm_std"]].tolist() == pytest.approx([0.9, math.sqrt(0.005)])
+    # shares of all queries of the three seeds: [0.1, 0.2, 0.3, 0.4, 0.5]: median 0.3, p95 0.4 + 0.8 x 0.1
+    assert [iris1["reconstruct_median"], iris1["reconstruct_p95"]] == pytest.approx([0.3, 0.48])
+    assert [iris0["reconstruct_median"], iris0["reconstruct_p95"]] == pytest.approx([0.01, 0.01])
+    # iris, 1 cut: test +0.25 > 0.05 + 0.1 beats, Gaussian +0 does not, FGSM +0 does not;
+    # 2 cuts: test +0.15 < 0.1 + 0.1 does not (a higher mean within the spread), Gaussian +0.3 > 0 + 0 beats
+    assert matrix["beats_baseline"].to_dict() == {
+        ("iris", 0): "baseline", ("iris", 1): "test_accuracy", ("iris", 2): "gaussian",
+        ("digits", 0): "baseline", ("digits", 1): "no",
+    }
+
+    out = tmp_path / "report"
+    assert report.main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    for ext in ("png", "pdf"):
+        assert (out / f"seed_matrix.{ext}").stat().st_size > 0
+    text = (out / "summary.md").read_text()
+    assert "## Seed matrix: accuracy, robustness and reconstruction share vs cuts" in text
+    assert "- digits sampled 1 epoch: no cut setting beats 0 cuts by more than the seed spread.\n" in text
+    assert ("- iris sampled 1 epoch: cuts = 1 beats cuts = 0 in test_accuracy; cuts = 2 beats cuts = 0 in "
+            "gaussian.\n") in text
+    assert "| iris | 1 | 3 | 0.950 ± 0.050 | 0.600 ± 0.100 | 0.500 ± 0.100 | 30 | 48 | test_accuracy |" in text
+    assert "![seed_matrix](seed_matrix.png)" in text
+
+
+def test_seed_matrix_needs_several_seeds(tmp_path):
+    """One seed per setting (or no finished train run): no seed-matrix table, section or figure."""
+    for cuts in (0, 1):
+        write_seed_run(tmp_path / "runs" / f"cut{cuts}", "iris", cuts, 7, (0.8, 0.7, 0.6), [0.1])
+    tables = load_runs([tmp_path / "runs"])
+    assert metrics.seed_matrix(tables.runs, tables.results, tables.phases).empty
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    assert "## Seed matrix" not in (tmp_path / "report" / "summary.md").read_text()
+    assert not (tmp_path / "report" / "seed_matrix.png").exists()
+    write_synthetic_run(tmp_path / "bench", 1, 4)  # bench runs only
+    bench = load_runs([tmp_path / "bench"])
+    assert metrics.seed_matrix(bench.runs, bench.results, bench.phases).empty
 
 
 def test_report_names_missing_paths_and_folders_without_runs(tmp_path, capsys):
