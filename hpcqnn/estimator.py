@@ -221,7 +221,14 @@ class DistributedEstimator(BaseEstimatorV2):
         if self.shots is None or precision == 0:
             return None
         if precision:
-            return max(1, math.ceil(1.0 / precision**2))
+            shots = max(1, math.ceil(1.0 / precision**2))
+            if shots != self.shots:  # e.g. EstimatorQNN's default precision 1/64: 4096 shots
+                announce(
+                    f"precision={precision:g} passed to run() or in a pub overrides shots={self.shots}: "
+                    f"{shots} shots per setting (qiskit-machine-learning's EstimatorQNN passes 1/64 unless "
+                    "given default_precision)"
+                )
+            return shots
         return self.shots
 
     # -- execution: one engine query per distinct (plan, shots) ------------------------------

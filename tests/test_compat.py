@@ -151,6 +151,22 @@ def test_metadata_has_circuit_metadata_and_the_requested_precision() -> None:
     assert asked.metadata["target_precision"] == 0.2 and asked.metadata["shots"] == 25
 
 
+def test_a_precision_that_overrides_shots_is_said_once(capsys) -> None:
+    """EstimatorQNN passes precision 1/64, which replaces the estimator's shots with 4096: said
+    once on stderr, not on every query; a precision giving the same shots says nothing."""
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    estimator = DistributedEstimator(partition_labels="AB", shots=1000, seed=3)
+    for _ in range(3):
+        result = estimator.run([(qc, SparsePauliOp("ZZ"))], precision=1 / 64).result()[0]
+    assert result.metadata["shots"] == 4096
+    err = capsys.readouterr().err
+    assert err.count("overrides shots=1000: 4096 shots per setting") == 1 and "EstimatorQNN" in err
+    DistributedEstimator(partition_labels="AB", shots=400).run([(qc, SparsePauliOp("ZZ"))], precision=0.05)
+    assert capsys.readouterr().err == ""
+
+
 # -- 3. precision 0 ----------------------------------------------------------------------------
 
 

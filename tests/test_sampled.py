@@ -154,17 +154,49 @@ def test_sampled_values_within_errors_of_exact(index: int) -> None:
     assert np.all((ratio > 2.5) & (ratio < 6.5)), ratio
 
 
-def test_reported_stds_match_spread_over_queries() -> None:
+@pytest.mark.parametrize("coherent", [True, False], ids=["coherent", "enumerated"])
+def test_reported_stds_match_spread_over_queries(coherent: bool) -> None:
     """Repeated queries scatter about the exact value by about the reported std."""
     labels, circuit, observables, params = case_problem(2)
     exact = exact_values(circuit, observables, params[:, None, :])
-    estimator = sampled_estimator(labels, 500, seed=5)
+    estimator = sampled_estimator(labels, 500, seed=5, coherent=coherent)
     results = [run_sampled(estimator, circuit, observables, params) for _ in range(24)]
     evs = np.array([r.data.evs for r in results])
     stds = np.array([r.data.stds for r in results]).mean(axis=0)
     spread = evs.std(axis=0, ddof=1)
     assert np.all((spread / stds > 0.55) & (spread / stds < 1.6)), spread / stds
     assert np.all(np.abs(evs.mean(axis=0) - exact) <= 5 * stds / np.sqrt(len(evs)))
+
+
+@pytest.mark.parametrize("coherent", [True, False], ids=["coherent", "enumerated"])
+def test_estimates_over_many_seeds_converge_to_the_exact_value(coherent: bool) -> None:
+    """Over 60 seeds, each estimate's z-score (error / reported std) has mean 0 and spread 1,
+    and the mean estimate converges to the statevector value (the z-score of the mean)."""
+    labels, circuit, observables, params = case_problem(3)  # three partitions, CX and CZ cuts
+    exact = exact_values(circuit, observables, params[:, None, :])
+    results = [
+        run_sampled(sampled_estimator(labels, 300, seed=seed, coherent=coherent), circuit, observables, params)
+        for seed in range(60)
+    ]
+    evs = np.array([r.data.evs for r in results])
+    stds = np.array([r.data.stds for r in results])
+    z = (evs - exact) / stds
+    assert abs(z.mean()) < 0.25, z.mean()  # 540 z-scores: their mean has spread ~0.05-0.1
+    assert 0.8 < z.std() < 1.25, z.std()
+    mean_z = (evs.mean(axis=0) - exact) / (stds.mean(axis=0) / np.sqrt(len(evs)))
+    assert np.all(np.abs(mean_z) < 4.5), mean_z
+
+
+def test_distributions_over_the_memory_bound_are_refused_before_anything_runs(monkeypatch) -> None:
+    """A sampled program whose outcome distributions exceed MAX_DISTRIBUTION_BYTES per block of
+    rows is an ExecutionConfigError naming the partition and the bound; nothing is simulated."""
+    labels, circuit, observables, params = case_problem(0)
+    monkeypatch.setattr("hpcqnn.cutting.program.MAX_DISTRIBUTION_BYTES", 2**15)
+    estimator = sampled_estimator(labels, 100, seed=1)
+    with pytest.raises(ExecutionConfigError, match=r"partition 'A' measures 2 qubits at once .* 64 KiB .* bound of 32 KiB"):
+        run_sampled(estimator, circuit, observables, params)
+    assert estimator.num_queries == 0 and "execute" not in estimator.recorder.seconds(0)
+    run_sampled(sampled_estimator(labels, 100, seed=1), circuit, [SparsePauliOp("IIIZ")], params)  # 32 KiB
 
 
 @pytest.mark.parametrize("labels", [None, "AAAB"])

@@ -82,7 +82,7 @@ def test_slurm_info_reads_the_environment():
 
 
 def test_scripts_parse():
-    scripts = [*SLURM.glob("*.sbatch"), *SLURM.glob("*.sh"), REPO / "jobs" / "sweep.sh"]
+    scripts = [*SLURM.glob("*.sbatch"), *SLURM.glob("*.sh"), *(REPO / "jobs").glob("*.sh")]
     assert len(scripts) >= 7
     for script in scripts:
         check = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)

@@ -165,13 +165,22 @@ def _check_distribution_memory(part, settings: list[Setting], coherent: bool) ->
         outcomes = 2 ** (len(setting.measured) + signs)
         needed = 8 * SAMPLE_BLOCK * part.num_subexperiments * outcomes
         if needed > MAX_DISTRIBUTION_BYTES:
+            qubits = f"{len(setting.measured)} qubit{'s' * (len(setting.measured) != 1)}"
             raise ExecutionConfigError(
-                f"sampled mode: partition {part.label!r} measures {len(setting.measured)} qubits at once "
+                f"sampled mode: partition {part.label!r} measures {qubits} at once "
                 f"({part.num_subexperiments} subexperiments, {outcomes} outcomes each), so its outcome "
-                f"distributions would need {needed / 2**30:.1f} GiB per block of {SAMPLE_BLOCK} rows, more "
-                f"than the bound of {MAX_DISTRIBUTION_BYTES / 2**30:.1f} GiB; use Pauli terms on fewer "
-                "qubits of one partition, smaller partitions, or exact mode (shots=None)"
+                f"distributions would need {_size(needed)} per block of {SAMPLE_BLOCK} rows, more than the "
+                f"bound of {_size(MAX_DISTRIBUTION_BYTES)}; use Pauli terms on fewer qubits of one "
+                "partition, smaller partitions, or exact mode (shots=None)"
             )
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.4g} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
 
 
 def _ancilla_pauli(local: Pauli, width: int, ancillas: tuple[int, ...]) -> Pauli:
