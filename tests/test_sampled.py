@@ -193,7 +193,8 @@ def test_distributions_over_the_memory_bound_are_refused_before_anything_runs(mo
     labels, circuit, observables, params = case_problem(0)
     monkeypatch.setattr("hpcqnn.cutting.program.MAX_DISTRIBUTION_BYTES", 2**15)
     estimator = sampled_estimator(labels, 100, seed=1)
-    with pytest.raises(ExecutionConfigError, match=r"partition 'A' measures 2 qubits at once .* 64 KiB .* bound of 32 KiB"):
+    message = r"partition 'A' measures 2 qubits at once .* 64 KiB .* bound of 32 KiB"
+    with pytest.raises(ExecutionConfigError, match=message):
         run_sampled(estimator, circuit, observables, params)
     assert estimator.num_queries == 0 and "execute" not in estimator.recorder.seconds(0)
     run_sampled(sampled_estimator(labels, 100, seed=1), circuit, [SparsePauliOp("IIIZ")], params)  # 32 KiB
