@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     floor.add_argument("--queries", type=positive_int, default=5, help="timed queries per pipeline (default 5)")
     floor.add_argument("--threads", type=positive_int, default=1, help="Aer threads of every pipeline (default 1)")
     floor.add_argument(
-        "--modes", type=_floor_modes, default=["exact"],
+        "--modes", type=parse_modes, default=("exact",),
         help="comma-separated: exact (beside Aer EstimatorV2) and/or sampled (beside Aer SamplerV2; default exact)",
     )
     floor.add_argument("--shots", type=positive_int, default=1000, help="sampled: shots per setting (default 1000)")
@@ -305,14 +305,6 @@ def _bench_shots(args: argparse.Namespace) -> int:
     )
     write_report(args.json, results)
     return 0
-
-
-def _floor_modes(text: str) -> list[str]:
-    modes = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in ("exact", "sampled")]
-    if not modes or unknown:
-        raise argparse.ArgumentTypeError(f"--modes takes exact and/or sampled, comma-separated; got {text!r}")
-    return modes
 
 
 def _bench_floor(args: argparse.Namespace) -> int:

@@ -20,8 +20,10 @@ WAIT_FIRST, WAIT_MAX = 1e-5, 5e-4
 ABORT_GRACE = 0.5
 #: Seconds rank 0 of the dynamic schedule sleeps between request checks when it has no tile to run.
 POLL = 2e-4
-#: Widest coherent circuit (system + control qubits) exact mode runs; wider partitions run their
-#: subexperiments one by one. Each row returns the whole statevector (2**22 amplitudes: 64 MiB).
+#: Widest coherent circuit (system, fresh and control qubits) either mode runs; wider partitions
+#: run their subexperiments one by one. Each row returns the whole statevector (2**22
+#: amplitudes: 64 MiB; sampled mode, which reads blocks of SAMPLE_BLOCK rows, also keeps the
+#: block's statevectors under MAX_DISTRIBUTION_BYTES).
 COHERENT_MAX_QUBITS = 22
 #: Largest saved data of one Aer call (a call of wide coherent circuits holds fewer experiments).
 CALL_BYTES = 64 * 2**20

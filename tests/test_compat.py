@@ -21,6 +21,7 @@ from qiskit.quantum_info import DensityMatrix, SparsePauliOp
 from test_qml import make_qnn  # EstimatorQNN on a 4-qubit, 2-cut QNN (default_precision 0)
 
 from hpcqnn import CutPlanError, DistributedEstimator, SimulationError
+from hpcqnn.execution import devices
 from hpcqnn.execution.compiled import compile_program
 from hpcqnn.execution.engine import LocalEngine
 from hpcqnn.execution.simulator import AerRunner
@@ -151,9 +152,10 @@ def test_metadata_has_circuit_metadata_and_the_requested_precision() -> None:
     assert asked.metadata["target_precision"] == 0.2 and asked.metadata["shots"] == 25
 
 
-def test_a_precision_that_overrides_shots_is_said_once(capsys) -> None:
+def test_a_precision_that_overrides_shots_is_said_once(capsys, monkeypatch) -> None:
     """EstimatorQNN passes precision 1/64, which replaces the estimator's shots with 4096: said
     once on stderr, not on every query; a precision giving the same shots says nothing."""
+    monkeypatch.setattr(devices, "_ANNOUNCED", set())  # what this process said before
     qc = QuantumCircuit(2)
     qc.h(0)
     qc.cx(0, 1)

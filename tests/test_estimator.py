@@ -382,6 +382,12 @@ def test_program_shows_the_plan_it_runs_without_simulating():
         "A: qubits 0, 1, 2, 3 + 3 ancillas, 3 cuts, 64 subexperiments; "
         "B: qubits 4, 5, 6, 7 + 3 ancillas, 3 cuts, 64 subexperiments>"
     )
+    sampled = DistributedEstimator(partition_labels=model.partition_labels, shots=100)
+    assert repr(sampled.program(pub)) == (  # one statevector per row serves each half's setting
+        "<Program: 3 cuts, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, sampled mode, "
+        "2 measurement settings; A: qubits 0, 1, 2, 3 + 6 control qubits, 3 cuts, 64 subexperiments in one "
+        "coherent circuit; B: qubits 4, 5, 6, 7 + 6 control qubits, 3 cuts, 64 subexperiments in one coherent circuit>"
+    )
 
 
 def test_wide_coherent_circuits_go_to_aer_in_calls_of_bounded_size(monkeypatch):

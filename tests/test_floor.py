@@ -47,7 +47,7 @@ def test_bench_floor_refuses_unknown_modes(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["bench-floor", "--modes", "exact,noisy"])
     assert stop.value.code == 2
-    assert "--modes takes exact and/or sampled" in capsys.readouterr().err
+    assert "modes are exact and/or sampled" in capsys.readouterr().err
 
 
 def test_bench_floor_refuses_a_one_qubit_circuit(capsys):

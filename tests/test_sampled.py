@@ -95,7 +95,7 @@ def run_sampled(
 
 def sampled_estimator(
     labels: str | None,
-    shots: int,
+    shots: int | None,
     seed: int | None,
     minimal_basis: bool = True,
     allocation: str = "proportional",
@@ -191,13 +191,13 @@ def test_distributions_over_the_memory_bound_are_refused_before_anything_runs(mo
     """A sampled program whose outcome distributions exceed MAX_DISTRIBUTION_BYTES per block of
     rows is an ExecutionConfigError naming the partition and the bound; nothing is simulated."""
     labels, circuit, observables, params = case_problem(0)
-    monkeypatch.setattr("hpcqnn.cutting.program.MAX_DISTRIBUTION_BYTES", 2**15)
+    monkeypatch.setattr("hpcqnn.cutting.program.MAX_DISTRIBUTION_BYTES", 96 * 2**10)
     estimator = sampled_estimator(labels, 100, seed=1)
-    message = r"partition 'A' measures 2 qubits at once .* 64 KiB .* bound of 32 KiB"
+    message = r"partition 'A' measures up to 2 qubits at once in 4 settings .* per block of 64 rows, .* bound of 96 KiB"
     with pytest.raises(ExecutionConfigError, match=message):
         run_sampled(estimator, circuit, observables, params)
     assert estimator.num_queries == 0 and "execute" not in estimator.recorder.seconds(0)
-    run_sampled(sampled_estimator(labels, 100, seed=1), circuit, [SparsePauliOp("IIIZ")], params)  # 32 KiB
+    run_sampled(sampled_estimator(labels, 100, seed=1), circuit, [SparsePauliOp("IIIZ")], params)  # one setting fits
 
 
 @pytest.mark.parametrize("labels", [None, "AAAB"])
@@ -277,36 +277,68 @@ def test_counts_do_not_depend_on_tile_split(coherent: bool) -> None:
             np.testing.assert_array_equal(drawn, expected[tile.circuit][tile.start : tile.stop])
 
 
+@pytest.mark.parametrize("mode", ["exact", "sampled"])
+def test_batches_under_the_output_bound_give_the_same_results(mode: str, monkeypatch) -> None:
+    """With CALL_BYTES tiny, a query's tiles run in many aligned pieces and batches (bounded
+    simulator outputs); values, stds and every drawn shot stay the same."""
+    from hpcqnn.execution import engine
+
+    labels, circuit, observables, _ = case_problem(1)
+    params = np.random.default_rng(3).uniform(-np.pi, np.pi, (2 * SAMPLE_BLOCK + 5, circuit.num_parameters))
+    shots = 200 if mode == "sampled" else None
+    whole = run_sampled(sampled_estimator(labels, shots, seed=4), circuit, observables, params)
+    monkeypatch.setattr(engine, "CALL_BYTES", 4096)
+    estimator = sampled_estimator(labels, shots, seed=4)
+    pieces = run_sampled(estimator, circuit, observables, params)
+    (compiled,) = estimator._programs.values()
+    query = Query(0, compiled, params, shots)
+    tiles = [Tile(i, 0, query.experiments(i)) for i in range(len(compiled.program.circuits))]
+    batches = engine.output_batches(query, tiles)
+    assert len(batches) > len(tiles)
+    align = SAMPLE_BLOCK if shots else 1
+    assert all(piece.start % align == 0 for batch in batches for piece in batch)
+    np.testing.assert_array_equal(pieces.data.evs, whole.data.evs)
+    np.testing.assert_array_equal(pieces.data.stds, whole.data.stds)
+
+
+def setting_distributions(
+    circuit: QuantumCircuit, observable: SparsePauliOp, params: np.ndarray, labels: str, coherent: bool
+) -> dict[int, np.ndarray]:
+    """Per measurement setting, the outcome distributions [subexperiments, rows, 2 * outcomes]
+    (sign + first): read from the coherent statevectors, or Aer's probabilities of the templates
+    with the QPD ancillas reduced to their parity."""
+    program, _ = estimator_program(circuit, observable, params, labels, coherent=coherent)
+    assert all(program.coherent_circuits) == coherent
+    runner = AerRunner("CPU")
+    compiled = compile_program(program, runner)
+    rows = query_rows(program.plan, params, sampled=True)
+    tiles = [Tile(i, 0, Query(0, compiled, params).experiments(i)) for i in range(len(program.circuits))]
+    found = {}
+    for tile, raw in zip(tiles, runner.run(compiled, rows, tiles)):
+        readout = compiled.readouts[tile.circuit]
+        if coherent:
+            for (k, _), distributions in zip(readout.settings, readout.distributions(raw)):
+                found[k] = distributions
+            continue
+        (k,) = program.settings_of[tile.circuit]
+        part = program.plan.partitions[program.settings[k].partition]
+        outcomes = 2 ** len(program.settings[k].measured)
+        by_ancillas = raw.reshape(part.num_subexperiments, len(params), -1, outcomes)
+        parity = popcount(np.arange(by_ancillas.shape[2])) & 1
+        found[k] = np.concatenate([by_ancillas[:, :, parity == p].sum(axis=2) for p in (0, 1)], axis=-1)
+    assert sorted(found) == list(range(len(program.settings)))
+    return found
+
+
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[c[0] for c in CASES])
 def test_coherent_distributions_are_the_enumerated_ones(index: int) -> None:
     """The outcome distribution of every (setting, subexperiment, row) computed from one
     statevector per row equals Aer's probabilities of the enumerated subexperiment circuit,
     its QPD ancillas reduced to their parity (the sign), to rounding."""
     labels, circuit, observables, params = case_problem(index)
-    found = {}
-    for coherent in (True, False):
-        program, _ = estimator_program(circuit, observables[0], params, labels, coherent=coherent)
-        runner = AerRunner("CPU")
-        compiled = compile_program(program, runner)
-        rows = query_rows(program.plan, params, sampled=True)
-        tiles = [Tile(i, 0, Query(0, compiled, params).experiments(i)) for i in range(len(program.circuits))]
-        for tile, raw in zip(tiles, runner.run(compiled, rows, tiles)):
-            readout = compiled.readouts[tile.circuit]
-            if coherent:
-                for (k, _), distributions in zip(readout.settings, readout.distributions(raw)):
-                    found[coherent, k] = distributions
-            else:
-                (k,) = program.settings_of[tile.circuit]
-                part = program.plan.partitions[program.settings[k].partition]
-                outcomes = 2 ** len(program.settings[k].measured)
-                by_ancillas = raw.reshape(part.num_subexperiments, len(params), -1, outcomes)
-                parity = popcount(np.arange(by_ancillas.shape[2])) & 1
-                found[coherent, k] = np.concatenate(
-                    [by_ancillas[:, :, parity == 0].sum(axis=2), by_ancillas[:, :, parity == 1].sum(axis=2)], axis=-1
-                )
-    assert {k for _, k in found} == set(range(len(program.settings)))
-    for k in range(len(program.settings)):
-        np.testing.assert_allclose(found[True, k], found[False, k], rtol=0, atol=ROUNDING_TOL)
+    coherent, enumerated = (setting_distributions(circuit, observables[0], params, labels, c) for c in (True, False))
+    for k, distributions in coherent.items():
+        np.testing.assert_allclose(distributions, enumerated[k], rtol=0, atol=ROUNDING_TOL)
 
 
 # -- 3. the same counts through qiskit-addon-cutting ----------------------------------------

@@ -10,10 +10,11 @@ from qiskit.circuit import ParameterVector
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_addon_cutting import cut_wires, expand_observables
 from qiskit_addon_cutting.instructions import CutWire, Move
+from test_sampled import setting_distributions
 
 from hpcqnn import CutPlanError, DistributedEstimator
 from statevector import exact_values
-from tolerances import EXACT_ATOL
+from tolerances import EXACT_ATOL, ROUNDING_TOL
 
 
 def relay_circuit(wire_cut: bool, gate_cut: bool = False) -> QuantumCircuit:
@@ -119,6 +120,27 @@ def test_sampled_wire_cut_within_errors(allocation: str):
     exact = exact_values(relay_circuit(False, gate_cut=True), OBSERVABLES, ROWS[:, None, :])
     assert np.all(result.data.stds > 0)
     assert np.all(np.abs(result.data.evs - exact) <= 5 * result.data.stds), (result.data.evs - exact) / result.data.stds
+
+
+def test_wire_cuts_and_resets_run_coherently_with_the_templates_distributions():
+    """Wire cuts' channels (resets on both sides) and a reset of the circuit itself swap onto
+    fresh qubits, so both partitions run coherently: exact values equal the templates', and
+    every sampled setting's outcome distributions equal the templates' to rounding."""
+    circuit = relay_circuit(True, gate_cut=True)
+    circuit.reset(1)  # partition A
+    circuit.ry(0.4, 1)
+    circuit.cx(1, 0)
+    rows = ROWS[:3]
+    exact = {
+        coherent: run(DistributedEstimator(partition_labels="AAABBBB", coherent=coherent), circuit, rows)
+        for coherent in (True, False)
+    }
+    np.testing.assert_allclose(exact[True].data.evs, exact[False].data.evs, rtol=0, atol=EXACT_ATOL)
+    program = DistributedEstimator(partition_labels="AAABBBB").program((circuit, OBSERVABLES, rows[:, None, :]))
+    assert all(program.coherent_circuits) and "fresh qubit" in repr(program)
+    coherent, enumerated = (setting_distributions(circuit, OBSERVABLES[0], rows, "AAABBBB", c) for c in (True, False))
+    for k, found in coherent.items():
+        np.testing.assert_allclose(found, enumerated[k], rtol=0, atol=ROUNDING_TOL)
 
 
 def test_move_inside_one_partition_is_refused():

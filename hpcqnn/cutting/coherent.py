@@ -96,6 +96,8 @@ def coherent_partition(
     """The coherent form of a partition whose resets are already deferred (``defer_resets``:
     its first ``width`` qubits are the partition's), ``cut_sides[c]`` being its side of cut
     ``c`` in subexperiment order; None when it would be wider than ``COHERENT_MAX_QUBITS``."""
+    if any(inst.operation.name == "reset" for inst in subcircuit.data):
+        raise ValueError("internal: coherent_partition needs its resets deferred (defer_resets)")
     branches = {c: _branches(side.basis) for c, side in cut_sides.items()}
     fresh = {c: int(math.log2(len(unitaries[0]))) - 1 for c, (unitaries, _, _) in branches.items()}
     sizes = {c: max(1, math.ceil(math.log2(len(unitaries)))) for c, (unitaries, _, _) in branches.items()}

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from qiskit import QuantumCircuit
+from qiskit.circuit import Gate
+from qiskit.circuit.library import HGate, SXGate
 from qiskit.quantum_info import Pauli, PauliList
 from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 from qiskit_aer.library import SaveExpectationValue, SaveProbabilities
@@ -49,6 +51,14 @@ class Setting:
     weights: np.ndarray  # 1 / number of settings that measure each Pauli (estimates are averaged)
     measured: tuple[int, ...]
     basis: Pauli
+
+    def rotations(self) -> list[tuple[int, Gate]]:
+        """The gate turning each measured qubit's Pauli into Z (X: H, Y: SX), where one is needed."""
+        gates = []
+        for q in self.measured:
+            if self.basis.x[q]:
+                gates.append((q, SXGate() if self.basis.z[q] else HGate()))
+        return gates
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,19 +87,21 @@ class Program:
             runs_coherent = any(self.coherent_circuits[i] for i in np.flatnonzero(self.partition_of == p))
             form = part.coherent if runs_coherent else None
             if form is not None:
-                fresh = form.system - form.width
-                extra = f"{form.num_qubits - form.system} control qubits" + (f", {fresh} fresh qubits" if fresh else "")
+                extra = _count(form.num_qubits - form.system, "control qubit")
+                if form.system > form.width:
+                    extra += ", " + _count(form.system - form.width, "fresh qubit")
             else:
-                extra = f"{part.template.num_qubits - len(part.qubits)} ancillas"
+                extra = _count(part.template.num_qubits - len(part.qubits), "ancilla")
+            where = " in one coherent circuit" if runs_coherent else ""
             parts.append(
-                f"{part.label}: qubits {', '.join(map(str, part.qubits))} + {extra}, {len(part.cut_ids)} cuts, "
-                f"{part.num_subexperiments} subexperiments" + (" in one coherent circuit" if runs_coherent else "")
+                f"{part.label}: qubits {', '.join(map(str, part.qubits))} + {extra}, "
+                f"{_count(len(part.cut_ids), 'cut')}, {_count(part.num_subexperiments, 'subexperiment')}{where}"
             )
-        mode = f"sampled mode, {len(self.settings)} measurement settings" if self.sampled else "exact mode"
+        mode = f"sampled mode, {_count(len(self.settings), 'measurement setting')}" if self.sampled else "exact mode"
         return (
-            f"<Program: {plan.num_cuts} cuts, {len(plan.partitions)} partitions, {plan.num_subexperiments} "
-            f"subexperiments in {len(self.circuits)} simulator circuits, {len(plan.paulis)} Pauli "
-            f"term{'s' * (len(plan.paulis) != 1)}, {mode}; "
+            f"<Program: {_count(plan.num_cuts, 'cut')}, {_count(len(plan.partitions), 'partition')}, "
+            f"{_count(plan.num_subexperiments, 'subexperiment')} in "
+            f"{_count(len(self.circuits), 'simulator circuit')}, {_count(len(plan.paulis), 'Pauli term')}, {mode}; "
             + "; ".join(parts) + ">"
         )
 
@@ -116,7 +128,8 @@ def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proporti
     (exact mode: for cut partitions), templates with the mode's save instructions elsewhere.
 
     A sampled program whose outcome distributions for one block of SAMPLE_BLOCK rows would need
-    more than MAX_DISTRIBUTION_BYTES is refused (``ExecutionConfigError``), before anything runs.
+    more than MAX_DISTRIBUTION_BYTES is refused (``ExecutionConfigError``), before anything runs;
+    a partition whose coherent statevectors for such a block would need more runs its templates.
     """
     if shot_allocation not in SHOT_ALLOCATIONS:
         raise ExecutionConfigError(f"shot_allocation must be one of {SHOT_ALLOCATIONS}, got {shot_allocation!r}")
@@ -130,6 +143,9 @@ def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proporti
         first = len(settings)
         settings += mine
         coherent = part.coherent if sampled or part.cut_ids else None
+        block_states = 0 if coherent is None else SAMPLE_BLOCK * 16 * 2**coherent.num_qubits
+        if sampled and block_states > MAX_DISTRIBUTION_BYTES:
+            coherent = None  # sampled mode reads a block of rows' statevectors at once: too wide for that
         if sampled:
             _check_distribution_memory(part, mine, coherent is not None)
         if coherent is not None:
@@ -159,20 +175,25 @@ def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proporti
 
 def _check_distribution_memory(part, settings: list[Setting], coherent: bool) -> None:
     """Refuse a partition whose outcome distributions for one block of SAMPLE_BLOCK rows would
-    exceed MAX_DISTRIBUTION_BYTES (the counts are drawn from them a block at a time)."""
+    exceed MAX_DISTRIBUTION_BYTES (the counts are drawn a block at a time: a coherent circuit's
+    for all its settings at once, a template's for its one setting)."""
     signs = 1 if coherent else len(part.measured_ancillas)  # a coherent readout keeps only the sign
-    for setting in settings:
-        outcomes = 2 ** (len(setting.measured) + signs)
-        needed = 8 * SAMPLE_BLOCK * part.num_subexperiments * outcomes
-        if needed > MAX_DISTRIBUTION_BYTES:
-            qubits = f"{len(setting.measured)} qubit{'s' * (len(setting.measured) != 1)}"
-            raise ExecutionConfigError(
-                f"sampled mode: partition {part.label!r} measures {qubits} at once "
-                f"({part.num_subexperiments} subexperiments, {outcomes} outcomes each), so its outcome "
-                f"distributions would need {_size(needed)} per block of {SAMPLE_BLOCK} rows, more than the "
-                f"bound of {_size(MAX_DISTRIBUTION_BYTES)}; use Pauli terms on fewer qubits of one "
-                "partition, smaller partitions, or exact mode (shots=None)"
-            )
+    sizes = [8 * SAMPLE_BLOCK * part.num_subexperiments * 2 ** (len(s.measured) + signs) for s in settings]
+    needed = sum(sizes) if coherent else max(sizes)
+    if needed > MAX_DISTRIBUTION_BYTES:
+        widest = max(settings, key=lambda s: len(s.measured))
+        qubits = f"{len(widest.measured)} qubit{'s' * (len(widest.measured) != 1)}"
+        raise ExecutionConfigError(
+            f"sampled mode: partition {part.label!r} measures up to {qubits} at once in {len(settings)} "
+            f"setting{'s' * (len(settings) != 1)} ({part.num_subexperiments} subexperiments), so its outcome "
+            f"distributions would need {_size(needed)} per block of {SAMPLE_BLOCK} rows, more than the "
+            f"bound of {_size(MAX_DISTRIBUTION_BYTES)}; use Pauli terms on fewer qubits of one "
+            "partition, smaller partitions, or exact mode (shots=None)"
+        )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' * (number != 1)}"
 
 
 def _size(count: float) -> str:
@@ -183,7 +204,8 @@ def _size(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _ancilla_pauli(local: Pauli, width: int, ancillas: tuple[int, ...]) -> Pauli:
+def padded_pauli(local: Pauli, width: int, ancillas: tuple[int, ...] = ()) -> Pauli:
+    """``local`` on the first of ``width`` qubits, times Z on each of ``ancillas``."""
     z = np.zeros(width, dtype=bool)
     x = np.zeros(width, dtype=bool)
     z[: local.num_qubits] = local.z
@@ -197,7 +219,7 @@ def _with_expectations(template: QuantumCircuit, paulis: PauliList, ancillas) ->
     everything = list(range(circuit.num_qubits))
     for j, local in enumerate(paulis):
         circuit.append(
-            SaveExpectationValue(_ancilla_pauli(local, circuit.num_qubits, ancillas), label=f"e{j}"),
+            SaveExpectationValue(padded_pauli(local, circuit.num_qubits, ancillas), label=f"e{j}"),
             everything,
         )
     return circuit
@@ -225,11 +247,8 @@ def _with_probabilities(template: QuantumCircuit, setting: Setting, ancillas: tu
     """Rotate each measured qubit into its Pauli's eigenbasis, then save the outcome
     distribution of the measured qubits (low bits) and the deferred QPD ancillas (high bits)."""
     circuit = template.copy()
-    for q in setting.measured:
-        if setting.basis.x[q] and setting.basis.z[q]:
-            circuit.sx(q)
-        elif setting.basis.x[q]:
-            circuit.h(q)
+    for q, gate in setting.rotations():
+        circuit.append(gate, [q])
     qubits = list(setting.measured) + list(ancillas)
     circuit.append(SaveProbabilities(len(qubits), label="p"), qubits)
     return circuit

@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from hpcqnn.cutting.program import Program
 from hpcqnn.execution.readout import Readout, readout_for
 from hpcqnn.execution.reconstruct import Contraction, SettingBlocks
@@ -32,12 +30,6 @@ class CompiledProgram:
     contraction: Contraction
     settings: SettingBlocks | None  # sampled mode
     assembled: Assembled | None  # None: compiled without a simulator (reconstruction only)
-
-    def allocation(self, shots: int) -> tuple[np.ndarray, ...]:
-        """Sampled mode: shots of every (setting, subexperiment) for ``shots`` per setting."""
-        if self.settings is None:
-            raise ValueError("an exact-mode program has no shot allocation")
-        return self.settings.allocation(shots)
 
 
 def compile_program(program: Program, runner: AerRunner | None = None, key: int = 0) -> CompiledProgram:

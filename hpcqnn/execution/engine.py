@@ -20,6 +20,7 @@ from hpcqnn.execution.devices import Placement, to_host
 from hpcqnn.execution.query import Query, QueryBuffers
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.tiles import Tile
+from hpcqnn.options import CALL_BYTES, SAMPLE_BLOCK
 from hpcqnn.run.timing import PhaseRecorder
 
 
@@ -77,25 +78,49 @@ def run_tiles(
     runner: AerRunner, query: Query, tiles: list[Tile], buffers: QueryBuffers, recorder: PhaseRecorder
 ) -> float:
     """Simulate ``tiles`` and measure them, then accumulate what they measured in ``buffers``
-    (each circuit's ``readout.Readout``).
+    (each circuit's ``readout.Readout``), in batches whose simulator outputs stay under
+    CALL_BYTES (one batch for all but wide circuits or many rows).
 
     Returns the execution seconds.
     """
-    experiments = sum(t.stop - t.start for t in tiles)
-    counts = {
-        "n_circuits": len({t.circuit for t in tiles}), "n_rows": query.rows.count,
-        "n_experiments": experiments, "n_tiles": len(tiles),
-    }
-    with recorder.phase(query.number, "execute", **counts):
-        start = time.time()
-        outputs = runner.run(query.compiled, query.rows, tiles)
-        readouts = [query.compiled.readouts[t.circuit] for t in tiles]
-        data = [r.measure(query, t.start, raw) for r, t, raw in zip(readouts, tiles, outputs)]
-        elapsed = time.time() - start
-    with recorder.phase(query.number, "accumulate", **counts):
-        for readout, tile, values in zip(readouts, tiles, data):
-            readout.accumulate(buffers, tile.start, values)
+    elapsed = 0.0
+    for batch in output_batches(query, tiles):
+        experiments = sum(t.stop - t.start for t in batch)
+        counts = {
+            "n_circuits": len({t.circuit for t in batch}), "n_rows": query.rows.count,
+            "n_experiments": experiments, "n_tiles": len(batch),
+        }
+        with recorder.phase(query.number, "execute", **counts):
+            start = time.time()
+            outputs = runner.run(query.compiled, query.rows, batch)
+            readouts = [query.compiled.readouts[t.circuit] for t in batch]
+            data = [r.measure(query, t.start, raw) for r, t, raw in zip(readouts, batch, outputs)]
+            elapsed += time.time() - start
+        with recorder.phase(query.number, "accumulate", **counts):
+            for readout, tile, values in zip(readouts, batch, data):
+                readout.accumulate(buffers, tile.start, values)
     return elapsed
+
+
+def output_batches(query: Query, tiles: list[Tile]) -> list[list[Tile]]:
+    """``tiles`` cut into pieces and batches whose outputs stay under CALL_BYTES where the
+    alignment allows (pieces start at multiples of SAMPLE_BLOCK in sampled mode, where shots are
+    drawn per block)."""
+    align = SAMPLE_BLOCK if query.program.sampled else 1
+    batches: list[list[Tile]] = [[]]
+    load = 0
+    for tile in tiles:
+        size = query.compiled.readouts[tile.circuit].output_bytes
+        step = max(align, CALL_BYTES // size // align * align)
+        for first in range(tile.start, tile.stop, step):
+            piece = Tile(tile.circuit, first, min(first + step, tile.stop))
+            bytes_ = size * (piece.stop - piece.start)
+            if batches[-1] and load + bytes_ > CALL_BYTES:
+                batches.append([])
+                load = 0
+            batches[-1].append(piece)
+            load += bytes_
+    return [batch for batch in batches if batch]
 
 
 class LocalEngine:

@@ -18,23 +18,20 @@ results (``outputs``) and how large one experiment's output is; a tile's outputs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from qiskit.quantum_info import Pauli, PauliList
+from qiskit.quantum_info import PauliList
 
 from hpcqnn.cutting.coherent import CoherentPartition
-from hpcqnn.cutting.program import STATE_LABEL, Program, Setting
-from hpcqnn.cutting.shots import draw_counts, moment_matrix, sample_counts
+from hpcqnn.cutting.program import STATE_LABEL, Program, Setting, padded_pauli
+from hpcqnn.cutting.shots import draw_counts, moment_matrix, popcount, sample_counts
 from hpcqnn.options import CALL_BYTES, SAMPLE_BLOCK
 
 if TYPE_CHECKING:
     from hpcqnn.execution.query import Query, QueryBuffers
-
-_H = np.array([[1.0, 1.0], [1.0, -1.0]], dtype=complex) / np.sqrt(2.0)
-_SX = np.array([[1 + 1j, 1 - 1j], [1 - 1j, 1 + 1j]]) / 2.0
-
 
 class Readout(Protocol):
     """What a program circuit's outputs mean."""
@@ -123,13 +120,13 @@ class CoherentEstimates(_Branches):
         self.weights = [cut.signed[:, k] for cut, k in zip(coherent.cuts, keep)]
         self.paulis = len(paulis)
         system = coherent.system
-        padded = [_padded(pauli, system) for pauli in paulis]
+        padded = [padded_pauli(pauli, system) for pauli in paulis]
         self.z_only = np.array([j for j, pauli in enumerate(padded) if not pauli.x.any()], dtype=np.int64)
         masks = np.array([sum(1 << q for q in range(system) if padded[j].z[q]) for j in self.z_only], dtype=np.int64)
         basis = np.arange(2**system, dtype=np.int64)
         parity = np.bitwise_count((basis[:, None] & masks[None, :]).astype(np.uint64)) & 1
         self.z_signs = 1.0 - 2.0 * parity  # [2**system, Z-only Paulis]
-        self.flips = []  # P|l> = phase[l] |perm[l]> of the Paulis with X or Y
+        self.flips = []  # (P psi)[l] = phase[l] psi[perm[l]] for the Paulis with X or Y
         for j, pauli in enumerate(padded):
             if pauli.x.any():
                 matrix = pauli.to_matrix(sparse=True).tocsr()
@@ -188,7 +185,8 @@ class TemplateCounts:
     def measure(self, query: Query, start: int, raw: np.ndarray) -> np.ndarray:
         assert query.shots, "a sampled query has shots"
         rows = len(query.rows.unique[query.program.settings[self.index].partition])
-        allocation = query.compiled.allocation(query.shots)[self.index]
+        assert query.compiled.settings is not None, "a sampled query has settings"
+        allocation = query.compiled.settings.allocation(query.shots)[self.index]
         shots = allocation[np.arange(start, start + len(raw)) // rows]
         return sample_counts(raw, shots, query.seed, query.number, self.index, offset=start)
 
@@ -200,25 +198,21 @@ class TemplateCounts:
 class CoherentCounts(_Branches):
     """Sampled mode, coherent circuit: for every setting of the partition, the outcome
     distribution ``p(b, +-) = (D_b +- M_b) / 2`` of each subexperiment and row, and counts drawn
-    from it per block of SAMPLE_BLOCK rows.
+    from it per block of SAMPLE_BLOCK rows (each block's distributions are computed, drawn from
+    and dropped before the next).
 
     The counts are those of the setting's sign patterns: outcomes that sign every Pauli the
-    setting measures alike are one category (``classes``), since the estimates and their
-    variances depend on the shots through those signs alone. Each setting's Paulis then have
-    exactly the joint distribution the bitstrings would give them, at a fraction of the draws
-    (a single Pauli: one binomial per subexperiment and row, not one per outcome)."""
+    setting measures alike are one category, since the estimates and their variances depend on
+    the shots through those signs alone. Each setting's Paulis then have exactly the joint
+    distribution the bitstrings would give them, at a fraction of the draws (a single Pauli:
+    one binomial per subexperiment and row, not one per outcome)."""
 
     def __init__(self, coherent: CoherentPartition, settings: list[tuple[int, Setting]]):
         super().__init__(coherent, [np.arange(len(cut.vectors)) for cut in coherent.cuts])
         self.settings = settings
         self.signed = [cut.signed for cut in coherent.cuts]
         self.unsigned = [cut.unsigned for cut in coherent.cuts]
-        self.classes, self.moments = [], []
-        for _, setting in settings:
-            moments = moment_matrix(setting.signs, 1)  # [2 * outcomes, K + K * K], sign bit high
-            patterns, category = np.unique(moments, axis=0, return_inverse=True)
-            self.classes.append(np.eye(len(patterns))[category.reshape(-1)])  # [2 * outcomes, classes]
-            self.moments.append(patterns)
+        self.classes = [_sign_classes(setting.signs) for _, setting in settings]
         # rows combined at once: SAMPLE_BLOCK, or fewer where their branch combinations are large
         self.chunk = max(1, min(SAMPLE_BLOCK, CALL_BYTES // (16 * self.combined_size)))
 
@@ -239,49 +233,54 @@ class CoherentCounts(_Branches):
         return [np.concatenate(found, axis=1) for found in out]
 
     def measure(self, query: Query, start: int, raw: np.ndarray) -> list[np.ndarray]:
-        """Per setting, the counts of its sign patterns [subexperiments, rows, classes]."""
-        assert query.shots, "a sampled query has shots"
+        """Per setting, the counts of its sign patterns [subexperiments, rows, patterns]."""
+        assert query.shots and query.compiled.settings is not None, "a sampled query has shots"
         if start % SAMPLE_BLOCK:
             raise ValueError(f"tile start {start} is not a multiple of SAMPLE_BLOCK={SAMPLE_BLOCK}")
-        allocation = query.compiled.allocation(query.shots)
-        counts = []
-        for (k, _), classes, distributions in zip(self.settings, self.classes, self.distributions(raw)):
-            probabilities = distributions @ classes
-            drawn = np.empty(probabilities.shape, dtype=np.int64)
-            for first in range(0, probabilities.shape[1], SAMPLE_BLOCK):
-                block = slice(first, first + SAMPLE_BLOCK)
+        allocation = query.compiled.settings.allocation(query.shots)
+        subexperiments = len(allocation[self.settings[0][0]])
+        counts = [np.empty((subexperiments, len(raw), len(m)), dtype=np.int64) for _, m in self.classes]
+        for first in range(0, len(raw), SAMPLE_BLOCK):
+            block = slice(first, first + SAMPLE_BLOCK)
+            found = self.distributions(raw[block])
+            for (k, _), (grouping, _), drawn, distributions in zip(self.settings, self.classes, counts, found):
                 drawn[:, block] = draw_counts(
-                    probabilities[:, block], allocation[k][:, None], query.seed, query.number, k,
+                    grouping(distributions), allocation[k][:, None], query.seed, query.number, k,
                     (start + first) // SAMPLE_BLOCK,
                 )
-            counts.append(drawn)
         return counts
 
     def accumulate(self, buffers: QueryBuffers, start: int, data: list[np.ndarray]) -> None:
-        for (k, _), moments, counts in zip(self.settings, self.moments, data):
+        for (k, _), (_, moments), counts in zip(self.settings, self.classes, data):
             np.matmul(counts, moments, out=buffers.setting_sums[k][:, start : start + counts.shape[1]])
 
 
-def _padded(pauli: Pauli, width: int) -> Pauli:
-    """``pauli`` on the first of ``width`` qubits, the identity on the rest."""
-    z = np.zeros(width, dtype=bool)
-    x = np.zeros(width, dtype=bool)
-    z[: pauli.num_qubits] = pauli.z
-    x[: pauli.num_qubits] = pauli.x
-    return Pauli((z, x))
+def _sign_classes(signs: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
+    """The sign patterns of a setting whose Paulis sign measured outcome ``b`` by ``signs[b]``
+    (and all by the QPD sign bit, high): a function summing distributions [..., 2 * outcomes]
+    into their patterns [..., patterns], and ``moment_matrix`` of the patterns."""
+    parity = 1.0 - 2.0 * (popcount(np.arange(2)) & 1)
+    signed = np.kron(parity[:, None], signs)  # [2 * outcomes, K], sign bit high
+    patterns, category = np.unique(signed, axis=0, return_inverse=True)
+    category = category.reshape(-1)
+    order = np.argsort(category, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(category[order]) != 0])
+
+    def grouping(distributions: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(distributions[..., order], starts, axis=-1)
+
+    return grouping, moment_matrix(patterns, 0)
 
 
 def _probabilities(psi: np.ndarray, system: int, setting: Setting) -> np.ndarray:
     """Outcome distributions [..., 2**len(measured)] of ``setting`` on states [..., 2**system]:
-    each measured qubit rotated into its Pauli's eigenbasis (as the template does), the others
-    traced out; outcome bit ``i`` is qubit ``measured[i]``."""
+    each measured qubit rotated into its Pauli's eigenbasis (``Setting.rotations``, as the
+    template does), the others traced out; outcome bit ``i`` is qubit ``measured[i]``."""
     lead = psi.shape[:-1]
-    state = psi.reshape(-1, *([2] * system))  # axis 1 + system - 1 - q holds qubit q
-    for q in setting.measured:
-        gate = _SX if setting.basis.x[q] and setting.basis.z[q] else _H if setting.basis.x[q] else None
-        if gate is not None:
-            axis = system - q
-            state = np.moveaxis(np.tensordot(gate, state, axes=([1], [axis])), 0, axis)
+    state = psi.reshape(-1, *([2] * system))  # axis system - q holds qubit q
+    for q, gate in setting.rotations():
+        axis = system - q
+        state = np.moveaxis(np.tensordot(gate.to_matrix(), state, axes=([1], [axis])), 0, axis)
     probability = state.real**2 + state.imag**2
     kept = [system - q for q in reversed(setting.measured)]
     rest = [a for a in range(1, system + 1) if a not in kept]

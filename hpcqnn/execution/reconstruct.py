@@ -5,7 +5,7 @@ For global Pauli term ``j`` and parameter row ``r``::
     value[r, j] = sum_{a, b} prod_c K_c[a_c, b_c] * prod_p E_p[(a or b of the cuts touching p), r, pauli_p(j)]
 
 where ``a_c``/``b_c`` pick the simulated basis channel on each side of cut ``c`` and the kernel
-``K_c`` folds in the QPD coefficients (``cutplan.CutPlan``). Each partition's operand carries
+``K_c`` folds in the QPD coefficients (``cutting.plan.CutPlan``). Each partition's operand carries
 only the indices of the cuts that touch it, so the joint product of all QPD terms is never
 materialised. A ``Contraction`` is worked out once per plan (``execution.compiled``); per query it multiplies the
 kernels into the operands (one matmul for two partitions, one per cut otherwise), then
@@ -125,9 +125,9 @@ class Contraction(_DeviceCopies):
         """Exact mode: per partition its estimates [subexperiments, rows, local Paulis] as
         [subexperiments, rows, global terms] (each term reads the Pauli it restricts to)."""
         out = []
-        for part, values, identity in zip(self.plan.partitions, estimates, self.identity_terms):
+        for p, (part, values, identity) in enumerate(zip(self.plan.partitions, estimates, self.identity_terms)):
             values = xp.asarray(values)
-            out.append(values if identity else values[:, :, self._on(xp, ("terms", id(part)), part.term_pauli)])
+            out.append(values if identity else values[:, :, self._on(xp, ("terms", p), part.term_pauli)])
         return out
 
     def operands(self, terms) -> list:

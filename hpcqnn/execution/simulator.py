@@ -1,10 +1,10 @@
 """Qiskit Aer execution of work tiles: every tile of a call goes into one Aer execution.
 
-A tile is (program circuit, first experiment, end experiment), experiment ``e`` being
-subexperiment ``e // n`` with row ``e % n`` of the ``n`` distinct parameter rows the circuit's
-partition needs (``query.QueryRows``). Both the circuit's parameters and
-the subexperiment's term parameters are bound at run time (Aer's parameterizations), never as
-circuit copies. Aer's public ``run`` re-assembles every
+A tile is (program circuit, first experiment, end experiment). For an enumerated template,
+experiment ``e`` is subexperiment ``e // n`` with row ``e % n`` of the ``n`` parameter rows the
+circuit's partition runs (``query.QueryRows``); for a coherent circuit it is row ``e``. The
+circuit's parameters and a template's term parameters (its subexperiment) are bound at run time
+(Aer's parameterizations), never as circuit copies. Aer's public ``run`` re-assembles every
 circuit on every call and builds a ``Result`` object per experiment; for the small circuits of
 cut QNNs that Python work costs several times the simulation itself (measured: about 1 ms per
 circuit per call), so a program's circuits are compiled and assembled once per rank

@@ -1,6 +1,7 @@
 """Work splitting: pure functions from experiment counts to tiles (no MPI here).
 
-Circuit ``c`` of a program runs ``counts[c]`` experiments (subexperiments x parameter rows).
+Circuit ``c`` of a program runs ``counts[c]`` experiments (subexperiments x parameter rows for
+an enumerated template, parameter rows for a coherent circuit).
 Tiles are contiguous experiment ranges of one circuit whose starts are multiples of ``align``
 (sampled mode seeds its shots per aligned block, so any split draws the same shots).
 """
