@@ -61,9 +61,10 @@ PROBLEMS = {
     "mixed sides BBAA, 6 terms": lambda: (_mixed_sides(), MANY_TERMS, "BBAA"),
     "uncut, 6 terms": lambda: (_mixed_sides(), MANY_TERMS, "AAAA"),
     "two pieces without a cut": lambda: (_mixed_sides(crossing=False), MANY_TERMS, "AABB"),
+    "one setting of 2 Paulis per half": lambda: (_mixed_sides(), SparsePauliOp(["ZIZI", "IZIZ"], [0.6, -1.3]), "AABB"),
 }
 SAMPLED = ["two halves, 1 cut", "chain of 3", "mixed sides AABB, 6 terms", "mixed sides BBAA, 6 terms",
-           "uncut, 6 terms", "two pieces without a cut"]
+           "uncut, 6 terms", "two pieces without a cut", "one setting of 2 Paulis per half"]
 
 
 def _plan(name: str):
@@ -139,6 +140,9 @@ def test_sensitivities_are_the_values_change_per_estimate(name, pair, monkeypatc
 def test_sampled_variance_is_the_delta_method_over_every_setting(name):
     plan = _plan(name)
     program = build_program(plan, sampled=True)
+    if name == "one setting of 2 Paulis per half":  # the settings measure their terms in order
+        assert [block.identity for block in compile_program(program).settings.blocks] == [True]
+        assert [len(s.paulis) for s in program.settings] == [2, 2]
     rng = np.random.default_rng(3)
     rows, shots = 2, 50
     weights = rng.uniform(-1, 1, (len(plan.paulis), 2))

@@ -252,7 +252,11 @@ class CoherentCounts(_Branches):
 
     def accumulate(self, buffers: QueryBuffers, start: int, data: list[np.ndarray]) -> None:
         for (k, _), (_, moments), counts in zip(self.settings, self.classes, data):
-            np.matmul(counts, moments, out=buffers.setting_sums[k][:, start : start + counts.shape[1]])
+            out = buffers.setting_sums[k][:, start : start + counts.shape[1]]
+            if out.flags.c_contiguous:  # the tile holds every row: one 2-D product, not one per subexperiment
+                np.matmul(counts.reshape(-1, counts.shape[-1]), moments, out=out.reshape(-1, out.shape[-1]))
+            else:
+                np.matmul(counts, moments, out=out)
 
 
 def _sign_classes(signs: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:

@@ -279,12 +279,16 @@ class SettingBlocks(_DeviceCopies):
         share shots, hence their covariances.
         """
         variance = None
-        maps = self.observable_maps(weights)
         for b, (block, (means, products), (_, scale)) in enumerate(zip(self.blocks, moments, self.shot_scales(shots))):
             settings, s, r, k = means.shape
             g = xp.array([grads[p] for p in block.partitions])  # [settings, s, r, terms] (cheaper than stack)
-            # d value[r, o] / d means[c, s, r, k]
-            d = (g.reshape(settings, s * r, -1) @ xp.asarray(maps[b])).reshape(settings, s, r, k, -1)
+            # d value[r, o] / d means[c, s, r, k]: through the term maps, or, where a setting's
+            # Paulis are its partition's terms in order, each term's weights as they are
+            if block.identity:
+                d = g[..., None] * xp.asarray(weights)
+            else:
+                maps = xp.asarray(self.observable_maps(weights)[b])
+                d = (g.reshape(settings, s * r, -1) @ maps).reshape(settings, s, r, k, -1)
             covariance = products - means[..., :, None] * means[..., None, :]
             spread = (d * (covariance @ d)).sum(axis=-2)  # d^T covariance d per (setting, s, r, o)
             term = (spread * self._on(xp, ("scale", shots, b), scale)).sum(axis=(0, 1))
