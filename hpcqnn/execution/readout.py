@@ -28,6 +28,7 @@ from qiskit.quantum_info import PauliList
 from hpcqnn.cutting.coherent import CoherentPartition
 from hpcqnn.cutting.program import STATE_LABEL, Program, Setting, padded_pauli
 from hpcqnn.cutting.shots import draw_counts, moment_matrix, popcount, sample_counts
+from hpcqnn.execution.reconstruct import along
 from hpcqnn.options import CALL_BYTES, SAMPLE_BLOCK
 
 if TYPE_CHECKING:
@@ -90,24 +91,16 @@ class _Branches:
         psi = states.reshape(rows, *(2 ** len(c.controls) for c in reversed_cuts), 2**coherent.system)
         for axis, cut in enumerate(reversed_cuts, start=1):
             vectors = cut.vectors[self.keep[len(coherent.cuts) - axis]]
-            psi = _along(vectors, psi[(slice(None),) * axis + (slice(0, cut.branches),)], axis)
+            psi = along(vectors, psi[(slice(None),) * axis + (slice(0, cut.branches),)], axis)
         return psi
 
     def channels(self, values: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
         """``values`` [rows, k_last, ..., k_first, outputs] -> [subexperiments, rows, outputs],
         ``weights[i]`` [channels, used readout vectors] of cut ``i`` (register order)."""
         for axis, w in enumerate(weights[::-1], start=1):
-            values = _along(w, values, axis)
+            values = along(w, values, axis)
         values = np.transpose(values, [*self.order, 0, values.ndim - 1])
         return (self.scale * values).reshape(-1, values.shape[-2], values.shape[-1])
-
-
-def _along(matrix: np.ndarray, tensor: np.ndarray, axis: int) -> np.ndarray:
-    """``matrix`` applied along ``axis`` of ``tensor`` as one batched matmul (no axis moves)."""
-    shape = tensor.shape
-    lead, tail = int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1 :]))
-    out = np.matmul(matrix, tensor.reshape(lead, shape[axis], tail))
-    return out.reshape(*shape[:axis], matrix.shape[0], *shape[axis + 1 :])
 
 
 class CoherentEstimates(_Branches):

@@ -141,7 +141,7 @@ class Contraction(_DeviceCopies):
         """The operands with every cut's kernel multiplied in (``Absorption``)."""
         out = list(operands)
         for i, step in enumerate(self.steps):
-            out[step.into] = _apply(self._on(xp, ("kernel", i), step.kernel), out[step.into], step.axis, xp)
+            out[step.into] = along(self._on(xp, ("kernel", i), step.kernel), out[step.into], step.axis)
         return out
 
     def values(self, absorbed, xp: ModuleType = np):
@@ -165,7 +165,7 @@ class Contraction(_DeviceCopies):
                 expression = self.gradient_expressions[p]
                 grad = others[0] if expression is None else _contract(xp, expression, others)
             for i, step in self.back_steps[p]:
-                grad = _apply(self._on(xp, ("kernel_t", i), step.kernel.T), grad, step.axis, xp)
+                grad = along(self._on(xp, ("kernel_t", i), step.kernel.T), grad, step.axis)
             grads.append(grad if self.flat else grad.reshape(part.num_subexperiments, *grad.shape[-2:]))
         return grads
 
@@ -290,16 +290,21 @@ class SettingBlocks(_DeviceCopies):
                 maps = xp.asarray(self.observable_maps(weights)[b])
                 d = (g.reshape(settings, s * r, -1) @ maps).reshape(settings, s, r, k, -1)
             covariance = products - means[..., :, None] * means[..., None, :]
-            spread = (d * (covariance @ d)).sum(axis=-2)  # d^T covariance d per (setting, s, r, o)
+            if k == 1:  # one Pauli per setting: d^2 times its variance (not one 1x1 matmul per row)
+                spread = d[..., 0, :] ** 2 * covariance[..., 0, :]
+            else:  # d^T covariance d per (setting, s, r, o)
+                spread = (d * (covariance @ d)).sum(axis=-2)
             term = (spread * self._on(xp, ("scale", shots, b), scale)).sum(axis=(0, 1))
             variance = term if variance is None else variance + term
         return variance
 
-def _apply(matrix, tensor, axis: int, xp: ModuleType):
-    """``matrix`` applied to ``tensor`` along ``axis`` (one BLAS call), the axis staying put."""
-    if axis == 0:
-        return (matrix @ tensor.reshape(tensor.shape[0], -1)).reshape(matrix.shape[0], *tensor.shape[1:])
-    return xp.moveaxis(xp.tensordot(matrix, tensor, axes=([1], [axis])), 0, axis)
+def along(matrix, tensor, axis: int):
+    """``matrix`` applied along ``axis`` of ``tensor`` (NumPy or CuPy arrays), the axis staying
+    put: one (batched) matmul, no axis moves."""
+    shape = tensor.shape
+    lead = math.prod(shape[:axis])
+    out = matrix @ (tensor.reshape(shape[0], -1) if axis == 0 else tensor.reshape(lead, shape[axis], -1))
+    return out.reshape(*shape[:axis], matrix.shape[0], *shape[axis + 1 :])
 
 
 _DIRECT_LIMIT = 1 << 18  # below this many index combinations one direct einsum beats planning
