@@ -27,7 +27,7 @@ pytestmark = pytest.mark.mpi
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
 JOB_TIMEOUT = 120.0  # seconds for a job that should succeed
 FAIL_TIMEOUT = 60.0  # seconds within which a failed job must have ended
-QUERIES = 4  # engine queries per mode in estimate.py (one per run of the workload)
+QUERIES = 5  # engine queries per mode in estimate.py (one per run of the workload)
 COLUMNS = ("query", "phase", "t_start", "t_end", "n_circuits", "n_rows")
 ATTRIBUTES = ("rank", "size", "hostname", "device", "mpi_library", "hpcqnn_version", "config")
 

@@ -50,8 +50,9 @@ def shape_runs(name: str) -> list[list[tuple]]:
 
 
 def runs() -> list[list[tuple]]:
-    """Four runs, one engine query each: 20 rows; a second program with two observables; two
-    pubs batched into one 5-row query; a single row (some ranks get no sampled tiles)."""
+    """Five runs, one engine query each: 20 rows; a second program with two observables; two
+    pubs batched into one 5-row query; a single row (some ranks get no sampled tiles); 131 rows
+    (three blocks of rows per coherent circuit, so ranks share one circuit's rows and shots)."""
     rng = np.random.default_rng(2024)
     circuit, observable = MODEL.circuit, MODEL.observable
 
@@ -63,6 +64,7 @@ def runs() -> list[list[tuple]]:
         [(circuit, MIXED, rows(20)[:, None, :])],
         [(circuit, observable, rows(3)), (circuit, observable, rows(2))],
         [(circuit, MIXED[0], rows(1)[0])],
+        [(circuit, observable, rows(131))],
     ]
 
 
