@@ -392,13 +392,13 @@ def test_program_shows_the_plan_it_runs_without_simulating():
 
 def test_wide_coherent_circuits_go_to_aer_in_calls_of_bounded_size(monkeypatch):
     """Coherent experiments return whole statevectors: a call holds at most CALL_BYTES of them."""
-    from hpcqnn.execution import simulator
+    from hpcqnn.execution import engine, simulator
 
     model = cut_qnn(8, cuts=3)  # two coherent circuits of 4 + 6 qubits
-    monkeypatch.setattr(simulator, "CALL_BYTES", 3 * 16 * 2**10)  # three statevectors per call
+    monkeypatch.setattr(engine, "CALL_BYTES", 3 * 16 * 2**10)  # three statevectors per call
     calls = []
-    execute = simulator.AerRunner._call
-    monkeypatch.setattr(simulator.AerRunner, "_call", lambda self, program, rows, tiles: calls.append(
+    execute = simulator.AerRunner.run
+    monkeypatch.setattr(simulator.AerRunner, "run", lambda self, program, rows, tiles: calls.append(
         sum(t.stop - t.start for t in tiles)) or execute(self, program, rows, tiles))
     rows = np.random.default_rng(2).uniform(-np.pi, np.pi, (7, model.circuit.num_parameters))
     pub = (model.circuit, model.observable, rows)

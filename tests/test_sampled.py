@@ -278,8 +278,8 @@ def test_counts_do_not_depend_on_tile_split(coherent: bool) -> None:
 
 
 @pytest.mark.parametrize("mode", ["exact", "sampled"])
-def test_batches_under_the_output_bound_give_the_same_results(mode: str, monkeypatch) -> None:
-    """With CALL_BYTES tiny, a query's tiles run in many aligned pieces and batches (bounded
+def test_calls_under_the_output_bound_give_the_same_results(mode: str, monkeypatch) -> None:
+    """With CALL_BYTES tiny, a query's tiles run in many aligned pieces and calls (bounded
     simulator outputs); values, stds and every drawn shot stay the same."""
     from hpcqnn.execution import engine
 
@@ -293,10 +293,10 @@ def test_batches_under_the_output_bound_give_the_same_results(mode: str, monkeyp
     (compiled,) = estimator._programs.values()
     query = Query(0, compiled, params, shots)
     tiles = [Tile(i, 0, query.experiments(i)) for i in range(len(compiled.program.circuits))]
-    batches = engine.output_batches(query, tiles)
-    assert len(batches) > len(tiles)
+    calls = engine.call_pieces(query, tiles)
+    assert len(calls) > len(tiles)
     align = SAMPLE_BLOCK if shots else 1
-    assert all(piece.start % align == 0 for batch in batches for piece in batch)
+    assert all(piece.start % align == 0 for call in calls for piece in call)
     np.testing.assert_array_equal(pieces.data.evs, whole.data.evs)
     np.testing.assert_array_equal(pieces.data.stds, whole.data.stds)
 

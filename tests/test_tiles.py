@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpcqnn.execution.tiles import Tile, dynamic_chunk, split_chunks, split_static
+from hpcqnn.execution.tiles import Tile, dynamic_chunk, pack, split_chunks, split_static
 from hpcqnn.options import TILES_PER_RANK
 
 CASES = 400
@@ -159,3 +159,19 @@ def test_dynamic_chunks_cover_every_experiment_once(seed):
     for counts, _, align in random_cases(seed):
         chunk = dynamic_chunk(sum(counts), int(rng.integers(1, 33)))
         check_exact_cover(counts, split_chunks(counts, chunk, align), align)
+
+
+def test_pack_cuts_tiles_at_their_limits_and_fills_calls_in_order():
+    tiles = [Tile(0, 0, 7), Tile(1, 0, 5), Tile(1, 8, 9)]
+    calls = pack(tiles, limits=[3, 10], align=1)
+    # the last call fills 1/3 + 5/10 + 1/10 of a limit
+    assert calls == [[Tile(0, 0, 3)], [Tile(0, 3, 6)], [Tile(0, 6, 7), Tile(1, 0, 5), Tile(1, 8, 9)]]
+    assert pack(tiles, limits=[100, 100], align=1) == [tiles]
+
+
+def test_pack_keeps_pieces_aligned_even_over_a_limit():
+    """A limit below the alignment gives pieces of one alignment each (shots are drawn per block)."""
+    calls = pack([Tile(0, 0, 130), Tile(1, 64, 100)], limits=[10, 256], align=64)
+    assert calls == [[Tile(0, 0, 64)], [Tile(0, 64, 128)], [Tile(0, 128, 130), Tile(1, 64, 100)]]
+    assert all(piece.start % 64 == 0 for call in calls for piece in call)
+

@@ -3,7 +3,7 @@ workload (same circuits) - ``Costs``, a ``Network`` (``fit_network``), and each 
 configuration (``workload_of``, ``scenario_of``).
 
 - ``execute`` rows give a ``TileCost`` in *core-seconds*: a row of ``n`` experiments is
-  ``ceil(n / CALL_EXPERIMENTS)`` Aer calls of 256, ..., the remainder (``AerRunner.run``), each
+  ``ceil(n / CALL_EXPERIMENTS)`` Aer calls of 256, ..., the remainder (``engine.call_pieces``), each
   ``call + experiment x m ** exponent``, fitted (relative least squares) through the median per
   distinct row size ``n``. Core-seconds weight each moment of a row by the cores its rank had
   then (``core_shares``): a computing rank uses ``c`` cores (``rank_cores``: its Aer threads if

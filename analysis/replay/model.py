@@ -47,7 +47,7 @@ CLUSTER = Network(latency=2e-6, bandwidth=12.5e9)
 @dataclass(frozen=True)
 class TileCost:
     """Core-seconds of ``n`` experiments run in calls of at most ``batch`` experiments (as
-    ``hpcqnn.execution.simulator.AerRunner.run`` does with ``CALL_EXPERIMENTS``; ``inf``: one call): each
+    ``hpcqnn.execution.engine.call_pieces`` does with ``CALL_EXPERIMENTS``; ``inf``: one call): each
     call of ``m`` costs ``call + experiment x m ** exponent`` up to the largest calibrated call
     ``fitted_up_to``, linear beyond it (no extrapolated growth)."""
 

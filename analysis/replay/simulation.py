@@ -4,7 +4,7 @@ Ranks are coroutines on a discrete-event machine (``Machine``) with processor
 sharing: computing ranks run at the rates of ``core_shares`` (rank 0 at its own, the others at
 one common rate; ``cores=None``: dedicated cores, no sharing); sleeping and waiting ranks use none.
 A batch runs as its sequence of Aer calls (``call_sizes``: tiles cut at ``CALL_EXPERIMENTS``,
-consecutive pieces packed into a call while they fit, as ``AerRunner.run`` does).
+consecutive pieces packed into a call while they fit, as ``hpcqnn.execution.tiles.pack`` does).
 Static: each rank runs its ``hpcqnn.execution.tiles.split_static`` share as one batch. Dynamic: rank 0
 hands out ``split_chunks`` tiles on request (one request ahead per worker, a Recv + Send of
 rank-0 time each) and runs tiles itself between requests, as ``MPIEngine._coordinate`` does;

@@ -19,8 +19,8 @@ from hpcqnn.execution.compiled import CompiledProgram, compile_program
 from hpcqnn.execution.devices import Placement, to_host
 from hpcqnn.execution.query import Query, QueryBuffers
 from hpcqnn.execution.simulator import AerRunner
-from hpcqnn.execution.tiles import Tile
-from hpcqnn.options import CALL_BYTES, SAMPLE_BLOCK
+from hpcqnn.execution.tiles import Tile, pack
+from hpcqnn.options import CALL_BYTES, CALL_EXPERIMENTS, SAMPLE_BLOCK
 from hpcqnn.run.timing import PhaseRecorder
 
 
@@ -78,49 +78,36 @@ def run_tiles(
     runner: AerRunner, query: Query, tiles: list[Tile], buffers: QueryBuffers, recorder: PhaseRecorder
 ) -> float:
     """Simulate ``tiles`` and measure them, then accumulate what they measured in ``buffers``
-    (each circuit's ``readout.Readout``), in batches whose simulator outputs stay under
-    CALL_BYTES (one batch for all but wide circuits or many rows).
+    (each circuit's ``readout.Readout``). The tiles go to Aer in calls (``call_pieces``), each
+    measured as soon as it returns, so only one call's raw outputs (whole statevectors, for
+    coherent circuits) are held at a time.
 
     Returns the execution seconds.
     """
-    elapsed = 0.0
-    for batch in output_batches(query, tiles):
-        experiments = sum(t.stop - t.start for t in batch)
-        counts = {
-            "n_circuits": len({t.circuit for t in batch}), "n_rows": query.rows.count,
-            "n_experiments": experiments, "n_tiles": len(batch),
-        }
-        with recorder.phase(query.number, "execute", **counts):
-            start = time.time()
-            outputs = runner.run(query.compiled, query.rows, batch)
-            readouts = [query.compiled.readouts[t.circuit] for t in batch]
-            data = [r.measure(query, t.start, raw) for r, t, raw in zip(readouts, batch, outputs)]
-            elapsed += time.time() - start
-        with recorder.phase(query.number, "accumulate", **counts):
-            for readout, tile, values in zip(readouts, batch, data):
-                readout.accumulate(buffers, tile.start, values)
+    counts = {
+        "n_circuits": len({t.circuit for t in tiles}), "n_rows": query.rows.count,
+        "n_experiments": sum(t.stop - t.start for t in tiles), "n_tiles": len(tiles),
+    }
+    readouts = query.compiled.readouts
+    measured = []
+    with recorder.phase(query.number, "execute", **counts):
+        start = time.time()
+        for call in call_pieces(query, tiles):
+            outputs = runner.run(query.compiled, query.rows, call)
+            measured += [(p, readouts[p.circuit].measure(query, p.start, raw)) for p, raw in zip(call, outputs)]
+        elapsed = time.time() - start
+    with recorder.phase(query.number, "accumulate", **counts):
+        for piece, values in measured:
+            readouts[piece.circuit].accumulate(buffers, piece.start, values)
     return elapsed
 
 
-def output_batches(query: Query, tiles: list[Tile]) -> list[list[Tile]]:
-    """``tiles`` cut into pieces and batches whose outputs stay under CALL_BYTES where the
-    alignment allows (pieces start at multiples of SAMPLE_BLOCK in sampled mode, where shots are
-    drawn per block)."""
-    align = SAMPLE_BLOCK if query.program.sampled else 1
-    batches: list[list[Tile]] = [[]]
-    load = 0
-    for tile in tiles:
-        size = query.compiled.readouts[tile.circuit].output_bytes
-        step = max(align, CALL_BYTES // size // align * align)
-        for first in range(tile.start, tile.stop, step):
-            piece = Tile(tile.circuit, first, min(first + step, tile.stop))
-            bytes_ = size * (piece.stop - piece.start)
-            if batches[-1] and load + bytes_ > CALL_BYTES:
-                batches.append([])
-                load = 0
-            batches[-1].append(piece)
-            load += bytes_
-    return [batch for batch in batches if batch]
+def call_pieces(query: Query, tiles: list[Tile]) -> list[list[Tile]]:
+    """The Aer calls of ``tiles`` (``tiles.pack``): at most CALL_EXPERIMENTS experiments and,
+    where the experiments save much (whole statevectors), CALL_BYTES of outputs per call; pieces
+    start at multiples of SAMPLE_BLOCK in sampled mode, whose shots are drawn per block."""
+    limits = [max(1, min(CALL_EXPERIMENTS, CALL_BYTES // r.output_bytes)) for r in query.compiled.readouts]
+    return pack(tiles, limits, SAMPLE_BLOCK if query.program.sampled else 1)
 
 
 class LocalEngine:

@@ -27,7 +27,7 @@ from qiskit.quantum_info import PauliList
 
 from hpcqnn.cutting.coherent import CoherentPartition
 from hpcqnn.cutting.program import STATE_LABEL, Program, Setting, padded_pauli
-from hpcqnn.cutting.shots import draw_counts, moment_matrix, popcount, sample_counts
+from hpcqnn.cutting.shots import draw_counts, moment_matrix, sample_counts
 from hpcqnn.execution.reconstruct import along
 from hpcqnn.options import CALL_BYTES, SAMPLE_BLOCK
 
@@ -256,8 +256,7 @@ def _sign_classes(signs: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray]
     """The sign patterns of a setting whose Paulis sign measured outcome ``b`` by ``signs[b]``
     (and all by the QPD sign bit, high): a function summing distributions [..., 2 * outcomes]
     into their patterns [..., patterns], and ``moment_matrix`` of the patterns."""
-    parity = 1.0 - 2.0 * (popcount(np.arange(2)) & 1)
-    signed = np.kron(parity[:, None], signs)  # [2 * outcomes, K], sign bit high
+    signed = moment_matrix(signs, 1)[:, : signs.shape[1]]  # [2 * outcomes, K], sign bit high
     patterns, category = np.unique(signed, axis=0, return_inverse=True)
     category = category.reshape(-1)
     order = np.argsort(category, kind="stable")

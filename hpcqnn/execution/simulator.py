@@ -28,7 +28,6 @@ from hpcqnn.execution.compiled import CompiledProgram
 from hpcqnn.execution.devices import Placement
 from hpcqnn.execution.query import QueryRows
 from hpcqnn.execution.tiles import Tile
-from hpcqnn.options import CALL_BYTES, CALL_EXPERIMENTS
 
 
 @dataclass(frozen=True)
@@ -76,42 +75,11 @@ class AerRunner:
         return options
 
     def run(self, compiled: CompiledProgram, rows: QueryRows, tiles: Sequence[Tile]) -> list[np.ndarray]:
-        """Raw outputs per tile, each shaped [tile experiments, outputs of that circuit].
-
-        Work goes to Aer in calls of at most ``CALL_EXPERIMENTS`` experiments, fewer where the
-        experiments save much (whole statevectors: ``CALL_BYTES`` per call).
-        """
-        if compiled.assembled is None:
-            raise ValueError("this program was compiled without a simulator (compile_program(program, runner))")
-        limits = [max(1, min(CALL_EXPERIMENTS, CALL_BYTES // r.output_bytes)) for r in compiled.readouts]
-        pieces, pieces_per_tile = [], []
-        for t in tiles:
-            starts = range(t.start, t.stop, limits[t.circuit])
-            pieces += [Tile(t.circuit, start, min(start + limits[t.circuit], t.stop)) for start in starts]
-            pieces_per_tile.append(len(starts))
-        calls: list[list[Tile]] = []
-        current: list[Tile] = []
-        load = 0.0
-        for piece in pieces:
-            share = (piece.stop - piece.start) / limits[piece.circuit]
-            if current and load + share > 1.0:
-                calls.append(current)
-                current, load = [], 0.0
-            current.append(piece)
-            load += share
-        if current:
-            calls.append(current)
-        outputs = [out for call in calls for out in self._call(compiled, rows, call)]
-        merged, k = [], 0
-        for count in pieces_per_tile:
-            merged.append(np.concatenate(outputs[k : k + count]))
-            k += count
-        return merged
-
-    def _call(self, compiled: CompiledProgram, rows: QueryRows, tiles: Sequence[Tile]) -> list[np.ndarray]:
-        """One Aer execution of ``tiles``."""
+        """Raw outputs per tile, each shaped [tile experiments, outputs of that circuit], from ONE
+        Aer execution of ``tiles`` (``engine.call_pieces`` sizes the calls)."""
         program, assembled = compiled.program, compiled.assembled
-        assert assembled is not None, "run() checked it"
+        if assembled is None:
+            raise ValueError("this program was compiled without a simulator (compile_program(program, runner))")
         by_circuit: dict[int, list[int]] = {}
         for k, tile in enumerate(tiles):
             by_circuit.setdefault(tile.circuit, []).append(k)

@@ -63,3 +63,23 @@ def split_chunks(counts: Sequence[int], chunk: int, align: int) -> list[Tile]:
 def dynamic_chunk(total: int, ranks: int, tiles_per_rank: int = TILES_PER_RANK) -> int:
     """Tile size for on-demand scheduling: about ``tiles_per_rank`` tiles per rank."""
     return max(1, total // max(1, ranks * tiles_per_rank))
+
+
+def pack(tiles: Sequence[Tile], limits: Sequence[int], align: int) -> list[list[Tile]]:
+    """Simulator calls: ``tiles`` cut into pieces of at most ``limits[circuit]`` experiments
+    (a multiple of ``align``, at least ``align``: pieces start where tiles may), grouped in order
+    into calls whose pieces fill at most one limit altogether (a piece of ``n`` experiments fills
+    ``n / its step``)."""
+    calls: list[list[Tile]] = [[]]
+    load = 0.0
+    for tile in tiles:
+        step = max(align, limits[tile.circuit] // align * align)
+        for first in range(tile.start, tile.stop, step):
+            piece = Tile(tile.circuit, first, min(first + step, tile.stop))
+            share = (piece.stop - piece.start) / step
+            if calls[-1] and load + share > 1.0:
+                calls.append([])
+                load = 0.0
+            calls[-1].append(piece)
+            load += share
+    return [call for call in calls if call]

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from hpcqnn.cutting.shots import popcount
 from hpcqnn.tools.bench import bench_models
 
 EXACT = ("cut", "cut enumerated", "uncut", "aer", "statevector")
@@ -101,7 +102,7 @@ def _aer_sampler(model, threads: int, shots: int, seed: int) -> Pipeline:
             for r, counts in enumerate(result.data.meas.get_int_counts(loc) for loc in range(len(rows))):
                 outcomes = np.array(list(counts.keys()))
                 frequency = np.array(list(counts.values())) / shots
-                parity = np.bitwise_count((outcomes[:, None] & masks[None, :]).astype(np.uint64)) & 1
+                parity = popcount(outcomes[:, None] & masks[None, :]) & 1
                 values[r] += frequency @ (1.0 - 2.0 * parity) @ coeffs
         return values, None
 
