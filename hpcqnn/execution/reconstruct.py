@@ -76,20 +76,26 @@ class Contraction(_DeviceCopies):
 
     def __init__(self, plan: CutPlan):
         self.plan = plan
+        # two partitions of equal size: [[0, pair], [pair^T, 0]], which takes both operands
+        # stacked to both sensitivities in one matmul (``stacked_sensitivities``)
+        self.coupling: np.ndarray | None = None
         parts = plan.partitions
         letters = [[_side_letter(c, s) for c, s in zip(part.cut_ids, part.sides)] for part in parts]
         sizes = [part.num_subexperiments for part in parts]
         if len(parts) == 2 and sizes[0] * sizes[1] <= PAIR_LIMIT:
-            pair = np.ones(())  # no cuts: independent partitions, the value is a product
+            pair = np.ones((1, 1))  # no cuts: independent partitions, the value is a product
             if plan.num_cuts:
                 pair = np.einsum(
                     ",".join(_side_letter(c, 0) + _side_letter(c, 1) for c in range(plan.num_cuts))
                     + "->" + "".join(letters[0] + letters[1]),
                     *plan.cut_kernels,
-                )
+                ).reshape(sizes[0], sizes[1])
             self.shapes: list[tuple[int, ...]] = [(sizes[0],), (sizes[1],)]
-            self.steps: tuple[Absorption, ...] = (Absorption(1, 0, pair.reshape(sizes[0], sizes[1])),)
+            self.steps: tuple[Absorption, ...] = (Absorption(1, 0, pair),)
             letters = [["s"], ["s"]]
+            if sizes[0] == sizes[1]:
+                zeros = np.zeros_like(pair)
+                self.coupling = np.block([[zeros, pair], [pair.T, zeros]])
         else:
             self.shapes = [part.basis_shape for part in parts]
             self.steps = tuple(self._cut_steps(letters))
@@ -169,6 +175,14 @@ class Contraction(_DeviceCopies):
             grads.append(grad if self.flat else grad.reshape(part.num_subexperiments, *grad.shape[-2:]))
         return grads
 
+    def stacked_sensitivities(self, stacked, xp: ModuleType = np):
+        """Both sensitivities [2, subexperiments, rows, terms] of a two-partition contraction
+        from both term estimates stacked the same way (``coupling`` set): one matmul, where
+        ``sensitivities`` takes one per partition and a copy to stack them."""
+        assert self.coupling is not None, "only two partitions of equal size stack"
+        coupling = self._on(xp, ("coupling",), self.coupling)
+        return (coupling @ stacked.reshape(len(coupling), -1)).reshape(stacked.shape)
+
 
 @dataclass(frozen=True)
 class SettingBlock:
@@ -211,6 +225,11 @@ class SettingBlocks(_DeviceCopies):
             )
             self.blocks.append(SettingBlock(tuple(settings), partitions, subexperiments, paulis, term_maps, identity))
         self.partitions = len(plan.partitions)
+        # one block that holds every partition's setting, in partition order, as its term
+        # estimates: its means are the operands stacked (``Contraction.stacked_sensitivities``)
+        self.stacked = len(self.blocks) == 1 and self.blocks[0].identity and self.blocks[0].partitions == tuple(
+            range(self.partitions)
+        )
         self.program = program
         self._allocations: dict[int, tuple[np.ndarray, ...]] = {}
         self._scales: dict[int, list] = {}
@@ -271,17 +290,24 @@ class SettingBlocks(_DeviceCopies):
                 found[p] = found[p] + stacked[c] if p in found else stacked[c]
         return [found[p] for p in range(self.partitions)]
 
-    def variance(self, grads, moments, weights: np.ndarray, shots: int, xp: ModuleType = np):
+    def stack(self, grads, xp: ModuleType = np) -> list:
+        """Per block its partitions' sensitivities ``grads[p]`` [s, r, terms] stacked as its
+        settings: [settings, s, r, terms] (``variance``'s input)."""
+        return [xp.array([grads[p] for p in block.partitions]) for block in self.blocks]  # cheaper than stack
+
+    def variance(self, stacked_grads, moments, weights: np.ndarray, shots: int, xp: ModuleType = np):
         """Delta-method variance of every value, shaped [rows, observables].
 
-        ``grads[p]`` is d value[r, j] / d (term estimates of p)[s, r, j]
-        (``Contraction.sensitivities``). Experiments are independent; the Paulis of one setting
-        share shots, hence their covariances.
+        ``stacked_grads[b]`` is d value[r, j] / d (term estimates of each setting's partition)
+        [settings, s, r, j] of block ``b`` (``stack`` of ``Contraction.sensitivities``).
+        Experiments are independent; the Paulis of one setting share shots, hence their
+        covariances.
         """
         variance = None
-        for b, (block, (means, products), (_, scale)) in enumerate(zip(self.blocks, moments, self.shot_scales(shots))):
+        for b, (block, g, (means, products), (_, scale)) in enumerate(
+            zip(self.blocks, stacked_grads, moments, self.shot_scales(shots))
+        ):
             settings, s, r, k = means.shape
-            g = xp.array([grads[p] for p in block.partitions])  # [settings, s, r, terms] (cheaper than stack)
             # d value[r, o] / d means[c, s, r, k]: through the term maps, or, where a setting's
             # Paulis are its partition's terms in order, each term's weights as they are
             if block.identity:
