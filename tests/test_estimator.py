@@ -223,11 +223,11 @@ def test_labels_of_wrong_length(small):
         DistributedEstimator(partition_labels="AAB").run([(small.circuit, small.observable, np.zeros(12))])
 
 
-def test_cut_gate_with_unbound_parameter():
+def test_cut_gate_with_a_non_affine_angle():
     theta = Parameter("theta")
     qc = QuantumCircuit(2)
-    qc.rzz(theta, 0, 1)
-    with pytest.raises(CutPlanError, match="unbound parameters"):
+    qc.rzz(theta * theta, 0, 1)
+    with pytest.raises(CutPlanError, match=r"qubits \[0, 1\].*not affine in the parameters"):
         DistributedEstimator(partition_labels="AB").run([(qc, SparsePauliOp("ZZ"), [0.1])])
 
 

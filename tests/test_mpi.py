@@ -173,13 +173,13 @@ def test_timing_files(estimate_run, serial, size: int, schedule: str):
             assert sum(executed(rows, q) for rows in all_rows) == serial[mode].experiments[q], (mode, q)
 
 
-SHAPE_GRID = [("wire", 3, "dynamic"), ("chain", 2, "static"), ("chain", 4, "dynamic")]
+SHAPE_GRID = [("wire", 3, "dynamic"), ("chain", 2, "static"), ("chain", 4, "dynamic"), ("trainable", 3, "static")]
 
 
 @pytest.mark.parametrize(("shape", "size", "schedule"), SHAPE_GRID)
 def test_wire_cuts_and_chains_match_serial(tmp_path: Path, shape: str, size: int, schedule: str):
-    """A wire cut and a four-partition chain: MPI evs/stds equal the serial estimator's, exact
-    ones the uncut statevector's (the CutWire marker removed)."""
+    """A wire cut, a four-partition chain and trainable RZZ cuts: MPI evs/stds equal the serial
+    estimator's, exact ones the uncut statevector's (the CutWire marker removed)."""
     check_success(launch("estimate.py", tmp_path, schedule, shape, ranks=size, timeout=JOB_TIMEOUT))
     with np.load(tmp_path / "results.npz") as data:
         results = dict(data)

@@ -594,7 +594,7 @@ def test_proportional_allocation_beats_uniform_at_equal_total_shots() -> None:
         stds[allocation] = np.mean([r.data.stds for r in results])
         program = estimator.program((circuit, observables, params[:, None, :]))
         budgets[allocation] = sum(int(n.sum()) for n in program.subexperiment_shots(400))
-    assert budgets["uniform"] == budgets["proportional"] == 400 * sum(len(w) for w in program.shot_weights)
+    assert budgets["uniform"] == budgets["proportional"] == 400 * sum(len(w) for w in program.shot_weights())
     assert stds["proportional"] < 0.8 * stds["uniform"], stds
     assert errors["proportional"] < 0.8 * errors["uniform"], errors
 

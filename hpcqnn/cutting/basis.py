@@ -26,7 +26,8 @@ class CutSide:
 
 
 def _local_op_key(ops) -> tuple:
-    return tuple((op.name, tuple(float(x) for x in op.params)) for op in ops)
+    # params are angles, or a matrix for the ``unitary`` gates of the addon's KAK decompositions
+    return tuple((op.name, tuple(tuple(np.asarray(x, dtype=complex).ravel()) for x in op.params)) for op in ops)
 
 
 def cut_side(basis: QPDBasis, side: int, minimal: bool) -> CutSide:

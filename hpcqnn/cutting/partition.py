@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
-from qiskit.circuit import ControlFlowOp
+from qiskit.circuit import ControlFlowOp, ParameterExpression
+from qiskit.circuit.library import RZZGate
 from qiskit.quantum_info import PauliList
 from qiskit.transpiler import Target
 from qiskit_addon_cutting import cut_wires, expand_observables
@@ -20,13 +21,14 @@ from qiskit_addon_cutting.instructions import CutWire, Move
 from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate
 from qiskit_addon_cutting.qpd.instructions import SingleQubitQPDGate
 
+from hpcqnn.cutting.trainable import PLACEHOLDER_ANGLE, TRAINABLE_CUT_GATES, canonical_rzz
 from hpcqnn.errors import CutPlanError, ObservableError
 
 #: Gates the simulator runs as they are (all known to Aer); anything else is unrolled into these.
 SIMULATOR_BASIS = (
     "id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "sxdg",
     "rx", "ry", "rz", "p", "u", "cx", "cy", "cz", "swap", "ecr",
-    "rxx", "ryy", "rzz", "crx", "cry", "crz", "cp", "barrier",
+    "rxx", "ryy", "rzz", "rzx", "crx", "cry", "crz", "cp", "barrier",
 )
 
 #: Parameter-free two-qubit gates outside SIMULATOR_BASIS that qiskit-addon-cutting cuts as one
@@ -77,8 +79,9 @@ def partition(
     circuit = _quantum_only(circuit)
 
     find = partition_labels is None and max_subcircuit_qubits is not None
+    found_angles: list = []  # angles of the trainable gates find_cuts cut, in circuit order
     if find and max_subcircuit_qubits is not None and circuit.num_qubits > max_subcircuit_qubits:
-        circuit = _find_cuts(circuit, max_subcircuit_qubits, seed, wire_cuts)
+        circuit, found_angles = _find_cuts(circuit, max_subcircuit_qubits, seed, wire_cuts)
     if circuit.get_instructions("cut_wire"):
         expanded = cut_wires(circuit)
         paulis = PauliList(expand_observables(paulis, circuit, expanded))
@@ -98,6 +101,7 @@ def partition(
         labels = [0] * circuit.num_qubits
     _check_wire_cuts_cross(circuit, labels)
     _check_widths(labels, max_subcircuit_qubits)
+    circuit = _canonical_trainable_cuts(_unmark_trainable(circuit, found_angles), labels)
     return Partitioned(_lower(circuit, labels), paulis, labels)
 
 
@@ -193,10 +197,13 @@ def _check_cut_gates(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> Non
         where = f"gate {op.name} on qubits {qubits} (instruction {index})"
         if len(qubits) != 2:
             raise CutPlanError(f"{where} spans partitions but only two-qubit gates can be cut")
-        if getattr(op, "is_parameterized", lambda: False)():
+        if _is_trainable(op):
+            continue  # cut as an RZZ of its angle (``trainable``)
+        if _has_unbound(op):
             raise CutPlanError(
-                f"{where} spans partitions and has unbound parameters {list(op.params)}; "
-                "cut gates must be parameter-free (CX, CZ, ...) or have bound angles"
+                f"{where} spans partitions and has unbound parameters {list(op.params)}; cut gates with "
+                f"unbound angles must be one of {', '.join(TRAINABLE_CUT_GATES)}, others parameter-free "
+                "(CX, CZ, ...) or with bound angles"
             )
         try:
             QPDBasis.from_instruction(op)
@@ -204,20 +211,87 @@ def _check_cut_gates(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> Non
             raise CutPlanError(f"{where} spans partitions and cannot be cut: {exc}") from exc
 
 
-def _find_cuts(circuit: QuantumCircuit, max_qubits: int, seed: int | None, wire_cuts: bool) -> QuantumCircuit:
-    """The circuit with the cuts ``find_cuts`` chose marked (gates wrapped, ``CutWire`` inserted)."""
+def _has_unbound(op) -> bool:
+    return any(isinstance(p, ParameterExpression) and p.parameters for p in getattr(op, "params", ()))
+
+
+def _is_trainable(op) -> bool:
+    return op.name in TRAINABLE_CUT_GATES and _has_unbound(op)
+
+
+#: Label of a trainable gate find_cuts chose to cut, until the partition labels are known.
+_TRAINABLE_MARK = "cut_trainable"
+
+
+def _find_cuts(
+    circuit: QuantumCircuit, max_qubits: int, seed: int | None, wire_cuts: bool
+) -> tuple[QuantumCircuit, list]:
+    """The circuit with the cuts ``find_cuts`` chose marked (gates wrapped, ``CutWire`` inserted),
+    and the angles of the trainable gates among them, in circuit order.
+
+    ``find_cuts`` needs bound angles: each trainable gate goes in as its RZZ (``canonical_rzz``)
+    at a placeholder angle; the ones it leaves come back with their angle, the ones it cuts are
+    marked ``_TRAINABLE_MARK`` (``_unmark_trainable`` restores them).
+    """
     from qiskit_addon_cutting import DeviceConstraints, OptimizationParameters, find_cuts
 
+    circuit = _canonical_trainable_cuts(circuit, None)
+    angles = {i: inst.operation.params[0] for i, inst in enumerate(circuit.data) if _is_trainable(inst.operation)}
+    bound = circuit.copy_empty_like()
+    for i, inst in enumerate(circuit.data):
+        bound.append(inst.replace(operation=RZZGate(PLACEHOLDER_ANGLE)) if i in angles else inst)
     options = OptimizationParameters(seed=seed if seed is not None else 111, gate_lo=True, wire_lo=wire_cuts)
     try:
-        cut_circuit, _ = find_cuts(circuit, options, DeviceConstraints(qubits_per_subcircuit=max_qubits))
+        cut_circuit, _ = find_cuts(bound, options, DeviceConstraints(qubits_per_subcircuit=max_qubits))
     except Exception as exc:
         what = "gate or wire cuts" if wire_cuts else "gate cuts (wire_cuts=True also tries wire cuts)"
-        raise CutPlanError(
-            f"find_cuts found no {what} into {max_qubits}-qubit pieces (gates with unbound "
-            f"parameters cannot be cut): {exc}"
-        ) from exc
-    return cut_circuit
+        raise CutPlanError(f"find_cuts found no {what} into {max_qubits}-qubit pieces: {exc}") from exc
+    restored, cut_angles = cut_circuit.copy_empty_like(), []
+    originals = iter(enumerate(circuit.data))
+    for inst in cut_circuit.data:
+        if inst.operation.name == "cut_wire":  # inserted; every other instruction is the input's, in order
+            restored.append(inst)
+            continue
+        i, original = next(originals)
+        if i not in angles:
+            restored.append(inst)
+        elif isinstance(inst.operation, TwoQubitQPDGate):
+            restored.append(inst.replace(operation=TwoQubitQPDGate(inst.operation.basis, label=_TRAINABLE_MARK)))
+            cut_angles.append(angles[i])
+        else:
+            restored.append(inst.replace(operation=original.operation))
+    return restored, cut_angles
+
+
+def _unmark_trainable(circuit: QuantumCircuit, angles: list) -> QuantumCircuit:
+    """The trainable gates ``_find_cuts`` marked back as RZZ gates of their ``angles``."""
+    if not angles:
+        return circuit
+    out, remaining = circuit.copy_empty_like(), iter(angles)
+    for inst in circuit.data:
+        marked = isinstance(inst.operation, TwoQubitQPDGate) and inst.operation.label == _TRAINABLE_MARK
+        out.append(inst.replace(operation=RZZGate(next(remaining))) if marked else inst)
+    return out
+
+
+def _canonical_trainable_cuts(circuit: QuantumCircuit, labels: Sequence[Hashable] | None) -> QuantumCircuit:
+    """Every gate of the trainable families (bound or not) spanning partitions as single-qubit
+    gates around one RZZ (``trainable.canonical_rzz``): the RZZ is the cut. Without ``labels``
+    (before ``find_cuts``), every unbound one."""
+    crossing = {
+        index for index, inst in enumerate(circuit.data)
+        if (_is_trainable(inst.operation) if labels is None else inst.operation.name in TRAINABLE_CUT_GATES)
+        and (labels is None or len({labels[circuit.find_bit(q).index] for q in inst.qubits}) > 1)
+    }
+    if not crossing or all(circuit.data[i].operation.name == "rzz" for i in crossing):
+        return circuit
+    out = circuit.copy_empty_like()
+    for index, inst in enumerate(circuit.data):
+        if index in crossing:
+            out.compose(canonical_rzz(inst.operation.name, inst.operation.params[0]), inst.qubits, inplace=True)
+        else:
+            out.append(inst)
+    return out
 
 
 def _components(circuit: QuantumCircuit) -> list[int]:

@@ -14,15 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 from qiskit import QuantumCircuit
-from qiskit.circuit import Parameter
+from qiskit.circuit import Parameter, ParameterExpression
+from qiskit.circuit.library import RZZGate
 from qiskit.quantum_info import PauliList
 from qiskit_addon_cutting import partition_problem
-from qiskit_addon_cutting.qpd import QPDBasis
+from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate
 
 from hpcqnn.cutting.basis import CutSide, cut_side
 from hpcqnn.cutting.coherent import CoherentPartition, coherent_partition, defer_resets
 from hpcqnn.cutting.partition import partition, qpd_sides
 from hpcqnn.cutting.template import build_template, channel_location
+from hpcqnn.cutting.trainable import PLACEHOLDER_ANGLE, CutAngle, affine, rzz_coefficient_map
 from hpcqnn.errors import CutPlanError
 
 DEFAULT_MAX_SUBEXPERIMENTS = 100_000
@@ -68,18 +70,45 @@ class CutPlan:
     execution works out from it lives in ``execution.compiled``).
 
     ``cut_kernels[c][a, b] = sum_t coeff_c[t] * expansion_side0[t, a] * expansion_side1[t, b]``
-    couples basis channel ``a`` on side 0 of cut ``c`` with ``b`` on side 1.
+    couples basis channel ``a`` on side 0 of cut ``c`` with ``b`` on side 1. A trainable cut
+    (an RZZ whose angle depends on the parameters) has no fixed kernel (None): ``cut_angles[c]``
+    gives it per parameter row (``trainable.CutAngle``).
     """
 
     parameters: tuple[Parameter, ...]
     paulis: PauliList
-    cut_kernels: tuple[np.ndarray, ...]
+    cut_kernels: tuple[np.ndarray | None, ...]
     cut_sides: tuple[tuple[CutSide, CutSide], ...]
     partitions: tuple[PartitionPlan, ...]
+    cut_angles: tuple[CutAngle | None, ...] = ()
 
     @property
     def num_cuts(self) -> int:
         return len(self.cut_kernels)
+
+    @property
+    def trainable(self) -> bool:
+        """Whether a cut's kernel depends on the parameter rows."""
+        return any(angle is not None for angle in self.cut_angles)
+
+    @property
+    def fixed_kernels(self) -> list[np.ndarray]:
+        """Every cut's kernel, of a plan without trainable cuts."""
+        if self.trainable:
+            raise ValueError("a plan with trainable cuts has kernels per parameter row: use kernels(params)")
+        return [kernel for kernel in self.cut_kernels if kernel is not None]
+
+    def kernels(self, params: np.ndarray) -> list[np.ndarray]:
+        """Every cut's kernel for parameter rows ``params`` [rows, parameters]: the fixed one
+        [side-0 channels, side-1 channels], or a trainable cut's [rows, ...]."""
+        out = []
+        for kernel, angle in zip(self.cut_kernels, self.cut_angles or [None] * self.num_cuts):
+            if angle is not None:
+                out.append(angle.kernel(params))
+            else:
+                assert kernel is not None, "a cut without an angle has a fixed kernel"
+                out.append(kernel)
+        return out
 
     @property
     def num_subexperiments(self) -> int:
@@ -115,7 +144,9 @@ def build_cut_plan(
     """
     parts = partition(circuit, paulis, partition_labels, max_subcircuit_qubits, seed, wire_cuts)
     circuit, paulis, labels = parts.circuit, parts.paulis, parts.labels
-    problem = partition_problem(circuit, labels, None)
+    column = {p: i for i, p in enumerate(circuit.parameters)}
+    marked, angles = _mark_trainable_cuts(circuit, labels, column)
+    problem = partition_problem(marked, labels, None)
     bases: list[QPDBasis] = list(problem.bases)
     if len(bases) > MAX_CUTS:
         raise CutPlanError(f"this partition needs {len(bases)} cuts; hpcqnn reconstructs at most {MAX_CUTS}")
@@ -133,14 +164,23 @@ def build_cut_plan(
             f"{max_subexperiments}: cut fewer gates, or raise max_subexperiments"
         )
 
-    column = {p: i for i, p in enumerate(circuit.parameters)}
     partitions = tuple(
         _plan_partition(lab, sub, qubits_of[lab], cut_sides, sides[lab], paulis, column, coherent)
         for lab, sub in problem.subcircuits.items()
     )
+
+    def kernel(coefficients: np.ndarray, side0: CutSide, side1: CutSide) -> np.ndarray:
+        return side0.expansion.T @ (coefficients[:, None] * side1.expansion)
+
+    cut_angles: list[CutAngle | None] = [None] * len(bases)
+    if angles:
+        functions = rzz_coefficient_map()
+        for c, (columns, slopes, offset) in angles.items():
+            terms = np.array([kernel(f, *cut_sides[c]) for f in functions.T])
+            cut_angles[c] = CutAngle(columns, slopes, offset, terms)
     kernels = tuple(
-        side0.expansion.T @ (np.asarray(b.coeffs, dtype=float)[:, None] * side1.expansion)
-        for b, (side0, side1) in zip(bases, cut_sides)
+        None if c in angles else kernel(np.asarray(b.coeffs, dtype=float), side0, side1)
+        for c, (b, (side0, side1)) in enumerate(zip(bases, cut_sides))
     )
     return CutPlan(
         parameters=tuple(circuit.parameters),
@@ -148,7 +188,33 @@ def build_cut_plan(
         cut_kernels=kernels,
         cut_sides=cut_sides,
         partitions=partitions,
+        cut_angles=tuple(cut_angles),
     )
+
+
+def _mark_trainable_cuts(
+    circuit: QuantumCircuit, labels: Sequence[Hashable], column: dict[Parameter, int]
+) -> tuple[QuantumCircuit, dict[int, tuple]]:
+    """``circuit`` with every trainable cut (an RZZ spanning partitions whose angle has
+    parameters, ``partition``'s canonical form) marked for cutting at a placeholder angle, and
+    the affine angle (``trainable.affine``) of each, by cut id: partition_problem numbers cuts in
+    circuit order."""
+    angles: dict[int, tuple] = {}
+    marked = circuit.copy_empty_like()
+    cut = 0
+    for index, inst in enumerate(circuit.data):
+        op = inst.operation
+        qubits = [circuit.find_bit(q).index for q in inst.qubits]
+        crossing = op.name != "barrier" and len({labels[q] for q in qubits}) > 1
+        angle = op.params[0] if op.name == "rzz" else None
+        if crossing and isinstance(angle, ParameterExpression) and angle.parameters:
+            where = f"the cut gate on qubits {qubits} (instruction {index})"
+            angles[cut] = affine(angle, column, where)
+            placeholder = QPDBasis.from_instruction(RZZGate(PLACEHOLDER_ANGLE))
+            inst = inst.replace(operation=TwoQubitQPDGate(placeholder, label="cut_rzz"))
+        cut += crossing or isinstance(op, TwoQubitQPDGate)
+        marked.append(inst)
+    return (marked, angles) if angles else (circuit, angles)
 
 
 def _plan_partition(

@@ -68,8 +68,8 @@ class Program:
 
     ``coherent_circuits[i]``: circuit ``i`` is its partition's coherent circuit. In sampled mode
     ``settings`` lists every measurement setting and ``settings_of[i]`` those circuit ``i``
-    measures (all of its partition's for a coherent circuit, one for a template);
-    ``shot_weights[k]`` weighs setting ``k``'s subexperiments in the split of the shots."""
+    measures (all of its partition's for a coherent circuit, one for a template); shots are
+    split over the settings' subexperiments by ``shot_allocation`` (``subexperiment_shots``)."""
 
     plan: CutPlan
     sampled: bool
@@ -78,7 +78,7 @@ class Program:
     coherent_circuits: tuple[bool, ...]
     settings: tuple[Setting, ...] = ()
     settings_of: tuple[tuple[int, ...], ...] = ()
-    shot_weights: tuple[np.ndarray, ...] = ()
+    shot_allocation: str = "proportional"
 
     def __repr__(self) -> str:
         plan = self.plan
@@ -116,10 +116,28 @@ class Program:
             return 1
         return self.plan.partitions[self.partition_of[circuit]].num_subexperiments
 
-    def subexperiment_shots(self, shots: int) -> tuple[np.ndarray, ...]:
-        """Shots of every (setting, subexperiment) for a budget of ``shots`` per setting."""
-        sizes = [len(w) for w in self.shot_weights]
-        split = allocate_shots(np.concatenate(self.shot_weights), shots * sum(sizes))
+    @property
+    def shots_per_row(self) -> bool:
+        """Whether the split of the shots depends on the parameter row: proportional
+        allocation with trainable cuts, whose |QPD coefficients| move with the angles."""
+        return self.sampled and self.shot_allocation == "proportional" and self.plan.trainable
+
+    def shot_weights(self, params: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Per setting, the weight of each of its subexperiments in the split of the shots:
+        [subexperiments], or [subexperiments, rows] of ``params`` if ``shots_per_row``."""
+        partitions = [s.partition for s in self.settings]
+        return shot_weights(self.plan, partitions, self.shot_allocation, params if self.shots_per_row else None)
+
+    def subexperiment_shots(self, shots: int, params: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Shots of every (setting, subexperiment) for a budget of ``shots`` per setting and
+        row: [subexperiments], or [subexperiments, rows] of ``params`` if ``shots_per_row``
+        (each row's budget split by its own weights)."""
+        weights = self.shot_weights(params)
+        sizes = [len(w) for w in weights]
+        if self.shots_per_row:
+            assert params is not None, "shot_weights needs the rows"
+            weights = tuple(np.broadcast_to(w, (len(w), len(params))) for w in weights)
+        split = allocate_shots(np.concatenate(weights), shots * sum(sizes))
         return tuple(np.split(split, np.cumsum(sizes)[:-1]))
 
 
@@ -169,7 +187,7 @@ def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proporti
         coherent_circuits=tuple(coherent_circuits),
         settings=tuple(settings),
         settings_of=tuple(settings_of) if sampled else (),
-        shot_weights=shot_weights(plan, [s.partition for s in settings], shot_allocation) if sampled else (),
+        shot_allocation=shot_allocation,
     )
 
 

@@ -25,17 +25,23 @@ from hpcqnn.errors import ExecutionConfigError
 from hpcqnn.options import SAMPLE_BLOCK
 
 
-def shot_weights(plan: CutPlan, partition_of: Sequence[int], allocation: str) -> tuple[np.ndarray, ...]:
+def shot_weights(
+    plan: CutPlan, partition_of: Sequence[int], allocation: str, params: np.ndarray | None = None
+) -> tuple[np.ndarray, ...]:
     """Per measurement setting (of partition ``partition_of[k]``), the weight of each
-    subexperiment in the split of a query's shots."""
-    weights = subexperiment_weights(plan)
+    subexperiment in the split of a query's shots: [subexperiments], or, proportional with
+    trainable cuts, [subexperiments, rows] of parameter rows ``params``."""
     if allocation == "uniform":
-        weights = [np.ones_like(w) for w in weights]
+        weights = [np.ones(part.num_subexperiments) for part in plan.partitions]
+    else:
+        weights = subexperiment_weights(plan, params)
     return tuple(weights[p] for p in partition_of)
 
 
-def subexperiment_weights(plan: CutPlan) -> list[np.ndarray]:
-    """Per partition, how strongly each subexperiment's estimate can move the result.
+def subexperiment_weights(plan: CutPlan, params: np.ndarray | None = None) -> list[np.ndarray]:
+    """Per partition, how strongly each subexperiment's estimate can move the result:
+    [subexperiments], or [subexperiments, rows] where trainable cuts make it depend on the
+    parameter rows ``params`` (``CutPlan.kernels``).
 
     The result is ``sum prod_c K_c[a_c, b_c] prod_p E_p`` over every cut's channel pair.
     Subexperiment ``s`` picks channel ``s_c`` on this partition's side of each cut it touches, so
@@ -45,20 +51,27 @@ def subexperiment_weights(plan: CutPlan) -> list[np.ndarray]:
     root-sum-square when it stands for several. A cut the partition does not touch contributes
     ``||K_c||_F`` to all of its subexperiments alike, hence the normalisation by it.
     """
+    if plan.trainable and params is None:
+        raise ValueError("a plan with trainable cuts weighs its subexperiments per parameter row: give the rows")
+    kernels = plan.fixed_kernels if params is None else plan.kernels(params)
     weights = []
     for part in plan.partitions:
-        w = np.ones(())
+        w = np.ones((1, 1))  # [rows (or 1), subexperiments so far]
         for c, side in zip(part.cut_ids, part.sides):
-            norms = np.sqrt(np.square(plan.cut_kernels[c]).sum(axis=1 - side))
-            w = np.multiply.outer(w, norms / np.linalg.norm(norms))
-        weights.append(w.reshape(-1))
+            kernel = kernels[c] if kernels[c].ndim == 3 else kernels[c][None]
+            norms = np.sqrt(np.square(kernel).sum(axis=2 - side))  # [rows (or 1), this side's channels]
+            norms = norms / np.linalg.norm(norms, axis=1, keepdims=True)
+            w = (w[:, :, None] * norms[:, None, :]).reshape(max(len(w), len(norms)), -1)
+        weights.append(w.T if len(w) > 1 or plan.trainable else w[0])
     return weights
 
 
 def allocate_shots(weights: np.ndarray, total: int) -> np.ndarray:
     """Split ``total`` shots in proportion to ``weights`` (largest remainders), at least one
-    shot to every positive weight."""
+    shot to every positive weight; weights [items, rows] are split per row (column)."""
     weights = np.asarray(weights, dtype=float)
+    if weights.ndim == 2:
+        return np.stack([allocate_shots(column, total) for column in weights.T], axis=1)
     positive = weights > 0
     if total < positive.sum():
         raise ExecutionConfigError(f"{total} shots cannot give each of {positive.sum()} settings one shot")

@@ -60,21 +60,24 @@ def finish_query(query: Query, buffers: QueryBuffers, xp: ModuleType = np) -> tu
     if blocks is not None and not shots:
         raise ValueError("a sampled program's query needs shots")
     contract = compiled.contraction
+    plan = compiled.program.plan
+    kernels = plan.kernels(query.params) if plan.trainable else None
     if blocks is None:
         operands = contract.operands(contract.pauli_terms(buffers.partition_estimates(), xp))
-        return to_host(contract.values(contract.absorb(operands, xp), xp) @ xp.asarray(query.weights)), None
-    moments = blocks.means_and_products(buffers.sums, shots, xp)
+        return to_host(contract.values(contract.absorb(operands, xp, kernels), xp) @ xp.asarray(query.weights)), None
+    scales = blocks.shot_scales(shots, query.allocation, xp)
+    moments = blocks.means_and_products(buffers.sums, scales, xp)
     if blocks.stacked and contract.coupling is not None:  # two halves measuring their terms: the common QNN
         stacked = moments[0][0]
         grads = [contract.stacked_sensitivities(stacked, xp)]
         values = (stacked[0] * grads[0][0]).sum(axis=0)
     else:
         operands = contract.operands(blocks.terms(moments, xp))
-        absorbed = contract.absorb(operands, xp)
+        absorbed = contract.absorb(operands, xp, kernels)
         values = contract.values(absorbed, xp)
-        grads = blocks.stack(contract.sensitivities(operands, absorbed, xp), xp)
+        grads = blocks.stack(contract.sensitivities(operands, absorbed, xp, kernels), xp)
     evs = to_host(values @ xp.asarray(query.weights))
-    return evs, to_host(blocks.variance(grads, moments, query.weights, shots, xp))
+    return evs, to_host(blocks.variance(grads, moments, query.weights, scales, xp))
 
 
 def run_tiles(

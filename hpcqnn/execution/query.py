@@ -39,6 +39,13 @@ class Query:
         row in sampled mode (each row draws its own shots)."""
         return query_rows(self.program.plan, self.params, sampled=self.program.sampled)
 
+    @cached_property
+    def allocation(self) -> tuple[np.ndarray, ...]:
+        """Sampled mode: the shots of every (setting, subexperiment), or, where the split
+        depends on the row, (setting, subexperiment, row) (``SettingBlocks.allocation``)."""
+        assert self.shots and self.compiled.settings is not None, "a sampled query has shots"
+        return self.compiled.settings.allocation(self.shots, self.params)
+
     def experiments(self, circuit: int) -> int:
         """How many experiments program circuit ``circuit`` runs: (subexperiment, row) pairs,
         or rows for a coherent circuit."""

@@ -178,9 +178,10 @@ class TemplateCounts:
     def measure(self, query: Query, start: int, raw: np.ndarray) -> np.ndarray:
         assert query.shots, "a sampled query has shots"
         rows = len(query.rows.unique[query.program.settings[self.index].partition])
-        assert query.compiled.settings is not None, "a sampled query has settings"
-        allocation = query.compiled.settings.allocation(query.shots)[self.index]
-        shots = allocation[np.arange(start, start + len(raw)) // rows]
+        allocation = query.allocation[self.index]
+        experiments = np.arange(start, start + len(raw))  # subexperiment * rows + row
+        per_row = allocation.ndim == 2
+        shots = allocation[experiments // rows, experiments % rows] if per_row else allocation[experiments // rows]
         return sample_counts(raw, shots, query.seed, query.number, self.index, offset=start)
 
     def accumulate(self, buffers: QueryBuffers, start: int, data: np.ndarray) -> None:
@@ -227,20 +228,20 @@ class CoherentCounts(_Branches):
 
     def measure(self, query: Query, start: int, raw: np.ndarray) -> list[np.ndarray]:
         """Per setting, the counts of its sign patterns [subexperiments, rows, patterns]."""
-        assert query.shots and query.compiled.settings is not None, "a sampled query has shots"
         if start % SAMPLE_BLOCK:
             raise ValueError(f"tile start {start} is not a multiple of SAMPLE_BLOCK={SAMPLE_BLOCK}")
-        allocation = query.compiled.settings.allocation(query.shots)
+        allocation = query.allocation
         subexperiments = len(allocation[self.settings[0][0]])
         # float64: the moments matmul in accumulate then runs in BLAS, not a casting loop (exact to 2**53 shots)
         counts = [np.empty((subexperiments, len(raw), len(m))) for _, m in self.classes]
         for first in range(0, len(raw), SAMPLE_BLOCK):
             block = slice(first, first + SAMPLE_BLOCK)
             found = self.distributions(raw[block])
+            rows = slice(start + first, start + first + len(found[0][0]))  # the block's query rows
             for (k, _), (grouping, _), drawn, distributions in zip(self.settings, self.classes, counts, found):
+                shots = allocation[k][:, None] if allocation[k].ndim == 1 else allocation[k][:, rows]
                 drawn[:, block] = draw_counts(
-                    grouping(distributions), allocation[k][:, None], query.seed, query.number, k,
-                    (start + first) // SAMPLE_BLOCK,
+                    grouping(distributions), shots, query.seed, query.number, k, (start + first) // SAMPLE_BLOCK
                 )
         return counts
 

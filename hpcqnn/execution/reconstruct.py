@@ -40,11 +40,21 @@ def _side_letter(cut: int, side: int) -> str:
 @dataclass(frozen=True)
 class Absorption:
     """Kernel ``kernel[other side, this side]`` multiplied into partition ``into``'s operand on
-    axis ``axis``, whose channel index it turns into the other side's."""
+    axis ``axis``, whose channel index it turns into the other side's. A trainable cut's kernel
+    comes per query and row (``CutPlan.kernels``): ``kernel`` is None, and the cut's
+    ``[rows, side 0, side 1]`` kernels are applied as they are (``into`` holds side 1) or
+    ``transposed``."""
 
     into: int
     axis: int
-    kernel: np.ndarray
+    kernel: np.ndarray | None
+    cut: int = -1
+    transposed: bool = False
+
+    def oriented(self, kernels) -> np.ndarray:
+        """This query's per-row kernels [rows, other side, this side] of a trainable cut."""
+        kernel = kernels[self.cut]
+        return kernel.transpose(0, 2, 1) if self.transposed else kernel
 
 
 PAIR_LIMIT = 1 << 16  # entries of the one matrix that couples two partitions (4 CX cuts: 256 x 256)
@@ -82,13 +92,13 @@ class Contraction(_DeviceCopies):
         parts = plan.partitions
         letters = [[_side_letter(c, s) for c, s in zip(part.cut_ids, part.sides)] for part in parts]
         sizes = [part.num_subexperiments for part in parts]
-        if len(parts) == 2 and sizes[0] * sizes[1] <= PAIR_LIMIT:
+        if len(parts) == 2 and sizes[0] * sizes[1] <= PAIR_LIMIT and not plan.trainable:
             pair = np.ones((1, 1))  # no cuts: independent partitions, the value is a product
             if plan.num_cuts:
                 pair = np.einsum(
                     ",".join(_side_letter(c, 0) + _side_letter(c, 1) for c in range(plan.num_cuts))
                     + "->" + "".join(letters[0] + letters[1]),
-                    *plan.cut_kernels,
+                    *plan.fixed_kernels,
                 ).reshape(sizes[0], sizes[1])
             self.shapes: list[tuple[int, ...]] = [(sizes[0],), (sizes[1],)]
             self.steps: tuple[Absorption, ...] = (Absorption(1, 0, pair),)
@@ -124,7 +134,10 @@ class Contraction(_DeviceCopies):
             into = holder[c, into_side]
             axis = letters[into].index(_side_letter(c, into_side))
             letters[into][axis] = _side_letter(c, 1 - into_side)
-            steps.append(Absorption(into, axis, kernel if into_side == 1 else kernel.T))
+            if kernel is None:  # trainable: its kernels come with each query
+                steps.append(Absorption(into, axis, None, c, transposed=into_side == 0))
+            else:
+                steps.append(Absorption(into, axis, kernel if into_side == 1 else kernel.T))
         return steps
 
     def pauli_terms(self, estimates, xp: ModuleType = np) -> list:
@@ -143,11 +156,15 @@ class Contraction(_DeviceCopies):
             return list(terms)
         return [values.reshape(*shape, *values.shape[1:]) for shape, values in zip(self.shapes, terms)]
 
-    def absorb(self, operands, xp: ModuleType = np) -> list:
-        """The operands with every cut's kernel multiplied in (``Absorption``)."""
+    def absorb(self, operands, xp: ModuleType = np, kernels=None) -> list:
+        """The operands with every cut's kernel multiplied in (``Absorption``); ``kernels`` are
+        the query's ``CutPlan.kernels`` where the plan has trainable cuts."""
         out = list(operands)
         for i, step in enumerate(self.steps):
-            out[step.into] = along(self._on(xp, ("kernel", i), step.kernel), out[step.into], step.axis)
+            if step.kernel is None:
+                out[step.into] = along_rows(xp.asarray(step.oriented(kernels)), out[step.into], step.axis, xp)
+            else:
+                out[step.into] = along(self._on(xp, ("kernel", i), step.kernel), out[step.into], step.axis)
         return out
 
     def values(self, absorbed, xp: ModuleType = np):
@@ -160,8 +177,9 @@ class Contraction(_DeviceCopies):
             return (product if self.flat else product.reshape(-1, *first.shape[-2:])).sum(axis=0)
         return _contract(xp, self.expression, absorbed)
 
-    def sensitivities(self, operands, absorbed, xp: ModuleType = np) -> list:
-        """d value[r, j] / d operand_p[s, r, j] for every partition, shape [subexperiments, rows, terms]."""
+    def sensitivities(self, operands, absorbed, xp: ModuleType = np, kernels=None) -> list:
+        """d value[r, j] / d operand_p[s, r, j] for every partition, shape [subexperiments, rows,
+        terms] (``kernels`` as for ``absorb``)."""
         grads = []
         for p, part in enumerate(self.plan.partitions):
             others = absorbed[:p] + absorbed[p + 1 :]
@@ -171,7 +189,10 @@ class Contraction(_DeviceCopies):
                 expression = self.gradient_expressions[p]
                 grad = others[0] if expression is None else _contract(xp, expression, others)
             for i, step in self.back_steps[p]:
-                grad = along(self._on(xp, ("kernel_t", i), step.kernel.T), grad, step.axis)
+                if step.kernel is None:
+                    grad = along_rows(xp.asarray(step.oriented(kernels)).transpose(0, 2, 1), grad, step.axis, xp)
+                else:
+                    grad = along(self._on(xp, ("kernel_t", i), step.kernel.T), grad, step.axis)
             grads.append(grad if self.flat else grad.reshape(part.num_subexperiments, *grad.shape[-2:]))
         return grads
 
@@ -236,24 +257,34 @@ class SettingBlocks(_DeviceCopies):
         self._observable_maps: dict[tuple, list] = {}
         self._device: dict[tuple, object] = {}
 
-    def allocation(self, shots: int) -> tuple[np.ndarray, ...]:
-        """Shots of every (setting, subexperiment) (``Program.subexperiment_shots``)."""
+    def allocation(self, shots: int, params: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Shots of every (setting, subexperiment) (``Program.subexperiment_shots``), kept per
+        ``shots``; [subexperiments, rows] of ``params`` where the split depends on the row."""
+        if self.program.shots_per_row:
+            return self.program.subexperiment_shots(shots, params)
         if shots not in self._allocations:
             self._allocations[shots] = self.program.subexperiment_shots(shots)
         return self._allocations[shots]
 
-    def shot_scales(self, shots: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per block [settings, subexperiments, 1, 1]: ``1 / n`` (a mean of ``n`` shots) and
-        ``1 / (n - 1)`` (the variance of that mean from the shots' spread, unbiased); a
-        subexperiment of zero weight gets no shots (n = 0) and is taken as n = 1: its sums, so
-        its mean and variance, are 0."""
-        if shots not in self._scales:
-            allocation = self.allocation(shots)
-            self._scales[shots] = [
-                (1.0 / np.maximum(n, 1)[:, :, None, None], 1.0 / np.maximum(n - 1, 1)[:, :, None, None])
-                for n in (np.array([allocation[k] for k in block.settings]) for block in self.blocks)
-            ]
-        return self._scales[shots]
+    def shot_scales(self, shots: int, allocation: tuple[np.ndarray, ...], xp: ModuleType = np) -> list[tuple]:
+        """Per block [settings, subexperiments, 1 or rows, 1] of ``allocation`` (``allocation``
+        of ``shots``): ``1 / n`` (a mean of ``n`` shots) and ``1 / (n - 1)`` (the variance of
+        that mean from the shots' spread, unbiased); a subexperiment of zero weight gets no
+        shots (n = 0) and is taken as n = 1: its sums, so its mean and variance, are 0."""
+        per_row = self.program.shots_per_row
+        if per_row or shots not in self._scales:
+            scales = []
+            for block in self.blocks:
+                n = np.array([allocation[k] for k in block.settings])
+                n = n[..., None] if per_row else n[:, :, None, None]
+                scales.append((1.0 / np.maximum(n, 1), 1.0 / np.maximum(n - 1, 1)))
+            if per_row:
+                return [(xp.asarray(inverse), xp.asarray(scale)) for inverse, scale in scales]
+            self._scales[shots] = scales
+        return [
+            (self._on(xp, ("inverse", shots, b), inverse), self._on(xp, ("scale", shots, b), scale))
+            for b, (inverse, scale) in enumerate(self._scales[shots])
+        ]
 
     def observable_maps(self, weights: np.ndarray) -> list[np.ndarray]:
         """Per block [settings, terms, K * observables]: the term maps times the observables'
@@ -270,12 +301,13 @@ class SettingBlocks(_DeviceCopies):
             ]
         return self._observable_maps[key]
 
-    def means_and_products(self, sums, shots: int, xp: ModuleType = np) -> list[tuple]:
+    def means_and_products(self, sums, scales: list[tuple], xp: ModuleType = np) -> list[tuple]:
         """Per block the means [settings, subexperiments, rows, K] and means of products
-        [..., K, K] from a buffer's sums [settings, subexperiments, rows, K + K * K]."""
+        [..., K, K] from a buffer's sums [settings, subexperiments, rows, K + K * K] and the
+        query's ``shot_scales``."""
         out = []
-        for b, (block, summed, (inverse, _)) in enumerate(zip(self.blocks, sums, self.shot_scales(shots))):
-            scaled = xp.asarray(summed) * self._on(xp, ("inverse", shots, b), inverse)
+        for block, summed, (inverse, _) in zip(self.blocks, sums, scales):
+            scaled = xp.asarray(summed) * inverse
             k = block.paulis
             out.append((scaled[..., :k], scaled[..., k:].reshape(*scaled.shape[:3], k, k)))
         return out
@@ -295,18 +327,16 @@ class SettingBlocks(_DeviceCopies):
         settings: [settings, s, r, terms] (``variance``'s input)."""
         return [xp.array([grads[p] for p in block.partitions]) for block in self.blocks]  # cheaper than stack
 
-    def variance(self, stacked_grads, moments, weights: np.ndarray, shots: int, xp: ModuleType = np):
+    def variance(self, stacked_grads, moments, weights: np.ndarray, scales: list[tuple], xp: ModuleType = np):
         """Delta-method variance of every value, shaped [rows, observables].
 
         ``stacked_grads[b]`` is d value[r, j] / d (term estimates of each setting's partition)
         [settings, s, r, j] of block ``b`` (``stack`` of ``Contraction.sensitivities``).
         Experiments are independent; the Paulis of one setting share shots, hence their
-        covariances.
+        covariances. ``scales`` are the query's ``shot_scales``.
         """
         variance = None
-        for b, (block, g, (means, products), (_, scale)) in enumerate(
-            zip(self.blocks, stacked_grads, moments, self.shot_scales(shots))
-        ):
+        for b, (block, g, (means, products), (_, scale)) in enumerate(zip(self.blocks, stacked_grads, moments, scales)):
             settings, s, r, k = means.shape
             # d value[r, o] / d means[c, s, r, k]: through the term maps, or, where a setting's
             # Paulis are its partition's terms in order, each term's weights as they are
@@ -320,7 +350,7 @@ class SettingBlocks(_DeviceCopies):
                 spread = d[..., 0, :] ** 2 * covariance[..., 0, :]
             else:  # d^T covariance d per (setting, s, r, o)
                 spread = (d * (covariance @ d)).sum(axis=-2)
-            term = (spread * self._on(xp, ("scale", shots, b), scale)).sum(axis=(0, 1))
+            term = (spread * scale).sum(axis=(0, 1))
             variance = term if variance is None else variance + term
         return variance
 
@@ -331,6 +361,13 @@ def along(matrix, tensor, axis: int):
     lead = math.prod(shape[:axis])
     out = matrix @ (tensor.reshape(shape[0], -1) if axis == 0 else tensor.reshape(lead, shape[axis], -1))
     return out.reshape(*shape[:axis], matrix.shape[0], *shape[axis + 1 :])
+
+
+def along_rows(matrices, tensor, axis: int, xp: ModuleType = np):
+    """Per-row ``matrices`` [rows, m, n] applied along ``axis`` of ``tensor`` [..., n, ..., rows,
+    terms] (rows second to last), the axis staying put."""
+    moved = xp.moveaxis(tensor, axis, -3)
+    return xp.moveaxis(xp.einsum("rmn,...nrt->...mrt", matrices, moved), -3, axis)
 
 
 _DIRECT_LIMIT = 1 << 18  # below this many index combinations one direct einsum beats planning

@@ -80,7 +80,7 @@ def study(
             start = time.perf_counter()
             outcomes = [estimator.run([pub]).result()[0] for _ in range(repeats)]  # each query draws anew
             program = estimator.program(pub)
-            entry["settings"] = sum(len(w) for w in program.shot_weights)
+            entry["settings"] = sum(len(w) for w in program.shot_weights())
             entry[f"{allocation}_total_shots_per_row"] = sum(int(n.sum()) for n in program.subexperiment_shots(shots))
             entry[f"{allocation}_rmse"] = float(np.sqrt(np.mean([np.square(o.data.evs - exact) for o in outcomes])))
             entry[f"{allocation}_mean_std"] = float(np.mean([o.data.stds for o in outcomes]))

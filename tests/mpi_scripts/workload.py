@@ -30,6 +30,7 @@ def wire_cut_circuit():
 
 
 CHAIN = cut_qnn(8, cuts=1, layers=2, pieces=4)  # four partitions in a chain, three CX cuts
+TRAINABLE = cut_qnn(6, cuts=2, layers=2, entangler="rzz")  # two trainable RZZ cuts
 #: Cut shapes beyond MODEL: name -> (estimator options, the circuit, its observables).
 SHAPES = {
     "wire": ({}, wire_cut_circuit(), [SparsePauliOp(["ZZZZ", "XIIY"], [1.0, 0.5]), SparsePauliOp("IZZI")]),
@@ -37,6 +38,11 @@ SHAPES = {
         {"partition_labels": CHAIN.partition_labels},
         CHAIN.circuit,
         [CHAIN.observable, SparsePauliOp(["ZIIIIIIZ", "IIIXXIII"], [0.6, -0.8])],
+    ),
+    "trainable": (
+        {"partition_labels": TRAINABLE.partition_labels},
+        TRAINABLE.circuit,
+        [TRAINABLE.observable, SparsePauliOp(["ZIIIIZ", "IIXXII"], [0.7, -0.4])],
     ),
 }
 
