@@ -61,11 +61,14 @@ class DistributedEstimator(BaseEstimatorV2):
             precision (they meet it) and reports the requested one as ``target_precision``.
         shot_allocation: ``"proportional"`` (default) splits the budget across subexperiments in
             proportion to their |QPD coefficient| weight; ``"uniform"`` gives every setting ``shots``.
-        seed: seed of sampled mode (and of automatic cut finding). A fresh estimator with the same
-            seed reproduces the same sequence of runs, at any MPI split; shots are keyed by the
-            query counter (``num_queries``), so each run draws new shots as a device would (set
-            ``num_queries`` back to repeat one), and every parameter row draws its own shots,
-            repeated rows included.
+        seed: seed of sampled mode (and of automatic cut finding). As with Qiskit's
+            ``StatevectorEstimator(seed=...)`` and Aer's seeded ``EstimatorV2``, a seeded
+            estimator returns identical values for identical pubs on every ``run``, cut or uncut,
+            at any MPI split: the shots of a run's k-th query come from the random streams of
+            (seed, k). Every parameter row draws its own shots, repeated rows included. For
+            fresh shots, give each run its own seed (the training loop seeds every query from
+            the run's seed and the query's number, ``training.model.query_seed``); ``None``
+            draws fresh entropy every run.
         device: ``"auto"`` (a GPU when one is usable, else the CPU, said once on stderr),
             ``"CPU"``, ``"GPU"`` (``DeviceUnavailableError`` where none is usable). The GPU is
             picked from the launcher's local rank (``launcher.local_rank``).
@@ -243,13 +246,13 @@ class DistributedEstimator(BaseEstimatorV2):
                 results[i] = _pub_result(item.pub, empty, None, metadata)
             else:
                 batches.setdefault(item.query, []).append(i)
-        for query, indices in batches.items():
+        for stream, (query, indices) in enumerate(batches.items()):
             items = [prepared[i] for i in indices]
             self._queries = query + 1
             params = np.concatenate([it.params for it in items], axis=0)
             weights = np.concatenate([it.weights for it in items], axis=1)
             evs, variance = self.engine.evaluate(
-                Query(query, items[0].compiled, params, items[0].shots, self.seed, weights)
+                Query(query, items[0].compiled, params, items[0].shots, self.seed, weights, stream)
             )
             metadata = self._metadata(items[0], query, len(params))
             row, col = 0, 0

@@ -156,11 +156,14 @@ def test_sampled_values_within_errors_of_exact(index: int) -> None:
 
 @pytest.mark.parametrize("coherent", [True, False], ids=["coherent", "enumerated"])
 def test_reported_stds_match_spread_over_queries(coherent: bool) -> None:
-    """Repeated queries scatter about the exact value by about the reported std."""
+    """Queries under 24 seeds scatter about the exact value by about the reported std."""
     labels, circuit, observables, params = case_problem(2)
     exact = exact_values(circuit, observables, params[:, None, :])
     estimator = sampled_estimator(labels, 500, seed=5, coherent=coherent)
-    results = [run_sampled(estimator, circuit, observables, params) for _ in range(24)]
+    results = []
+    for seed in range(24):
+        estimator.seed = seed
+        results.append(run_sampled(estimator, circuit, observables, params))
     evs = np.array([r.data.evs for r in results])
     stds = np.array([r.data.stds for r in results]).mean(axis=0)
     spread = evs.std(axis=0, ddof=1)
@@ -223,17 +226,25 @@ def test_stds_of_correlated_paulis_in_one_setting(labels: str | None) -> None:
 
 
 def test_same_seed_reproduces_and_other_seed_differs() -> None:
-    """Fresh estimators with one seed agree query by query; another seed or query differs."""
+    """Fresh estimators with one seed agree; so do later runs of one seeded estimator (as
+    Qiskit's seeded estimators); another seed differs. Within a run, a second query (another
+    program) draws from its own streams."""
     labels, circuit, observables, params = case_problem(0)
     first, again, other = (sampled_estimator(labels, 2000, seed) for seed in (7, 7, 8))
     a, b, c = (run_sampled(e, circuit, observables, params) for e in (first, again, other))
     np.testing.assert_array_equal(a.data.evs, b.data.evs)
     np.testing.assert_array_equal(a.data.stds, b.data.stds)
     assert np.all(a.data.evs != c.data.evs)
-    # A later query of the same estimator draws new shots, reproducibly.
-    a2, b2 = (run_sampled(e, circuit, observables, params) for e in (first, again))
-    np.testing.assert_array_equal(a2.data.evs, b2.data.evs)
-    assert np.all(a2.data.evs != a.data.evs)
+    a2 = run_sampled(first, circuit, observables, params)
+    np.testing.assert_array_equal(a2.data.evs, a.data.evs)
+    # uncut too, and a run of two queries: the second query's draws are not the first's
+    uncut = sampled_estimator(None, 2000, 7)
+    pubs = [(circuit, observables, params[:, None, :]), (circuit, SparsePauliOp("ZIII"), params)]
+    runs = [[r.data.evs for r in uncut.run(pubs).result()] for _ in range(2)]
+    for x, y in zip(*runs):
+        np.testing.assert_array_equal(x, y)
+    alone = uncut.run(pubs[1:]).result()[0].data.evs  # the same pub as a run's first query
+    assert not np.array_equal(alone, runs[0][1])
 
 
 def test_sample_counts_do_not_depend_on_block_split() -> None:
@@ -589,7 +600,10 @@ def test_proportional_allocation_beats_uniform_at_equal_total_shots() -> None:
     errors, stds, budgets = {}, {}, {}
     for allocation in ("uniform", "proportional"):
         estimator = sampled_estimator(labels, 400, seed=8, allocation=allocation)
-        results = [run_sampled(estimator, circuit, observables, params) for _ in range(12)]
+        results = []
+        for seed in range(12):
+            estimator.seed = seed
+            results.append(run_sampled(estimator, circuit, observables, params))
         errors[allocation] = np.sqrt(np.mean([np.square(r.data.evs - exact) for r in results]))
         stds[allocation] = np.mean([r.data.stds for r in results])
         program = estimator.program((circuit, observables, params[:, None, :]))

@@ -6,12 +6,12 @@ splits the same budget in proportion to each subexperiment's |QPD coefficient| w
 (``subexperiment_weights``), the typical size of the reconstruction's sensitivity to its
 estimate: the variance ``sum w**2 sigma**2 / n`` at a fixed total is smallest with ``n``
 proportional to ``w sigma``, and ``sigma`` (at most 1) is not known before measuring.
-Counts are drawn from the exact outcome distributions, one random stream per (seed, query,
-measurement setting, block): a block is SAMPLE_BLOCK experiments (subexperiment x row) of an
-enumerated template, or SAMPLE_BLOCK rows (every subexperiment) of a coherent circuit, and tiles
-start at multiples of it, so results do not depend on how experiments are split into tiles or
-ranks. Every query row draws its own shots, repeated rows included
-(``execution.query.query_rows``).
+Counts are drawn from the exact outcome distributions, one random stream per (seed, stream,
+measurement setting, block), where a query's stream is its place in the estimator's ``run``: a
+block is SAMPLE_BLOCK experiments (subexperiment x row) of an enumerated template, or
+SAMPLE_BLOCK rows (every subexperiment) of a coherent circuit, and tiles start at multiples of
+it, so results do not depend on how experiments are split into tiles or ranks. Every query row
+draws its own shots, repeated rows included (``execution.query.query_rows``).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def allocate_shots(weights: np.ndarray, total: int) -> np.ndarray:
 
 
 def draw_counts(
-    probabilities: np.ndarray, shots: np.ndarray, seed: int | None, query: int, setting: int, block: int
+    probabilities: np.ndarray, shots: np.ndarray, seed: int | None, stream: int, setting: int, block: int
 ) -> np.ndarray:
     """Multinomial counts [..., outcomes] of one block in one vectorised call: ``shots``
     (broadcast to ``probabilities.shape[:-1]``) from each distribution, clipped and normalised
@@ -94,12 +94,12 @@ def draw_counts(
     probabilities = np.clip(probabilities, 0.0, None)
     probabilities /= probabilities.sum(axis=-1, keepdims=True)
     entropy = None if seed is None else [seed]
-    rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=[query, setting, block]))
+    rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=[stream, setting, block]))
     return rng.multinomial(np.broadcast_to(shots, probabilities.shape[:-1]), probabilities)
 
 
 def sample_counts(
-    probabilities: np.ndarray, shots: int | np.ndarray, seed: int | None, query: int, setting: int, offset: int
+    probabilities: np.ndarray, shots: int | np.ndarray, seed: int | None, stream: int, setting: int, offset: int
 ) -> np.ndarray:
     """Counts per experiment of an enumerated template (``shots`` each, or ``shots[e]``), one
     random stream per block of SAMPLE_BLOCK experiments.
@@ -113,7 +113,7 @@ def sample_counts(
     for start in range(0, len(probabilities), SAMPLE_BLOCK):
         block = slice(start, start + SAMPLE_BLOCK)
         key = (offset + start) // SAMPLE_BLOCK
-        counts[block] = draw_counts(probabilities[block], shots[block], seed, query, setting, key)
+        counts[block] = draw_counts(probabilities[block], shots[block], seed, stream, setting, key)
     return counts
 
 

@@ -18,9 +18,10 @@ from hpcqnn.execution.compiled import CompiledProgram
 class Query:
     """One estimator query, built once and handed to the engine: what runs (``compiled``, this
     rank's form of a program, with parameter rows ``params`` [rows, circuit parameters]) and how
-    it is measured (``shots``: None for exact values; ``seed`` of the shot draws).
-    ``weights[j, o]`` is the coefficient of global Pauli term ``j`` in observable ``o``; only
-    rank 0 contracts, so workers hold None."""
+    it is measured (``shots``: None for exact values; the shots are drawn from the random
+    streams of ``seed`` and ``stream``, ``cutting.shots``). ``number`` counts the estimator's
+    queries (the timing logs' query). ``weights[j, o]`` is the coefficient of global Pauli term
+    ``j`` in observable ``o``; only rank 0 contracts, so workers hold None."""
 
     number: int
     compiled: CompiledProgram
@@ -28,6 +29,7 @@ class Query:
     shots: int | None = None
     seed: int | None = None
     weights: np.ndarray | None = None
+    stream: int = 0
 
     @property
     def program(self) -> Program:

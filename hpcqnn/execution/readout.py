@@ -182,7 +182,7 @@ class TemplateCounts:
         experiments = np.arange(start, start + len(raw))  # subexperiment * rows + row
         per_row = allocation.ndim == 2
         shots = allocation[experiments // rows, experiments % rows] if per_row else allocation[experiments // rows]
-        return sample_counts(raw, shots, query.seed, query.number, self.index, offset=start)
+        return sample_counts(raw, shots, query.seed, query.stream, self.index, offset=start)
 
     def accumulate(self, buffers: QueryBuffers, start: int, data: np.ndarray) -> None:
         flat = buffers.setting_sums[self.index].reshape(-1, self.moments.shape[1])
@@ -241,7 +241,7 @@ class CoherentCounts(_Branches):
             for (k, _), (grouping, _), drawn, distributions in zip(self.settings, self.classes, counts, found):
                 shots = allocation[k][:, None] if allocation[k].ndim == 1 else allocation[k][:, rows]
                 drawn[:, block] = draw_counts(
-                    grouping(distributions), shots, query.seed, query.number, k, (start + first) // SAMPLE_BLOCK
+                    grouping(distributions), shots, query.seed, query.stream, k, (start + first) // SAMPLE_BLOCK
                 )
         return counts
 

@@ -48,8 +48,8 @@ Comm = MPI.Comm
 
 _QUERY, _PROGRAM, _SETTING, _STOP = 1, 2, 3, 4
 _TAG_REQUEST, _TAG_TILE = 11, 12
-# header fields: _QUERY: cmd, setting, rows, parameters, query; _PROGRAM: cmd, program;
-# _SETTING: cmd, setting, program, shots, seed
+# header fields: _QUERY: cmd, setting, rows, parameters, query, stream, seed (-1: None);
+# _PROGRAM: cmd, program; _SETTING: cmd, setting, program, shots (-1: None)
 _HEADER = 8
 
 
@@ -104,8 +104,8 @@ class MPIEngine:
         if not self.root_computes and self.size == 1:
             raise ExecutionConfigError("root_computes=False needs at least 2 ranks")
         self._compiled: dict[int, CompiledProgram] = {}  # program id -> this rank's compiled program
-        self._settings: dict[int, tuple[int, int | None, int | None]] = {}  # setting -> (program id, shots, seed)
-        self._setting_ids: dict[tuple[int, int | None, int | None], int] = {}  # rank 0
+        self._settings: dict[int, tuple[int, int | None]] = {}  # setting -> (program id, shots)
+        self._setting_ids: dict[tuple[int, int | None], int] = {}  # rank 0
 
     @property
     def placement(self) -> Placement:
@@ -118,7 +118,8 @@ class MPIEngine:
         setting = self._share(query)
         params = np.ascontiguousarray(query.params, dtype=np.float64)
         with self.recorder.phase(query.number, "broadcast", n_rows=len(params), bytes=params.nbytes):
-            self._header([_QUERY, setting, len(params), params.shape[1], query.number])
+            seed = -1 if query.seed is None else query.seed
+            self._header([_QUERY, setting, len(params), params.shape[1], query.number, query.stream, seed])
             self.comm.Bcast(params, root=0)
         buffers = self._work(query)
         with self.recorder.phase(query.number, "contract", n_rows=len(params)):
@@ -142,17 +143,16 @@ class MPIEngine:
         return compiled
 
     def _share(self, query: Query) -> int:
-        """The setting id of the query's program, shots and seed, sent to the workers when new."""
+        """The setting id of the query's program and shots, sent to the workers when new."""
         pid = query.compiled.key
         if self._compiled.get(pid) is not query.compiled:
             raise ValueError("this query's program was compiled by another engine (use engine.compile)")
-        key = (pid, query.shots, query.seed)
+        key = (pid, query.shots)
         setting = self._setting_ids.get(key)
         if setting is None:
             setting = self._setting_ids[key] = len(self._setting_ids)
             self._settings[setting] = key
-            shots, seed = (-1 if v is None else v for v in (query.shots, query.seed))
-            self._header([_SETTING, setting, pid, shots, seed])
+            self._header([_SETTING, setting, pid, -1 if query.shots is None else query.shots])
         return setting
 
     def _header(self, values: list[int]) -> np.ndarray:
@@ -172,15 +172,16 @@ class MPIEngine:
             if cmd == _PROGRAM:
                 self._compile(fields[0], self.comm.bcast(None, root=0))
             elif cmd == _SETTING:
-                setting, pid, shots, seed = fields[:4]
-                self._settings[setting] = (pid, None if shots < 0 else shots, None if seed < 0 else seed)
+                setting, pid, shots = fields[:3]
+                self._settings[setting] = (pid, None if shots < 0 else shots)
             else:
-                setting, rows, width, number = fields[:4]
-                pid, query_shots, query_seed = self._settings[setting]
+                setting, rows, width, number, stream, seed = fields[:6]
+                pid, query_shots = self._settings[setting]
                 params = np.empty((rows, width))
                 with self.recorder.phase(number, "broadcast", n_rows=rows, bytes=params.nbytes):
                     self.comm.Bcast(params, root=0)
-                self._work(Query(number, self._compiled[pid], params, query_shots, query_seed))
+                seed_or_none = None if seed < 0 else seed
+                self._work(Query(number, self._compiled[pid], params, query_shots, seed_or_none, stream=stream))
                 self.recorder.flush()
 
     # -- every rank ---------------------------------------------------------------------------

@@ -78,7 +78,10 @@ def study(
                 partition_labels=labels, shots=shots, shot_allocation=allocation, seed=seed, device="CPU"
             )
             start = time.perf_counter()
-            outcomes = [estimator.run([pub]).result()[0] for _ in range(repeats)]  # each query draws anew
+            outcomes = []
+            for repeat in range(repeats):  # each repeat its own seed: a seeded run repeats its shots
+                estimator.seed = seed + repeat
+                outcomes.append(estimator.run([pub]).result()[0])
             program = estimator.program(pub)
             entry["settings"] = sum(len(w) for w in program.shot_weights())
             entry[f"{allocation}_total_shots_per_row"] = sum(int(n.sum()) for n in program.subexperiment_shots(shots))

@@ -161,7 +161,7 @@ def train(
 ) -> dict | None:
     """Train ``qnn`` (``build_qnn(config)``) and evaluate; the results for ``results.json``, or
     ``None`` if stopped early (a checkpoint was written)."""
-    model = QNNClassifier(qnn, estimator)
+    model = QNNClassifier(qnn, estimator, seed=config.run.seed)
     checkpoint = out_dir / CHECKPOINT
     if resume:
         state = TrainState.load(checkpoint)

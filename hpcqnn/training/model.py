@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 SHIFT = np.pi / 2
 
 
+def query_seed(run_seed: int, query: int) -> int:
+    """The shot seed of a run's query number ``query``: independent shots for every query, the
+    same ones when a resumed run redoes it."""
+    return int(np.random.SeedSequence([run_seed, query]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
@@ -42,11 +48,14 @@ def bce_loss(p: np.ndarray, y: np.ndarray) -> float:
 class QNNClassifier:
     """A cut QNN evaluated through an estimator (serial or MPI).
 
-    ``theta`` packs [ansatz weights..., scale, bias].
+    ``theta`` packs [ansatz weights..., scale, bias]. With a ``seed``, every query of an hpcqnn
+    estimator is seeded from it and the estimator's query number (``query_seed``), so that each
+    draws its own shots (a seeded estimator repeats its shots on every run).
     """
 
     qnn: CutQNN
     estimator: BaseEstimatorV2
+    seed: int | None = None
 
     def __post_init__(self):
         order = {p: i for i, p in enumerate(self.qnn.circuit.parameters)}
@@ -72,6 +81,8 @@ class QNNClassifier:
         return rows
 
     def _evaluate(self, rows: np.ndarray) -> np.ndarray:
+        if self.seed is not None:
+            self.estimator.seed = query_seed(self.seed, self.estimator.num_queries)
         pub = (self.qnn.circuit, self.qnn.observable, rows)
         return np.asarray(self.estimator.run([pub]).result()[0].data.evs, dtype=float)
 
