@@ -10,6 +10,7 @@ from hpcqnn.errors import (
     MPIWorldError,
     ObservableError,
     ParameterShapeError,
+    ParameterValueError,
     RunDirectoryError,
     SimulationError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "MPIWorldError",
     "ObservableError",
     "ParameterShapeError",
+    "ParameterValueError",
     "RunDirectoryError",
     "SimulationError",
     "Straggler",

@@ -19,6 +19,10 @@ class ParameterShapeError(HpcqnnError, ValueError):
     """Parameter values do not match the circuit's parameters."""
 
 
+class ParameterValueError(HpcqnnError, ValueError, TypeError):
+    """Parameter values are not finite real numbers (NaN, infinite, strings, complex)."""
+
+
 class ExecutionConfigError(HpcqnnError, ValueError):
     """An execution option (shots, device, seed, threads) is out of range."""
 

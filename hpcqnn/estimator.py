@@ -22,7 +22,7 @@ from qiskit.quantum_info import PauliList
 from hpcqnn.cutting.partition import SIMULATOR_BASIS
 from hpcqnn.cutting.plan import DEFAULT_MAX_SUBEXPERIMENTS, build_cut_plan
 from hpcqnn.cutting.program import Program, build_program
-from hpcqnn.errors import ExecutionConfigError, ObservableError, ParameterShapeError
+from hpcqnn.errors import CutPlanError, ExecutionConfigError, ObservableError, ParameterShapeError, ParameterValueError
 from hpcqnn.execution.compiled import CompiledProgram
 from hpcqnn.execution.devices import announce, array_module, place
 from hpcqnn.execution.engine import Engine, LocalEngine
@@ -33,12 +33,14 @@ from hpcqnn.run import launcher
 from hpcqnn.run.timing import PhaseRecorder
 
 _PAULI_LETTERS = frozenset("IXYZ")
+#: A SparseObservable's projector letters as Pauli sums: (I + s P) / 2.
+_PROJECTORS = {"0": ("Z", 1.0), "1": ("Z", -1.0), "+": ("X", 1.0), "-": ("X", -1.0), "r": ("Y", 1.0), "l": ("Y", -1.0)}
 
 
 @dataclass
 class _PreparedPub:
     pub: EstimatorPub
-    compiled: CompiledProgram
+    compiled: CompiledProgram | None  # None: a 0-qubit circuit, nothing to simulate
     params: np.ndarray  # [parameter rows, circuit parameters]
     weights: np.ndarray  # [global Pauli terms, observables]
     shots: int | None
@@ -146,6 +148,8 @@ class DistributedEstimator(BaseEstimatorV2):
 
     @num_queries.setter
     def num_queries(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ExecutionConfigError(f"num_queries must be an integer >= 0, got {value!r}")
         self._queries = int(value)
 
     def run(
@@ -164,7 +168,10 @@ class DistributedEstimator(BaseEstimatorV2):
     def program(self, pub: EstimatorPubLike) -> Program:
         """The program (cut plan, circuits, shot allocation) ``pub`` runs with; built and cached
         if new, nothing is simulated."""
-        return self._prepare(pub, None, {}).compiled.program
+        compiled = self._prepare(pub, None, {}).compiled
+        if compiled is None:
+            raise CutPlanError("a circuit without qubits has no program: its values are the observables' constants")
+        return compiled.program
 
     # -- preparation: every check happens here, before anything is simulated -----------------
 
@@ -180,11 +187,14 @@ class DistributedEstimator(BaseEstimatorV2):
             pub = EstimatorPub.coerce(pub_like, precision)
         except ValueError as exc:
             raise ObservableError(f"invalid estimator pub: {exc}") from exc
+        _check_finite(pub)
         labels, weights = _pauli_terms(pub)
         shots = self._shots_for(pub.precision)
+        rows = int(np.prod(pub.parameter_values.shape, dtype=np.int64))
+        if pub.circuit.num_qubits == 0:  # as StatevectorEstimator: each observable's constant
+            return _PreparedPub(pub, None, np.zeros((rows, 0)), weights, shots, -1)
         sampled = shots is not None
         key = (_structure_key(pub.circuit), tuple(labels), sampled)
-        rows = int(np.prod(pub.parameter_values.shape, dtype=np.int64))
         # the query that runs the pub; one without rows is checked and planned like any (a new
         # plan's timing rows go to the next query) but runs in none (-1)
         query = batches.setdefault((key, shots), self._queries + len(batches)) if rows else -1
@@ -240,19 +250,21 @@ class DistributedEstimator(BaseEstimatorV2):
         batches: dict[int, list[int]] = {}
         results: list[PubResult | None] = [None] * len(prepared)
         for i, item in enumerate(prepared):
-            if item.query < 0:  # no parameter rows: empty values, like the reference estimators
-                empty = np.zeros((0, item.weights.shape[1]))
-                metadata = {**self._metadata(item, None, 0), **_pub_metadata(item)}
-                results[i] = _pub_result(item.pub, empty, None, metadata)
+            if item.query < 0:  # no rows (empty values) or no qubits (constants), like the references
+                table = np.repeat(item.weights.sum(axis=0)[None], len(item.params), axis=0)
+                metadata = {**self._metadata(item, None, len(item.params)), **_pub_metadata(item)}
+                results[i] = _pub_result(item.pub, table, None, metadata)
             else:
                 batches.setdefault(item.query, []).append(i)
         for stream, (query, indices) in enumerate(batches.items()):
             items = [prepared[i] for i in indices]
+            compiled = items[0].compiled
+            assert compiled is not None, "pubs without qubits run in no query"
             self._queries = query + 1
             params = np.concatenate([it.params for it in items], axis=0)
             weights = np.concatenate([it.weights for it in items], axis=1)
             evs, variance = self.engine.evaluate(
-                Query(query, items[0].compiled, params, items[0].shots, self.seed, weights, stream)
+                Query(query, compiled, params, items[0].shots, self.seed, weights, stream)
             )
             metadata = self._metadata(items[0], query, len(params))
             row, col = 0, 0
@@ -265,16 +277,16 @@ class DistributedEstimator(BaseEstimatorV2):
         return results
 
     def _metadata(self, item: _PreparedPub, query: int | None, rows: int) -> dict:
-        program = item.compiled.program
-        plan = program.plan
+        program = None if item.compiled is None else item.compiled.program
+        partitions = [] if program is None else program.plan.partitions
         return {
             "query": query,
             "phases": {} if query is None else self.recorder.seconds(query),
-            "num_cuts": plan.num_cuts,
-            "num_partitions": len(plan.partitions),
-            "num_subexperiments": plan.num_subexperiments,
-            "subexperiments_per_partition": [part.num_subexperiments for part in plan.partitions],
-            "num_circuits": len(program.circuits),
+            "num_cuts": 0 if program is None else program.plan.num_cuts,
+            "num_partitions": len(partitions),
+            "num_subexperiments": sum(part.num_subexperiments for part in partitions),
+            "subexperiments_per_partition": [part.num_subexperiments for part in partitions],
+            "num_circuits": 0 if program is None else len(program.circuits),
             "num_rows": rows,
             "shots": item.shots,
             "shot_allocation": None if item.shots is None else self.shot_allocation,
@@ -315,6 +327,12 @@ def _check_parameter_shape(pub_like) -> None:
                 f"the circuit has {needed} parameters but no parameter_values were given"
             )
         return
+    kind = np.asarray(values).dtype.kind
+    if kind not in "biuf":
+        raise ParameterValueError(
+            f"parameter_values must be real numbers, got an array of dtype {np.asarray(values).dtype} "
+            f"({np.ravel(values)[:1].tolist()}...)"
+        )
     shape = np.shape(values)
     last = shape[-1] if shape else 1
     if needed and last != needed or not needed and np.size(values):
@@ -324,23 +342,54 @@ def _check_parameter_shape(pub_like) -> None:
         )
 
 
+def _check_finite(pub: EstimatorPub) -> None:
+    """Refuse NaN and infinite parameter values, as the references do, naming the first."""
+    for parameters, values in pub.parameter_values.data.items():
+        bad = ~np.isfinite(np.asarray(values, dtype=float))
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ParameterValueError(
+                f"parameter_values must be finite: {np.asarray(values)[index]} at index {index} "
+                f"(parameters {', '.join(parameters)})"
+            )
+
+
 def _pauli_terms(pub: EstimatorPub) -> tuple[list[str], np.ndarray]:
-    """Distinct Pauli labels over the pub's observables and the weight of each in each observable."""
+    """Distinct Pauli labels over the pub's observables and the weight of each in each
+    observable; projector letters (``0 1 + - r l`` of a ``SparseObservable``) are expanded
+    exactly into Pauli sums."""
     observables = pub.observables.ravel().tolist()
     labels: dict[str, int] = {}
+    expanded = []
     for obs in observables:
-        for label in obs:
-            if not set(label) <= _PAULI_LETTERS:
-                raise ObservableError(
-                    f"observable term {label!r} is not a Pauli string; hpcqnn estimates sums "
-                    "of Pauli strings (I, X, Y, Z)"
-                )
-            labels.setdefault(label, len(labels))
-    weights = np.zeros((len(labels), len(observables)))
-    for o, obs in enumerate(observables):
+        terms: dict[str, float] = {}
         for label, coeff in obs.items():
-            weights[labels[label], o] += float(np.real(coeff))
+            if not set(label) <= _PAULI_LETTERS | set(_PROJECTORS):
+                raise ObservableError(
+                    f"observable term {label!r} is neither a Pauli string nor a projector term; hpcqnn "
+                    "estimates sums of I, X, Y, Z and the projectors 0, 1, +, -, r, l"
+                )
+            for pauli, weight in _pauli_sum(label, float(np.real(coeff))):
+                terms[pauli] = terms.get(pauli, 0.0) + weight
+                labels.setdefault(pauli, len(labels))
+        expanded.append(terms)
+    weights = np.zeros((len(labels), len(observables)))
+    for o, terms in enumerate(expanded):
+        for label, weight in terms.items():
+            weights[labels[label], o] += weight
     return list(labels), weights
+
+
+def _pauli_sum(label: str, coeff: float) -> list[tuple[str, float]]:
+    """``coeff`` times the term ``label`` as Pauli strings: each projector (I +- P) / 2."""
+    terms = [("", coeff)]
+    for letter in label:
+        if letter in _PROJECTORS:
+            pauli, sign = _PROJECTORS[letter]
+            terms = [(t + "I", c / 2) for t, c in terms] + [(t + pauli, sign * c / 2) for t, c in terms]
+        else:
+            terms = [(t + letter, c) for t, c in terms]
+    return terms
 
 
 def _structure_key(circuit: QuantumCircuit) -> Hashable:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter, ParameterVector
-from qiskit.quantum_info import DensityMatrix, SparseObservable, SparsePauliOp
+from qiskit.primitives import StatevectorEstimator
+from qiskit.quantum_info import DensityMatrix, SparseObservable, SparsePauliOp, Statevector
 
 from hpcqnn import (
     CutPlanError,
@@ -14,6 +15,7 @@ from hpcqnn import (
     ExecutionConfigError,
     ObservableError,
     ParameterShapeError,
+    ParameterValueError,
 )
 from hpcqnn.training.circuits import cut_qnn
 from statevector import exact_values
@@ -231,11 +233,65 @@ def test_cut_gate_with_a_non_affine_angle():
         DistributedEstimator(partition_labels="AB").run([(qc, SparsePauliOp("ZZ"), [0.1])])
 
 
-def test_non_pauli_observable(small):
-    with pytest.raises(ObservableError, match="not a Pauli string"):
-        DistributedEstimator(partition_labels=small.partition_labels).run(
-            [(small.circuit, SparseObservable("0+ZZ"), np.zeros(12))]
-        )
+PROJECTOR_TERMS = [("0+ZZ", 0.8), ("rIl1", -0.5), ("-ZIX", 0.3), ("IIII", 0.2)]
+
+
+@pytest.mark.parametrize("labels", [None, "AABB"], ids=["uncut", "cut"])
+def test_projector_observables(small, labels):
+    """SparseObservable terms with projectors (0 1 + - r l) are expanded exactly into Pauli sums:
+    the values equal <psi|O|psi> with O's dense matrix (Qiskit's), exact and sampled."""
+    observable = SparseObservable.from_list(PROJECTOR_TERMS)
+    params = np.random.default_rng(5).uniform(-np.pi, np.pi, (3, 12))
+    matrix = observable.to_matrix()
+    expected = [
+        np.real(state.conj() @ matrix @ state)
+        for state in (Statevector(small.circuit.assign_parameters(row)).data for row in params)
+    ]
+    exact = DistributedEstimator(partition_labels=labels).run([(small.circuit, observable, params)]).result()[0]
+    np.testing.assert_allclose(exact.data.evs, expected, rtol=0, atol=EXACT_ATOL)
+    sampled = DistributedEstimator(partition_labels=labels, shots=4000, seed=3)
+    data = sampled.run([(small.circuit, observable, params)]).result()[0].data
+    assert np.all(np.abs(data.evs - expected) < 5 * data.stds), (data.evs, expected, data.stds)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([np.nan] + [0.0] * 11, "must be finite: nan at index"),
+        ([0.0] * 11 + [np.inf], "must be finite: inf at index"),
+        (["a"] * 12, "must be real numbers, got an array of dtype <U1"),
+        ([1j] * 12, "must be real numbers, got an array of dtype complex128"),
+    ],
+    ids=["nan", "inf", "strings", "complex"],
+)
+def test_parameter_values_that_the_references_refuse(small, values, message):
+    """NaN, infinite, non-numeric values: a ParameterValueError (also a TypeError and a
+    ValueError) naming the value, before anything runs, cut or not, exact or sampled."""
+    for shots in (None, 100):
+        estimator = DistributedEstimator(partition_labels=small.partition_labels, shots=shots, seed=1)
+        with pytest.raises(ParameterValueError, match=message) as caught:
+            estimator.run([(small.circuit, small.observable, values)])
+        assert isinstance(caught.value, TypeError) and isinstance(caught.value, ValueError)
+        assert estimator.num_queries == 0
+    with pytest.raises((ValueError, TypeError, RuntimeError, ZeroDivisionError)):  # so does the reference
+        StatevectorEstimator().run([(small.circuit, small.observable, values)]).result()
+
+
+def test_negative_num_queries_is_refused():
+    estimator = DistributedEstimator()
+    with pytest.raises(ExecutionConfigError, match="num_queries must be an integer >= 0, got -5"):
+        estimator.num_queries = -5
+    assert estimator.num_queries == 0
+
+
+def test_circuit_without_qubits_gives_the_constants_as_the_reference():
+    circuit = QuantumCircuit(0)
+    observables = [SparsePauliOp(""), SparsePauliOp([""], [2.5])]
+    for shots in (None, 100):
+        result = DistributedEstimator(shots=shots, seed=1).run([(circuit, observables)]).result()[0]
+        expected = StatevectorEstimator().run([(circuit, observables)]).result()[0].data.evs
+        np.testing.assert_array_equal(result.data.evs, expected)
+        np.testing.assert_array_equal(result.data.stds, [0.0, 0.0])
 
 
 def test_observable_of_wrong_width(small):
