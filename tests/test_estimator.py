@@ -225,14 +225,6 @@ def test_labels_of_wrong_length(small):
         DistributedEstimator(partition_labels="AAB").run([(small.circuit, small.observable, np.zeros(12))])
 
 
-def test_cut_gate_with_a_non_affine_angle():
-    theta = Parameter("theta")
-    qc = QuantumCircuit(2)
-    qc.rzz(theta * theta, 0, 1)
-    with pytest.raises(CutPlanError, match=r"qubits \[0, 1\].*not affine in the parameters"):
-        DistributedEstimator(partition_labels="AB").run([(qc, SparsePauliOp("ZZ"), [0.1])])
-
-
 PROJECTOR_TERMS = [("0+ZZ", 0.8), ("rIl1", -0.5), ("-ZIX", 0.3), ("IIII", 0.2)]
 
 

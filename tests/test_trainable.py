@@ -20,7 +20,7 @@ from qiskit.circuit.library import (
 from qiskit.primitives import StatevectorEstimator
 from qiskit.quantum_info import Operator, SparsePauliOp
 
-from hpcqnn import CutPlanError, DistributedEstimator
+from hpcqnn import DistributedEstimator
 from hpcqnn.cutting.shots import subexperiment_weights
 from hpcqnn.cutting.trainable import TRAINABLE_CUT_GATES, canonical_rzz
 from hpcqnn.training.circuits import cut_qnn
@@ -139,12 +139,28 @@ def test_automatic_cut_finding_cuts_trainable_gates() -> None:
     np.testing.assert_allclose(evs, expected, rtol=0, atol=EXACT_ATOL)
 
 
-def test_non_affine_angles_and_other_unbound_gates_are_refused() -> None:
-    theta = Parameter("t")
-    square = QuantumCircuit(2)
-    square.rzz(theta * theta, 0, 1)
-    with pytest.raises(CutPlanError, match="not affine"):
-        DistributedEstimator("AB").program((square, SparsePauliOp("ZZ"), [0.1]))
+@pytest.mark.parametrize("sampled", [False, True], ids=["exact", "sampled"])
+def test_non_affine_angles(sampled: bool) -> None:
+    """The ZZ feature map's 2*(pi - x)*(pi - y) and sin(x), bound once per distinct row,
+    beside an affine angle."""
+    x = ParameterVector("x", 3)
+    qc = QuantumCircuit(3)
+    qc.h(range(3))
+    qc.rzz(2 * (np.pi - x[0]) * (np.pi - x[1]), 0, 1)
+    qc.crx(x[2].sin(), 2, 0)
+    qc.ry(x[2], 0)
+    qc.rxx(x[2] + 1, 0, 1)
+    observable = SparsePauliOp(["ZZZ", "XIX"], [1.0, 0.5])
+    params = np.repeat(np.random.default_rng(6).uniform(-np.pi, np.pi, (3, 3)), 2, axis=0)
+    estimator = DistributedEstimator("ABB", device="CPU", shots=5000 if sampled else None, seed=2)
+    plan = estimator.program((qc, observable, params[0])).plan
+    assert [a is not None and a.slopes is None for a in plan.cut_angles] == [True, True, False]
+    data = estimator.run([(qc, observable, params)]).result()[0].data
+    expected = StatevectorEstimator().run([(qc, observable, params)]).result()[0].data.evs
+    if sampled:
+        assert np.all(np.abs(data.evs - expected) < 5 * data.stds)
+    else:
+        np.testing.assert_allclose(data.evs, expected, rtol=0, atol=EXACT_ATOL)
 
 
 # -- sampled mode ------------------------------------------------------------------------------

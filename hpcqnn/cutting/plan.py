@@ -24,7 +24,7 @@ from hpcqnn.cutting.basis import CutSide, cut_side
 from hpcqnn.cutting.coherent import CoherentPartition, coherent_partition, defer_resets
 from hpcqnn.cutting.partition import partition, qpd_sides
 from hpcqnn.cutting.template import build_template, channel_location
-from hpcqnn.cutting.trainable import PLACEHOLDER_ANGLE, CutAngle, affine, rzz_coefficient_map
+from hpcqnn.cutting.trainable import PLACEHOLDER_ANGLE, CutAngle, cut_angle, rzz_coefficient_map
 from hpcqnn.errors import CutPlanError
 
 DEFAULT_MAX_SUBEXPERIMENTS = 100_000
@@ -145,7 +145,7 @@ def build_cut_plan(
     parts = partition(circuit, paulis, partition_labels, max_subcircuit_qubits, seed, wire_cuts)
     circuit, paulis, labels = parts.circuit, parts.paulis, parts.labels
     column = {p: i for i, p in enumerate(circuit.parameters)}
-    marked, angles = _mark_trainable_cuts(circuit, labels, column)
+    marked, angles = _mark_trainable_cuts(circuit, labels)
     problem = partition_problem(marked, labels, None)
     bases: list[QPDBasis] = list(problem.bases)
     if len(bases) > MAX_CUTS:
@@ -175,9 +175,9 @@ def build_cut_plan(
     cut_angles: list[CutAngle | None] = [None] * len(bases)
     if angles:
         functions = rzz_coefficient_map()
-        for c, (columns, slopes, offset) in angles.items():
+        for c, expression in angles.items():
             terms = np.array([kernel(f, *cut_sides[c]) for f in functions.T])
-            cut_angles[c] = CutAngle(columns, slopes, offset, terms)
+            cut_angles[c] = cut_angle(expression, column, terms)
     kernels = tuple(
         None if c in angles else kernel(np.asarray(b.coeffs, dtype=float), side0, side1)
         for c, (b, (side0, side1)) in enumerate(zip(bases, cut_sides))
@@ -193,23 +193,21 @@ def build_cut_plan(
 
 
 def _mark_trainable_cuts(
-    circuit: QuantumCircuit, labels: Sequence[Hashable], column: dict[Parameter, int]
-) -> tuple[QuantumCircuit, dict[int, tuple]]:
+    circuit: QuantumCircuit, labels: Sequence[Hashable]
+) -> tuple[QuantumCircuit, dict[int, ParameterExpression]]:
     """``circuit`` with every trainable cut (an RZZ spanning partitions whose angle has
     parameters, ``partition``'s canonical form) marked for cutting at a placeholder angle, and
-    the affine angle (``trainable.affine``) of each, by cut id: partition_problem numbers cuts in
-    circuit order."""
-    angles: dict[int, tuple] = {}
+    the angle of each, by cut id: partition_problem numbers cuts in circuit order."""
+    angles: dict[int, ParameterExpression] = {}
     marked = circuit.copy_empty_like()
     cut = 0
-    for index, inst in enumerate(circuit.data):
+    for inst in circuit.data:
         op = inst.operation
         qubits = [circuit.find_bit(q).index for q in inst.qubits]
         crossing = op.name != "barrier" and len({labels[q] for q in qubits}) > 1
         angle = op.params[0] if op.name == "rzz" else None
         if crossing and isinstance(angle, ParameterExpression) and angle.parameters:
-            where = f"the cut gate on qubits {qubits} (instruction {index})"
-            angles[cut] = affine(angle, column, where)
+            angles[cut] = angle
             placeholder = QPDBasis.from_instruction(RZZGate(PLACEHOLDER_ANGLE))
             inst = inst.replace(operation=TwoQubitQPDGate(placeholder, label="cut_rzz"))
         cut += crossing or isinstance(op, TwoQubitQPDGate)

@@ -6,6 +6,8 @@ partitions; the RZZ is cut. Its QPD (Mitarai and Fujii, as qiskit-addon-cutting 
 same local operations at every angle; only the coefficients move, each a combination of
 cos^2(phi/2), sin^2(phi/2) and sin(phi/2)cos(phi/2). So a plan is built once with the RZZ at a
 placeholder angle, and every query turns its rows' angles into per-row kernels (``CutAngle``).
+An angle affine in the parameters (``2*x + y``) is evaluated for all rows at once; any other
+expression (the ZZ feature map's ``2*(pi - x)*(pi - y)``) is bound once per distinct row.
 """
 
 from __future__ import annotations
@@ -52,39 +54,46 @@ def rzz_coefficient_map() -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class CutAngle:
-    """A trainable cut RZZ(phi), ``phi = params[:, columns] @ slopes + offset`` over the plan's
-    parameter rows. ``kernels[f]`` is the cut's kernel (``plan.CutPlan``) of angle function
-    ``f``: its kernel at phi is ``sum_f angle_functions(phi)[f] * kernels[f]``."""
+    """A trainable cut RZZ(phi), phi an ``expression`` of the plan parameters in ``columns``
+    (``parameters[i]`` is column ``columns[i]``); where it is affine, ``slopes`` and ``offset``
+    give ``phi = params[:, columns] @ slopes + offset``, else ``slopes`` is None.
+    ``kernels[f]`` is the cut's kernel (``plan.CutPlan``) of angle function ``f``: its kernel at
+    phi is ``sum_f angle_functions(phi)[f] * kernels[f]``."""
 
+    expression: ParameterExpression
+    parameters: tuple[Parameter, ...]
     columns: np.ndarray
-    slopes: np.ndarray
+    slopes: np.ndarray | None
     offset: float
     kernels: np.ndarray  # [FUNCTIONS, side-0 channels, side-1 channels]
 
     def angles(self, params: np.ndarray) -> np.ndarray:
         """phi of every row of ``params`` [rows, plan parameters]."""
-        return params[:, self.columns] @ self.slopes + self.offset
+        values = params[:, self.columns]
+        if self.slopes is not None:
+            return values @ self.slopes + self.offset
+        distinct, inverse = np.unique(values, axis=0, return_inverse=True)
+        bound = [float(self.expression.bind(dict(zip(self.parameters, row)))) for row in distinct]
+        return np.array(bound)[inverse.reshape(-1)]
 
     def kernel(self, params: np.ndarray) -> np.ndarray:
         """The cut's kernel of every row [rows, side-0 channels, side-1 channels]."""
         return np.tensordot(angle_functions(self.angles(params)), self.kernels, axes=1)
 
 
-def affine(expression: ParameterExpression, column: dict[Parameter, int], where: str) -> tuple:
-    """``(columns, slopes, offset)`` of an angle affine in the circuit's parameters; a
-    ``CutPlanError`` naming ``where`` otherwise."""
-    parameters = sorted(expression.parameters, key=lambda p: column[p])
+def cut_angle(expression: ParameterExpression, column: dict[Parameter, int], kernels: np.ndarray) -> CutAngle:
+    """The ``CutAngle`` of a cut RZZ's angle ``expression`` over the circuit's parameters
+    (``column[p]``: the plan column of parameter ``p``)."""
+    parameters = tuple(sorted(expression.parameters, key=lambda p: column[p]))
+    columns = np.array([column[p] for p in parameters], dtype=np.int64)
     slopes = []
     for parameter in parameters:
         slope = expression.gradient(parameter)
         if isinstance(slope, ParameterExpression) and slope.parameters:
-            raise CutPlanError(
-                f"{where} has angle {expression}, which is not affine in the parameters; a cut gate's "
-                "angle must be like 2*x + y - 0.3 (bind the angle, or keep the gate inside a partition)"
-            )
+            return CutAngle(expression, parameters, columns, None, 0.0, kernels)
         slopes.append(float(slope))
-    offset = float(expression.bind({p: 0.0 for p in parameters})) if parameters else float(expression)
-    return np.array([column[p] for p in parameters], dtype=np.int64), np.array(slopes), offset
+    offset = float(expression.bind({p: 0.0 for p in parameters}))
+    return CutAngle(expression, parameters, columns, np.array(slopes), offset, kernels)
 
 
 def canonical_rzz(name: str, theta: ParameterExpression) -> QuantumCircuit:
