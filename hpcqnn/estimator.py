@@ -84,6 +84,11 @@ class DistributedEstimator(BaseEstimatorV2):
             distribution, and draws the shots from those. ``False`` runs the subexperiments one
             by one (and, sampled, one Aer experiment per setting), for comparison. Same exact
             values, and sampled values of the same distribution, either way.
+        consolidate: cut a run of gates on one pair of qubits in different partitions once where
+            that lowers the sampling overhead (``cutting.consolidate``: a bound run through its
+            KAK decomposition; CX . P(theta) . CX as one trainable RZZ(theta)).
+        max_gamma: refuse plans whose sampling overhead (the product over the cuts of each cut's
+            sum of |QPD coefficients|; a trainable cut at its most, 3) exceeds this.
         engine: where queries execute; defaults to this process (MPI plugs in here).
     """
 
@@ -100,6 +105,8 @@ class DistributedEstimator(BaseEstimatorV2):
         max_subexperiments: int = DEFAULT_MAX_SUBEXPERIMENTS,
         minimal_basis: bool = True,
         coherent: bool = True,
+        consolidate: bool = True,
+        max_gamma: float | None = None,
         engine: Engine | None = None,
     ):
         _check_shots(shots)
@@ -113,6 +120,11 @@ class DistributedEstimator(BaseEstimatorV2):
             raise ExecutionConfigError(f"threads must be an integer >= 0, got {threads!r}")
         if not isinstance(max_subexperiments, (int, np.integer)) or max_subexperiments < 1:
             raise ExecutionConfigError(f"max_subexperiments must be a positive integer, got {max_subexperiments!r}")
+        if max_gamma is not None and (
+            isinstance(max_gamma, bool) or not isinstance(max_gamma, (int, float, np.integer, np.floating))
+            or not max_gamma >= 1
+        ):
+            raise ExecutionConfigError(f"max_gamma must be a number >= 1 or None, got {max_gamma!r}")
         self.partition_labels = None if partition_labels is None else list(partition_labels)
         self.max_subcircuit_qubits = max_subcircuit_qubits
         self.wire_cuts = bool(wire_cuts)
@@ -122,6 +134,8 @@ class DistributedEstimator(BaseEstimatorV2):
         self.max_subexperiments = max_subexperiments
         self.minimal_basis = minimal_basis
         self.coherent = bool(coherent)
+        self.consolidate = bool(consolidate)
+        self.max_gamma = max_gamma
         if engine is None:
             placement = place(device, launcher.local_rank())
             if placement.note:
@@ -223,6 +237,8 @@ class DistributedEstimator(BaseEstimatorV2):
                 self.minimal_basis,
                 self.wire_cuts,
                 coherent=self.coherent,
+                consolidate=self.consolidate,
+                max_gamma=self.max_gamma,
             )
         with self.recorder.phase(query, "generate", n_circuits=plan.num_subexperiments):
             program = build_program(plan, sampled, self.shot_allocation)
@@ -295,12 +311,18 @@ class DistributedEstimator(BaseEstimatorV2):
 
 
 def _pub_metadata(item: _PreparedPub) -> dict:
-    """What the reference estimators report per pub: the precision asked for (the pub's or
-    ``run``'s; without one, that of the estimator's shots, 0 when exact) and the circuit's metadata."""
+    """Per pub: what the reference estimators report (the precision asked for: the pub's or
+    ``run``'s; without one, that of the estimator's shots, 0 when exact; the circuit's metadata)
+    and ``gamma``, the sampling overhead of its cuts, the most over its rows (trainable cuts at
+    their angles)."""
     precision = item.pub.precision
     if precision is None:
         precision = 0.0 if item.shots is None else 1.0 / math.sqrt(item.shots)
-    return {"target_precision": float(precision), "circuit_metadata": item.pub.circuit.metadata}
+    gamma = 1.0
+    if item.compiled is not None:
+        plan = item.compiled.program.plan
+        gamma = float(plan.gammas(item.params).max()) if len(item.params) else plan.gamma
+    return {"target_precision": float(precision), "circuit_metadata": item.pub.circuit.metadata, "gamma": gamma}
 
 
 def _check_shots(shots) -> None:

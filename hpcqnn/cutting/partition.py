@@ -21,6 +21,7 @@ from qiskit_addon_cutting.instructions import CutWire, Move
 from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate
 from qiskit_addon_cutting.qpd.instructions import SingleQubitQPDGate
 
+from hpcqnn.cutting.consolidate import consolidate
 from hpcqnn.cutting.trainable import PLACEHOLDER_ANGLE, TRAINABLE_CUT_GATES, canonical_rzz
 from hpcqnn.errors import CutPlanError, ObservableError
 
@@ -63,6 +64,7 @@ def partition(
     max_subcircuit_qubits: int | None = None,
     seed: int | None = None,
     wire_cuts: bool = False,
+    consolidate_runs: bool = True,
 ) -> Partitioned:
     """Check ``circuit`` and choose its partitions (see ``plan.build_cut_plan`` for the rules)."""
     _check_circuit(circuit)
@@ -101,7 +103,10 @@ def partition(
         labels = [0] * circuit.num_qubits
     _check_wire_cuts_cross(circuit, labels)
     _check_widths(labels, max_subcircuit_qubits)
-    circuit = _canonical_trainable_cuts(_unmark_trainable(circuit, found_angles), labels)
+    circuit = _unmark_trainable(circuit, found_angles)
+    if consolidate_runs:
+        circuit = consolidate(circuit, labels)
+    circuit = _canonical_trainable_cuts(circuit, labels)
     return Partitioned(_lower(circuit, labels), paulis, labels)
 
 

@@ -24,7 +24,7 @@ from hpcqnn.cutting.basis import CutSide, cut_side
 from hpcqnn.cutting.coherent import CoherentPartition, coherent_partition, defer_resets
 from hpcqnn.cutting.partition import partition, qpd_sides
 from hpcqnn.cutting.template import build_template, channel_location
-from hpcqnn.cutting.trainable import PLACEHOLDER_ANGLE, CutAngle, cut_angle, rzz_coefficient_map
+from hpcqnn.cutting.trainable import MAX_GAMMA, PLACEHOLDER_ANGLE, CutAngle, cut_angle, rzz_coefficient_map
 from hpcqnn.errors import CutPlanError
 
 DEFAULT_MAX_SUBEXPERIMENTS = 100_000
@@ -81,10 +81,24 @@ class CutPlan:
     cut_sides: tuple[tuple[CutSide, CutSide], ...]
     partitions: tuple[PartitionPlan, ...]
     cut_angles: tuple[CutAngle | None, ...] = ()
+    cut_gammas: tuple[float, ...] = ()  # each fixed cut's sampling overhead; trainable: MAX_GAMMA, the most
 
     @property
     def num_cuts(self) -> int:
         return len(self.cut_kernels)
+
+    @property
+    def gamma(self) -> float:
+        """The sampling overhead of the plan's cuts, the product of each cut's sum of |QPD
+        coefficients|; a trainable cut counts at its most (MAX_GAMMA), see ``gammas``."""
+        return float(np.prod(self.cut_gammas))
+
+    def gammas(self, params: np.ndarray) -> np.ndarray:
+        """The sampling overhead of every parameter row [rows]: trainable cuts at their angles."""
+        gammas = np.ones(len(params))
+        for gamma, angle in zip(self.cut_gammas, self.cut_angles):
+            gammas *= gamma if angle is None else angle.gammas(params)
+        return gammas
 
     @property
     def trainable(self) -> bool:
@@ -125,6 +139,8 @@ def build_cut_plan(
     minimal_basis: bool = True,
     wire_cuts: bool = False,
     coherent: bool = True,
+    consolidate: bool = True,
+    max_gamma: float | None = None,
 ) -> CutPlan:
     """Partition ``circuit`` and enumerate the subexperiments of every partition.
 
@@ -140,9 +156,11 @@ def build_cut_plan(
     local channels (4 of 5 for CX/CZ, 4 of 6 for a wire cut's preparations) and expands the others
     exactly; ``False`` simulates every distinct channel, as qiskit-addon-cutting does (minus its
     duplicates). ``coherent`` also builds each partition's coherent form (``build_program``
-    decides where it runs).
+    decides where it runs). ``consolidate`` cuts runs of gates on one pair of qubits once where
+    that is cheaper (``consolidate``). A plan whose sampling overhead (``CutPlan.gamma``)
+    exceeds ``max_gamma`` is refused.
     """
-    parts = partition(circuit, paulis, partition_labels, max_subcircuit_qubits, seed, wire_cuts)
+    parts = partition(circuit, paulis, partition_labels, max_subcircuit_qubits, seed, wire_cuts, consolidate)
     circuit, paulis, labels = parts.circuit, parts.paulis, parts.labels
     column = {p: i for i, p in enumerate(circuit.parameters)}
     marked, angles = _mark_trainable_cuts(circuit, labels)
@@ -150,6 +168,13 @@ def build_cut_plan(
     bases: list[QPDBasis] = list(problem.bases)
     if len(bases) > MAX_CUTS:
         raise CutPlanError(f"this partition needs {len(bases)} cuts; hpcqnn reconstructs at most {MAX_CUTS}")
+    gammas = tuple(MAX_GAMMA if c in angles else float(b.kappa) for c, b in enumerate(bases))
+    if max_gamma is not None and np.prod(gammas) > max_gamma:
+        each = ", ".join(f"{g:.3g}" + (" (trainable, at most)" if c in angles else "") for c, g in enumerate(gammas))
+        raise CutPlanError(
+            f"this cut's sampling overhead gamma = {np.prod(gammas):.4g} (the product over its {len(gammas)} "
+            f"cuts: {each}) exceeds max_gamma={max_gamma:g}: cut fewer gates, or raise max_gamma"
+        )
     qubits_of = {lab: tuple(i for i, x in enumerate(labels) if x == lab) for lab in problem.subcircuits}
     sides = {lab: qpd_sides(sub) for lab, sub in problem.subcircuits.items()}
     cut_sides = tuple((cut_side(b, 0, minimal_basis), cut_side(b, 1, minimal_basis)) for b in bases)
@@ -177,7 +202,7 @@ def build_cut_plan(
         functions = rzz_coefficient_map()
         for c, expression in angles.items():
             terms = np.array([kernel(f, *cut_sides[c]) for f in functions.T])
-            cut_angles[c] = cut_angle(expression, column, terms)
+            cut_angles[c] = cut_angle(expression, column, terms, functions)
     kernels = tuple(
         None if c in angles else kernel(np.asarray(b.coeffs, dtype=float), side0, side1)
         for c, (b, (side0, side1)) in enumerate(zip(bases, cut_sides))
@@ -189,6 +214,7 @@ def build_cut_plan(
         cut_sides=cut_sides,
         partitions=partitions,
         cut_angles=tuple(cut_angles),
+        cut_gammas=gammas,
     )
 
 

@@ -98,8 +98,11 @@ class Program:
                 f"{_count(len(part.cut_ids), 'cut')}, {_count(part.num_subexperiments, 'subexperiment')}{where}"
             )
         mode = f"sampled mode, {_count(len(self.settings), 'measurement setting')}" if self.sampled else "exact mode"
+        trainable = sum(angle is not None for angle in plan.cut_angles)
+        cuts = _count(plan.num_cuts, "cut") + (f" ({trainable} trainable)" if trainable else "")
+        gamma = f"gamma {'at most ' if trainable else ''}{plan.gamma:.4g}"
         return (
-            f"<Program: {_count(plan.num_cuts, 'cut')}, {_count(len(plan.partitions), 'partition')}, "
+            f"<Program: {cuts}, {gamma}, {_count(len(plan.partitions), 'partition')}, "
             f"{_count(plan.num_subexperiments, 'subexperiment')} in "
             f"{_count(len(self.circuits), 'simulator circuit')}, {_count(len(plan.paulis), 'Pauli term')}, {mode}; "
             + "; ".join(parts) + ">"

@@ -31,6 +31,9 @@ PLACEHOLDER_ANGLE = 1.0
 #: The angle functions every coefficient of a cut RZZ(phi) combines.
 FUNCTIONS = 3
 
+#: The largest sampling overhead of a cut RZZ (at phi = pi/2 + k pi).
+MAX_GAMMA = 3.0
+
 
 def angle_functions(phi: np.ndarray) -> np.ndarray:
     """[..., FUNCTIONS]: cos^2(phi/2), sin^2(phi/2), sin(phi/2)cos(phi/2)."""
@@ -66,6 +69,11 @@ class CutAngle:
     slopes: np.ndarray | None
     offset: float
     kernels: np.ndarray  # [FUNCTIONS, side-0 channels, side-1 channels]
+    coefficients: np.ndarray  # [QPD terms, FUNCTIONS] (``rzz_coefficient_map``)
+
+    def gammas(self, params: np.ndarray) -> np.ndarray:
+        """The cut's sampling overhead (sum of |QPD coefficients|, 1 + 2|sin phi|) per row."""
+        return np.abs(angle_functions(self.angles(params)) @ self.coefficients.T).sum(axis=-1)
 
     def angles(self, params: np.ndarray) -> np.ndarray:
         """phi of every row of ``params`` [rows, plan parameters]."""
@@ -81,7 +89,9 @@ class CutAngle:
         return np.tensordot(angle_functions(self.angles(params)), self.kernels, axes=1)
 
 
-def cut_angle(expression: ParameterExpression, column: dict[Parameter, int], kernels: np.ndarray) -> CutAngle:
+def cut_angle(
+    expression: ParameterExpression, column: dict[Parameter, int], kernels: np.ndarray, coefficients: np.ndarray
+) -> CutAngle:
     """The ``CutAngle`` of a cut RZZ's angle ``expression`` over the circuit's parameters
     (``column[p]``: the plan column of parameter ``p``)."""
     parameters = tuple(sorted(expression.parameters, key=lambda p: column[p]))
@@ -90,10 +100,10 @@ def cut_angle(expression: ParameterExpression, column: dict[Parameter, int], ker
     for parameter in parameters:
         slope = expression.gradient(parameter)
         if isinstance(slope, ParameterExpression) and slope.parameters:
-            return CutAngle(expression, parameters, columns, None, 0.0, kernels)
+            return CutAngle(expression, parameters, columns, None, 0.0, kernels, coefficients)
         slopes.append(float(slope))
     offset = float(expression.bind({p: 0.0 for p in parameters}))
-    return CutAngle(expression, parameters, columns, np.array(slopes), offset, kernels)
+    return CutAngle(expression, parameters, columns, np.array(slopes), offset, kernels, coefficients)
 
 
 def canonical_rzz(name: str, theta: ParameterExpression) -> QuantumCircuit:
