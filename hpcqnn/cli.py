@@ -144,17 +144,31 @@ def build_parser() -> argparse.ArgumentParser:
     floor.add_argument("--shots", type=positive_int, default=1000, help="sampled: shots per setting (default 1000)")
     floor.add_argument("--seed", type=int, default=1234)
     floor.add_argument("--json", type=Path, help="write the results as JSON here")
+
+    trainable = sub.add_parser(
+        "bench-trainable", help="trainable RZZ cuts (one plan) against the same model with the angles bound"
+    )
+    trainable.add_argument("--qubits", type=int_at_least(2), default=8, help="width (default 8)")
+    trainable.add_argument("--cuts", type=positive_int, default=3, help="trainable RZZ cuts (default 3)")
+    trainable.add_argument("--rows", type=positive_int, default=64, help="parameter rows per query (default 64)")
+    trainable.add_argument("--queries", type=positive_int, default=3, help="timed queries per pipeline (default 3)")
+    trainable.add_argument("--modes", type=parse_modes, default=("exact", "sampled"), help="exact and/or sampled")
+    trainable.add_argument("--shots", type=positive_int, default=1000, help="sampled: shots per setting (default 1000)")
+    trainable.add_argument("--seed", type=int, default=1234)
+    trainable.add_argument("--json", type=Path, help="write the results as JSON here")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"bench": _bench, "bench-shots": _bench_shots, "bench-floor": _bench_floor, "train": _train}[
-            args.command
-        ](args)
+        commands = {
+            "bench": _bench, "bench-shots": _bench_shots, "bench-floor": _bench_floor,
+            "bench-trainable": _bench_trainable, "train": _train,
+        }
+        return commands[args.command](args)
     except HpcqnnError as exc:
-        if args.command in ("bench-shots", "bench-floor") or _speaks_for_the_job():
+        if args.command in ("bench-shots", "bench-floor", "bench-trainable") or _speaks_for_the_job():
             print(f"hpcqnn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before training handles it, or a second one: the user's stop
@@ -316,6 +330,18 @@ def _bench_floor(args: argparse.Namespace) -> int:
     results = measure(
         args.qubits, args.cuts, args.rows, args.queries, args.threads, args.seed,
         lambda line: print(line, flush=True), args.modes, args.shots,
+    )
+    write_report(args.json, {**provenance(), "results": results})
+    return 0
+
+
+def _bench_trainable(args: argparse.Namespace) -> int:
+    from hpcqnn.run.runinfo import provenance, write_report
+    from hpcqnn.tools.trainbench import measure
+
+    results = measure(
+        args.qubits, args.cuts, args.rows, args.queries, args.modes, args.shots, args.seed,
+        lambda line: print(line, flush=True),
     )
     write_report(args.json, {**provenance(), "results": results})
     return 0

@@ -420,19 +420,22 @@ def test_program_shows_the_plan_it_runs_without_simulating():
     program = estimator.program(pub)
     assert estimator.num_queries == 0 and estimator.program(pub) is program  # cached, not rebuilt
     assert repr(program) == (
-        "<Program: 3 cuts, gamma 27, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, exact mode; "
+        "<Program: 3 cuts, gamma 27, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, "
+        "exact mode; "
         "A: qubits 0, 1, 2, 3 + 6 control qubits, 3 cuts, 64 subexperiments in one coherent circuit; "
         "B: qubits 4, 5, 6, 7 + 6 control qubits, 3 cuts, 64 subexperiments in one coherent circuit>"
     )
     enumerated = DistributedEstimator(partition_labels=model.partition_labels, coherent=False)
     assert repr(enumerated.program((model.circuit, model.observable, np.zeros(model.circuit.num_parameters)))) == (
-        "<Program: 3 cuts, gamma 27, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, exact mode; "
+        "<Program: 3 cuts, gamma 27, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, "
+        "exact mode; "
         "A: qubits 0, 1, 2, 3 + 3 ancillas, 3 cuts, 64 subexperiments; "
         "B: qubits 4, 5, 6, 7 + 3 ancillas, 3 cuts, 64 subexperiments>"
     )
     sampled = DistributedEstimator(partition_labels=model.partition_labels, shots=100)
     assert repr(sampled.program(pub)) == (  # one statevector per row serves each half's setting
-        "<Program: 3 cuts, gamma 27, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, sampled mode, "
+        "<Program: 3 cuts, gamma 27, 2 partitions, 128 subexperiments in 2 simulator circuits, 1 Pauli term, "
+        "sampled mode, "
         "2 measurement settings; A: qubits 0, 1, 2, 3 + 6 control qubits, 3 cuts, 64 subexperiments in one "
         "coherent circuit; B: qubits 4, 5, 6, 7 + 6 control qubits, 3 cuts, 64 subexperiments in one coherent circuit>"
     )

@@ -3,6 +3,8 @@ cuts, in exact and sampled mode, against Qiskit's StatevectorEstimator and qiski
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from qiskit import QuantumCircuit
@@ -20,7 +22,7 @@ from qiskit.circuit.library import (
 from qiskit.primitives import StatevectorEstimator
 from qiskit.quantum_info import Operator, SparsePauliOp
 
-from hpcqnn import DistributedEstimator
+from hpcqnn import DistributedEstimator, cli
 from hpcqnn.cutting.shots import subexperiment_weights
 from hpcqnn.cutting.trainable import TRAINABLE_CUT_GATES, canonical_rzz
 from hpcqnn.training.circuits import cut_qnn
@@ -207,3 +209,15 @@ def test_proportional_shots_follow_each_rows_coefficients() -> None:
     evs = estimator.run([(qc, SparsePauliOp("IX"), params)]).result()[0].data  # <X_0> = cos(t)
     np.testing.assert_allclose(evs.evs[0], 1.0, atol=1e-12)  # the identity: X on |+> in every shot
     assert abs(evs.evs[1]) < 5 * evs.stds[1]
+
+
+def test_bench_trainable_compares_one_plan_with_a_plan_per_row(tmp_path) -> None:
+    """``hpcqnn bench-trainable``: the trainable pipeline builds one plan, the bound one a plan
+    per row; both give the statevector's values."""
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench-trainable", "--qubits", "4", "--cuts", "2", "--rows", "3", "--queries", "1",
+                     "--modes", "exact", "--json", str(out)]) == 0
+    results = {r["pipeline"]: r for r in json.loads(out.read_text())["results"]}
+    assert results["trainable"]["plans"] == 1 and results["bound per row"]["plans"] == 6  # warm-up + timed rows
+    assert results["trainable"]["max_abs_difference"] < EXACT_ATOL
+    assert results["bound per row"]["max_abs_difference"] < EXACT_ATOL
