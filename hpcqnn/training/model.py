@@ -56,6 +56,7 @@ class QNNClassifier:
     qnn: CutQNN
     estimator: BaseEstimatorV2
     seed: int | None = None
+    init: str = "uniform"  # CutQNN.initial_weights
 
     def __post_init__(self):
         order = {p: i for i, p in enumerate(self.qnn.circuit.parameters)}
@@ -71,12 +72,12 @@ class QNNClassifier:
         return self.num_weights + 2
 
     def initial_theta(self, rng: np.random.Generator) -> np.ndarray:
-        weights = rng.uniform(-np.pi, np.pi, self.num_weights)
-        return np.concatenate([weights, [1.0, 0.0]])
+        return np.concatenate([self.qnn.initial_weights(rng, self.init), [1.0, 0.0]])
 
     def _rows(self, angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Circuit parameter rows: the features' input angles (``CutQNN.encode``) and weights."""
         rows = np.empty((len(angles), self.qnn.circuit.num_parameters))
-        rows[:, self.input_columns] = angles
+        rows[:, self.input_columns] = self.qnn.encode(angles)
         rows[:, self.weight_columns] = weights
         return rows
 
@@ -94,7 +95,8 @@ class QNNClassifier:
         self, angles: np.ndarray, weights: np.ndarray, wrt: str = "weights"
     ) -> tuple[np.ndarray, np.ndarray]:
         """<O> [examples] and its parameter-shift gradient [examples, parameters] with respect
-        to the weights or the input angles, from one query."""
+        to the weights or the input features (through the encoding's angles: chain rule), from
+        one query. Exact where each circuit parameter drives one rotation gate."""
         columns = {"weights": self.weight_columns, "inputs": self.input_columns}[wrt]
         base = self._rows(angles, weights)
         n, k = len(angles), len(columns)
@@ -103,7 +105,10 @@ class QNNClassifier:
         rows[:, 1 + shifts, columns] += SHIFT
         rows[:, 1 + k + shifts, columns] -= SHIFT
         values = self._evaluate(rows.reshape(n * (1 + 2 * k), -1)).reshape(n, 1 + 2 * k)
-        return values[:, 0], 0.5 * (values[:, 1 : 1 + k] - values[:, 1 + k :])
+        gradient = 0.5 * (values[:, 1 : 1 + k] - values[:, 1 + k :])
+        if wrt == "inputs":
+            gradient = np.einsum("ni,nif->nf", gradient, self.qnn.encode_jacobian(angles))
+        return values[:, 0], gradient
 
     def probabilities(self, angles: np.ndarray, theta: np.ndarray) -> np.ndarray:
         return readout(self.expectations(angles, theta[:-2]), theta)
