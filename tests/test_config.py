@@ -139,7 +139,11 @@ def test_config_dict_is_plain_json() -> None:
     plain = config_dict(FULL_CONFIG)
     assert plain["execution"]["straggler_ranks"] == [1, 3]
     assert plain["evaluation"]["gaussian_sigmas"] == [0.0, 0.5]
-    assert plain["model"] == {"layers": 4, "cuts": 2, "rotations": "ry", "pieces": 3}
+    assert plain["model"] == {
+        "layers": 4, "cuts": 2, "rotations": "ry", "pieces": 3, "feature_map": "ry", "ansatz": "ladder",
+        "entangler": "cx", "readout": "parity", "readout_terms": [], "readout_weights": [], "init": "uniform",
+        "builder": "",
+    }
     assert json.loads(json.dumps(plain)) == plain
     assert list(plain) == ["run", "data", "model", "execution", "training", "evaluation"]
 
@@ -340,3 +344,35 @@ def test_override_errors_name_the_override_not_the_file(tmp_path: Path) -> None:
 def test_override_value_cannot_smuggle_other_keys() -> None:
     with pytest.raises(ConfigError, match=r"model\.layers must be an integer, got string"):
         load_config(overrides=["model.layers=2\ncuts = 9"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.ansatz=\"deep\""], 'model.ansatz must be one of "ladder", "real_amplitudes", "efficient_su2"'),
+        (["model.feature_map=\"iqp\""], 'model.feature_map must be one of "ry", "zz"'),
+        (["model.readout=\"terms\""], 'model.readout_terms .* go with model.readout = "terms", and that needs them'),
+        (["model.readout_terms=[\"ZZZZ\"]"], 'go with model.readout = "terms"'),
+        (["model.readout=\"terms\"", "model.readout_terms=[\"ZZ\"]"], "Pauli labels of data.features = 4 letters"),
+        (["model.readout=\"terms\"", "model.readout_terms=[\"ZZZZ\"]", "model.readout_weights=[1.0, 2.0]"],
+         "one weight per readout term"),
+        (["model.init=\"identity_blocks\"", "model.builder=\"pkg.mod:f\""], "needs the built-in model"),
+    ],
+)
+def test_model_choices_are_checked_by_name(overrides, message) -> None:
+    with pytest.raises(HpcqnnError, match=message):
+        parse_config('[run]\nname = "m"\n', overrides)
+
+
+def test_model_choices_build_the_configured_circuit() -> None:
+    from hpcqnn.training.loop import build_qnn
+
+    config = parse_config(
+        '[run]\nname = "m"\n[model]\ncuts = 1\nfeature_map = "zz"\nentangler = "rzz"\nreadout = "terms"\n'
+        'readout_terms = ["ZIIZ", "IZZI"]\nreadout_weights = [0.5, -1.0]\ninit = "identity_blocks"\n'
+    )
+    qnn = build_qnn(config)
+    assert qnn.encoding == "zz" and qnn.mirrors and any(i.operation.name == "rzz" for i in qnn.circuit.data)
+    assert qnn.observable.paulis.to_labels() == ["ZIIZ", "IZZI"] and list(qnn.observable.coeffs.real) == [0.5, -1.0]
+    with pytest.raises(HpcqnnError, match="model.builder: model.builder 'no_such_pkg.models:qnn': cannot import"):
+        build_qnn(parse_config('[run]\nname = "m"\n[model]\nbuilder = "no_such_pkg.models:qnn"\n'))

@@ -22,6 +22,7 @@ from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 from hpcqnn.errors import ConfigError
 from hpcqnn.execution.devices import DEVICES
 from hpcqnn.options import MODES, SCHEDULES, SHOT_ALLOCATIONS
+from hpcqnn.training.circuits import ANSATZES, ENTANGLERS, FEATURE_MAPS, INITS, READOUTS
 from hpcqnn.training.data import DATASETS as _DATASETS  # name -> (classes, raw features): limits of [data]
 
 _COMPARISONS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -84,12 +85,22 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """[model]: the ansatz depth, the number of cuts between neighbouring pieces, the rotation
-    gates per layer and the pieces (blocks of qubits, the partitions when cutting)."""
+    gates per layer, the pieces (blocks of qubits, the partitions when cutting), the feature map,
+    ansatz, entangler across pieces, readout and initialisation (``training.circuits``), or a
+    user's ``builder`` ("package.module:function") in their place."""
 
     layers: int = _key(3, ge=1)
     cuts: int = _key(0, ge=0)
     rotations: str = _key("ryrz", choices=("ry", "ryrz"))
     pieces: int = _key(2, ge=2, le=26)
+    feature_map: str = _key("ry", choices=FEATURE_MAPS)
+    ansatz: str = _key("ladder", choices=ANSATZES)
+    entangler: str = _key("cx", choices=ENTANGLERS)
+    readout: str = _key("parity", choices=READOUTS)
+    readout_terms: tuple[str, ...] = _key(())
+    readout_weights: tuple[float, ...] = _key(())
+    init: str = _key("uniform", choices=INITS)
+    builder: str = _key("")
 
 
 @dataclass(frozen=True)
@@ -292,6 +303,19 @@ def _check_consistency(config: Config, values: _Values, source: str) -> None:
     if model.pieces > data.features:
         fail(("model.pieces", "data.features"), "model.pieces must be <= data.features (one qubit per "
              f"feature, at least one qubit per piece), got pieces = {model.pieces}, features = {data.features}")
+    if (model.readout == "terms") != bool(model.readout_terms):
+        fail(("model.readout", "model.readout_terms"), 'model.readout_terms (Pauli labels) go with model.readout = '
+             f'"terms", and that needs them; got readout = {_show(model.readout)}, {len(model.readout_terms)} terms')
+    if model.readout_weights and len(model.readout_weights) != len(model.readout_terms):
+        fail(("model.readout_weights",), f"model.readout_weights must give one weight per readout term "
+             f"({len(model.readout_terms)}), got {len(model.readout_weights)}")
+    for label in model.readout_terms:
+        if len(label) != data.features or set(label) - set("IXYZ"):
+            fail(("model.readout_terms",), f"model.readout_terms must be Pauli labels of data.features = "
+                 f"{data.features} letters I, X, Y, Z, got {_show(label)}")
+    if model.builder and model.init == "identity_blocks":
+        fail(("model.init", "model.builder"), 'model.init = "identity_blocks" needs the built-in model '
+             "(mirrored layers), not model.builder")
     if data.dataset == "mnist" and not data.path:
         fail(("data.dataset", "data.path"),
              'data.path must name the MNIST directory or .npz file when data.dataset = "mnist"')

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcqnn.errors import ConfigError
 from hpcqnn.run.config import Config
 from hpcqnn.run.directory import CHECKPOINT
-from hpcqnn.training.circuits import CutQNN, cut_qnn
+from hpcqnn.training.circuits import CutQNN, built_model, cut_qnn
 from hpcqnn.training.data import Dataset, load_dataset
 from hpcqnn.training.model import QNNClassifier, bce_loss
 from hpcqnn.training.optim import TrainState, adam_step, spsa_step
@@ -115,22 +116,42 @@ def estimator_options(config: Config, qnn: CutQNN) -> dict:
 
 
 def build_qnn(config: Config) -> CutQNN:
-    """The configured QNN circuit (one qubit per feature)."""
+    """The configured QNN circuit (one qubit per feature): the built-in family, or the user's
+    ``model.builder`` (a ``ConfigError`` naming what failed: import, call, result)."""
     model = config.model
-    return cut_qnn(config.data.features, model.cuts, model.layers, model.rotations, model.pieces)
+    if model.builder:
+        try:
+            return built_model(model.builder, config.data.features)
+        except Exception as exc:  # the user's code: any failure is named under the key
+            raise ConfigError(f"model.builder: {exc}") from exc
+    weights = model.readout_weights or (1.0,) * len(model.readout_terms)
+    return cut_qnn(
+        config.data.features, model.cuts, model.layers, model.rotations, model.pieces,
+        entangler=model.entangler, feature_map=model.feature_map, ansatz=model.ansatz, readout=model.readout,
+        readout_terms=list(zip(model.readout_terms, weights)), identity_blocks=model.init == "identity_blocks",
+    )
 
 
 def describe_model(config: Config, qnn) -> dict:
+    model = config.model
+    encodings = {"angle": "RY(angle) per feature", "zz": "the ZZ feature map of the angles"}
+    encoding = encodings.get(qnn.encoding, qnn.encoding)
+    terms = zip(qnn.observable.paulis.to_labels(), np.real(qnn.observable.coeffs))
     return {
         "qubits": qnn.num_qubits,
-        "layers": config.model.layers,
-        "cuts": config.model.cuts,
-        "pieces": config.model.pieces,
+        "builder": model.builder or None,
+        "layers": model.layers,
+        "cuts": model.cuts,
+        "pieces": model.pieces,
         "cutting": config.execution.cutting,
-        "rotations": config.model.rotations,
-        "encoding": "RY(angle) per feature, angle = pi * (x - train min) / (train max - train min)",
-        "observable": str(qnn.observable.paulis[0]),
-        "readout": "p(y=1) = sigmoid(scale * <Z...Z> + bias)",
+        "rotations": model.rotations,
+        "feature_map": model.feature_map,
+        "ansatz": model.ansatz,
+        "entangler": model.entangler,
+        "init": model.init,
+        "encoding": f"{encoding}, angle = pi * (x - train min) / (train max - train min)",
+        "observable": " + ".join(label if c == 1 else f"{c:g}*{label}" for label, c in terms),
+        "readout": f"p(y=1) = sigmoid(scale * <O> + bias), O the {model.readout} readout",
         "partition_labels": qnn.partition_labels if config.execution.cutting else None,
         "weights": len(qnn.weights),
     }
@@ -161,7 +182,7 @@ def train(
 ) -> dict | None:
     """Train ``qnn`` (``build_qnn(config)``) and evaluate; the results for ``results.json``, or
     ``None`` if stopped early (a checkpoint was written)."""
-    model = QNNClassifier(qnn, estimator, seed=config.run.seed)
+    model = QNNClassifier(qnn, estimator, seed=config.run.seed, init=config.model.init)
     checkpoint = out_dir / CHECKPOINT
     if resume:
         state = TrainState.load(checkpoint)
