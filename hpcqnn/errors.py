@@ -43,5 +43,9 @@ class MPIWorldError(HpcqnnError, RuntimeError):
     """The MPI world does not match what the launcher started."""
 
 
+class MPISessionError(HpcqnnError, RuntimeError):
+    """An MPI session is used outside its ``with mpi_estimator(...)`` block, or blocks nest."""
+
+
 class RunDirectoryError(HpcqnnError, FileExistsError):
     """A run directory or timing log would be overwritten, or holds nothing to continue."""

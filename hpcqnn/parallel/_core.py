@@ -32,7 +32,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcqnn.cutting.program import Program
-from hpcqnn.errors import ExecutionConfigError, MPIWorldError
+from hpcqnn.errors import ExecutionConfigError, MPISessionError, MPIWorldError
 from hpcqnn.execution.compiled import CompiledProgram, compile_program
 from hpcqnn.execution.devices import Placement
 from hpcqnn.execution.engine import finish_query, run_tiles
@@ -106,6 +106,7 @@ class MPIEngine:
         self._compiled: dict[int, CompiledProgram] = {}  # program id -> this rank's compiled program
         self._settings: dict[int, tuple[int, int | None, int | None]] = {}  # setting -> (program id, shots, seed)
         self._setting_ids: dict[tuple[int, int | None, int | None], int] = {}  # rank 0
+        self.closed = False  # rank 0: shutdown released the workers, no rank serves any more
 
     @property
     def placement(self) -> Placement:
@@ -115,6 +116,7 @@ class MPIEngine:
 
     def evaluate(self, query: Query) -> tuple[np.ndarray, np.ndarray | None]:
         """Rank 0: run one query on all ranks; values [rows, observables] and variances."""
+        self._require_open()
         setting = self._share(query)
         params = np.ascontiguousarray(query.params, dtype=np.float64)
         with self.recorder.phase(query.number, "broadcast", n_rows=len(params), bytes=params.nbytes):
@@ -127,11 +129,21 @@ class MPIEngine:
         return result
 
     def shutdown(self) -> None:
-        """Rank 0: release the workers from ``serve``."""
+        """Rank 0: release the workers from ``serve``; the engine takes no more work."""
         self._header([_STOP])
+        self.closed = True
+
+    def _require_open(self) -> None:
+        """Refuse work after ``shutdown``: the workers have left, and rank 0 would wait forever."""
+        if self.closed:
+            raise MPISessionError(
+                "this estimator's MPI session has ended (its `with mpi_estimator(...)` block was left, "
+                "and the other ranks with it): run its queries inside the block"
+            )
 
     def compile(self, program: Program) -> CompiledProgram:
         """Rank 0: broadcast ``program`` under a new id; every rank compiles it once."""
+        self._require_open()
         pid = len(self._compiled)
         self._header([_PROGRAM, pid])
         self.comm.bcast(program, root=0)

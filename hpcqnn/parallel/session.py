@@ -17,7 +17,13 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError, HpcqnnError, RunDirectoryError
+from hpcqnn.errors import (
+    DeviceUnavailableError,
+    ExecutionConfigError,
+    HpcqnnError,
+    MPISessionError,
+    RunDirectoryError,
+)
 from hpcqnn.execution.devices import DEVICES, Placement, announce, array_module, place
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.straggler import Straggler
@@ -28,6 +34,9 @@ from hpcqnn.run.runinfo import identity
 from hpcqnn.run.slurm import slurm_attributes
 from hpcqnn.run.timelog import HDF5TimingLog, rank_file, set_aside_other_size
 from hpcqnn.run.timing import PhaseRecorder
+
+#: Whether this process is inside a ``with mpi_estimator(...)`` block (they do not nest).
+_inside_session = False
 
 
 def place_ranks(comm: Comm, requested: str, local_rank: int) -> tuple[Placement, list[str]]:
@@ -153,7 +162,12 @@ def mpi_estimator(
     """
     from hpcqnn.estimator import DistributedEstimator
 
+    global _inside_session
     comm = comm or world()
+    if _inside_session:  # before any communication: the outer block's workers only listen to its engine
+        raise MPISessionError(
+            "`with mpi_estimator(...)` blocks do not nest: use the estimator of the enclosing block"
+        )
     # the same on every rank: a plain error everywhere, nothing to abort
     check_world()
     if schedule not in SCHEDULES:
@@ -176,6 +190,7 @@ def mpi_estimator(
     # 1.8x slower)
     blas_threads = threadpool_limits(limits=threads or None, user_api="blas")
     log = engine = None
+    _inside_session = True
     try:
         recorder = PhaseRecorder()
         if timing_dir is not None:
@@ -207,6 +222,7 @@ def mpi_estimator(
             sys.stderr.write(traceback.format_exc())
         abort(comm)
     finally:
+        _inside_session = False
         blas_threads.restore_original_limits()
         if log is not None:
             log.close()
