@@ -324,6 +324,23 @@ def test_stop_in_the_final_evaluation_resumes_to_the_same_results_and_logs_each_
     assert results(out)["query_phases"]["queries"] == results(out)["budget"]["queries"]
 
 
+def test_a_damaged_timing_log_is_set_aside_said_and_recorded_on_every_resume(uninterrupted, tmp_path, capsys):
+    """Resumed twice over a damaged rank-0 log: both damaged files are kept, rank 0 says so,
+    and results.json lists them (its query_phases then cover fewer queries)."""
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted("exact"), out)
+    for n in (1, 2):
+        (out / "results.json").unlink()
+        rank_file(out, 0).write_bytes(f"damage {n}".encode())
+        assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 0
+        aside = out / "timing" / f"rank-00000.h5.unreadable-{n}"
+        assert f"could not be read and was set aside as {aside}" in capsys.readouterr().err
+        assert results(out)["timing_logs_set_aside"] == [str(aside)]
+    assert [(out / "timing" / f"rank-00000.h5.unreadable-{n}").read_bytes() for n in (1, 2)] == [
+        b"damage 1", b"damage 2"
+    ]
+
+
 @pytest.mark.mpi
 def test_resume_on_another_rank_count_keeps_each_counts_logs_apart(uninterrupted, tmp_path):
     """Stopped on 1 rank, resumed on 2: same results; the 1-rank logs move to timing.ranks1-1 and

@@ -95,6 +95,7 @@ class MPIEngine:
     root_computes: bool = True
     tiles_per_rank: int = TILES_PER_RANK
     rank_devices: list[str] = field(default_factory=list)  # where each rank computes ("GPU 0", "CPU")
+    set_aside_logs: list[str] = field(default_factory=list)  # rank 0: unreadable earlier logs, moved away
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:

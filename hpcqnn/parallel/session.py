@@ -125,6 +125,19 @@ def _check_timing_dir(comm: Comm, timing_dir: str | Path, resume_at: int | None)
         announce(f"resumed on {comm.Get_size()} ranks: the timing logs of the earlier ranks are in {moved}")
 
 
+def _announce_set_aside(comm: Comm, log: HDF5TimingLog) -> list[str]:
+    """Every rank's timing log that could not be read and was set aside, said on rank 0 (the
+    resumed run's summaries then miss that rank's earlier queries); the paths on rank 0."""
+    moved = comm.gather(str(log.set_aside) if log.set_aside else None, root=0)
+    found = [path for path in moved or () if path]
+    for path in found:
+        announce(
+            f"an earlier timing log could not be read and was set aside as {path}: the run's timing "
+            "summaries miss the queries it held"
+        )
+    return found
+
+
 def _log_attributes(
     comm: Comm, placement: Placement, local_rank: int, config_text: str, schedule: str, threads: int
 ) -> dict:
@@ -198,9 +211,10 @@ def mpi_estimator(
             log = HDF5TimingLog(rank_file(timing_dir, comm.Get_rank()), attributes, resume_at=resume_at)
             recorder.sink = log
             recorder.restore(log.kept)
+        set_aside_logs = [] if log is None else _announce_set_aside(comm, log)
         engine = MPIEngine(
             comm, AerRunner(placement, threads), array_module(placement), recorder, schedule, straggler,
-            root_computes, rank_devices=rank_devices,
+            root_computes, rank_devices=rank_devices, set_aside_logs=set_aside_logs,
         )
         if comm.Get_rank() == 0:
             estimator = DistributedEstimator(engine=engine, **estimator_options)
