@@ -51,6 +51,31 @@ def int_at_least(minimum: int):
 positive_int = int_at_least(1)
 
 
+def parse_positive_int_list(text: str) -> list[int]:
+    """``parse_int_list`` of integers >= 1 (rank counts)."""
+    values = parse_int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def float_at_least(minimum: float, strict: bool = False):
+    """argparse type: a finite float >= ``minimum`` (> with ``strict``)."""
+    relation = ">" if strict else ">="
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        allowed = value > minimum if strict else value >= minimum
+        if not allowed or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a finite number {relation} {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
 def parse_modes(text: str) -> tuple[str, ...]:
     modes = tuple(m.strip() for m in text.split(",") if m.strip())
     if not modes or any(m not in MODES for m in modes):
