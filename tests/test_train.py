@@ -466,6 +466,16 @@ def test_unknown_config_key_exits_2_and_names_it(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_an_empty_config_or_a_name_outside_runs_exits_2_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.toml").write_text("")
+    assert cli.main(["train", "empty.toml"]) == 2
+    assert "empty.toml: the config sets no run.name" in capsys.readouterr().err
+    assert cli.main(["train", str(QUICK), *sets("run.name=../escape")]) == 2
+    assert "run.name must be a plain name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.toml"]
+
+
 def test_non_empty_out_without_resume_exits_2_and_is_untouched(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
