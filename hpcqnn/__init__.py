@@ -1,6 +1,7 @@
 """hpcqnn: distributed training of quantum neural networks via circuit cutting."""
 
 from hpcqnn.errors import (
+    CheckpointError,
     ConfigError,
     CutPlanError,
     DataError,
@@ -13,6 +14,7 @@ from hpcqnn.errors import (
     ParameterShapeError,
     RunDirectoryError,
     SimulationError,
+    TrainingDivergedError,
 )
 
 __version__ = "0.1.0"
@@ -37,6 +39,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "CutPlanError",
     "DataError",
@@ -50,6 +53,7 @@ __all__ = [
     "ParameterShapeError",
     "RunDirectoryError",
     "SimulationError",
+    "TrainingDivergedError",
     "Straggler",
     "__version__",
     "mpi_estimator",

@@ -35,6 +35,14 @@ class DataError(HpcqnnError, ValueError):
     """A dataset cannot be loaded or split as configured."""
 
 
+class CheckpointError(HpcqnnError, ValueError):
+    """A checkpoint is damaged, or does not fit the run that would resume from it."""
+
+
+class TrainingDivergedError(HpcqnnError, ArithmeticError):
+    """Training reached a non-finite loss or parameters; the last good checkpoint stands."""
+
+
 class SimulationError(HpcqnnError, RuntimeError):
     """Aer reported a failed simulation."""
 

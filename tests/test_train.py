@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 
 from bounded import clean_environment, mpi_command, run_bounded
-from hpcqnn import DistributedEstimator, cli
+from hpcqnn import DistributedEstimator, RunDirectoryError, cli
 from hpcqnn.run.config import load_config
 from hpcqnn.run.directory import CHECKPOINT, run_state
 from hpcqnn.run.timelog import rank_file, read_timing
@@ -681,3 +682,114 @@ def test_run_state_agrees_with_the_job_scripts(uninterrupted, tmp_path):
     assert [run_state(path) for path in dirs.values()] == list(dirs)
     folded = {"occupied": "partial", "file": "new"}
     assert shell.stdout.split() == [folded.get(state, state) for state in dirs]
+
+
+# -- 7. a stopped run that cannot be continued says why, by name ------------------------------
+
+
+def stopped_copy(uninterrupted, tmp_path: Path) -> Path:
+    """The exact reference run as if stopped after its last epoch's checkpoint."""
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted("exact"), out)
+    (out / "results.json").unlink()
+    return out
+
+
+def rewrite_checkpoint(path: Path, **changes) -> None:
+    """Save the checkpoint at ``path`` again with arrays replaced (None: left out)."""
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays.update(changes)
+    np.savez(path, **{name: value for name, value in arrays.items() if value is not None})
+
+
+DAMAGES = {
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+    "random-bytes": lambda path: path.write_bytes(np.random.default_rng(3).bytes(4096)),
+    "empty": lambda path: path.write_bytes(b""),
+    "missing-key": lambda path: rewrite_checkpoint(path, adam_v=None),
+    "wrong-shape": lambda path: rewrite_checkpoint(path, theta=np.zeros(3)),
+    "nan-parameters": lambda path: rewrite_checkpoint(path, theta=np.full_like(np.load(path)["theta"], np.nan)),
+}
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncated", "is not a readable checkpoint (BadZipFile"),
+        ("random-bytes", "is not a readable checkpoint ("),
+        ("empty", "is not a readable checkpoint (EOFError"),
+        ("missing-key", "is not a readable checkpoint (KeyError: 'adam_v"),
+        ("wrong-shape", "does not fit this run: theta has shape (3,), expected (14,)"),
+        ("nan-parameters", "does not fit this run: theta holds non-finite values (NaN or inf)"),
+    ],
+)
+def test_a_damaged_checkpoint_is_refused_by_name_before_any_work(damage, message, uninterrupted, tmp_path, capsys):
+    out = stopped_copy(uninterrupted, tmp_path)
+    DAMAGES[damage](out / CHECKPOINT)
+    before = snapshot(out)
+    assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 2
+    err = capsys.readouterr().err
+    assert f"hpcqnn: error: {out / CHECKPOINT} {message}" in err and err.count("\n") == 1, err
+    assert snapshot(out) == before
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path, capsys):
+    """A NaN loss in epoch 2 (step 7): the error names it, and the checkpoint of epoch 1 stands."""
+    original = QNNClassifier.loss_and_gradient
+    calls = []
+
+    def diverging(self, *args):
+        calls.append(1)
+        loss, grad = original(self, *args)
+        return (np.nan, grad * np.nan) if len(calls) == 7 else (loss, grad)
+
+    monkeypatch.setattr(QNNClassifier, "loss_and_gradient", diverging)
+    out = tmp_path / "run"
+    assert train(QUICK, out, *sets(*RESUME_SETS)) == 2
+    assert "training diverged at epoch 2 step 2: loss nan" in capsys.readouterr().err
+    state = TrainState.load(out / CHECKPOINT)
+    assert (state.epoch, state.step) == (1, 0) and np.all(np.isfinite(state.theta))
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("flag", [(), ("--resume",)], ids=["new", "resume"])
+@pytest.mark.parametrize("broken", ["missing", "invalid"])
+def test_a_stopped_run_without_its_config_says_so_with_or_without_resume(flag, broken, uninterrupted, tmp_path, capsys):
+    out = stopped_copy(uninterrupted, tmp_path)
+    if broken == "missing":
+        (out / "config.toml").unlink()
+    else:
+        (out / "config.toml").write_text("[run\n")
+    assert train(QUICK, out, *sets(*RESUME_SETS), *flag) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds a stopped run whose config.toml is {'missing' if broken == 'missing' else 'unreadable'}" in err
+    assert "--resume" not in err.replace("(--resume compares", ""), err  # it points nowhere else
+
+
+def test_a_run_directory_in_use_is_refused_and_a_run_holds_its_own(uninterrupted, tmp_path, capsys, monkeypatch):
+    """--resume against a run still training (here: a process holding the directory) is refused;
+    a training run holds its directory while it trains."""
+    from hpcqnn.run.directory import lock_run_directory
+
+    out = stopped_copy(uninterrupted, tmp_path)
+    held = lock_run_directory(out)
+    assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 2
+    assert f"{out} is in use by another hpcqnn process" in capsys.readouterr().err
+    os.close(held)
+    original = QNNClassifier.input_gradient  # the final evaluation: the resumed run is training
+
+    def check_locked(self, *args):
+        with pytest.raises(RunDirectoryError, match="is in use by another hpcqnn process"):
+            lock_run_directory(out)
+        return original(self, *args)
+
+    monkeypatch.setattr(QNNClassifier, "input_gradient", check_locked)
+    assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 0
+    os.close(lock_run_directory(out))  # released when the run ended
+
+
+def test_out_on_a_file_system_that_refuses_it_exits_2_before_any_rank_works(capsys):
+    assert train(QUICK, Path("/proc/hpcqnn-run"), *sets(*RESUME_SETS)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hpcqnn: error: cannot create the run directory /proc/hpcqnn-run: ") and err.count("\n") == 1

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcqnn.errors import CheckpointError, TrainingDivergedError
 from hpcqnn.run.config import Config
 from hpcqnn.run.directory import CHECKPOINT
 from hpcqnn.training.circuits import CutQNN, cut_qnn
@@ -149,22 +150,69 @@ def load_data(config: Config) -> Dataset:
     )
 
 
+def load_checkpoint(path: Path, config: Config, qnn: CutQNN, data: Dataset) -> TrainState:
+    """The checkpoint at ``path``, checked whole against this run before it resumes: a
+    ``CheckpointError`` naming the file and what is wrong (damaged, or shapes, counters or
+    non-finite values that do not fit ``config``, ``qnn`` and ``data``)."""
+    try:
+        state = TrainState.load(path)
+    except Exception as exc:  # noqa: BLE001 - zipfile, numpy, json and pickle refusals all mean damage
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc}): the run cannot be "
+            "resumed from it; give another --out, or restore the file"
+        ) from None
+    problems = _checkpoint_problems(state, config, len(qnn.weights) + 2, len(data.y_train), len(data.y_test))
+    if problems:
+        raise CheckpointError(f"{path} does not fit this run: {'; '.join(problems)}; it cannot be resumed")
+    return state
+
+
+def _checkpoint_problems(state: TrainState, config: Config, parameters: int, train_rows: int, test_rows: int):
+    """What in ``state`` does not fit a run of ``parameters`` parameters on ``train_rows`` and
+    ``test_rows`` examples under ``config``."""
+    steps = -(-train_rows // config.training.batch_size)
+    expected = {name: (parameters,) for name in ("theta", "initial_theta", "adam_m", "adam_v")}
+    expected["permutation"] = (train_rows,)  # a checkpoint follows a step, so the epoch's order is drawn
+    if state.test_probabilities is not None:
+        expected["test_probabilities"] = (test_rows,)
+    problems = []
+    for name, shape in expected.items():
+        value = getattr(state, name)
+        if not isinstance(value, np.ndarray) or value.shape != shape:
+            problems.append(f"{name} has shape {getattr(value, 'shape', type(value).__name__)}, expected {shape}")
+        elif value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            problems.append(f"{name} holds non-finite values (NaN or inf)")
+        elif name == "permutation" and not np.array_equal(np.sort(value), np.arange(train_rows)):
+            problems.append(f"permutation is not an order of the {train_rows} training examples")
+    counters = {"epoch": (state.epoch, config.training.epochs), "step": (state.step, steps - 1)}
+    for name, (value, most) in counters.items():
+        if not isinstance(value, int) or not 0 <= value <= most:
+            problems.append(f"{name} is {value!r}, expected an integer from 0 to {most}")
+    if not isinstance(state.queries, int) or state.queries < 0:
+        problems.append(f"queries is {state.queries!r}, expected an integer >= 0")
+    if len(state.history) != state.epoch:
+        problems.append(f"history has {len(state.history)} epochs, expected {state.epoch}")
+    return problems
+
+
 def train(
     config: Config,
     qnn: CutQNN,
     data: Dataset,
     estimator,
     out_dir: Path,
-    resume: bool,
+    resumed: TrainState | None,
     stop: StopRequest,
     progress: Progress,
 ) -> dict | None:
-    """Train ``qnn`` (``build_qnn(config)``) and evaluate; the results for ``results.json``, or
-    ``None`` if stopped early (a checkpoint was written)."""
+    """Train ``qnn`` (``build_qnn(config)``), from the start or from the checkpoint ``resumed``
+    (``load_checkpoint``), and evaluate; the results for ``results.json``, or ``None`` if
+    stopped early (a checkpoint was written). A non-finite loss or parameters stop training with
+    ``TrainingDivergedError``; the last checkpoint, written before, stands."""
     model = QNNClassifier(qnn, estimator)
     checkpoint = out_dir / CHECKPOINT
-    if resume:
-        state = TrainState.load(checkpoint)
+    if resumed is not None:
+        state = resumed
         estimator.num_queries = state.queries
         where = (
             "after the last epoch: the final evaluation again"
@@ -196,6 +244,13 @@ def train(
                     data.y_train[idx],
                     config.training.learning_rate,
                     config.training.spsa_perturbation,
+                )
+            if not (np.isfinite(loss) and np.all(np.isfinite(state.theta))):
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {state.epoch + 1} step {state.step + 1}: loss {loss}, "
+                    f"{np.count_nonzero(~np.isfinite(state.theta))} non-finite parameters; "
+                    f"stopped without a checkpoint of it ({checkpoint} holds the last good state, if any): "
+                    "try a smaller training.learning_rate"
                 )
             state.step += 1
             elapsed = time.perf_counter() - started
