@@ -275,7 +275,7 @@ def _train(args: argparse.Namespace) -> int:
         with (
             StopRequest(announce=speaks_for_the_job()).installed() as stop,
             mpi_estimator(
-                timing_dir=out, resume_at=resume_at, config_text=text, **estimator_options(config, qnn)
+                timing_dir=out, resume_at=resume_at, config_text=text, stop=stop, **estimator_options(config, qnn)
             ) as estimator,
         ):
             if estimator is None:

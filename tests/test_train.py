@@ -82,11 +82,17 @@ def launch(command: list[str], timeout: float = JOB_TIMEOUT) -> subprocess.Compl
 
 
 def interrupted(
-    stop_at: int | str, config: Path, out: Path, extra: list[str], ranks: int | None = None, signame: str = "TERM"
+    stop_at: int | str,
+    config: Path,
+    out: Path,
+    extra: list[str],
+    ranks: int | None = None,
+    signame: str = "TERM",
+    only: int | None = None,
 ):
-    """A run whose every rank receives SIG``signame`` during its ``stop_at``-th training step
-    (``"fgsm"``: in the final evaluation, train/scripts/interrupt.py)."""
-    when = f"{stop_at}:{signame}"
+    """A run whose every rank (or rank ``only``) receives SIG``signame`` during its
+    ``stop_at``-th training step (``"fgsm"``: in the final evaluation, train/scripts/interrupt.py)."""
+    when = f"{stop_at}:{signame}" + ("" if only is None else f"@{only}")
     command = [sys.executable, str(SCRIPTS / "interrupt.py"), when, "train", str(config), "--out", str(out), *extra]
     if ranks is not None:
         command = mpi_command(ranks, *command[1:])
@@ -406,6 +412,17 @@ def test_resume_under_mpi_matches_one_rank_run(signame, reason, uninterrupted, t
     check_same_run(resumed, results(uninterrupted("exact")))
     # both ranks logged every query exactly once across the stop
     assert executed_queries(out, 0) == executed_queries(out, 1) == list(range(len(executed_queries(out, 0))))
+
+
+@pytest.mark.mpi
+def test_sigterm_to_a_worker_alone_stops_the_job_as_for_rank_0(uninterrupted, tmp_path):
+    """Slurm or a user may signal one worker: it used to be ignored silently. Rank 0 hears of it
+    with the query it arrived in, says so, and stops after that step with a checkpoint."""
+    extra = sets(*RESUME_SETS)
+    out = tmp_path / "run"
+    stopped = interrupted(3, QUICK, out, extra, ranks=2, only=1)
+    check_stopped(stopped, out, 3)
+    assert stopped.stdout.count("hpcqnn: rank 1 received SIGTERM: the job stops after this training step") == 1
 
 
 # -- 5. hpcqnn inside qiskit-machine-learning ----------------------------------------------------

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 from mpi4py import MPI
@@ -51,6 +52,15 @@ _TAG_REQUEST, _TAG_TILE = 11, 12
 # header fields: _QUERY: cmd, setting, rows, parameters, query; _PROGRAM: cmd, program;
 # _SETTING: cmd, setting, program, shots, seed
 _HEADER = 8
+
+
+class StopSignals(Protocol):
+    """The stop signals a job's processes receive (``training.loop.StopRequest``)."""
+
+    signum: int  # the first stop signal this process received; 0: none
+
+    def relay(self, signum: int, rank: int) -> None:
+        """Rank 0: worker ``rank`` received ``signum``; stop as for a signal of one's own."""
 
 
 def world() -> Comm:
@@ -96,6 +106,7 @@ class MPIEngine:
     tiles_per_rank: int = TILES_PER_RANK
     rank_devices: list[str] = field(default_factory=list)  # where each rank computes ("GPU 0", "CPU")
     set_aside_logs: list[str] = field(default_factory=list)  # rank 0: unreadable earlier logs, moved away
+    stop: StopSignals | None = None  # a worker's stop signal reaches rank 0 with the query it ends
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -217,13 +228,23 @@ class MPIEngine:
         else:
             self._request_tiles(run)
         with self.recorder.phase(query.number, "wait"):
-            barrier(self.comm)
+            self._share_stop_signals()
         with self.recorder.phase(query.number, "reduce", bytes=buffers.flat.nbytes):
             if self.rank == 0:
                 self.comm.Reduce(MPI.IN_PLACE, buffers.flat, op=MPI.SUM, root=0)
             else:
                 self.comm.Reduce(buffers.flat, None, op=MPI.SUM, root=0)
         return buffers
+
+    def _share_stop_signals(self) -> None:
+        """The end-of-query barrier, carrying each rank's stop signal: Slurm or a user may signal
+        one worker alone, which would otherwise go unheard (workers serve until rank 0 stops)."""
+        signals = np.zeros(self.size, dtype=np.int64)
+        signals[self.rank] = self.stop.signum if self.stop is not None else 0
+        wait(self.comm.Iallreduce(MPI.IN_PLACE, signals, op=MPI.MAX))
+        if self.rank == 0 and self.stop is not None:
+            for rank in np.flatnonzero(signals[1:]) + 1:
+                self.stop.relay(int(signals[rank]), int(rank))
 
     def _run(self, query: Query, tiles: list[Tile], buffers: QueryBuffers) -> None:
         if not tiles:

@@ -28,7 +28,17 @@ from hpcqnn.execution.devices import DEVICES, Placement, announce, array_module,
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.straggler import Straggler
 from hpcqnn.options import SCHEDULES
-from hpcqnn.parallel._core import Comm, MPIEngine, abort, barrier, check_world, local_layout, mpi_library, world
+from hpcqnn.parallel._core import (
+    Comm,
+    MPIEngine,
+    StopSignals,
+    abort,
+    barrier,
+    check_world,
+    local_layout,
+    mpi_library,
+    world,
+)
 from hpcqnn.run import launcher
 from hpcqnn.run.runinfo import identity
 from hpcqnn.run.slurm import slurm_attributes
@@ -163,6 +173,7 @@ def mpi_estimator(
     timing_dir: str | Path | None = None,
     resume_at: int | None = None,
     config_text: str = "",
+    stop: StopSignals | None = None,
     **estimator_options: Any,
 ) -> Iterator[Any]:
     """``with mpi_estimator(...) as est:`` gives the estimator on rank 0 and ``None`` elsewhere.
@@ -171,7 +182,8 @@ def mpi_estimator(
     that rank's traceback and aborts the whole job (``MPI.Abort``) instead of hanging it.
     ``timing_dir`` is a run directory: each rank writes ``timing/rank-NNNNN.h5`` there
     (``resume_at``: continue existing files for a run resumed at that query). ``device`` is decided on
-    every rank before any work (``place_ranks``).
+    every rank before any work (``place_ranks``). ``stop`` (each rank's): a stop signal that
+    reaches a worker alone is relayed to rank 0's at the end of the query it arrived in.
     """
     from hpcqnn.estimator import DistributedEstimator
 
@@ -214,7 +226,7 @@ def mpi_estimator(
         set_aside_logs = [] if log is None else _announce_set_aside(comm, log)
         engine = MPIEngine(
             comm, AerRunner(placement, threads), array_module(placement), recorder, schedule, straggler,
-            root_computes, rank_devices=rank_devices, set_aside_logs=set_aside_logs,
+            root_computes, rank_devices=rank_devices, set_aside_logs=set_aside_logs, stop=stop,
         )
         if comm.Get_rank() == 0:
             estimator = DistributedEstimator(engine=engine, **estimator_options)

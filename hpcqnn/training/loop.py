@@ -40,8 +40,10 @@ class StopRequest:
 
     def __init__(self, announce: bool = True) -> None:
         self.reason = ""  # the first signal that asked to stop, as NAMES says it
+        self.signum = 0  # that signal's number, which an MPI worker passes on to rank 0 (0: none)
         self.announce = announce
         self._interrupts = 0
+        self._relayed: set[int] = set()
 
     @property
     def requested(self) -> bool:
@@ -57,8 +59,22 @@ class StopRequest:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
+    def relay(self, signum: int, rank: int) -> None:
+        """Rank 0: MPI worker ``rank`` received ``signum``; the job stops as for a signal here,
+        and says which rank was signalled (once per rank)."""
+        if rank in self._relayed:
+            return
+        self._relayed.add(rank)
+        name = self.NAMES.get(signal.Signals(signum), signal.Signals(signum).name)
+        self.reason = self.reason or name
+        self.signum = self.signum or signum
+        if self.announce:
+            sys.stderr.write(f"hpcqnn: rank {rank} received {name}: the job stops after this training step\n")
+            sys.stderr.flush()
+
     def _handle(self, signum, frame) -> None:
         self.reason = self.reason or self.NAMES[signum]
+        self.signum = self.signum or signum
         if signum != signal.SIGINT:
             return
         self._interrupts += 1
