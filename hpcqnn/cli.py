@@ -5,6 +5,7 @@ Every command runs on all ranks when launched under mpiexec/srun; rank 0 prints.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -287,15 +288,33 @@ def _train(args: argparse.Namespace) -> int:
             ranks = estimator.engine.size
             progress.line(f"hpcqnn train: {config.run.name} -> {out} ({ranks} rank{'s' * (ranks != 1)} on {devices})")
             results = train(config, qnn, kept["data"], estimator, out, kept.get("checkpoint"), stop, progress)
+            stops = out / "stopped.json"  # every stop of the run, so that exit status 0 is not mistaken
+            earlier = _earlier_stops(stops)
             if results is None:
+                stopped = {"reason": stop.reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                write_json(stops, [*earlier, stopped])
                 return 0
-            results.update(run_metadata(config, estimator, time.time() - started))
+            results.update(run_metadata(config, estimator, time.time() - started), stops=earlier)
             write_json(out / "results.json", results)
+            stops.unlink(missing_ok=True)  # its record now lives in results.json
             progress.line(f"test accuracy {results['final']['test_accuracy']:.3f}; wrote {out / 'results.json'}")
     finally:  # the lock goes with the process anyway; a caller of main in-process gets it back
         if kept.get("lock") is not None:
             os.close(kept["lock"])
     return 0
+
+
+def _earlier_stops(path: Path) -> list:
+    """The stops recorded in ``path`` (stopped.json); a damaged record is set aside, not lost."""
+    from hpcqnn.run.timelog import set_aside
+
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        print(f"hpcqnn train: {path} could not be read: set aside as {set_aside(path, 'unreadable')}", flush=True)
+        return []
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -223,6 +223,7 @@ def check_stopped(job, out: Path, stop_at: int, reason: str = "SIGTERM") -> Trai
     assert f"{reason}: checkpoint written" in job.stdout and "rerun with --resume" in job.stdout, job.stdout
     assert (out / CHECKPOINT).exists() and (out / "config.toml").exists()
     assert not (out / "results.json").exists()
+    assert json.loads((out / "stopped.json").read_text())[-1]["reason"] == reason  # exit status 0, yet seen
     state = TrainState.load(out / CHECKPOINT)
     assert (state.epoch, state.step) == divmod(stop_at, STEPS_PER_EPOCH)
     assert len(state.history) == state.epoch
@@ -279,6 +280,8 @@ def test_resume_after_sigterm_is_bit_identical(mode, stop_at, uninterrupted, res
 
     assert f"resuming at epoch {state.epoch + 1} step {state.step}" in run.printed
     check_same_run(results(run.out), results(reference_dir))
+    assert [stop["reason"] for stop in results(run.out)["stops"]] == ["SIGTERM"]
+    assert results(reference_dir)["stops"] == [] and not (run.out / "stopped.json").exists()
     # the timing log was continued, with query numbers carrying on from the checkpoint
     assert executed_queries(run.out) == list(range(len(executed_queries(run.out))))
     assert executed_queries(run.out) == executed_queries(reference_dir)
