@@ -320,14 +320,19 @@ def _earlier_stops(path: Path) -> list:
 def _bench(args: argparse.Namespace) -> int:
     from hpcqnn.execution.straggler import Straggler
     from hpcqnn.parallel.session import on_root
-    from hpcqnn.run.directory import require_new_directory
+    from hpcqnn.run.directory import create_run_directory, require_new_directory
     from hpcqnn.run.runinfo import write_report
     from hpcqnn.tools.bench import HEADER, HEADER_NOTE, format_speedups, run_bench
 
     straggler = Straggler.unless_idle(
         args.straggler_ranks, args.straggler_probability, args.straggler_delay, args.straggler_slowdown, args.seed
     )
-    _, problem = on_root(lambda: require_new_directory(args.out) if args.out else None)
+
+    def prepare(out: Path) -> None:
+        require_new_directory(out)
+        create_run_directory(out)  # now: a file system that refuses it is one message, not a traceback per rank
+
+    _, problem = on_root(lambda: prepare(args.out) if args.out else None)
     if problem:  # the same on every rank
         raise HpcqnnError(problem)
     header = [HEADER_NOTE, HEADER]  # printed before the first row

@@ -810,6 +810,9 @@ def test_a_run_directory_in_use_is_refused_and_a_run_holds_its_own(uninterrupted
 
 
 def test_out_on_a_file_system_that_refuses_it_exits_2_before_any_rank_works(capsys):
-    assert train(QUICK, Path("/proc/hpcqnn-run"), *sets(*RESUME_SETS)) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("hpcqnn: error: cannot create the run directory /proc/hpcqnn-run: ") and err.count("\n") == 1
+    """The writability check passes as root under /proc; creating the directory does not."""
+    for command in (["train", str(QUICK), *sets(*RESUME_SETS)], ["bench", "--qubits", "4", "--queries", "1"]):
+        assert cli.main([*command, "--out", "/proc/hpcqnn-out"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hpcqnn: error: cannot create the run directory /proc/hpcqnn-out: "), err
+        assert err.count("\n") == 1, err
