@@ -43,7 +43,6 @@ class StopRequest:
         self.signum = 0  # that signal's number, which an MPI worker passes on to rank 0 (0: none)
         self.announce = announce
         self._interrupts = 0
-        self._relayed: set[int] = set()
 
     @property
     def requested(self) -> bool:
@@ -60,14 +59,13 @@ class StopRequest:
                 signal.signal(signum, handler)
 
     def relay(self, signum: int, rank: int) -> None:
-        """Rank 0: MPI worker ``rank`` received ``signum``; the job stops as for a signal here,
-        and says which rank was signalled (once per rank)."""
-        if rank in self._relayed:
+        """Rank 0: MPI worker ``rank`` received ``signum``; unless this process was signalled
+        itself (Slurm and mpiexec signal every rank), the job stops as for a signal here, and
+        says which rank was signalled."""
+        if self.reason:
             return
-        self._relayed.add(rank)
         name = self.NAMES.get(signal.Signals(signum), signal.Signals(signum).name)
-        self.reason = self.reason or name
-        self.signum = self.signum or signum
+        self.reason, self.signum = name, signum
         if self.announce:
             sys.stderr.write(f"hpcqnn: rank {rank} received {name}: the job stops after this training step\n")
             sys.stderr.flush()
