@@ -206,6 +206,7 @@ def _train(args: argparse.Namespace) -> int:
         CHECKPOINT,
         create_run_directory,
         lock_run_directory,
+        remove_if_empty,
         require_new_directory,
         run_state,
         saved_config,
@@ -237,7 +238,8 @@ def _train(args: argparse.Namespace) -> int:
         if not args.resume:
             require_new_directory(out)
             kept["data"] = load_data(config)
-            create_run_directory(out)
+            if create_run_directory(out):
+                kept["created"] = out
             kept["lock"] = lock_run_directory(out)
             require_new_directory(out)  # still new now that this job holds it (a run started meanwhile)
             return out, None
@@ -301,6 +303,8 @@ def _train(args: argparse.Namespace) -> int:
     finally:  # the lock goes with the process anyway; a caller of main in-process gets it back
         if kept.get("lock") is not None:
             os.close(kept["lock"])
+        if "created" in kept:
+            remove_if_empty(kept["created"])
     return 0
 
 

@@ -57,9 +57,11 @@ def require_new_directory(path: Path) -> None:
         raise RunDirectoryError(_NOT_NEW[state].format(path=path))
 
 
-def create_run_directory(path: Path) -> None:
+def create_run_directory(path: Path) -> bool:
     """Create the run directory ``path`` now, before any rank starts work, or say why it cannot
-    be (a file in the way, a read-only or virtual file system such as /proc)."""
+    be (a file in the way, a read-only or virtual file system such as /proc); whether it was
+    created here (``remove_if_empty`` takes it back if the job ends before writing to it)."""
+    created = not path.exists()
     existing = path
     while not existing.exists():
         existing = existing.parent
@@ -72,6 +74,14 @@ def create_run_directory(path: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise RunDirectoryError(f"cannot create the run directory {path}: {exc.strerror or exc}") from None
+    return created
+
+
+def remove_if_empty(path: Path) -> None:
+    """Take back a run directory that a job created and then ended before writing anything to
+    (a check after its creation refused the run)."""
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
 
 
 def saved_config(path: Path) -> str:
