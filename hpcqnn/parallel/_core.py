@@ -6,7 +6,8 @@ ranks serve queries until rank 0 shuts the engine down. Wire protocol: an 8-int 
 broadcast, after which every rank compiles it (``execution.compiled``) under the id it came
 with; per (program, shots, seed) setting a header; per query the header and the parameter
 matrix (``Bcast``). Work is split into tiles (``hpcqnn.execution.tiles``), statically or on
-demand (tile requests and answers are point-to-point int64 messages); each rank accumulates the
+demand (tile requests and answers are point-to-point int64 messages, as is a worker's news
+of a stop signal it received); each rank accumulates the
 tiles it ran into its own query buffer as they finish, and the buffers meet at rank 0 in one
 ``Reduce(SUM)`` (each entry is written by exactly one rank, so the sum is the serial result),
 where the final contraction runs.
@@ -48,7 +49,7 @@ from hpcqnn.run.timing import PhaseRecorder, PhaseRow
 Comm = MPI.Comm
 
 _QUERY, _PROGRAM, _SETTING, _STOP = 1, 2, 3, 4
-_TAG_REQUEST, _TAG_TILE = 11, 12
+_TAG_REQUEST, _TAG_TILE, _TAG_STOP = 11, 12, 13
 # header fields: _QUERY: cmd, setting, rows, parameters, query; _PROGRAM: cmd, program;
 # _SETTING: cmd, setting, program, shots, seed
 _HEADER = 8
@@ -106,7 +107,7 @@ class MPIEngine:
     tiles_per_rank: int = TILES_PER_RANK
     rank_devices: list[str] = field(default_factory=list)  # where each rank computes ("GPU 0", "CPU")
     set_aside_logs: list[str] = field(default_factory=list)  # rank 0: unreadable earlier logs, moved away
-    stop: StopSignals | None = None  # a worker's stop signal reaches rank 0 with the query it ends
+    stop: StopSignals | None = None  # a worker's stop signal reaches rank 0 at the end of a query
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -119,6 +120,7 @@ class MPIEngine:
         self._settings: dict[int, tuple[int, int | None, int | None]] = {}  # setting -> (program id, shots, seed)
         self._setting_ids: dict[tuple[int, int | None, int | None], int] = {}  # rank 0
         self.closed = False  # rank 0: shutdown released the workers, no rank serves any more
+        self._stop_reported = False  # a worker: rank 0 was told of its stop signal
 
     @property
     def placement(self) -> Placement:
@@ -227,8 +229,10 @@ class MPIEngine:
             self._coordinate(deque(split_chunks(counts, chunk, align)), run)
         else:
             self._request_tiles(run)
+        self._report_stop_signal()
         with self.recorder.phase(query.number, "wait"):
-            self._share_stop_signals()
+            barrier(self.comm)
+        self._receive_stop_signals()
         with self.recorder.phase(query.number, "reduce", bytes=buffers.flat.nbytes):
             if self.rank == 0:
                 self.comm.Reduce(MPI.IN_PLACE, buffers.flat, op=MPI.SUM, root=0)
@@ -236,15 +240,27 @@ class MPIEngine:
                 self.comm.Reduce(buffers.flat, None, op=MPI.SUM, root=0)
         return buffers
 
-    def _share_stop_signals(self) -> None:
-        """The end-of-query barrier, carrying each rank's stop signal: Slurm or a user may signal
-        one worker alone, which would otherwise go unheard (workers serve until rank 0 stops)."""
-        signals = np.zeros(self.size, dtype=np.int64)
-        signals[self.rank] = self.stop.signum if self.stop is not None else 0
-        wait(self.comm.Iallreduce(MPI.IN_PLACE, signals, op=MPI.MAX))
-        if self.rank == 0 and self.stop is not None:
-            for rank in np.flatnonzero(signals[1:]) + 1:
-                self.stop.relay(int(signals[rank]), int(rank))
+    def _report_stop_signal(self) -> None:
+        """A worker: tell rank 0, once, of a stop signal it received (Slurm or a user may signal
+        one worker alone, which would otherwise go unheard: workers serve until rank 0 stops).
+        Sent before the query's closing barrier, so rank 0 finds it right after that barrier.
+        Point to point and only when signalled: collective traffic to every rank on every query
+        would turn a lost node into an MPI error rather than the hang Slurm requeues."""
+        if self.rank == 0 or self.stop is None or not self.stop.signum or self._stop_reported:
+            return
+        self.comm.Send(np.array([self.stop.signum], dtype=np.int64), dest=0, tag=_TAG_STOP)
+        self._stop_reported = True
+
+    def _receive_stop_signals(self) -> None:
+        """Rank 0: pass the workers' stop signals that arrived on to ``stop``."""
+        if self.rank != 0:
+            return
+        status = MPI.Status()
+        while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=_TAG_STOP, status=status):
+            signum = np.zeros(1, dtype=np.int64)
+            self.comm.Recv(signum, source=status.Get_source(), tag=_TAG_STOP)
+            if self.stop is not None:
+                self.stop.relay(int(signum[0]), status.Get_source())
 
     def _run(self, query: Query, tiles: list[Tile], buffers: QueryBuffers) -> None:
         if not tiles:
