@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hpcqnn.cli import parse_int_list
+from hpcqnn.cli import float_at_least, int_at_least, parse_positive_int_list
 
 from . import figures, metrics, replay
 from .figures import label
@@ -309,11 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders holding them")
     parser.add_argument("--out", type=Path, required=True, help="report directory (figures and summary.md)")
-    parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--cores", type=int_at_least(1), default=len(os.sched_getaffinity(0)),
                         help="cores per host where the runs were measured (default: this host's)")
-    parser.add_argument("--projection-ranks", type=parse_int_list, default=list(replay.PROJECTION_RANKS),
+    parser.add_argument("--projection-ranks", type=parse_positive_int_list, default=list(replay.PROJECTION_RANKS),
                         help="rank counts of the replay projection, e.g. 1,8,64 (default 1,2,4,...,1024)")
-    parser.add_argument("--work-scale", type=float, default=1.0,
+    parser.add_argument("--work-scale", type=float_at_least(0, strict=True), default=1.0,
                         help="multiply the projected query's experiments (default 1)")
     return parser
 
@@ -335,10 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         return fail(exc)
     if tables.runs.empty:
-        return fail(f"no run found in {', '.join(map(str, args.runs))} ({RUN_DIR})")
+        why = "".join(f"; {message}" for message in tables.skipped)  # e.g. a run whose only log is damaged
+        return fail(f"no run found in {', '.join(map(str, args.runs))} ({RUN_DIR}){why}")
     for message in tables.skipped:
         print(f"skipped: {message}")
-    path, validation = build(tables, args.out, args.cores, args.projection_ranks, args.work_scale)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path, validation = build(tables, args.out, args.cores, args.projection_ranks, args.work_scale)
+    except OSError as exc:
+        return fail(f"cannot write the report in --out {args.out}: {exc}")
     if not validation.empty:
         print(validation_table(validation))
     print(f"wrote {path} and {len(list(args.out.glob('*.png')))} figures")

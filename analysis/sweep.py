@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpcqnn.cli import parse_int_list
+from hpcqnn.cli import float_at_least, int_at_least, parse_int_list, parse_positive_int_list
 
 from . import report
 
@@ -186,35 +186,55 @@ def children_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def parse_train_cuts(text: str) -> list[int]:
+    """Cut counts C whose ``jobs/iris_cutC.toml`` exists."""
+    cuts = parse_int_list(text)
+    missing = [c for c in cuts if not (JOBS / f"iris_cut{c}.toml").is_file()]
+    if missing:
+        have = sorted(p.name for p in JOBS.glob("iris_cut[0-9].toml"))
+        raise argparse.ArgumentTypeError(
+            f"no job {', '.join(f'jobs/iris_cut{c}.toml' for c in missing)}; there are {', '.join(have)}"
+        )
+    return cuts
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m analysis.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, required=True, help="sweep directory (runs/ and report/ inside)")
-    parser.add_argument("--ranks", type=parse_int_list, default=[1, 2, 4], help="rank counts (default 1,2,4)")
-    parser.add_argument("--qubits", type=int, default=6, help="bench circuit width (default 6)")
+    parser.add_argument("--ranks", type=parse_positive_int_list, default=[1, 2, 4], help="rank counts (default 1,2,4)")
+    parser.add_argument("--qubits", type=int_at_least(2), default=6, help="bench circuit width (default 6)")
     parser.add_argument(
-        "--cuts", type=int, default=3, help="cuts of the scaling runs; the cut sweep: 0..CUTS (default 3)"
+        "--cuts", type=int_at_least(0), default=3, help="cuts of the scaling runs; the cut sweep: 0..CUTS (default 3)"
     )
-    parser.add_argument("--rows", type=int, default=16, help="parameter rows per bench query (default 16)")
-    parser.add_argument("--queries", type=int, default=10, help="bench queries per run (default 10)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each scaling/straggler setting (default 2)")
-    parser.add_argument("--slowdown", type=float, default=4.0, help="straggler slowdown of rank 1 (default 4)")
-    parser.add_argument("--cut-ranks", type=int, default=2, help="ranks of the cut sweep and training (default 2)")
-    parser.add_argument("--train-cuts", type=parse_int_list, default=[0, 1, 2, 3], help="iris_cutC jobs (default 0..3)")
-    parser.add_argument("--train-epochs", type=int, default=1, help="training epochs (default 1)")
-    parser.add_argument("--train-max", type=int, default=16, help="training examples (data.max_train, default 16)")
-    parser.add_argument("--retries", type=int, default=2,
+    parser.add_argument("--rows", type=int_at_least(1), default=16, help="parameter rows per bench query (default 16)")
+    parser.add_argument("--queries", type=int_at_least(1), default=10, help="bench queries per run (default 10)")
+    parser.add_argument("--repeats", type=int_at_least(1), default=2,
+                        help="runs of each scaling/straggler setting (default 2)")
+    parser.add_argument("--slowdown", type=float_at_least(1), default=4.0,
+                        help="straggler slowdown of rank 1 (default 4)")
+    parser.add_argument("--cut-ranks", type=int_at_least(1), default=2,
+                        help="ranks of the cut sweep and training (default 2)")
+    parser.add_argument("--train-cuts", type=parse_train_cuts, default=[0, 1, 2, 3],
+                        help="iris_cutC jobs (default 0..3)")
+    parser.add_argument("--train-epochs", type=int_at_least(1), default=1, help="training epochs (default 1)")
+    parser.add_argument("--train-max", type=int_at_least(0), default=16,
+                        help="training examples (data.max_train, default 16; 0: all)")
+    parser.add_argument("--retries", type=int_at_least(0), default=2,
                         help=f"runs again of a step measured beside more than {QUIET} cores of other work (default 2)")
-    parser.add_argument("--patience", type=float, default=120.0,
+    parser.add_argument("--patience", type=float_at_least(0), default=120.0,
                         help="seconds to wait before each run for other work on the host to stop (default 120)")
-    parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--cores", type=int_at_least(1), default=len(os.sched_getaffinity(0)),
                         help="cores of this host (default: all this process may use)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file: give a directory for the sweep's runs and report")
     runs = args.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     steps = plan(args, runs)

@@ -1,18 +1,21 @@
 """hpcqnn: distributed training of quantum neural networks via circuit cutting."""
 
 from hpcqnn.errors import (
+    CheckpointError,
     ConfigError,
     CutPlanError,
     DataError,
     DeviceUnavailableError,
     ExecutionConfigError,
     HpcqnnError,
+    MPISessionError,
     MPIWorldError,
     ObservableError,
     ParameterShapeError,
     ParameterValueError,
     RunDirectoryError,
     SimulationError,
+    TrainingDivergedError,
 )
 
 __version__ = "0.1.0"
@@ -37,6 +40,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "CutPlanError",
     "DataError",
@@ -44,12 +48,14 @@ __all__ = [
     "DistributedEstimator",
     "ExecutionConfigError",
     "HpcqnnError",
+    "MPISessionError",
     "MPIWorldError",
     "ObservableError",
     "ParameterShapeError",
     "ParameterValueError",
     "RunDirectoryError",
     "SimulationError",
+    "TrainingDivergedError",
     "Straggler",
     "__version__",
     "mpi_estimator",

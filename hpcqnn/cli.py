@@ -5,6 +5,8 @@ Every command runs on all ranks when launched under mpiexec/srun; rank 0 prints.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -49,6 +51,31 @@ def int_at_least(minimum: int):
 
 
 positive_int = int_at_least(1)
+
+
+def parse_positive_int_list(text: str) -> list[int]:
+    """``parse_int_list`` of integers >= 1 (rank counts)."""
+    values = parse_int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def float_at_least(minimum: float, strict: bool = False):
+    """argparse type: a finite float >= ``minimum`` (> with ``strict``)."""
+    relation = ">" if strict else ">="
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        allowed = value > minimum if strict else value >= minimum
+        if not allowed or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a finite number {relation} {minimum:g}, got {text}")
+        return value
+
+    return parse
 
 
 def parse_modes(text: str) -> tuple[str, ...]:
@@ -189,40 +216,61 @@ def _train(args: argparse.Namespace) -> int:
 
     from hpcqnn.parallel.session import mpi_estimator, on_root, speaks_for_the_job
     from hpcqnn.run.config import config_differences, dump_config, load_config
-    from hpcqnn.run.directory import CHECKPOINT, require_creatable, require_new_directory, run_state
+    from hpcqnn.run.directory import (
+        CHECKPOINT,
+        create_run_directory,
+        lock_run_directory,
+        remove_if_empty,
+        require_new_directory,
+        run_state,
+        saved_config,
+    )
     from hpcqnn.run.runinfo import run_metadata, write_json
     from hpcqnn.run.timelog import set_aside
-    from hpcqnn.training.loop import Progress, StopRequest, build_qnn, estimator_options, load_data, train
-    from hpcqnn.training.optim import TrainState
+    from hpcqnn.training.loop import (
+        Progress,
+        StopRequest,
+        build_qnn,
+        estimator_options,
+        load_checkpoint,
+        load_data,
+        train,
+    )
 
     config = load_config(args.config, args.set)  # every rank validates before any work
     text = dump_config(config)
     if args.resume and args.out is None:
         raise HpcqnnError("--resume needs --out: the run directory to continue")
-
-    loaded = []  # rank 0 keeps the dataset; only the run directory is broadcast
+    qnn = build_qnn(config)
+    kept: dict = {}  # rank 0 keeps the dataset, the checkpoint and the lock; only the run directory is broadcast
 
     def prepare() -> tuple[Path, int | None]:
-        """Rank 0: the run directory (checked, never overwritten) and, when a checkpoint
-        continues, the query it resumes at; loads the dataset."""
+        """Rank 0: the run directory (checked, created, locked for this job, never overwritten)
+        and, when a checkpoint continues, the query it resumes at; loads the dataset and checks
+        the checkpoint against it."""
         out = args.out or Path("runs") / f"{config.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if not args.resume:
             require_new_directory(out)
-            loaded.append(load_data(config))
-            require_creatable(out)
+            kept["data"] = load_data(config)
+            if create_run_directory(out):
+                kept["created"] = out
+            kept["lock"] = lock_run_directory(out)
+            require_new_directory(out)  # still new now that this job holds it (a run started meanwhile)
             return out, None
+        if out.is_dir():  # before its state is read: a run still training holds the lock
+            kept["lock"] = lock_run_directory(out)
         state = run_state(out)
         if state == "finished":
             raise RunDirectoryError(f"--resume: {out} already finished (results.json exists)")
         if state in ("new", "file", "occupied"):
             raise RunDirectoryError(f"--resume: {out} holds no run to continue (no config.toml)")
-        changes = config_differences((out / "config.toml").read_text(), text)
+        changes = config_differences(saved_config(out), text)
         if changes:
             raise RunDirectoryError(
                 f"--resume: the resolved config differs from {out / 'config.toml'} ({'; '.join(changes)}); "
                 "a resumed run must keep its budget (same config file and --set values)"
             )
-        loaded.append(load_data(config))
+        kept["data"] = load_data(config)
         if state == "partial":  # stopped before its first checkpoint: start again, keep what it logged
             aside = set_aside(out / "timing", "incomplete")
             print(
@@ -230,49 +278,79 @@ def _train(args: argparse.Namespace) -> int:
                 + (f" (its earlier timing logs are in {aside})" if aside else ""),
                 flush=True,
             )
-        return out, TrainState.load(out / CHECKPOINT).queries if state == "stopped" else None
+            return out, None
+        kept["checkpoint"] = load_checkpoint(out / CHECKPOINT, config, qnn, kept["data"])
+        return out, kept["checkpoint"].queries
 
-    prepared, problem = on_root(prepare)
-    if problem:  # the same on every rank
-        raise HpcqnnError(problem)
-    out, resume_at = prepared  # rank 0's choice, so every rank writes into the same run directory
-    started = time.time()
-    qnn = build_qnn(config)
-    # on every rank: Slurm and mpiexec signal all tasks; workers serve until rank 0 stops
-    with (
-        StopRequest(announce=speaks_for_the_job()).installed() as stop,
-        mpi_estimator(
-            timing_dir=out, resume_at=resume_at, config_text=text, **estimator_options(config, qnn)
-        ) as estimator,
-    ):
-        if estimator is None:
-            return 0
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml").write_text(text)
-        progress = Progress()
-        devices = ", ".join(sorted(set(estimator.engine.rank_devices)))
-        ranks = estimator.engine.size
-        progress.line(f"hpcqnn train: {config.run.name} -> {out} ({ranks} rank{'s' * (ranks != 1)} on {devices})")
-        results = train(config, qnn, loaded[0], estimator, out, resume_at is not None, stop, progress)
-        if results is None:
-            return 0
-        results.update(run_metadata(config, estimator, time.time() - started))
-        write_json(out / "results.json", results)
-        progress.line(f"test accuracy {results['final']['test_accuracy']:.3f}; wrote {out / 'results.json'}")
+    try:
+        prepared, problem = on_root(prepare)
+        if problem:  # the same on every rank
+            raise HpcqnnError(problem)
+        out, resume_at = prepared  # rank 0's choice, so every rank writes into the same run directory
+        started = time.time()
+        # on every rank: Slurm and mpiexec signal all tasks; workers serve until rank 0 stops
+        with (
+            StopRequest(announce=speaks_for_the_job()).installed() as stop,
+            mpi_estimator(
+                timing_dir=out, resume_at=resume_at, config_text=text, stop=stop, **estimator_options(config, qnn)
+            ) as estimator,
+        ):
+            if estimator is None:
+                return 0
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.toml").write_text(text)
+            progress = Progress()
+            devices = ", ".join(sorted(set(estimator.engine.rank_devices)))
+            ranks = estimator.engine.size
+            progress.line(f"hpcqnn train: {config.run.name} -> {out} ({ranks} rank{'s' * (ranks != 1)} on {devices})")
+            results = train(config, qnn, kept["data"], estimator, out, kept.get("checkpoint"), stop, progress)
+            stops = out / "stopped.json"  # every stop of the run, so that exit status 0 is not mistaken
+            earlier = _earlier_stops(stops)
+            if results is None:
+                stopped = {"reason": stop.reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                write_json(stops, [*earlier, stopped])
+                return 0
+            results.update(run_metadata(config, estimator, time.time() - started), stops=earlier)
+            write_json(out / "results.json", results)
+            stops.unlink(missing_ok=True)  # its record now lives in results.json
+            progress.line(f"test accuracy {results['final']['test_accuracy']:.3f}; wrote {out / 'results.json'}")
+    finally:  # the lock goes with the process anyway; a caller of main in-process gets it back
+        if kept.get("lock") is not None:
+            os.close(kept["lock"])
+        if "created" in kept:
+            remove_if_empty(kept["created"])
     return 0
+
+
+def _earlier_stops(path: Path) -> list:
+    """The stops recorded in ``path`` (stopped.json); a damaged record is set aside, not lost."""
+    from hpcqnn.run.timelog import set_aside
+
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        print(f"hpcqnn train: {path} could not be read: set aside as {set_aside(path, 'unreadable')}", flush=True)
+        return []
 
 
 def _bench(args: argparse.Namespace) -> int:
     from hpcqnn.execution.straggler import Straggler
     from hpcqnn.parallel.session import on_root
-    from hpcqnn.run.directory import require_new_directory
+    from hpcqnn.run.directory import create_run_directory, require_new_directory
     from hpcqnn.run.runinfo import write_report
     from hpcqnn.tools.bench import HEADER, HEADER_NOTE, format_speedups, run_bench
 
     straggler = Straggler.unless_idle(
         args.straggler_ranks, args.straggler_probability, args.straggler_delay, args.straggler_slowdown, args.seed
     )
-    _, problem = on_root(lambda: require_new_directory(args.out) if args.out else None)
+
+    def prepare(out: Path) -> None:
+        require_new_directory(out)
+        create_run_directory(out)  # now: a file system that refuses it is one message, not a traceback per rank
+
+    _, problem = on_root(lambda: prepare(args.out) if args.out else None)
     if problem:  # the same on every rank
         raise HpcqnnError(problem)
     header = [HEADER_NOTE, HEADER]  # printed before the first row

@@ -39,12 +39,24 @@ class DataError(HpcqnnError, ValueError):
     """A dataset cannot be loaded or split as configured."""
 
 
+class CheckpointError(HpcqnnError, ValueError):
+    """A checkpoint is damaged, or does not fit the run that would resume from it."""
+
+
+class TrainingDivergedError(HpcqnnError, ArithmeticError):
+    """Training reached a non-finite loss or parameters; the last good checkpoint stands."""
+
+
 class SimulationError(HpcqnnError, RuntimeError):
     """Aer reported a failed simulation."""
 
 
 class MPIWorldError(HpcqnnError, RuntimeError):
     """The MPI world does not match what the launcher started."""
+
+
+class MPISessionError(HpcqnnError, RuntimeError):
+    """An MPI session is used outside its ``with mpi_estimator(...)`` block, or blocks nest."""
 
 
 class RunDirectoryError(HpcqnnError, FileExistsError):

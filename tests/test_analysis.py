@@ -485,6 +485,52 @@ def test_report_names_missing_paths_and_folders_without_runs(tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        (["--cores", "0"], "argument --cores: expected an integer >= 1, got 0"),
+        (["--projection-ranks", "0"], "argument --projection-ranks: expected integers >= 1, got '0'"),
+        (["--work-scale", "-1"], "argument --work-scale: expected a finite number > 0, got -1"),
+    ],
+)
+def test_report_refuses_bad_arguments_by_name(argument, message, tmp_path, capsys):
+    write_synthetic_run(tmp_path / "run", 1, 4)
+    with pytest.raises(SystemExit) as exit_:
+        report.main([str(tmp_path / "run"), "--out", str(tmp_path / "report"), *argument])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
+
+
+def test_report_names_an_out_it_cannot_write_and_a_run_whose_only_log_is_damaged(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_synthetic_run(run, 1, 4)
+    assert report.main([str(run), "--out", "/proc/hpcqnn-report"]) == 2
+    assert capsys.readouterr().err.startswith("analysis.report: error: cannot write the report in --out /proc/")
+    rank_file(run, 0).write_bytes(b"damaged")
+    assert report.main([str(run), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert f"{rank_file(run, 0)}: unreadable (OSError" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        (["--ranks", "0"], "argument --ranks: expected integers >= 1, got '0'"),
+        (["--train-cuts", "9"], "argument --train-cuts: no job jobs/iris_cut9.toml; there are iris_cut0.toml"),
+        (["--slowdown", "0.5"], "argument --slowdown: expected a finite number >= 1, got 0.5"),
+        (["--out", "AFILE"], "is a file: give a directory for the sweep's runs and report"),
+    ],
+)
+def test_sweep_checks_every_argument_before_any_work(argument, message, tmp_path, capsys, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(sweep, "run_step", lambda *a, **k: pytest.fail("a step ran"))
+    out = str(tmp_path / "sweep")
+    with pytest.raises(SystemExit) as exit_:
+        sweep.main(["--out", out, *[str(tmp_path / "afile") if a == "AFILE" else a for a in argument]])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_report_of_a_run_without_timing_logs(tmp_path):
     """A finished run whose timing/ is gone still reports its accuracy."""
     run = tmp_path / "train"

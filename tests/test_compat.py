@@ -423,7 +423,7 @@ def test_neural_network_classifier_trains_as_with_the_reference() -> None:
 
 
 def test_torch_connector_matches_the_reference() -> None:
-    torch = pytest.importorskip("torch")
+    import torch  # the torch extra, which `make test` installs: a missing torch fails, it does not skip
     from qiskit_machine_learning.connectors import TorchConnector
 
     x, _ = classifier_data()

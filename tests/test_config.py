@@ -130,9 +130,26 @@ def test_dump_parse_round_trip(config: Config) -> None:
 
 
 def test_round_trip_of_awkward_strings() -> None:
-    name = 'quote " backslash \\ tab \t newline \n bell \x07 del \x7f unicode é ✓'
-    config = Config(run=RunConfig(name=name), data=DataConfig(dataset="mnist", path="C:\\data\\mnist"))
+    path = 'quote " backslash \\ tab \t newline \n bell \x07 del \x7f unicode é ✓ C:\\data\\mnist'
+    config = Config(run=RunConfig(name='quote " unicode é ✓'), data=DataConfig(dataset="mnist", path=path))
     assert parse_config(dump_config(config)) == config
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".", "", "back\\slash", "new\nline"])
+def test_run_names_must_be_plain(name: str) -> None:
+    """run.name names the directory runs/<name>-<time>: nothing that leads outside runs/."""
+    with pytest.raises(ConfigError, match=r"run\.name must be a plain name \(not empty, no / or"):
+        parse_config(f"[run]\nname = {json.dumps(name)}\n")
+
+
+@pytest.mark.parametrize("text", ["", "[model]\nlayers = 2\n"])
+def test_a_config_file_must_name_its_job(text: str, tmp_path: Path) -> None:
+    """An empty or partial file used to train a default job named run."""
+    path = tmp_path / "job.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{path}: the config sets no run\.name: a job must say what it is"):
+        load_config(path)
+    assert load_config(path, ["run.name=named"]).run.name == "named"
 
 
 def test_config_dict_is_plain_json() -> None:

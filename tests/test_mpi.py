@@ -271,6 +271,21 @@ def test_root_exception_is_not_swallowed(tmp_path):
     assert not (tmp_path / "after-0").exists(), "rank 0 ran the code after the block: the exception was swallowed"
 
 
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("after", "this estimator's MPI session has ended"),
+        ("nested", "`with mpi_estimator(...)` blocks do not nest"),
+    ],
+)
+def test_misused_session_ends_the_job_with_a_named_error(how: str, message: str):
+    """A query after the block, or a block inside a block, on rank 0 of 2: the job ends at once
+    with MPISessionError (it used to wait forever for workers that had left or never listened)."""
+    job = launch("misuse.py", how, ranks=2, timeout=FAIL_TIMEOUT)
+    assert job.returncode != 0, job.output
+    assert "MPISessionError" in job.output and message in job.output, job.output
+
+
 # -- refused before any work ---------------------------------------------------------------------
 
 
@@ -291,3 +306,15 @@ def test_straggler_ranks_outside_the_job_are_refused():
     with pytest.raises(hpcqnn.ExecutionConfigError, match=r"straggler ranks \[1\] must be below the 1 ranks"):
         with hpcqnn.mpi_estimator(partition_labels="AABB", straggler=straggler):
             pytest.fail("the block must not run")
+
+
+def test_misused_session_on_one_rank_raises_the_same_error():
+    with hpcqnn.mpi_estimator(partition_labels=workload.MODEL.partition_labels) as estimator:
+        estimator.run(workload.runs()[3]).result()
+        with pytest.raises(hpcqnn.MPISessionError, match="blocks do not nest"):
+            with hpcqnn.mpi_estimator(partition_labels="AABB"):
+                pytest.fail("the block must not run")
+    with pytest.raises(hpcqnn.MPISessionError, match="session has ended"):
+        estimator.run(workload.runs()[3])
+    with hpcqnn.mpi_estimator(partition_labels="AABB") as again:  # one after the other is fine
+        assert again is not None

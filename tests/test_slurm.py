@@ -2,7 +2,8 @@
 
 A module fixture starts the cluster with ``slurm/local_cluster.sh start`` (root; it installs
 slurm-wlm and munge when missing) and stops it afterwards; the tests that need it are skipped,
-with the reason, only when that genuinely fails. Jobs are tiny Iris runs, submitted with
+with the reason, only where it cannot run at all (``slurm_cluster_possible``: not root, or no
+Slurm and no apt-get); where it can, a start that fails or times out fails them. Jobs are tiny Iris runs, submitted with
 ``sbatch --wait`` (which returns the job's exit code) and checked through their run directories:
 results.json, one HDF5 timing file per rank, the Slurm ids (once ``hpcqnn.run.slurm`` is wired into
 results.json and the HDF5 attributes), one run directory per array task, and a job stopped by
@@ -145,12 +146,10 @@ def cluster(slurm_cluster_possible):
     try:
         start = subprocess.run([script, "start"], env=base, capture_output=True, text=True, timeout=START_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
-        pytest.skip(f"slurm/local_cluster.sh start did not finish in {START_TIMEOUT:.0f} s: {exc.stdout}{exc.stderr}")
+        pytest.fail(f"slurm/local_cluster.sh start did not finish in {START_TIMEOUT:.0f} s: {exc.stdout}{exc.stderr}")
     print(f"\n[test_slurm] cluster start ({time.monotonic() - started:.1f} s): {start.stdout.strip()}")
-    if start.returncode != 0:
-        why = f"slurm/local_cluster.sh start failed (exit {start.returncode}):\n{start.stdout}{start.stderr}"
-        print(f"[test_slurm] SKIPPING the Slurm tests: {why}")
-        pytest.skip(why)
+    if start.returncode != 0:  # the cluster can run here (slurm_cluster_possible): a broken script is a failure
+        pytest.fail(f"slurm/local_cluster.sh start failed (exit {start.returncode}):\n{start.stdout}{start.stderr}")
     yield Cluster(clean_environment(SLURM_CONF=f"{state}/slurm.conf"))
     stop = subprocess.run([script, "stop"], env=base, capture_output=True, text=True, timeout=120)
     print(f"\n[test_slurm] cluster stop: {stop.stdout.strip()} {stop.stderr.strip()}")

@@ -51,9 +51,20 @@ def test_an_unreadable_log_is_set_aside_on_append(tmp_path):
     log = HDF5TimingLog(path, {"rank": 0}, resume_at=0)
     log.write([PhaseRow(0, "execute", 1.0, 2.0)])
     log.close()
-    assert (tmp_path / "rank-00000.h5.unreadable").read_bytes() == b"not an hdf5 file"
+    assert log.set_aside == tmp_path / "rank-00000.h5.unreadable-1"
+    assert log.set_aside.read_bytes() == b"not an hdf5 file"
     assert len(read_timing(path)[0]) == 1
     assert h5py.is_hdf5(path)
+
+
+def test_every_unreadable_log_is_kept(tmp_path):
+    """A second damaged log, after another resume, goes beside the first, not over it."""
+    path = tmp_path / "rank-00000.h5"
+    for damage in (b"first damage", b"second damage"):
+        path.write_bytes(damage)
+        HDF5TimingLog(path, {"rank": 0}, resume_at=0).close()
+    assert (tmp_path / "rank-00000.h5.unreadable-1").read_bytes() == b"first damage"
+    assert (tmp_path / "rank-00000.h5.unreadable-2").read_bytes() == b"second damage"
 
 
 def test_a_truncated_log_is_refused_at_once_and_set_aside_on_append(tmp_path):
@@ -68,7 +79,7 @@ def test_a_truncated_log_is_refused_at_once_and_set_aside_on_append(tmp_path):
         read_timing(path)
     log = HDF5TimingLog(path, {"rank": 0}, resume_at=0)  # a resumed run
     log.close()
-    assert (tmp_path / "rank-00000.h5.unreadable").read_bytes() == data[: len(data) // 2]
+    assert (tmp_path / "rank-00000.h5.unreadable-1").read_bytes() == data[: len(data) // 2]
     assert len(read_timing(path)[0]) == 0
 
 

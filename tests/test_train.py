@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 
 from bounded import clean_environment, mpi_command, run_bounded
-from hpcqnn import DistributedEstimator, cli
+from hpcqnn import DistributedEstimator, RunDirectoryError, cli
 from hpcqnn.run.config import load_config
 from hpcqnn.run.directory import CHECKPOINT, run_state
 from hpcqnn.run.timelog import rank_file, read_timing
@@ -81,11 +82,17 @@ def launch(command: list[str], timeout: float = JOB_TIMEOUT) -> subprocess.Compl
 
 
 def interrupted(
-    stop_at: int | str, config: Path, out: Path, extra: list[str], ranks: int | None = None, signame: str = "TERM"
+    stop_at: int | str,
+    config: Path,
+    out: Path,
+    extra: list[str],
+    ranks: int | None = None,
+    signame: str = "TERM",
+    only: int | None = None,
 ):
-    """A run whose every rank receives SIG``signame`` during its ``stop_at``-th training step
-    (``"fgsm"``: in the final evaluation, train/scripts/interrupt.py)."""
-    when = f"{stop_at}:{signame}"
+    """A run whose every rank (or rank ``only``) receives SIG``signame`` during its
+    ``stop_at``-th training step (``"fgsm"``: in the final evaluation, train/scripts/interrupt.py)."""
+    when = f"{stop_at}:{signame}" + ("" if only is None else f"@{only}")
     command = [sys.executable, str(SCRIPTS / "interrupt.py"), when, "train", str(config), "--out", str(out), *extra]
     if ranks is not None:
         command = mpi_command(ranks, *command[1:])
@@ -216,6 +223,7 @@ def check_stopped(job, out: Path, stop_at: int, reason: str = "SIGTERM") -> Trai
     assert f"{reason}: checkpoint written" in job.stdout and "rerun with --resume" in job.stdout, job.stdout
     assert (out / CHECKPOINT).exists() and (out / "config.toml").exists()
     assert not (out / "results.json").exists()
+    assert json.loads((out / "stopped.json").read_text())[-1]["reason"] == reason  # exit status 0, yet seen
     state = TrainState.load(out / CHECKPOINT)
     assert (state.epoch, state.step) == divmod(stop_at, STEPS_PER_EPOCH)
     assert len(state.history) == state.epoch
@@ -272,6 +280,8 @@ def test_resume_after_sigterm_is_bit_identical(mode, stop_at, uninterrupted, res
 
     assert f"resuming at epoch {state.epoch + 1} step {state.step}" in run.printed
     check_same_run(results(run.out), results(reference_dir))
+    assert [stop["reason"] for stop in results(run.out)["stops"]] == ["SIGTERM"]
+    assert results(reference_dir)["stops"] == [] and not (run.out / "stopped.json").exists()
     # the timing log was continued, with query numbers carrying on from the checkpoint
     assert executed_queries(run.out) == list(range(len(executed_queries(run.out))))
     assert executed_queries(run.out) == executed_queries(reference_dir)
@@ -322,6 +332,23 @@ def test_stop_in_the_final_evaluation_resumes_to_the_same_results_and_logs_each_
         assert len(f["superseded"]) > 0
     # the phase summary covers the whole run, not only the resumed part
     assert results(out)["query_phases"]["queries"] == results(out)["budget"]["queries"]
+
+
+def test_a_damaged_timing_log_is_set_aside_said_and_recorded_on_every_resume(uninterrupted, tmp_path, capsys):
+    """Resumed twice over a damaged rank-0 log: both damaged files are kept, rank 0 says so,
+    and results.json lists them (its query_phases then cover fewer queries)."""
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted("exact"), out)
+    for n in (1, 2):
+        (out / "results.json").unlink()
+        rank_file(out, 0).write_bytes(f"damage {n}".encode())
+        assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 0
+        aside = out / "timing" / f"rank-00000.h5.unreadable-{n}"
+        assert f"could not be read and was set aside as {aside}" in capsys.readouterr().err
+        assert results(out)["timing_logs_set_aside"] == [str(aside)]
+    assert [(out / "timing" / f"rank-00000.h5.unreadable-{n}").read_bytes() for n in (1, 2)] == [
+        b"damage 1", b"damage 2"
+    ]
 
 
 @pytest.mark.mpi
@@ -390,6 +417,17 @@ def test_resume_under_mpi_matches_one_rank_run(signame, reason, uninterrupted, t
     assert executed_queries(out, 0) == executed_queries(out, 1) == list(range(len(executed_queries(out, 0))))
 
 
+@pytest.mark.mpi
+def test_sigterm_to_a_worker_alone_stops_the_job_as_for_rank_0(uninterrupted, tmp_path):
+    """Slurm or a user may signal one worker: it used to be ignored silently. Rank 0 hears of it
+    with the query it arrived in, says so, and stops after that step with a checkpoint."""
+    extra = sets(*RESUME_SETS)
+    out = tmp_path / "run"
+    stopped = interrupted(3, QUICK, out, extra, ranks=2, only=1)
+    check_stopped(stopped, out, 3)
+    assert stopped.stdout.count("hpcqnn: rank 1 received SIGTERM: the job stops after this training step") == 1
+
+
 # -- 5. hpcqnn inside qiskit-machine-learning ----------------------------------------------------
 
 
@@ -447,6 +485,16 @@ def test_unknown_config_key_exits_2_and_names_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "model.depth" in err and "unknown key" in err
     assert not out.exists()
+
+
+def test_an_empty_config_or_a_name_outside_runs_exits_2_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.toml").write_text("")
+    assert cli.main(["train", "empty.toml"]) == 2
+    assert "empty.toml: the config sets no run.name" in capsys.readouterr().err
+    assert cli.main(["train", str(QUICK), *sets("run.name=../escape")]) == 2
+    assert "run.name must be a plain name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.toml"]
 
 
 def test_non_empty_out_without_resume_exits_2_and_is_untouched(tmp_path, capsys):
@@ -654,3 +702,117 @@ def test_run_state_agrees_with_the_job_scripts(uninterrupted, tmp_path):
     assert [run_state(path) for path in dirs.values()] == list(dirs)
     folded = {"occupied": "partial", "file": "new"}
     assert shell.stdout.split() == [folded.get(state, state) for state in dirs]
+
+
+# -- 7. a stopped run that cannot be continued says why, by name ------------------------------
+
+
+def stopped_copy(uninterrupted, tmp_path: Path) -> Path:
+    """The exact reference run as if stopped after its last epoch's checkpoint."""
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted("exact"), out)
+    (out / "results.json").unlink()
+    return out
+
+
+def rewrite_checkpoint(path: Path, **changes) -> None:
+    """Save the checkpoint at ``path`` again with arrays replaced (None: left out)."""
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays.update(changes)
+    np.savez(path, **{name: value for name, value in arrays.items() if value is not None})
+
+
+DAMAGES = {
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+    "random-bytes": lambda path: path.write_bytes(np.random.default_rng(3).bytes(4096)),
+    "empty": lambda path: path.write_bytes(b""),
+    "missing-key": lambda path: rewrite_checkpoint(path, adam_v=None),
+    "wrong-shape": lambda path: rewrite_checkpoint(path, theta=np.zeros(3)),
+    "nan-parameters": lambda path: rewrite_checkpoint(path, theta=np.full_like(np.load(path)["theta"], np.nan)),
+}
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncated", "is not a readable checkpoint (BadZipFile"),
+        ("random-bytes", "is not a readable checkpoint ("),
+        ("empty", "is not a readable checkpoint (EOFError"),
+        ("missing-key", "is not a readable checkpoint (KeyError: 'adam_v"),
+        ("wrong-shape", "does not fit this run: theta has shape (3,), expected (14,)"),
+        ("nan-parameters", "does not fit this run: theta holds non-finite values (NaN or inf)"),
+    ],
+)
+def test_a_damaged_checkpoint_is_refused_by_name_before_any_work(damage, message, uninterrupted, tmp_path, capsys):
+    out = stopped_copy(uninterrupted, tmp_path)
+    DAMAGES[damage](out / CHECKPOINT)
+    before = snapshot(out)
+    assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 2
+    err = capsys.readouterr().err
+    assert f"hpcqnn: error: {out / CHECKPOINT} {message}" in err and err.count("\n") == 1, err
+    assert snapshot(out) == before
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path, capsys):
+    """A NaN loss in epoch 2 (step 7): the error names it, and the checkpoint of epoch 1 stands."""
+    original = QNNClassifier.loss_and_gradient
+    calls = []
+
+    def diverging(self, *args):
+        calls.append(1)
+        loss, grad = original(self, *args)
+        return (np.nan, grad * np.nan) if len(calls) == 7 else (loss, grad)
+
+    monkeypatch.setattr(QNNClassifier, "loss_and_gradient", diverging)
+    out = tmp_path / "run"
+    assert train(QUICK, out, *sets(*RESUME_SETS)) == 2
+    assert "training diverged at epoch 2 step 2: loss nan" in capsys.readouterr().err
+    state = TrainState.load(out / CHECKPOINT)
+    assert (state.epoch, state.step) == (1, 0) and np.all(np.isfinite(state.theta))
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("flag", [(), ("--resume",)], ids=["new", "resume"])
+@pytest.mark.parametrize("broken", ["missing", "invalid"])
+def test_a_stopped_run_without_its_config_says_so_with_or_without_resume(flag, broken, uninterrupted, tmp_path, capsys):
+    out = stopped_copy(uninterrupted, tmp_path)
+    if broken == "missing":
+        (out / "config.toml").unlink()
+    else:
+        (out / "config.toml").write_text("[run\n")
+    assert train(QUICK, out, *sets(*RESUME_SETS), *flag) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds a stopped run whose config.toml is {'missing' if broken == 'missing' else 'unreadable'}" in err
+    assert "--resume" not in err.replace("(--resume compares", ""), err  # it points nowhere else
+
+
+def test_a_run_directory_in_use_is_refused_and_a_run_holds_its_own(uninterrupted, tmp_path, capsys, monkeypatch):
+    """--resume against a run still training (here: a process holding the directory) is refused;
+    a training run holds its directory while it trains."""
+    from hpcqnn.run.directory import lock_run_directory
+
+    out = stopped_copy(uninterrupted, tmp_path)
+    held = lock_run_directory(out)
+    assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 2
+    assert f"{out} is in use by another hpcqnn process" in capsys.readouterr().err
+    os.close(held)
+    original = QNNClassifier.input_gradient  # the final evaluation: the resumed run is training
+
+    def check_locked(self, *args):
+        with pytest.raises(RunDirectoryError, match="is in use by another hpcqnn process"):
+            lock_run_directory(out)
+        return original(self, *args)
+
+    monkeypatch.setattr(QNNClassifier, "input_gradient", check_locked)
+    assert train(QUICK, out, *sets(*RESUME_SETS), "--resume") == 0
+    os.close(lock_run_directory(out))  # released when the run ended
+
+
+def test_out_on_a_file_system_that_refuses_it_exits_2_before_any_rank_works(capsys):
+    """The writability check passes as root under /proc; creating the directory does not."""
+    for command in (["train", str(QUICK), *sets(*RESUME_SETS)], ["bench", "--qubits", "4", "--queries", "1"]):
+        assert cli.main([*command, "--out", "/proc/hpcqnn-out"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hpcqnn: error: cannot create the run directory /proc/hpcqnn-out: "), err
+        assert err.count("\n") == 1, err

@@ -7,6 +7,8 @@ qiskit-addon-cutting chooses cuts for a width limit, and wire cuts (``CutWire`` 
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -91,6 +93,7 @@ def partition(
     labels: list[Hashable]
     if partition_labels is not None:
         labels = list(partition_labels)
+        _check_hashable(labels)
         if len(labels) != circuit.num_qubits:
             raise CutPlanError(
                 f"partition_labels has {len(labels)} labels, the circuit has {circuit.num_qubits} "
@@ -103,6 +106,7 @@ def partition(
         labels = [0] * circuit.num_qubits
     _check_wire_cuts_cross(circuit, labels)
     _check_widths(labels, max_subcircuit_qubits)
+    _check_memory(labels)
     circuit = _unmark_trainable(circuit, found_angles)
     if consolidate_runs:
         circuit = consolidate(circuit, labels)
@@ -339,6 +343,45 @@ def _check_widths(labels: Sequence[Hashable], max_qubits: int | None) -> None:
             raise CutPlanError(
                 f"partition {lab!r} has {width} qubits, more than max_subcircuit_qubits={max_qubits}"
             )
+
+
+def _check_hashable(labels: list) -> None:
+    for i, lab in enumerate(labels):
+        try:
+            hash(lab)
+        except TypeError:
+            raise CutPlanError(
+                f"partition_labels[{i}] is {lab!r}, which cannot name a partition (not hashable): "
+                "give one string or integer per qubit, e.g. 'AABB' or [0, 0, 1, 1]"
+            ) from None
+
+
+def _check_memory(labels: Sequence[Hashable]) -> None:
+    """Refuse, before any rank allocates, a partition whose statevector alone (complex128, 16
+    bytes per amplitude; ancillas add more) exceeds this host's available memory: Aer would
+    fail mid-query ("Cannot allocate memory") or take all of it."""
+    widest, width = Counter(labels).most_common(1)[0]
+    needed, available = 16 * 2**width, available_memory()
+    if needed > available:
+        gib = 2**30
+        raise CutPlanError(
+            f"partition {widest!r} has {width} qubits: its statevector alone needs {needed / gib:,.1f} GiB "
+            f"per rank, and this host has {available / gib:,.1f} GiB available; cut the circuit into "
+            "narrower partitions (partition_labels or max_subcircuit_qubits)"
+        )
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations on this host (Linux ``MemAvailable``, else
+    the physical memory)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def qpd_sides(subcircuit: QuantumCircuit) -> dict[int, int]:

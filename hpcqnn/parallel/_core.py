@@ -6,7 +6,8 @@ ranks serve queries until rank 0 shuts the engine down. Wire protocol: an 8-int 
 broadcast, after which every rank compiles it (``execution.compiled``) under the id it came
 with; per (program, shots, seed) setting a header; per query the header and the parameter
 matrix (``Bcast``). Work is split into tiles (``hpcqnn.execution.tiles``), statically or on
-demand (tile requests and answers are point-to-point int64 messages); each rank accumulates the
+demand (tile requests and answers are point-to-point int64 messages, as is a worker's news
+of a stop signal it received); each rank accumulates the
 tiles it ran into its own query buffer as they finish, and the buffers meet at rank 0 in one
 ``Reduce(SUM)`` (each entry is written by exactly one rank, so the sum is the serial result),
 where the final contraction runs.
@@ -27,12 +28,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 from mpi4py import MPI
 
 from hpcqnn.cutting.program import Program
-from hpcqnn.errors import ExecutionConfigError, MPIWorldError
+from hpcqnn.errors import ExecutionConfigError, MPISessionError, MPIWorldError
 from hpcqnn.execution.compiled import CompiledProgram, compile_program
 from hpcqnn.execution.devices import Placement
 from hpcqnn.execution.engine import finish_query, run_tiles
@@ -47,10 +49,19 @@ from hpcqnn.run.timing import PhaseRecorder, PhaseRow
 Comm = MPI.Comm
 
 _QUERY, _PROGRAM, _SETTING, _STOP = 1, 2, 3, 4
-_TAG_REQUEST, _TAG_TILE = 11, 12
+_TAG_REQUEST, _TAG_TILE, _TAG_STOP = 11, 12, 13
 # header fields: _QUERY: cmd, setting, rows, parameters, query, stream, seed (-1: None);
 # _PROGRAM: cmd, program; _SETTING: cmd, setting, program, shots (-1: None)
 _HEADER = 8
+
+
+class StopSignals(Protocol):
+    """The stop signals a job's processes receive (``training.loop.StopRequest``)."""
+
+    signum: int  # the first stop signal this process received; 0: none
+
+    def relay(self, signum: int, rank: int) -> None:
+        """Rank 0: worker ``rank`` received ``signum``; stop as for a signal of one's own."""
 
 
 def world() -> Comm:
@@ -95,6 +106,8 @@ class MPIEngine:
     root_computes: bool = True
     tiles_per_rank: int = TILES_PER_RANK
     rank_devices: list[str] = field(default_factory=list)  # where each rank computes ("GPU 0", "CPU")
+    set_aside_logs: list[str] = field(default_factory=list)  # rank 0: unreadable earlier logs, moved away
+    stop: StopSignals | None = None  # a worker's stop signal reaches rank 0 at the end of a query
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -106,6 +119,8 @@ class MPIEngine:
         self._compiled: dict[int, CompiledProgram] = {}  # program id -> this rank's compiled program
         self._settings: dict[int, tuple[int, int | None]] = {}  # setting -> (program id, shots)
         self._setting_ids: dict[tuple[int, int | None], int] = {}  # rank 0
+        self.closed = False  # rank 0: shutdown released the workers, no rank serves any more
+        self._stop_reported = False  # a worker: rank 0 was told of its stop signal
 
     @property
     def placement(self) -> Placement:
@@ -115,6 +130,7 @@ class MPIEngine:
 
     def evaluate(self, query: Query) -> tuple[np.ndarray, np.ndarray | None]:
         """Rank 0: run one query on all ranks; values [rows, observables] and variances."""
+        self._require_open()
         setting = self._share(query)
         params = np.ascontiguousarray(query.params, dtype=np.float64)
         with self.recorder.phase(query.number, "broadcast", n_rows=len(params), bytes=params.nbytes):
@@ -128,11 +144,21 @@ class MPIEngine:
         return result
 
     def shutdown(self) -> None:
-        """Rank 0: release the workers from ``serve``."""
+        """Rank 0: release the workers from ``serve``; the engine takes no more work."""
         self._header([_STOP])
+        self.closed = True
+
+    def _require_open(self) -> None:
+        """Refuse work after ``shutdown``: the workers have left, and rank 0 would wait forever."""
+        if self.closed:
+            raise MPISessionError(
+                "this estimator's MPI session has ended (its `with mpi_estimator(...)` block was left, "
+                "and the other ranks with it): run its queries inside the block"
+            )
 
     def compile(self, program: Program) -> CompiledProgram:
         """Rank 0: broadcast ``program`` under a new id; every rank compiles it once."""
+        self._require_open()
         pid = len(self._compiled)
         self._header([_PROGRAM, pid])
         self.comm.bcast(program, root=0)
@@ -204,14 +230,38 @@ class MPIEngine:
             self._coordinate(deque(split_chunks(counts, chunk, align)), run)
         else:
             self._request_tiles(run)
+        self._report_stop_signal()
         with self.recorder.phase(query.number, "wait"):
             barrier(self.comm)
+        self._receive_stop_signals()
         with self.recorder.phase(query.number, "reduce", bytes=buffers.flat.nbytes):
             if self.rank == 0:
                 self.comm.Reduce(MPI.IN_PLACE, buffers.flat, op=MPI.SUM, root=0)
             else:
                 self.comm.Reduce(buffers.flat, None, op=MPI.SUM, root=0)
         return buffers
+
+    def _report_stop_signal(self) -> None:
+        """A worker: tell rank 0, once, of a stop signal it received (Slurm or a user may signal
+        one worker alone, which would otherwise go unheard: workers serve until rank 0 stops).
+        Sent before the query's closing barrier, so rank 0 finds it right after that barrier.
+        Point to point and only when signalled: collective traffic to every rank on every query
+        would turn a lost node into an MPI error rather than the hang Slurm requeues."""
+        if self.rank == 0 or self.stop is None or not self.stop.signum or self._stop_reported:
+            return
+        self.comm.Send(np.array([self.stop.signum], dtype=np.int64), dest=0, tag=_TAG_STOP)
+        self._stop_reported = True
+
+    def _receive_stop_signals(self) -> None:
+        """Rank 0: pass the workers' stop signals that arrived on to ``stop``."""
+        if self.rank != 0:
+            return
+        status = MPI.Status()
+        while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=_TAG_STOP, status=status):
+            signum = np.zeros(1, dtype=np.int64)
+            self.comm.Recv(signum, source=status.Get_source(), tag=_TAG_STOP)
+            if self.stop is not None:
+                self.stop.relay(int(signum[0]), status.Get_source())
 
     def _run(self, query: Query, tiles: list[Tile], buffers: QueryBuffers) -> None:
         if not tiles:

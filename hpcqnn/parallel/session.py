@@ -17,17 +17,36 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from hpcqnn.errors import DeviceUnavailableError, ExecutionConfigError, HpcqnnError, RunDirectoryError
+from hpcqnn.errors import (
+    DeviceUnavailableError,
+    ExecutionConfigError,
+    HpcqnnError,
+    MPISessionError,
+    RunDirectoryError,
+)
 from hpcqnn.execution.devices import DEVICES, Placement, announce, array_module, place
 from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.execution.straggler import Straggler
 from hpcqnn.options import SCHEDULES
-from hpcqnn.parallel._core import Comm, MPIEngine, abort, barrier, check_world, local_layout, mpi_library, world
+from hpcqnn.parallel._core import (
+    Comm,
+    MPIEngine,
+    StopSignals,
+    abort,
+    barrier,
+    check_world,
+    local_layout,
+    mpi_library,
+    world,
+)
 from hpcqnn.run import launcher
 from hpcqnn.run.runinfo import identity
 from hpcqnn.run.slurm import slurm_attributes
 from hpcqnn.run.timelog import HDF5TimingLog, rank_file, set_aside_other_size
 from hpcqnn.run.timing import PhaseRecorder
+
+#: Whether this process is inside a ``with mpi_estimator(...)`` block (they do not nest).
+_inside_session = False
 
 
 def place_ranks(comm: Comm, requested: str, local_rank: int) -> tuple[Placement, list[str]]:
@@ -116,6 +135,19 @@ def _check_timing_dir(comm: Comm, timing_dir: str | Path, resume_at: int | None)
         announce(f"resumed on {comm.Get_size()} ranks: the timing logs of the earlier ranks are in {moved}")
 
 
+def _announce_set_aside(comm: Comm, log: HDF5TimingLog) -> list[str]:
+    """Every rank's timing log that could not be read and was set aside, said on rank 0 (the
+    resumed run's summaries then miss that rank's earlier queries); the paths on rank 0."""
+    moved = comm.gather(str(log.set_aside) if log.set_aside else None, root=0)
+    found = [path for path in moved or () if path]
+    for path in found:
+        announce(
+            f"an earlier timing log could not be read and was set aside as {path}: the run's timing "
+            "summaries miss the queries it held"
+        )
+    return found
+
+
 def _log_attributes(
     comm: Comm, placement: Placement, local_rank: int, config_text: str, schedule: str, threads: int
 ) -> dict:
@@ -141,6 +173,7 @@ def mpi_estimator(
     timing_dir: str | Path | None = None,
     resume_at: int | None = None,
     config_text: str = "",
+    stop: StopSignals | None = None,
     **estimator_options: Any,
 ) -> Iterator[Any]:
     """``with mpi_estimator(...) as est:`` gives the estimator on rank 0 and ``None`` elsewhere.
@@ -149,11 +182,17 @@ def mpi_estimator(
     that rank's traceback and aborts the whole job (``MPI.Abort``) instead of hanging it.
     ``timing_dir`` is a run directory: each rank writes ``timing/rank-NNNNN.h5`` there
     (``resume_at``: continue existing files for a run resumed at that query). ``device`` is decided on
-    every rank before any work (``place_ranks``).
+    every rank before any work (``place_ranks``). ``stop`` (each rank's): a stop signal that
+    reaches a worker alone is relayed to rank 0's at the end of the query it arrived in.
     """
     from hpcqnn.estimator import DistributedEstimator
 
+    global _inside_session
     comm = comm or world()
+    if _inside_session:  # before any communication: the outer block's workers only listen to its engine
+        raise MPISessionError(
+            "`with mpi_estimator(...)` blocks do not nest: use the estimator of the enclosing block"
+        )
     # the same on every rank: a plain error everywhere, nothing to abort
     check_world()
     if schedule not in SCHEDULES:
@@ -176,6 +215,7 @@ def mpi_estimator(
     # 1.8x slower)
     blas_threads = threadpool_limits(limits=threads or None, user_api="blas")
     log = engine = None
+    _inside_session = True
     try:
         recorder = PhaseRecorder()
         if timing_dir is not None:
@@ -183,9 +223,10 @@ def mpi_estimator(
             log = HDF5TimingLog(rank_file(timing_dir, comm.Get_rank()), attributes, resume_at=resume_at)
             recorder.sink = log
             recorder.restore(log.kept)
+        set_aside_logs = [] if log is None else _announce_set_aside(comm, log)
         engine = MPIEngine(
             comm, AerRunner(placement, threads), array_module(placement), recorder, schedule, straggler,
-            root_computes, rank_devices=rank_devices,
+            root_computes, rank_devices=rank_devices, set_aside_logs=set_aside_logs, stop=stop,
         )
         if comm.Get_rank() == 0:
             estimator = DistributedEstimator(engine=engine, **estimator_options)
@@ -207,6 +248,7 @@ def mpi_estimator(
             sys.stderr.write(traceback.format_exc())
         abort(comm)
     finally:
+        _inside_session = False
         blas_threads.restore_original_limits()
         if log is not None:
             log.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -39,6 +40,9 @@ class _Rule:
     lt: float | None = None
     length: int | None = None
     distinct: bool = False
+    pattern: str = ""  # a regular expression the whole text must match
+    pattern_meaning: str = ""  # what ``pattern`` asks for, in words
+
 
     def problem(self, name: str, value: Any) -> str | None:
         """What is wrong with the (already type-checked) ``value`` of ``name``, or None."""
@@ -48,6 +52,8 @@ class _Rule:
             if self.distinct and len(set(value)) != len(value):
                 return f"{name} must hold distinct values, got {_show(value)}"
             return next((p for i, v in enumerate(value) if (p := self.problem(f"{name}[{i}]", v))), None)
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            return f"{name} must be {self.pattern_meaning}, got {_show(value)}"
         if self.choices and value not in self.choices:
             return f"{name} must be one of {', '.join(map(_show, self.choices))}; got {_show(value)}"
         bounds = [(op, b) for op, b in zip(_COMPARISONS, (self.ge, self.gt, self.le, self.lt)) if b is not None]
@@ -66,7 +72,12 @@ def _key(default: Any, **rule: Any) -> Any:
 class RunConfig:
     """[run]: the run's name and the seed of every random choice."""
 
-    name: str = _key("run")
+    name: str = _key(
+        "run",
+        # it names the run directory runs/<name>-<time>: nothing that leads elsewhere
+        pattern=r"(?!\.\.?$)[^/\\\x00-\x1f\x7f]+",
+        pattern_meaning="a plain name (not empty, no / or \\, not . or .., no control characters)",
+    )
     seed: int = _key(1234, ge=0)
 
 
@@ -162,18 +173,22 @@ _Values = dict[tuple[str, str], tuple[Any, str]]
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Read and validate the TOML file at ``path`` (None: all defaults), then apply ``overrides``."""
+    """Read and validate the TOML file at ``path`` (None: all defaults), then apply ``overrides``;
+    a file (or its overrides) must set ``run.name``, what identifies the job."""
     if path is None:
         return parse_config("", overrides, source="<defaults>")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    return parse_config(text, overrides, source=str(path))
+    return parse_config(text, overrides, source=str(path), required=("run.name",))
 
 
-def parse_config(text: str, overrides: Sequence[str] = (), source: str = "<string>") -> Config:
-    """Validate TOML ``text`` plus ``section.key=value`` ``overrides``; ``source`` names the text in errors."""
+def parse_config(
+    text: str, overrides: Sequence[str] = (), source: str = "<string>", required: Sequence[str] = ()
+) -> Config:
+    """Validate TOML ``text`` plus ``section.key=value`` ``overrides``; ``source`` names the text in
+    errors; every ``section.key`` of ``required`` must be set by one of them (no default)."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -189,7 +204,14 @@ def parse_config(text: str, overrides: Sequence[str] = (), source: str = "<strin
     for item in overrides:
         section, key, value = _parse_override(item)
         values[section, key] = (value, f"--set {item}")
-    return _build(values, source)
+    config = _build(values, source)
+    missing = [key for key in required if tuple(key.split(".", 1)) not in values]
+    if missing:
+        raise ConfigError(
+            f"{source}: the config sets no {', '.join(missing)}: a job must say what it is (e.g. "
+            '[run] name = "...", or --set run.name=...); an empty or partial file starts no default run'
+        )
+    return config
 
 
 def dump_config(config: Config) -> str:

@@ -77,7 +77,8 @@ def write_report(path: Path | None, report: object) -> None:
 
 
 def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
-    """Config, ranks, devices (rank 0's, and every rank's), versions and rank 0's per-query phase summary."""
+    """Config, ranks, devices (rank 0's, and every rank's), versions, rank 0's per-query phase
+    summary and the unreadable earlier timing logs set aside when the run resumed."""
     from hpcqnn.parallel._core import mpi_library
     from hpcqnn.run.config import config_dict
 
@@ -89,4 +90,5 @@ def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
         **provenance(mpi_library()),
         "wall_seconds": wall_seconds,
         "query_phases": query_summary(estimator.recorder.rows),
+        "timing_logs_set_aside": estimator.engine.set_aside_logs,
     }

@@ -7,7 +7,8 @@ phase names (``timing.upgrade_phases``), and a resumed one is rewritten in them.
 opened in SWMR mode and flushed after every query, so a killed job keeps every finished query
 and readers may look while it runs. A resumed run moves the rows of queries its checkpoint did
 not keep (work it redoes under the same query numbers) to dataset ``superseded``, so ``phases``
-holds each query once.
+holds each query once; an existing log it cannot read moves to the first free
+``rank-NNNNN.h5.unreadable-N``, never deleted.
 """
 
 from __future__ import annotations
@@ -57,7 +58,14 @@ class HDF5TimingLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and resume_at is None:
             raise RunDirectoryError(f"{self.path} exists: timing logs are never overwritten; give a new run directory")
-        old_rows, old_superseded, old_attributes = _previous(self.path)
+        #: where an existing log that could not be read was moved (None: nothing was moved)
+        self.set_aside: Path | None = None
+        try:
+            old_rows, old_superseded, old_attributes = _previous(self.path)
+        except (OSError, KeyError):
+            self.set_aside = set_aside(self.path, "unreadable")
+            old_rows = old_superseded = np.zeros(0, dtype=ROW_DTYPE)
+            old_attributes = {}
         kept = old_rows["query"] < (resume_at or 0)
         fresh = self.path.with_name(self.path.name + ".new")
         self._file = h5py.File(fresh, "w", libver="latest")
@@ -91,17 +99,13 @@ class HDF5TimingLog:
 
 
 def _previous(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Rows, superseded rows and attributes of an existing log; an unreadable one is set aside,
-    never deleted."""
+    """Rows, superseded rows and attributes of an existing log (empty if none); OSError or
+    KeyError for an unreadable one."""
     empty = np.zeros(0, dtype=ROW_DTYPE)
     if not path.exists():
         return empty, empty, {}
-    try:
-        rows, superseded, attributes = _read(path)
-        return rows.astype(ROW_DTYPE), superseded.astype(ROW_DTYPE), attributes
-    except (OSError, KeyError):
-        os.replace(path, path.with_name(path.name + ".unreadable"))
-        return empty, empty, {}
+    rows, superseded, attributes = _read(path)
+    return rows.astype(ROW_DTYPE), superseded.astype(ROW_DTYPE), attributes
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcqnn.errors import ConfigError
+from hpcqnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from hpcqnn.run.config import Config
 from hpcqnn.run.directory import CHECKPOINT
 from hpcqnn.training.circuits import CutQNN, built_model, cut_qnn
@@ -40,6 +40,7 @@ class StopRequest:
 
     def __init__(self, announce: bool = True) -> None:
         self.reason = ""  # the first signal that asked to stop, as NAMES says it
+        self.signum = 0  # that signal's number, which an MPI worker passes on to rank 0 (0: none)
         self.announce = announce
         self._interrupts = 0
 
@@ -57,8 +58,21 @@ class StopRequest:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
+    def relay(self, signum: int, rank: int) -> None:
+        """Rank 0: MPI worker ``rank`` received ``signum``; unless this process was signalled
+        itself (Slurm and mpiexec signal every rank), the job stops as for a signal here, and
+        says which rank was signalled."""
+        if self.reason:
+            return
+        name = self.NAMES.get(signal.Signals(signum), signal.Signals(signum).name)
+        self.reason, self.signum = name, signum
+        if self.announce:
+            sys.stderr.write(f"hpcqnn: rank {rank} received {name}: the job stops after this training step\n")
+            sys.stderr.flush()
+
     def _handle(self, signum, frame) -> None:
         self.reason = self.reason or self.NAMES[signum]
+        self.signum = self.signum or signum
         if signum != signal.SIGINT:
             return
         self._interrupts += 1
@@ -170,22 +184,69 @@ def load_data(config: Config) -> Dataset:
     )
 
 
+def load_checkpoint(path: Path, config: Config, qnn: CutQNN, data: Dataset) -> TrainState:
+    """The checkpoint at ``path``, checked whole against this run before it resumes: a
+    ``CheckpointError`` naming the file and what is wrong (damaged, or shapes, counters or
+    non-finite values that do not fit ``config``, ``qnn`` and ``data``)."""
+    try:
+        state = TrainState.load(path)
+    except Exception as exc:  # noqa: BLE001 - zipfile, numpy, json and pickle refusals all mean damage
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc}): the run cannot be "
+            "resumed from it; give another --out, or restore the file"
+        ) from None
+    problems = _checkpoint_problems(state, config, len(qnn.weights) + 2, len(data.y_train), len(data.y_test))
+    if problems:
+        raise CheckpointError(f"{path} does not fit this run: {'; '.join(problems)}; it cannot be resumed")
+    return state
+
+
+def _checkpoint_problems(state: TrainState, config: Config, parameters: int, train_rows: int, test_rows: int):
+    """What in ``state`` does not fit a run of ``parameters`` parameters on ``train_rows`` and
+    ``test_rows`` examples under ``config``."""
+    steps = -(-train_rows // config.training.batch_size)
+    expected = {name: (parameters,) for name in ("theta", "initial_theta", "adam_m", "adam_v")}
+    expected["permutation"] = (train_rows,)  # a checkpoint follows a step, so the epoch's order is drawn
+    if state.test_probabilities is not None:
+        expected["test_probabilities"] = (test_rows,)
+    problems = []
+    for name, shape in expected.items():
+        value = getattr(state, name)
+        if not isinstance(value, np.ndarray) or value.shape != shape:
+            problems.append(f"{name} has shape {getattr(value, 'shape', type(value).__name__)}, expected {shape}")
+        elif value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            problems.append(f"{name} holds non-finite values (NaN or inf)")
+        elif name == "permutation" and not np.array_equal(np.sort(value), np.arange(train_rows)):
+            problems.append(f"permutation is not an order of the {train_rows} training examples")
+    counters = {"epoch": (state.epoch, config.training.epochs), "step": (state.step, steps - 1)}
+    for name, (value, most) in counters.items():
+        if not isinstance(value, int) or not 0 <= value <= most:
+            problems.append(f"{name} is {value!r}, expected an integer from 0 to {most}")
+    if not isinstance(state.queries, int) or state.queries < 0:
+        problems.append(f"queries is {state.queries!r}, expected an integer >= 0")
+    if len(state.history) != state.epoch:
+        problems.append(f"history has {len(state.history)} epochs, expected {state.epoch}")
+    return problems
+
+
 def train(
     config: Config,
     qnn: CutQNN,
     data: Dataset,
     estimator,
     out_dir: Path,
-    resume: bool,
+    resumed: TrainState | None,
     stop: StopRequest,
     progress: Progress,
 ) -> dict | None:
-    """Train ``qnn`` (``build_qnn(config)``) and evaluate; the results for ``results.json``, or
-    ``None`` if stopped early (a checkpoint was written)."""
+    """Train ``qnn`` (``build_qnn(config)``), from the start or from the checkpoint ``resumed``
+    (``load_checkpoint``), and evaluate; the results for ``results.json``, or ``None`` if
+    stopped early (a checkpoint was written). A non-finite loss or parameters stop training with
+    ``TrainingDivergedError``; the last checkpoint, written before, stands."""
     model = QNNClassifier(qnn, estimator, seed=config.run.seed, init=config.model.init)
     checkpoint = out_dir / CHECKPOINT
-    if resume:
-        state = TrainState.load(checkpoint)
+    if resumed is not None:
+        state = resumed
         estimator.num_queries = state.queries
         where = (
             "after the last epoch: the final evaluation again"
@@ -217,6 +278,13 @@ def train(
                     data.y_train[idx],
                     config.training.learning_rate,
                     config.training.spsa_perturbation,
+                )
+            if not (np.isfinite(loss) and np.all(np.isfinite(state.theta))):
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {state.epoch + 1} step {state.step + 1}: loss {loss}, "
+                    f"{np.count_nonzero(~np.isfinite(state.theta))} non-finite parameters; "
+                    f"stopped without a checkpoint of it ({checkpoint} holds the last good state, if any): "
+                    "try a smaller training.learning_rate"
                 )
             state.step += 1
             elapsed = time.perf_counter() - started

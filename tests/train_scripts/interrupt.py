@@ -1,14 +1,14 @@
 """``hpcqnn train`` (``hpcqnn.cli.main``) preempted the way Slurm does it, SIGTERM to every rank,
 or stopped the way mpiexec passes on a Ctrl-C, SIGINT to every rank.
 
-usage: interrupt.py N[:INT] train CONFIG --out DIR [--set ...]
-       interrupt.py fgsm[:INT] train CONFIG --out DIR [--set ...]
+usage: interrupt.py N[:INT][@RANK] train CONFIG --out DIR [--set ...]
+       interrupt.py fgsm[:INT][@RANK] train CONFIG --out DIR [--set ...]
 
 On rank 0, the N-th call of ``QNNClassifier.loss_and_gradient`` (one training step) - or with
 ``fgsm`` the final evaluation's input-gradient query - first sends the signal (SIGTERM, or
-SIGINT with ``:INT``) to every rank of the job (their pids are gathered before the run starts),
-then computes as usual, so the run stops at a known point. Works as a plain process (one rank)
-and under ``mpiexec -n R python -m mpi4py``.
+SIGINT with ``:INT``) to every rank of the job, or with ``@RANK`` to that rank alone (their pids
+are gathered before the run starts), then computes as usual, so the run stops at a known point.
+Works as a plain process (one rank) and under ``mpiexec -n R python -m mpi4py``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ from mpi4py import MPI
 from hpcqnn import cli
 from hpcqnn.training.model import QNNClassifier
 
-when, _, name = sys.argv[1].partition(":")
+spec, _, only = sys.argv[1].partition("@")
+when, _, name = spec.partition(":")
 method, stop_at = ("input_gradient", 1) if when == "fgsm" else ("loss_and_gradient", int(when))
 signum = signal.Signals[f"SIG{name or 'TERM'}"]
 pids = MPI.COMM_WORLD.allgather(os.getpid())
+if only:
+    pids = [pids[int(only)]]
 original = getattr(QNNClassifier, method)
 calls = 0
 
