@@ -70,7 +70,8 @@ def scaling(strong: pd.DataFrame, weak: pd.DataFrame, keys: list[str], out: Path
             line = ax_s.plot(group["ranks"], group[y], style, label=f"{kind}: {name}")[0]
             ax_e.plot(group["ranks"], group["efficiency"], style, color=line.get_color())
     top = max(strong["ranks"].max() if len(strong) else 1, weak["ranks"].max() if len(weak) else 1)
-    ax_s.plot([1, top], [1, top], ":", color="gray", label="ideal")
+    ideal = np.unique(np.r_[2.0 ** np.arange(int(np.log2(top)) + 1), top, np.linspace(1, top, 64)])
+    ax_s.plot(ideal, ideal, ":", color="gray", label="ideal")  # a curve on the log-2 rank axis: every point drawn
     ax_e.axhline(1.0, ls=":", color="gray")
     for ax, name in ((ax_s, "speed-up"), (ax_e, "parallel efficiency")):
         ax.set_xscale("log", base=2)

@@ -799,3 +799,17 @@ def test_crowded_capacity_is_fitted_to_the_walls_of_crowded_runs(tmp_path, monke
     assert (
         calibration.fit_host(tables, ["r2"], 2.0, NETWORK, at).capacity == 2.0
     )  # nothing crowded: ties keep all cores
+
+
+def test_ideal_scaling_line_is_y_equals_x_at_every_rank(monkeypatch, tmp_path):
+    """On the log-2 rank axis the ideal speed-up is a curve: drawn point by point it reads 2 at
+    2 ranks (two end points joined by a straight segment read 2.5)."""
+    captured = []
+    monkeypatch.setattr(figures, "save", lambda fig, out, name: captured.append(fig) or [])
+    strong = pd.DataFrame({"ranks": [1, 2, 4], "speedup": [1.0, 1.8, 3.1], "efficiency": [1.0, 0.9, 0.78],
+                           "qubits": [8, 8, 8], "cuts": [3, 3, 3]})
+    weak = strong.iloc[0:0].rename(columns={"speedup": "scaled_speedup"})
+    figures.scaling(strong, weak, ["qubits", "cuts"], tmp_path)
+    (ideal,) = [line for line in captured[0].axes[0].get_lines() if line.get_label() == "ideal"]
+    x, y = np.asarray(ideal.get_xdata(), float), np.asarray(ideal.get_ydata(), float)
+    assert 2.0 in x and np.array_equal(x, y) and len(x) > 10
