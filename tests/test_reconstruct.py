@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
+from qiskit.primitives import StatevectorEstimator
 from qiskit.quantum_info import SparsePauliOp
 
+from hpcqnn import DistributedEstimator
 from hpcqnn.cutting.plan import build_cut_plan
 from hpcqnn.cutting.program import build_program
 from hpcqnn.execution import reconstruct
@@ -23,7 +25,7 @@ from hpcqnn.execution.engine import finish_query
 from hpcqnn.execution.query import Query, QueryBuffers
 from hpcqnn.execution.reconstruct import Contraction
 from hpcqnn.training.circuits import cut_qnn
-from tolerances import ROUNDING_TOL
+from tolerances import EXACT_ATOL, ROUNDING_TOL
 
 #: Six terms: several measurement settings per partition, of 1 and 2 Paulis, some Paulis
 #: measured by two settings (averaged), and terms sharing a local Pauli.
@@ -211,3 +213,22 @@ def test_exact_values_read_each_terms_pauli_from_the_run_of_an_equal_row(name):
         terms.append(estimates)
     assert variance is None
     np.testing.assert_allclose(values, _brute_force(plan, terms) @ weights, rtol=0, atol=ROUNDING_TOL)
+
+
+def test_sums_of_local_terms_contract_combined_terms():
+    """Observables whose terms each act on one partition (means of single-qubit Z, per-piece
+    parities, constants) contract 1 + partitions combined terms per observable: the values equal
+    StatevectorEstimator's, with several observables sharing terms."""
+    qnn = cut_qnn(9, cuts=1, layers=2, pieces=3, readout="mean_z")
+    observables = [
+        qnn.observable,
+        SparsePauliOp(["IIIIIIIXZ", "IIIYIIIII", "ZZZIIIIII", "IIIIIIIII"], [0.5, -0.7, 0.3, 0.25]),
+        SparsePauliOp(["IIIIIIIIZ", "IIIIZIIII"], [1.0, 2.0]),
+    ]
+    estimator = DistributedEstimator(qnn.partition_labels, device="CPU")
+    params = np.random.default_rng(9).uniform(-np.pi, np.pi, (4, qnn.circuit.num_parameters))
+    compiled = estimator._prepare((qnn.circuit, observables, params[:, None, :]), None, {}).compiled
+    assert compiled.contraction.local_terms
+    evs = estimator.run([(qnn.circuit, observables, params[:, None, :])]).result()[0].data.evs
+    expected = StatevectorEstimator().run([(qnn.circuit, observables, params[:, None, :])]).result()[0].data.evs
+    np.testing.assert_allclose(evs, expected, rtol=0, atol=EXACT_ATOL)

@@ -121,6 +121,19 @@ class Contraction(_DeviceCopies):
             others = self.specs[:p] + self.specs[p + 1 :]
             self.gradient_expressions.append(None if others == [spec] else ",".join(others) + "->" + spec)
         self.identity_terms = [bool(np.array_equal(part.term_pauli, np.arange(len(plan.paulis)))) for part in parts]
+        # sums of local terms (each term the identity on all partitions but at most one, as a mean
+        # of single-qubit Z or of per-piece parities): ``local_operands`` contracts 1 + partitions
+        # combined terms per observable instead of every term
+        identities = [next((k for k, pauli in enumerate(part.paulis) if not (pauli.x.any() or pauli.z.any())), -1)
+                      for part in parts]
+        touched = np.array([[part.term_pauli[j] != i for part, i in zip(parts, identities)]
+                            for j in range(len(plan.paulis))]).reshape(len(plan.paulis), len(parts))
+        self.local_terms = (
+            len(parts) > 1 and min(identities) >= 0 and bool(np.all(touched.sum(axis=1) <= 1))
+            and len(plan.paulis) > len(parts) + 1
+        )
+        self.identities = identities
+        self.term_partition = np.where(touched.any(axis=1), touched.argmax(axis=1), -1)  # -1: the identity term
         self._device: dict[tuple, object] = {}
 
     def _cut_steps(self, letters: list[list[str]]) -> list[Absorption]:
@@ -139,6 +152,30 @@ class Contraction(_DeviceCopies):
             else:
                 steps.append(Absorption(into, axis, kernel if into_side == 1 else kernel.T))
         return steps
+
+    def local_operands(self, estimates, weights: np.ndarray, xp: ModuleType = np) -> tuple[list, np.ndarray]:
+        """Exact mode, a sum of local terms (``local_terms``): per partition its operand
+        [subexperiments, rows, 1 + partitions * observables] over combined terms, and how the
+        combined terms' values make the observables [combined terms, observables].
+
+        Combined term 0 is the identity everywhere; term (q, o) is, on partition q, its local
+        terms weighted as in observable o, and the identity elsewhere: a sum of local terms is
+        the sum over q of those, so it contracts 1 + partitions * observables terms, not all."""
+        parts, observables = self.plan.partitions, weights.shape[1]
+        combine = np.zeros((1 + len(parts) * observables, observables))
+        combine[0] = weights[self.term_partition < 0].sum(axis=0)
+        combine[1:] = np.tile(np.eye(observables), (len(parts), 1))
+        out = []
+        for p, (part, values, identity) in enumerate(zip(parts, estimates, self.identities)):
+            values = xp.asarray(values)
+            mine = self.term_partition == p
+            local = np.zeros((len(part.paulis), observables))  # local Pauli -> weight in each observable
+            np.add.at(local, part.term_pauli[mine], weights[mine])
+            ident = values[:, :, identity : identity + 1]
+            elsewhere = xp.broadcast_to(ident, (*ident.shape[:2], observables))
+            columns = [ident] + [values @ xp.asarray(local) if q == p else elsewhere for q in range(len(parts))]
+            out.append(xp.concatenate(columns, axis=2))
+        return out, combine
 
     def pauli_terms(self, estimates, xp: ModuleType = np) -> list:
         """Exact mode: per partition its estimates [subexperiments, rows, local Paulis] as
