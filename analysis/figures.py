@@ -252,6 +252,27 @@ def accuracy(accuracy_table: pd.DataFrame, robustness: pd.DataFrame, out: Path) 
     return save(fig, out, "accuracy_robustness")
 
 
+def training_curves(history: pd.DataFrame, out: Path) -> list[Path]:
+    """Loss and test accuracy per epoch, one line per train run (``metrics.training_history``)."""
+    if history.empty:
+        return []
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for _, group in history.groupby("run", sort=False):
+        first = group.iloc[0]
+        name = f"{first['name']} ({first['qubits']:.0f} qubits, {first['ranks']:.0f} ranks)"
+        line = ax_loss.plot(group["epoch"], group["loss"], "-o", ms=4, label=name)[0]
+        ax_acc.plot(group["epoch"], group["test_accuracy"], "-o", ms=4, color=line.get_color(), label=name)
+        ax_acc.plot(group["epoch"], group["train_accuracy"], ":", color=line.get_color())
+    ax_loss.set_ylabel("training loss (binary cross-entropy)")
+    ax_acc.set_ylabel("accuracy (test solid, train dotted)")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=7)
+    fig.suptitle("Training curves")
+    return save(fig, out, "training_curves")
+
+
 def projection(projected: pd.DataFrame, measured: pd.DataFrame, out: Path) -> list[Path]:
     """Modelled speed-up at 1..1024 ranks beside the measured and modelled workstation points.
 

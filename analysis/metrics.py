@@ -21,6 +21,8 @@ Definitions used throughout:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -295,6 +297,24 @@ def accuracy_table(runs: pd.DataFrame, results: dict[str, dict], across: tuple[s
             }
         )
     return pd.DataFrame(rows, columns=[*columns, "epochs", "setting", "train_accuracy", "test_accuracy"])
+
+
+def training_history(runs: pd.DataFrame, results: dict[str, dict]) -> pd.DataFrame:
+    """Per finished train run and epoch: loss, train and test accuracy, and the epoch's seconds
+    (``results.json`` history; its ``seconds`` are cumulative)."""
+    rows = []
+    for run, meta in _train_runs(runs, results):
+        previous = 0.0
+        for number, entry in enumerate(results[run].get("history", []), start=1):
+            seconds = entry.get("seconds", math.nan)
+            rows.append({"run": run, "name": meta["name"], "qubits": meta["qubits"], "cuts": meta["cuts"],
+                         "ranks": meta["ranks"], "epoch": entry.get("epoch", number),
+                         "loss": entry.get("loss", math.nan), "train_accuracy": entry.get("train_accuracy", math.nan),
+                         "test_accuracy": entry.get("test_accuracy", math.nan), "epoch_seconds": seconds - previous})
+            previous = seconds
+    columns = ["run", "name", "qubits", "cuts", "ranks", "epoch", "loss", "train_accuracy", "test_accuracy",
+               "epoch_seconds"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _training_setting(config: dict) -> dict[str, object]:

@@ -164,6 +164,8 @@ def build(
         paths += figures.gantt(tables.intervals, run, query, out, name)
     paths += figures.stragglers(sensitivity, out)
     paths += figures.accuracy(accuracy, robustness, out)
+    history = metrics.training_history(tables.runs, tables.results)
+    paths += figures.training_curves(history, out)
     paths += figures.seed_matrix(matrix, out)
     paths += figures.projection(projected, measured, out)
 
@@ -242,6 +244,12 @@ def build(
         pivot.columns = [f"{a} {s:g}" for a, s in pivot.columns]
         text.append(section("Robustness (test accuracy)", pivot.reset_index(), keys=["mode"]))
     text.append(seed_section(matrix))
+    if not history.empty:
+        per_run = history.groupby(["run", "name", "qubits", "cuts", "ranks"], sort=False).agg(
+            epochs=("epoch", "max"), epoch_s_median=("epoch_seconds", "median"),
+            final_test_accuracy=("test_accuracy", "last"), best_test_accuracy=("test_accuracy", "max"),
+        ).reset_index()
+        text.append(section("Training (time per epoch, accuracy)", per_run, keys=[]))
     if not validation.empty:
         worst = validation["error"].abs().max()
         inside = validation.loc[validation["in_range"].astype(bool), "error"].abs().max()

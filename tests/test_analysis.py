@@ -40,6 +40,7 @@ FIGURES = (
     "gantt_static_straggler",
     "stragglers",
     "accuracy_robustness",
+    "training_curves",
     "projection",
 )
 
@@ -102,6 +103,16 @@ def test_tables_hold_every_timing_row(real):
             assert expected <= set(phases["phase"]), (run, rank, query)
     straggle = tables.phases[tables.phases["phase"] == "straggle"]
     assert set(straggle["run"]) == {"bench-r2-straggler/cuts2-exact"} and set(straggle["rank"]) == {1}
+
+
+@pytest.mark.mpi
+def test_training_history_per_epoch(real):
+    tables = load_runs([real])
+    history = metrics.training_history(tables.runs, tables.results)
+    result = tables.results["train"]
+    assert history["run"].tolist() == ["train"] * len(result["history"]) == ["train"]
+    assert history["epoch_seconds"].iloc[0] == pytest.approx(result["history"][0]["seconds"])
+    assert history["test_accuracy"].iloc[-1] == result["history"][-1]["test_accuracy"]
 
 
 @pytest.mark.mpi

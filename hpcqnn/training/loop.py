@@ -150,7 +150,10 @@ def describe_model(config: Config, qnn) -> dict:
     model = config.model
     encodings = {"angle": "RY(angle) per feature", "zz": "the ZZ feature map of the angles"}
     encoding = encodings.get(qnn.encoding, qnn.encoding)
-    terms = zip(qnn.observable.paulis.to_labels(), np.real(qnn.observable.coeffs))
+    terms: list[tuple[str, float]] = []
+    for (letters, qubits, c), label in zip(qnn.observable.to_sparse_list(), qnn.observable.paulis.to_labels()):
+        sparse = " ".join(f"{p}{q}" for p, q in zip(letters, qubits)) or "I"  # Z3 Z4: Z on qubits 3 and 4
+        terms.append((label if qnn.num_qubits <= 16 else sparse, float(np.real(c))))
     return {
         "qubits": qnn.num_qubits,
         "builder": model.builder or None,
