@@ -1,0 +1,376 @@
+"""``hpcqnn plan``: a run's cut plan, memory per rank and predicted query and epoch times, before it runs.
+
+The plan is the one training builds (``build_qnn``, the estimator options of ``estimator_options``)
+for its query shape: a batch of ``training.batch_size`` examples with every parameter-shift row, as
+``QNNClassifier.expectations_with_gradient`` binds them. The times come from measuring: a few such
+queries run in this process, their timing rows calibrate the replay model of ``analysis.replay``
+(``calibrate_costs``), which then replays one query at each rank count (``predict``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpcqnn.cutting.program import Program
+from hpcqnn.errors import HpcqnnError
+from hpcqnn.execution.compiled import compile_program
+from hpcqnn.execution.query import Query, QueryBuffers
+from hpcqnn.options import CALL_BYTES, CALL_EXPERIMENTS, SAMPLE_BLOCK
+from hpcqnn.run.config import Config
+from hpcqnn.run.timing import PhaseRow
+
+if TYPE_CHECKING:
+    from analysis.replay import Costs, Workload
+
+    from hpcqnn.estimator import DistributedEstimator
+    from hpcqnn.training.circuits import CutQNN
+
+#: Options of ``estimator_options`` that ``DistributedEstimator`` itself takes (the others are MPI's).
+ESTIMATOR_KEYS = ("partition_labels", "shots", "shot_allocation", "seed", "device")
+#: Timed queries of the training shape: the full batch, and one example (its rows tell the fixed
+#: cost of a simulator call from the cost per experiment).
+TIMED_QUERIES = 3
+MODEL_NAME = "analysis.replay (discrete-event replay of one query)"
+
+
+@dataclass(frozen=True)
+class PartitionSummary:
+    """One partition of the plan: its circuit qubits, how it runs and how wide that is."""
+
+    label: str
+    qubits: tuple[int, ...]
+    cuts: int
+    subexperiments: int
+    coherent: bool  # all its subexperiments in one simulation per row
+    simulated_qubits: int  # the widest circuit it runs: qubits plus control/fresh qubits or QPD ancillas
+    extra: str  # what the qubits beyond its own are
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """The cut plan a program runs (``Program``), as ``hpcqnn plan`` prints it."""
+
+    qubits: int
+    cuts: int
+    trainable_cuts: int
+    gamma: float
+    subexperiments: int
+    simulator_circuits: int
+    pauli_terms: int
+    mode: str
+    measurement_settings: int | None  # sampled mode only
+    partitions: tuple[PartitionSummary, ...]
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes one rank holds for a query at its peak (an estimate: see ``memory_estimate``)."""
+
+    widest_qubits: int
+    statevector_bytes: int
+    call_experiments: int
+    call_output_bytes: int
+    buffer_bytes: int
+    param_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.statevector_bytes + self.call_output_bytes + self.buffer_bytes + self.param_bytes
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the timed queries of this host gave (seconds)."""
+
+    rows: int
+    experiments: int
+    query_seconds: float  # median wall of a full-batch query, one process
+    threads: int
+    device: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The modelled time of one training query and one epoch at ``ranks`` ranks."""
+
+    ranks: int
+    query_seconds: float
+    epoch_seconds: float
+
+
+def summarize_program(program: Program) -> PlanSummary:
+    """The cut plan of ``program``: cuts, gamma, partitions and how each runs."""
+    plan = program.plan
+    partitions = []
+    for p, part in enumerate(plan.partitions):
+        circuits = np.flatnonzero(program.partition_of == p)
+        coherent = any(program.coherent_circuits[i] for i in circuits)
+        form = part.coherent if coherent else None
+        if form is not None:
+            extra = f"{form.num_qubits - form.system} control"
+            if form.system > form.width:
+                extra += f", {form.system - form.width} fresh"
+        else:
+            extra = f"{part.template.num_qubits - len(part.qubits)} ancilla"
+        partitions.append(PartitionSummary(
+            label=str(part.label), qubits=tuple(int(q) for q in part.qubits), cuts=len(part.cut_ids),
+            subexperiments=part.num_subexperiments, coherent=coherent,
+            simulated_qubits=max(program.circuits[i].num_qubits for i in circuits), extra=extra,
+        ))
+    trainable = sum(angle is not None for angle in plan.cut_angles)
+    return PlanSummary(
+        qubits=sum(len(part.qubits) for part in plan.partitions), cuts=plan.num_cuts, trainable_cuts=trainable,
+        gamma=plan.gamma, subexperiments=plan.num_subexperiments, simulator_circuits=len(program.circuits),
+        pauli_terms=len(plan.paulis), mode="sampled" if program.sampled else "exact",
+        measurement_settings=len(program.settings) if program.sampled else None, partitions=tuple(partitions),
+    )
+
+
+def training_query(program: Program, params: np.ndarray) -> Query:
+    """The query ``program`` runs on the parameter rows ``params`` (compiled without a simulator)."""
+    return Query(0, compile_program(program), params)
+
+
+def memory_estimate(query: Query) -> MemoryEstimate:
+    """Peak bytes of one rank for ``query``, estimated as: one complex128 statevector of the widest
+    simulator circuit (Aer's state; Aer running several experiments in parallel holds one each),
+    plus the outputs of the largest Aer call (``engine.call_pieces``: up to CALL_EXPERIMENTS
+    experiments and CALL_BYTES of outputs; a coherent circuit returns its whole statevector per
+    row), plus the query buffer every rank fills (``QueryBuffers``, reduced in place) and the
+    parameter rows. Not counted: the interpreter, Qiskit and Aer themselves, compiled circuits,
+    and sampled mode's outcome distributions of a block of rows."""
+    readouts = query.compiled.readouts
+    widest = max(circuit.num_qubits for circuit in query.program.circuits)
+    held = []
+    for c, readout in enumerate(readouts):
+        limit = max(1, min(CALL_EXPERIMENTS, CALL_BYTES // readout.output_bytes))
+        held.append((min(limit, query.experiments(c)), readout.output_bytes))
+    experiments, output_bytes = max(held, key=lambda item: item[0] * item[1])
+    return MemoryEstimate(
+        widest_qubits=widest, statevector_bytes=16 * 2**widest, call_experiments=experiments,
+        call_output_bytes=experiments * output_bytes,
+        buffer_bytes=int(QueryBuffers(query.compiled, query.rows).flat.nbytes), param_bytes=int(query.params.nbytes),
+    )
+
+
+def workload(query: Query) -> Workload:
+    """The replay model's view of ``query``: its experiments over its circuits and the bytes that move."""
+    from analysis.replay import Workload
+
+    circuits = len(query.program.circuits)
+    return Workload(
+        experiments=sum(query.experiments(c) for c in range(circuits)), rows=query.rows.count,
+        param_bytes=int(query.params.nbytes), buffer_bytes=int(QueryBuffers(query.compiled, query.rows).flat.nbytes),
+        align=SAMPLE_BLOCK if query.program.sampled else 1, circuits=circuits,
+    )
+
+
+def calibrate_costs(rows: list[PhaseRow], walls: dict[int, float]) -> Costs:
+    """Replay costs from the timing rows of queries run in one process (``walls``: each query's
+    wall seconds): ``execute`` and ``accumulate`` rows fitted per experiment and per Aer call
+    (``fit_tile_cost``), rank 0's contraction per parameter row, the untimed rest as overhead.
+    Costs in seconds of this process: a modelled rank computes as fast as it did. One process
+    cannot measure MPI's start lag and barrier sync: they are 0."""
+    import pandas as pd
+
+    from analysis.replay import Costs
+    from analysis.replay.calibration import fit_tile_cost
+
+    def fitted(phase: str, batch: float):
+        mine = [r for r in rows if r.phase == phase and r.query in walls]
+        sizes = pd.Series([r.n_experiments for r in mine], dtype=float)
+        return fit_tile_cost(sizes, pd.Series([r.t_end - r.t_start for r in mine], dtype=float), batch=batch)[0]
+
+    contract = [(r.t_end - r.t_start) / r.n_rows for r in rows if r.phase == "contract" and r.query in walls]
+    timed = {q: sum(r.t_end - r.t_start for r in rows if r.query == q) for q in walls}
+    return Costs(
+        execute=fitted("execute", CALL_EXPERIMENTS), reconstruct=fitted("accumulate", math.inf),
+        contraction_row=statistics.median(contract), start_lag=0.0, sync=0.0,
+        overhead=max(statistics.median(walls[q] - timed[q] for q in walls), 0.0), capacity=1.0,
+    )
+
+
+def training_rows(qnn: CutQNN, angles: np.ndarray, seed: int, init: str) -> np.ndarray:
+    """The parameter rows of a training query on ``angles`` (a batch of examples' input angles) at
+    the run's initial weights, exactly as ``QNNClassifier.expectations_with_gradient`` binds them."""
+    from hpcqnn.training.model import QNNClassifier
+
+    captured: list[np.ndarray] = []
+
+    class Capture:
+        """An estimator that keeps the rows it is asked about and answers zeros."""
+
+        num_queries = 0
+
+        def run(self, pubs):
+            (_, _, rows), = pubs
+            captured.append(rows)
+            return _Answer(np.zeros(len(rows)))
+
+    model = QNNClassifier(qnn, Capture(), init=init)  # type: ignore[arg-type]
+    weights = model.initial_theta(np.random.default_rng(seed))[:-2]
+    model.expectations_with_gradient(angles, weights)
+    return captured[0]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """The ``.result()[0].data.evs`` chain of an estimator job, holding ``evs``."""
+
+    evs: np.ndarray
+
+    def result(self) -> list[Any]:
+        return [self]
+
+    @property
+    def data(self) -> _Answer:
+        return self
+
+
+def measure(estimator: DistributedEstimator, qnn: CutQNN, full: np.ndarray, single: np.ndarray,
+            queries: int = TIMED_QUERIES) -> tuple[list[PhaseRow], dict[int, float], float]:
+    """Run ``queries`` full-batch queries (rows ``full``) and as many one-example ones (``single``)
+    after one untimed query that builds and compiles the plan; the timing rows, each timed query's
+    wall seconds, and the median wall of the full ones."""
+    pub = (qnn.circuit, qnn.observable, full)
+    estimator.run([pub]).result()
+    walls: dict[int, float] = {}
+    full_walls = []
+    for rows in [full, single] * queries:
+        number = estimator.num_queries
+        start = time.perf_counter()
+        estimator.run([(qnn.circuit, qnn.observable, rows)]).result()
+        walls[number] = time.perf_counter() - start
+        if rows is full:
+            full_walls.append(walls[number])
+    return list(estimator.recorder.rows), walls, statistics.median(full_walls)
+
+
+def predict(query: Query, costs: Costs, ranks: list[int], queries_per_epoch: int, config: Config) -> list[Prediction]:
+    """The replayed wall of one query at each of ``ranks`` (one process's speed per rank, the
+    configured schedule, root_computes and straggler, on the replay's HPC interconnect
+    ``CLUSTER``), and of an epoch of ``queries_per_epoch`` such queries."""
+    from analysis.replay import CLUSTER, Scenario, simulate
+
+    ex = config.execution
+    load = workload(query)
+    out = []
+    for p in ranks:
+        slowed = tuple(r for r in ex.straggler_ranks if r < p)
+        scenario = Scenario(
+            ranks=p, schedule=ex.schedule, root_computes=ex.root_computes, straggler_ranks=slowed,
+            probability=ex.straggler_probability, slowdown=ex.straggler_slowdown, delay=ex.straggler_delay,
+        )
+        wall = simulate(load, costs, CLUSTER, scenario).wall
+        out.append(Prediction(p, wall, wall * queries_per_epoch))
+    return out
+
+
+def plan_report(config: Config, ranks: list[int], queries: int = TIMED_QUERIES) -> dict:
+    """Everything ``hpcqnn plan`` prints, as plain data: plan, memory, measurement, predictions."""
+    try:
+        import analysis.replay  # noqa: F401 - the prediction needs it: fail before measuring
+    except ImportError as exc:
+        raise HpcqnnError(
+            f"hpcqnn plan predicts times with analysis.replay, which needs pandas ({exc}): "
+            "pip install 'hpcqnn[analysis]'"
+        ) from None
+    from threadpoolctl import threadpool_limits
+
+    from hpcqnn.estimator import DistributedEstimator
+    from hpcqnn.training.loop import build_qnn, estimator_options, load_data
+
+    qnn = build_qnn(config)
+    data = load_data(config)
+    options = estimator_options(config, qnn)
+    threads = options["threads"] or len(os.sched_getaffinity(0))
+    batch = config.training.batch_size
+    angles = data.angles(data.x_train)
+    full = training_rows(qnn, angles[:batch], config.run.seed, config.model.init)
+    single = training_rows(qnn, angles[:1], config.run.seed, config.model.init)
+    with threadpool_limits(limits=threads, user_api="blas"):  # as mpi_estimator limits each rank
+        estimator = DistributedEstimator(**{k: options[k] for k in ESTIMATOR_KEYS}, threads=threads)
+        program = estimator.program((qnn.circuit, qnn.observable, full))
+        query = training_query(program, full)
+        rows, walls, measured = measure(estimator, qnn, full, single, queries)
+    per_epoch = -(-len(data.y_train) // batch)
+    memory = memory_estimate(query)
+    costs = calibrate_costs(rows, walls)
+    predictions = predict(query, costs, ranks, per_epoch, config)
+    return {
+        "config": config.run.name,
+        "plan": asdict(summarize_program(program)),
+        "program": repr(program),
+        "memory": {**asdict(memory), "total_bytes": memory.total_bytes},
+        "training": {"examples": len(data.y_train), "batch_size": batch, "queries_per_epoch": per_epoch},
+        "measurement": asdict(Measurement(
+            rows=len(full), experiments=workload(query).experiments, query_seconds=measured, threads=threads,
+            device=estimator.device,
+        )),
+        "model": MODEL_NAME,
+        "predictions": [asdict(p) for p in predictions],
+    }
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.3g} {unit}" if unit != "bytes" else f"{int(count)} bytes"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_report(report: dict) -> str:
+    """The text ``hpcqnn plan`` prints for ``plan_report``'s ``report``."""
+    plan, memory, training = report["plan"], report["memory"], report["training"]
+    measured = report["measurement"]
+    trainable = f" ({plan['trainable_cuts']} trainable)" if plan["trainable_cuts"] else ""
+    gamma = f"{'at most ' if plan['trainable_cuts'] else ''}{plan['gamma']:.4g}"
+    lines = [
+        f"hpcqnn plan: {report['config']} ({plan['qubits']} qubits, {plan['mode']} mode)",
+        f"cuts: {plan['cuts']}{trainable}; sampling overhead gamma {gamma}; "
+        f"{plan['subexperiments']} subexperiments in {plan['simulator_circuits']} simulator circuits; "
+        f"{plan['pauli_terms']} Pauli terms"
+        + (f"; {plan['measurement_settings']} measurement settings" if plan["measurement_settings"] is not None
+           else ""),
+        "partitions:",
+    ]
+    for part in plan["partitions"]:
+        how = "coherent" if part["coherent"] else "one by one"
+        lines.append(
+            f"  {part['label']}: qubits {_qubit_ranges(part['qubits'])} ({len(part['qubits'])}), "
+            f"{part['cuts']} cut{'s' * (part['cuts'] != 1)}, {part['subexperiments']} subexperiments, "
+            f"{how}, {part['simulated_qubits']} simulated qubits ({len(part['qubits'])} + {part['extra']})"
+        )
+    lines += [
+        f"memory per rank (estimate): {_size(memory['total_bytes'])} = statevector of the widest circuit "
+        f"({memory['widest_qubits']} qubits) {_size(memory['statevector_bytes'])} + outputs of one Aer call "
+        f"({memory['call_experiments']} experiments) {_size(memory['call_output_bytes'])} + query buffer "
+        f"{_size(memory['buffer_bytes'])} + parameter rows {_size(memory['param_bytes'])}; "
+        "not counted: Python, Qiskit and Aer themselves",
+        f"training query: {training['batch_size']} examples x all parameter-shift rows = {measured['rows']} rows, "
+        f"{measured['experiments']} experiments; {training['examples']} training examples -> "
+        f"{training['queries_per_epoch']} queries per epoch (end-of-epoch evaluation not counted)",
+        f"measured on this host ({os.uname().nodename}): {measured['query_seconds']:.3g} s per training query, "
+        f"1 process, {measured['threads']} Aer thread{'s' * (measured['threads'] != 1)}, {measured['device']}",
+        f"predicted by {report['model']}, calibrated on this host; each rank as fast as the measuring process, "
+        "MPI start lag and sync not measured (0), HPC interconnect 2 us, 12.5 GB/s:",
+        f"  {'ranks':>5}  {'query (s)':>10}  {'epoch (s)':>10}",
+    ]
+    lines += [f"  {p['ranks']:>5}  {p['query_seconds']:>10.4g}  {p['epoch_seconds']:>10.4g}"
+              for p in report["predictions"]]
+    return "\n".join(lines)
+
+
+def _qubit_ranges(qubits: list[int] | tuple[int, ...]) -> str:
+    """``0-7`` for a contiguous run, else the list."""
+    if list(qubits) == list(range(qubits[0], qubits[-1] + 1)) and len(qubits) > 2:
+        return f"{qubits[0]}-{qubits[-1]}"
+    return ", ".join(map(str, qubits))
