@@ -27,7 +27,7 @@ from hpcqnn.run.config import Config
 from hpcqnn.run.timing import PhaseRow
 
 if TYPE_CHECKING:
-    from analysis.replay import Costs, Workload
+    from analysis.replay import Costs, TileCost, Workload
 
     from hpcqnn.estimator import DistributedEstimator
     from hpcqnn.training.circuits import CutQNN
@@ -172,28 +172,55 @@ def workload(query: Query) -> Workload:
     )
 
 
-def calibrate_costs(rows: list[PhaseRow], walls: dict[int, float]) -> Costs:
-    """Replay costs from the timing rows of queries run in one process (``walls``: each query's
-    wall seconds): ``execute`` and ``accumulate`` rows fitted per experiment and per Aer call
-    (``fit_tile_cost``), rank 0's contraction per parameter row, the untimed rest as overhead.
-    Costs in seconds of this process: a modelled rank computes as fast as it did. One process
-    cannot measure MPI's start lag and barrier sync: they are 0."""
+def fit_execute(samples: list[tuple[list[float], float]]) -> TileCost:
+    """The replay's cost of Aer calls, ``call + experiment x m`` seconds for a call of ``m``
+    experiments, through ``samples``: (the sizes of one execute row's calls, its seconds) by
+    relative least squares, so a small query weighs as much as a big one. The call sizes are the
+    replay's own (``simulation.call_sizes``, what ``tiles.pack`` makes of the query's tiles), so
+    the fit and the replay count the same calls. A fixed cost the samples cannot tell apart
+    (negative, or one shape only) is 0."""
+    from analysis.replay import TileCost
+
+    counts = np.array([len(sizes) for sizes, _ in samples], dtype=float)
+    experiments = np.array([sum(sizes) for sizes, _ in samples], dtype=float)
+    seconds = np.array([s for _, s in samples], dtype=float)
+    (call, per), *_ = np.linalg.lstsq(
+        np.column_stack([counts / seconds, experiments / seconds]), np.ones(len(samples)), rcond=None
+    )
+    if len(set(zip(counts, experiments))) < 2 or call < 0 or per <= 0:
+        call, per = 0.0, float(np.median(seconds / experiments))
+    return TileCost(float(call), float(per), batch=CALL_EXPERIMENTS)
+
+
+def calibrate_costs(rows: list[PhaseRow], walls: dict[int, float], shapes: dict[int, Query]) -> Costs:
+    """Replay costs from the timing rows of queries run in one process: ``walls`` gives each
+    timed query's wall seconds, ``shapes`` the query each ran, the first shape the one to predict.
+    Every timed query's ``execute`` row calibrates the Aer calls (``fit_execute``), its
+    ``accumulate`` row the local reconstruction per experiment (``fit_tile_cost``); queries of the
+    predicted shape give rank 0's contraction per parameter row and the untimed rest of the wall
+    as overhead (both have fixed parts a smaller query would inflate). Costs are seconds of this
+    process: a modelled rank computes as fast as it did. One process cannot measure MPI's start
+    lag and barrier sync: they are 0."""
     import pandas as pd
 
     from analysis.replay import Costs
     from analysis.replay.calibration import fit_tile_cost
+    from analysis.replay.simulation import call_sizes
 
-    def fitted(phase: str, batch: float):
-        mine = [r for r in rows if r.phase == phase and r.query in walls]
-        sizes = pd.Series([r.n_experiments for r in mine], dtype=float)
-        return fit_tile_cost(sizes, pd.Series([r.t_end - r.t_start for r in mine], dtype=float), batch=batch)[0]
-
-    contract = [(r.t_end - r.t_start) / r.n_rows for r in rows if r.phase == "contract" and r.query in walls]
-    timed = {q: sum(r.t_end - r.t_start for r in rows if r.query == q) for q in walls}
+    timed = [r for r in rows if r.query in walls]
+    execute = [(call_sizes(workload(shapes[r.query]).counts(), CALL_EXPERIMENTS), r.t_end - r.t_start)
+               for r in timed if r.phase == "execute"]
+    local = [r for r in timed if r.phase == "accumulate"]
+    reconstruct, _ = fit_tile_cost(pd.Series([r.n_experiments for r in local], dtype=float),
+                                   pd.Series([r.t_end - r.t_start for r in local], dtype=float))
+    predicted = next(iter(shapes.values()))
+    full = [q for q in walls if shapes[q] is predicted]
+    contract = [(r.t_end - r.t_start) / r.n_rows for r in timed if r.phase == "contract" and r.query in full]
+    phases = {q: sum(r.t_end - r.t_start for r in timed if r.query == q) for q in full}
     return Costs(
-        execute=fitted("execute", CALL_EXPERIMENTS), reconstruct=fitted("accumulate", math.inf),
-        contraction_row=statistics.median(contract), start_lag=0.0, sync=0.0,
-        overhead=max(statistics.median(walls[q] - timed[q] for q in walls), 0.0), capacity=1.0,
+        execute=fit_execute(execute), reconstruct=reconstruct, contraction_row=statistics.median(contract),
+        start_lag=0.0, sync=0.0, overhead=max(statistics.median(walls[q] - phases[q] for q in full), 0.0),
+        capacity=1.0,
     )
 
 
@@ -234,23 +261,23 @@ class _Answer:
         return self
 
 
-def measure(estimator: DistributedEstimator, qnn: CutQNN, full: np.ndarray, single: np.ndarray,
-            queries: int = TIMED_QUERIES) -> tuple[list[PhaseRow], dict[int, float], float]:
-    """Run ``queries`` full-batch queries (rows ``full``) and as many one-example ones (``single``)
-    after one untimed query that builds and compiles the plan; the timing rows, each timed query's
-    wall seconds, and the median wall of the full ones."""
-    pub = (qnn.circuit, qnn.observable, full)
-    estimator.run([pub]).result()
+def measure(estimator: DistributedEstimator, qnn: CutQNN, shapes: list[Query],
+            repeats: int = TIMED_QUERIES) -> tuple[list[PhaseRow], dict[int, float], dict[int, Query]]:
+    """Run each of ``shapes`` (queries of ``qnn``'s plan) ``repeats`` times, in turn, after one
+    untimed query of the first that builds and compiles the plan; the timing rows, each timed
+    query's wall seconds and the shape each ran."""
+    def run(query: Query) -> None:
+        estimator.run([(qnn.circuit, qnn.observable, query.params)]).result()
+
+    run(shapes[0])
     walls: dict[int, float] = {}
-    full_walls = []
-    for rows in [full, single] * queries:
+    ran: dict[int, Query] = {}
+    for query in shapes * repeats:
         number = estimator.num_queries
         start = time.perf_counter()
-        estimator.run([(qnn.circuit, qnn.observable, rows)]).result()
-        walls[number] = time.perf_counter() - start
-        if rows is full:
-            full_walls.append(walls[number])
-    return list(estimator.recorder.rows), walls, statistics.median(full_walls)
+        run(query)
+        walls[number], ran[number] = time.perf_counter() - start, query
+    return list(estimator.recorder.rows), walls, ran
 
 
 def predict(query: Query, costs: Costs, ranks: list[int], queries_per_epoch: int, config: Config) -> list[Prediction]:
@@ -299,10 +326,10 @@ def plan_report(config: Config, ranks: list[int], queries: int = TIMED_QUERIES) 
         estimator = DistributedEstimator(**{k: options[k] for k in ESTIMATOR_KEYS}, threads=threads)
         program = estimator.program((qnn.circuit, qnn.observable, full))
         query = training_query(program, full)
-        rows, walls, measured = measure(estimator, qnn, full, single, queries)
+        rows, walls, shapes = measure(estimator, qnn, [query, training_query(program, single)], queries)
     per_epoch = -(-len(data.y_train) // batch)
     memory = memory_estimate(query)
-    costs = calibrate_costs(rows, walls)
+    costs = calibrate_costs(rows, walls, shapes)
     predictions = predict(query, costs, ranks, per_epoch, config)
     return {
         "config": config.run.name,
@@ -311,7 +338,7 @@ def plan_report(config: Config, ranks: list[int], queries: int = TIMED_QUERIES) 
         "memory": {**asdict(memory), "total_bytes": memory.total_bytes},
         "training": {"examples": len(data.y_train), "batch_size": batch, "queries_per_epoch": per_epoch},
         "measurement": asdict(Measurement(
-            rows=len(full), experiments=workload(query).experiments, query_seconds=measured, threads=threads,
+            rows=len(full), experiments=workload(query).experiments, query_seconds=statistics.median(w for q, w in walls.items() if shapes[q] is query), threads=threads,
             device=estimator.device,
         )),
         "model": MODEL_NAME,
