@@ -9,7 +9,6 @@ queries run in this process, their timing rows calibrate the replay model of ``a
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import time
@@ -28,7 +27,6 @@ from hpcqnn.run.timing import PhaseRow
 
 if TYPE_CHECKING:
     from analysis.replay import Costs, TileCost, Workload
-
     from hpcqnn.estimator import DistributedEstimator
     from hpcqnn.training.circuits import CutQNN
 
@@ -241,7 +239,7 @@ def training_rows(qnn: CutQNN, angles: np.ndarray, seed: int, init: str) -> np.n
             captured.append(rows)
             return _Answer(np.zeros(len(rows)))
 
-    model = QNNClassifier(qnn, Capture(), init=init)  # type: ignore[arg-type]
+    model = QNNClassifier(qnn, Capture(), init=init)
     weights = model.initial_theta(np.random.default_rng(seed))[:-2]
     model.expectations_with_gradient(angles, weights)
     return captured[0]
@@ -329,6 +327,7 @@ def plan_report(config: Config, ranks: list[int], queries: int = TIMED_QUERIES) 
         rows, walls, shapes = measure(estimator, qnn, [query, training_query(program, single)], queries)
     per_epoch = -(-len(data.y_train) // batch)
     memory = memory_estimate(query)
+    measured = statistics.median(wall for number, wall in walls.items() if shapes[number] is query)
     costs = calibrate_costs(rows, walls, shapes)
     predictions = predict(query, costs, ranks, per_epoch, config)
     return {
@@ -338,7 +337,7 @@ def plan_report(config: Config, ranks: list[int], queries: int = TIMED_QUERIES) 
         "memory": {**asdict(memory), "total_bytes": memory.total_bytes},
         "training": {"examples": len(data.y_train), "batch_size": batch, "queries_per_epoch": per_epoch},
         "measurement": asdict(Measurement(
-            rows=len(full), experiments=workload(query).experiments, query_seconds=statistics.median(w for q, w in walls.items() if shapes[q] is query), threads=threads,
+            rows=len(full), experiments=workload(query).experiments, query_seconds=measured, threads=threads,
             device=estimator.device,
         )),
         "model": MODEL_NAME,
