@@ -20,8 +20,10 @@ import numpy as np
 from hpcqnn.cutting.program import Program
 from hpcqnn.errors import HpcqnnError
 from hpcqnn.execution.compiled import compile_program
+from hpcqnn.execution.engine import call_pieces
 from hpcqnn.execution.query import Query, QueryBuffers
-from hpcqnn.options import CALL_BYTES, CALL_EXPERIMENTS, SAMPLE_BLOCK
+from hpcqnn.execution.tiles import Tile
+from hpcqnn.options import CALL_EXPERIMENTS, SAMPLE_BLOCK
 from hpcqnn.run.config import Config
 from hpcqnn.run.timing import PhaseRow
 
@@ -139,21 +141,21 @@ def training_query(program: Program, params: np.ndarray) -> Query:
 def memory_estimate(query: Query) -> MemoryEstimate:
     """Peak bytes of one rank for ``query``, estimated as: one complex128 statevector of the widest
     simulator circuit (Aer's state; Aer running several experiments in parallel holds one each),
-    plus the outputs of the largest Aer call (``engine.call_pieces``: up to CALL_EXPERIMENTS
-    experiments and CALL_BYTES of outputs; a coherent circuit returns its whole statevector per
-    row), plus the query buffer every rank fills (``QueryBuffers``, reduced in place) and the
-    parameter rows. Not counted: the interpreter, Qiskit and Aer themselves, compiled circuits,
-    and sampled mode's outcome distributions of a block of rows."""
+    plus the outputs of the largest Aer call of the query run on one rank (``engine.call_pieces``:
+    up to CALL_EXPERIMENTS experiments and CALL_BYTES of outputs; a coherent circuit returns its
+    whole statevector per row; a rank's share of more ranks packs no larger calls), plus the query
+    buffer every rank fills (``QueryBuffers``, reduced in place) and the parameter rows. Not
+    counted: the interpreter, Qiskit and Aer themselves, compiled circuits, and sampled mode's
+    outcome distributions of a block of rows."""
     readouts = query.compiled.readouts
+    tiles = [Tile(c, 0, query.experiments(c)) for c in range(len(readouts))]
+    calls = [[(piece.stop - piece.start, readouts[piece.circuit].output_bytes) for piece in call]
+             for call in call_pieces(query, tiles)]
+    largest = max(calls, key=lambda call: sum(n * size for n, size in call))
     widest = max(circuit.num_qubits for circuit in query.program.circuits)
-    held = []
-    for c, readout in enumerate(readouts):
-        limit = max(1, min(CALL_EXPERIMENTS, CALL_BYTES // readout.output_bytes))
-        held.append((min(limit, query.experiments(c)), readout.output_bytes))
-    experiments, output_bytes = max(held, key=lambda item: item[0] * item[1])
     return MemoryEstimate(
-        widest_qubits=widest, statevector_bytes=16 * 2**widest, call_experiments=experiments,
-        call_output_bytes=experiments * output_bytes,
+        widest_qubits=widest, statevector_bytes=16 * 2**widest, call_experiments=sum(n for n, _ in largest),
+        call_output_bytes=sum(n * size for n, size in largest),
         buffer_bytes=int(QueryBuffers(query.compiled, query.rows).flat.nbytes), param_bytes=int(query.params.nbytes),
     )
 
@@ -377,7 +379,7 @@ def format_report(report: dict) -> str:
         )
     lines += [
         f"memory per rank (estimate): {_size(memory['total_bytes'])} = statevector of the widest circuit "
-        f"({memory['widest_qubits']} qubits) {_size(memory['statevector_bytes'])} + outputs of one Aer call "
+        f"({memory['widest_qubits']} qubits) {_size(memory['statevector_bytes'])} + outputs of the largest Aer call "
         f"({memory['call_experiments']} experiments) {_size(memory['call_output_bytes'])} + query buffer "
         f"{_size(memory['buffer_bytes'])} + parameter rows {_size(memory['param_bytes'])}; "
         "not counted: Python, Qiskit and Aer themselves",
