@@ -114,11 +114,11 @@ def summarize_program(program: Program) -> PlanSummary:
         coherent = any(program.coherent_circuits[i] for i in circuits)
         form = part.coherent if coherent else None
         if form is not None:
-            extra = f"{form.num_qubits - form.system} control"
+            extra = _count(form.num_qubits - form.system, "control qubit")
             if form.system > form.width:
-                extra += f", {form.system - form.width} fresh"
+                extra += ", " + _count(form.system - form.width, "fresh qubit")
         else:
-            extra = f"{part.template.num_qubits - len(part.qubits)} ancilla"
+            extra = _count(part.template.num_qubits - len(part.qubits), "QPD ancilla")
         partitions.append(PartitionSummary(
             label=str(part.label), qubits=tuple(int(q) for q in part.qubits), cuts=len(part.cut_ids),
             subexperiments=part.num_subexperiments, coherent=coherent,
@@ -343,6 +343,7 @@ def plan_report(config: Config, ranks: list[int], queries: int = TIMED_QUERIES) 
             device=estimator.device,
         )),
         "model": MODEL_NAME,
+        "schedule": config.execution.schedule,
         "predictions": [asdict(p) for p in predictions],
     }
 
@@ -371,10 +372,10 @@ def format_report(report: dict) -> str:
         "partitions:",
     ]
     for part in plan["partitions"]:
-        how = "coherent" if part["coherent"] else "one by one"
+        how = "coherent" if part["coherent"] else "enumerated"
         lines.append(
             f"  {part['label']}: qubits {_qubit_ranges(part['qubits'])} ({len(part['qubits'])}), "
-            f"{part['cuts']} cut{'s' * (part['cuts'] != 1)}, {part['subexperiments']} subexperiments, "
+            f"{_count(part['cuts'], 'cut')}, {_count(part['subexperiments'], 'subexperiment')}, "
             f"{how}, {part['simulated_qubits']} simulated qubits ({len(part['qubits'])} + {part['extra']})"
         )
     lines += [
@@ -382,19 +383,24 @@ def format_report(report: dict) -> str:
         f"({memory['widest_qubits']} qubits) {_size(memory['statevector_bytes'])} + outputs of the largest Aer call "
         f"({memory['call_experiments']} experiments) {_size(memory['call_output_bytes'])} + query buffer "
         f"{_size(memory['buffer_bytes'])} + parameter rows {_size(memory['param_bytes'])}; "
-        "not counted: Python, Qiskit and Aer themselves",
+        "not counted: Python, Qiskit and Aer themselves, compiled circuits"
+        + (", sampled mode's outcome distributions per block of rows" if plan["mode"] == "sampled" else ""),
         f"training query: {training['batch_size']} examples x all parameter-shift rows = {measured['rows']} rows, "
         f"{measured['experiments']} experiments; {training['examples']} training examples -> "
         f"{training['queries_per_epoch']} queries per epoch (end-of-epoch evaluation not counted)",
         f"measured on this host ({os.uname().nodename}): {measured['query_seconds']:.3g} s per training query, "
         f"1 process, {measured['threads']} Aer thread{'s' * (measured['threads'] != 1)}, {measured['device']}",
         f"predicted by {report['model']}, calibrated on this host; each rank as fast as the measuring process, "
-        "MPI start lag and sync not measured (0), HPC interconnect 2 us, 12.5 GB/s:",
+        f"{report['schedule']} schedule, MPI start lag and sync not measured (0), HPC interconnect 2 us, 12.5 GB/s:",
         f"  {'ranks':>5}  {'query (s)':>10}  {'epoch (s)':>10}",
     ]
     lines += [f"  {p['ranks']:>5}  {p['query_seconds']:>10.4g}  {p['epoch_seconds']:>10.4g}"
               for p in report["predictions"]]
     return "\n".join(lines)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' * (number != 1)}"
 
 
 def _qubit_ranges(qubits: list[int] | tuple[int, ...]) -> str:
