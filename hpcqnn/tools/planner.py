@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 #: Options of ``estimator_options`` that ``DistributedEstimator`` itself takes (the others are MPI's).
 ESTIMATOR_KEYS = ("partition_labels", "shots", "shot_allocation", "seed", "device")
-#: Timed queries of the training shape: the full batch, and one example (its rows tell the fixed
-#: cost of a simulator call from the cost per experiment).
+#: Times each query shape is timed: the training batch, and one example of it (the two sizes tell
+#: the fixed cost of a simulator call from the cost per experiment).
 TIMED_QUERIES = 3
 MODEL_NAME = "analysis.replay (discrete-event replay of one query)"
 
@@ -233,8 +233,6 @@ def training_rows(qnn: CutQNN, angles: np.ndarray, seed: int, init: str) -> np.n
 
     class Capture:
         """An estimator that keeps the rows it is asked about and answers zeros."""
-
-        num_queries = 0
 
         def run(self, pubs):
             (_, _, rows), = pubs
