@@ -174,11 +174,12 @@ def workload(query: Query) -> Workload:
 
 def fit_execute(samples: list[tuple[list[float], float]]) -> TileCost:
     """The replay's cost of Aer calls, ``call + experiment x m`` seconds for a call of ``m``
-    experiments, through ``samples``: (the sizes of one execute row's calls, its seconds) by
-    relative least squares, so a small query weighs as much as a big one. The call sizes are the
-    replay's own (``simulation.call_sizes``, what ``tiles.pack`` makes of the query's tiles), so
-    the fit and the replay count the same calls. A fixed cost the samples cannot tell apart
-    (negative, or one shape only) is 0."""
+    experiments, through ``samples``: (the sizes of one query shape's calls, the seconds of its
+    execute row), by relative least squares (exact through two shapes). The call sizes are
+    the replay's own (``simulation.call_sizes``, what ``tiles.pack`` makes of the query's tiles),
+    so the fit and the replay count the same calls. Where the samples cannot tell a fixed cost
+    (one shape, shapes with as many experiments per call, or a negative fit under noise) it is 0,
+    and the largest shape sets the rest."""
     from analysis.replay import TileCost
 
     counts = np.array([len(sizes) for sizes, _ in samples], dtype=float)
@@ -187,40 +188,45 @@ def fit_execute(samples: list[tuple[list[float], float]]) -> TileCost:
     (call, per), *_ = np.linalg.lstsq(
         np.column_stack([counts / seconds, experiments / seconds]), np.ones(len(samples)), rcond=None
     )
-    if len(set(zip(counts, experiments))) < 2 or call < 0 or per <= 0:
-        call, per = 0.0, float(np.median(seconds / experiments))
+    if np.linalg.matrix_rank(np.column_stack([counts, experiments])) < 2 or call < 0 or per <= 0:
+        largest = int(np.argmax(experiments))
+        call, per = 0.0, float(seconds[largest] / experiments[largest])
     return TileCost(float(call), float(per), batch=CALL_EXPERIMENTS)
 
 
 def calibrate_costs(rows: list[PhaseRow], walls: dict[int, float], shapes: dict[int, Query]) -> Costs:
     """Replay costs from the timing rows of queries run in one process: ``walls`` gives each
     timed query's wall seconds, ``shapes`` the query each ran, the first shape the one to predict.
-    Every timed query's ``execute`` row calibrates the Aer calls (``fit_execute``), its
-    ``accumulate`` row the local reconstruction per experiment (``fit_tile_cost``); queries of the
-    predicted shape give rank 0's contraction per parameter row and the untimed rest of the wall
-    as overhead (both have fixed parts a smaller query would inflate). Costs are seconds of this
-    process: a modelled rank computes as fast as it did. One process cannot measure MPI's start
-    lag and barrier sync: they are 0."""
+    Each shape is represented by its query of median wall (one real query, so its parts add up to
+    a measured wall on a host whose load varies): their ``execute`` rows calibrate the Aer calls
+    (``fit_execute``), their ``accumulate`` rows the local reconstruction per experiment
+    (``fit_tile_cost``); the predicted shape's gives rank 0's contraction per parameter row and the
+    untimed rest of its wall as overhead (both have fixed parts a smaller query would inflate).
+    Costs are seconds of this process: a modelled rank computes as fast as it did. One process
+    cannot measure MPI's start lag and barrier sync: they are 0."""
     import pandas as pd
 
     from analysis.replay import Costs
     from analysis.replay.calibration import fit_tile_cost
     from analysis.replay.simulation import call_sizes
 
-    timed = [r for r in rows if r.query in walls]
-    execute = [(call_sizes(workload(shapes[r.query]).counts(), CALL_EXPERIMENTS), r.t_end - r.t_start)
-               for r in timed if r.phase == "execute"]
-    local = [r for r in timed if r.phase == "accumulate"]
+    def seconds(query: int, phase: str) -> float:
+        return sum(r.t_end - r.t_start for r in rows if r.query == query and (r.phase == phase or phase == "all"))
+
+    representative = {}  # query number -> its shape, the query of median wall of each shape
+    for shape in {id(query): query for query in shapes.values()}.values():
+        numbers = sorted((q for q in walls if shapes[q] is shape), key=walls.__getitem__)
+        representative[numbers[len(numbers) // 2]] = shape
+    execute = [(call_sizes(workload(shape).counts(), CALL_EXPERIMENTS), seconds(q, "execute"))
+               for q, shape in representative.items()]
+    local = [r for r in rows if r.query in representative and r.phase == "accumulate"]
     reconstruct, _ = fit_tile_cost(pd.Series([r.n_experiments for r in local], dtype=float),
                                    pd.Series([r.t_end - r.t_start for r in local], dtype=float))
-    predicted = next(iter(shapes.values()))
-    full = [q for q in walls if shapes[q] is predicted]
-    contract = [(r.t_end - r.t_start) / r.n_rows for r in timed if r.phase == "contract" and r.query in full]
-    phases = {q: sum(r.t_end - r.t_start for r in timed if r.query == q) for q in full}
+    predicted = next(q for q, shape in representative.items() if shape is next(iter(shapes.values())))
     return Costs(
-        execute=fit_execute(execute), reconstruct=reconstruct, contraction_row=statistics.median(contract),
-        start_lag=0.0, sync=0.0, overhead=max(statistics.median(walls[q] - phases[q] for q in full), 0.0),
-        capacity=1.0,
+        execute=fit_execute(execute), reconstruct=reconstruct,
+        contraction_row=seconds(predicted, "contract") / shapes[predicted].rows.count, start_lag=0.0, sync=0.0,
+        overhead=max(walls[predicted] - seconds(predicted, "all"), 0.0), capacity=1.0,
     )
 
 
