@@ -1,4 +1,4 @@
-"""Command line: ``hpcqnn train CONFIG ...`` and ``hpcqnn bench ...``.
+"""Command line: ``hpcqnn train CONFIG ...``, ``hpcqnn plan CONFIG ...`` and ``hpcqnn bench ...``.
 
 Every command runs on all ranks when launched under mpiexec/srun; rank 0 prints."""
 
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from hpcqnn import __version__
-from hpcqnn.errors import HpcqnnError, RunDirectoryError
+from hpcqnn.errors import ExecutionConfigError, HpcqnnError, RunDirectoryError
 from hpcqnn.execution.devices import DEVICES
 from hpcqnn.options import MODES, SCHEDULES, SHOT_ALLOCATIONS
 
@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value"
     )
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+
+    plan = sub.add_parser(
+        "plan", help="a config's cut plan, memory per rank and predicted query and epoch times, without training"
+    )
+    plan.add_argument("config", type=Path, help="TOML config, e.g. jobs/digits64.toml")
+    plan.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value"
+    )
+    plan.add_argument(
+        "--ranks", default="1", metavar="N[,M...]", help="rank counts to predict, e.g. 1,2,4 or 1..8 (default 1)"
+    )
+    plan.add_argument("--json", type=Path, help="write the plan as JSON here")
 
     bench = sub.add_parser("bench", help="per-query phase timings, hpcqnn vs the addon pipeline")
     bench.add_argument(
@@ -191,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "bench": _bench, "bench-shots": _bench_shots, "bench-floor": _bench_floor,
-            "bench-trainable": _bench_trainable, "train": _train,
+            "bench-trainable": _bench_trainable, "plan": _plan, "train": _train,
         }
         return commands[args.command](args)
     except HpcqnnError as exc:
-        if args.command in ("bench-shots", "bench-floor", "bench-trainable") or _speaks_for_the_job():
+        if args.command in ("bench-shots", "bench-floor", "bench-trainable", "plan") or _speaks_for_the_job():
             print(f"hpcqnn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before training handles it, or a second one: the user's stop
@@ -319,6 +331,22 @@ def _train(args: argparse.Namespace) -> int:
             os.close(kept["lock"])
         if "created" in kept:
             remove_if_empty(kept["created"])
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from hpcqnn.run.config import load_config
+    from hpcqnn.run.runinfo import write_report
+    from hpcqnn.tools.planner import format_report, plan_report
+
+    config = load_config(args.config, args.set)
+    try:
+        ranks = parse_positive_int_list(args.ranks)
+    except argparse.ArgumentTypeError as exc:
+        raise ExecutionConfigError(f"--ranks: {exc}") from None
+    report = plan_report(config, ranks)
+    print(format_report(report), flush=True)
+    write_report(args.json, report)
     return 0
 
 
