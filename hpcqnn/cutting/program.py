@@ -84,14 +84,7 @@ class Program:
         plan = self.plan
         parts = []
         for p, part in enumerate(plan.partitions):
-            runs_coherent = any(self.coherent_circuits[i] for i in np.flatnonzero(self.partition_of == p))
-            form = part.coherent if runs_coherent else None
-            if form is not None:
-                extra = _count(form.num_qubits - form.system, "control qubit")
-                if form.system > form.width:
-                    extra += ", " + _count(form.system - form.width, "fresh qubit")
-            else:
-                extra = _count(part.template.num_qubits - len(part.qubits), "ancilla")
+            runs_coherent, extra = self.added_qubits(p)
             where = " in one coherent circuit" if runs_coherent else ""
             parts.append(
                 f"{part.label}: qubits {', '.join(map(str, part.qubits))} + {extra}, "
@@ -107,6 +100,19 @@ class Program:
             f"{_count(len(self.circuits), 'simulator circuit')}, {_count(len(plan.paulis), 'Pauli term')}, {mode}; "
             + "; ".join(parts) + ">"
         )
+
+    def added_qubits(self, partition: int) -> tuple[bool, str]:
+        """Whether ``partition`` runs coherently, and the qubits its circuits add to its own, in
+        words (control and fresh qubits of a coherent circuit, or a template's QPD ancillas)."""
+        part = self.plan.partitions[partition]
+        runs_coherent = any(self.coherent_circuits[i] for i in np.flatnonzero(self.partition_of == partition))
+        form = part.coherent if runs_coherent else None
+        if form is None:
+            return False, _count(part.template.num_qubits - len(part.qubits), "ancilla")
+        extra = _count(form.num_qubits - form.system, "control qubit")
+        if form.system > form.width:
+            extra += ", " + _count(form.system - form.width, "fresh qubit")
+        return True, extra
 
     def coherent(self, circuit: int) -> CoherentPartition | None:
         """The coherent form circuit ``circuit`` runs (one experiment per row), if it runs one."""

@@ -111,14 +111,7 @@ def summarize_program(program: Program) -> PlanSummary:
     partitions = []
     for p, part in enumerate(plan.partitions):
         circuits = np.flatnonzero(program.partition_of == p)
-        coherent = any(program.coherent_circuits[i] for i in circuits)
-        form = part.coherent if coherent else None
-        if form is not None:
-            extra = _count(form.num_qubits - form.system, "control qubit")
-            if form.system > form.width:
-                extra += ", " + _count(form.system - form.width, "fresh qubit")
-        else:
-            extra = _count(part.template.num_qubits - len(part.qubits), "QPD ancilla")
+        coherent, extra = program.added_qubits(p)
         partitions.append(PartitionSummary(
             label=str(part.label), qubits=tuple(int(q) for q in part.qubits), cuts=len(part.cut_ids),
             subexperiments=part.num_subexperiments, coherent=coherent,
