@@ -374,6 +374,8 @@ def test_override_value_cannot_smuggle_other_keys() -> None:
         (["model.readout=\"terms\"", "model.readout_terms=[\"ZZZZ\"]", "model.readout_weights=[1.0, 2.0]"],
          "one weight per readout term"),
         (["model.init=\"identity_blocks\"", "model.builder=\"pkg.mod:f\""], "needs the built-in model"),
+        (["model.init=\"identity_blocks\"", "model.layers=3", "model.cuts=2"],
+         r"model.layers must be >= 2 and >= 2 \* model.cuts, got layers = 3, cuts = 2"),
     ],
 )
 def test_model_choices_are_checked_by_name(overrides, message) -> None:

@@ -107,3 +107,17 @@ def test_max_gamma_refuses_costly_plans_by_name() -> None:
     DistributedEstimator("AABB", max_gamma=8).program((circuit, OBSERVABLE))  # consolidated: below
     with pytest.raises(ExecutionConfigError, match="max_gamma must be a number >= 1"):
         DistributedEstimator(max_gamma=0.5)
+
+
+def test_a_reset_ends_a_run():
+    """CX . reset . CX on the pair is no unitary run: cut gate by gate, values as the reference."""
+    qc = QuantumCircuit(4)
+    qc.h(range(4))
+    qc.cx(1, 2)
+    qc.reset(1)
+    qc.ry(0.4, 1)
+    qc.cx(1, 2)
+    qc.ry(0.3, range(4))
+    estimator = DistributedEstimator("AABB", device="CPU")
+    assert estimator.program((qc, OBSERVABLE)).plan.num_cuts == 2
+    np.testing.assert_allclose(estimator.run([(qc, OBSERVABLE)]).result()[0].data.evs, reference(qc), atol=EXACT_ATOL)

@@ -77,19 +77,24 @@ def test_readouts():
         cut_qnn(4, 1, readout="terms", readout_terms=[("ZZ", 1.0)])
 
 
+@pytest.mark.parametrize("entangler", ["cx", "rzz"])
+@pytest.mark.parametrize("cuts", [0, 1, 2])
 @pytest.mark.parametrize("ansatz", ANSATZES)
-def test_identity_blocks_start_as_the_identity(ansatz):
-    """Each mirrored pair of layers undoes itself at initialisation: the model's value is the
-    feature map's alone (no cuts, so nothing else acts)."""
-    qnn = cut_qnn(4, cuts=0, layers=4, ansatz=ansatz, identity_blocks=True)
+def test_identity_blocks_start_as_the_identity(ansatz, cuts, entangler):
+    """Each mirrored pair of layers undoes itself at initialisation: the model's state is the
+    feature map's followed by the cut entanglers between the pairs (CX; RZZ start at 0)."""
+    qnn = cut_qnn(4, cuts=cuts, layers=4, ansatz=ansatz, entangler=entangler, identity_blocks=True)
     weights = qnn.initial_weights(np.random.default_rng(4), "identity_blocks")
     assert np.count_nonzero(weights) > 0
     x = np.random.default_rng(5).uniform(0, np.pi, 4)
     bound = qnn.circuit.assign_parameters({**dict(zip(qnn.inputs, x)), **dict(zip(qnn.weights, weights))})
-    encoding = QuantumCircuit(4)
+    expected = QuantumCircuit(4)
     for q in range(4):
-        encoding.ry(x[q], q)
-    assert Statevector(bound).equiv(Statevector(encoding))
+        expected.ry(x[q], q)
+    if entangler == "cx":
+        for _ in range(cuts):
+            expected.cx(1, 2)
+    assert Statevector(bound).equiv(Statevector(expected))
     with pytest.raises(ValueError, match="needs a model built with identity_blocks=True"):
         cut_qnn(4, cuts=0, layers=2).initial_weights(np.random.default_rng(0), "identity_blocks")
 

@@ -174,13 +174,14 @@ def test_non_affine_angles(sampled: bool) -> None:
     qc.h(range(3))
     qc.rzz(2 * (np.pi - x[0]) * (np.pi - x[1]), 0, 1)
     qc.crx(x[2].sin(), 2, 0)
+    qc.cry((x[0] - 1).sign(), 1, 0)  # no symbolic derivative: bound per row too
     qc.ry(x[2], 0)
     qc.rxx(x[2] + 1, 0, 1)
     observable = SparsePauliOp(["ZZZ", "XIX"], [1.0, 0.5])
     params = np.repeat(np.random.default_rng(6).uniform(-np.pi, np.pi, (3, 3)), 2, axis=0)
     estimator = DistributedEstimator("ABB", device="CPU", shots=5000 if sampled else None, seed=2)
     plan = estimator.program((qc, observable, params[0])).plan
-    assert [a is not None and a.slopes is None for a in plan.cut_angles] == [True, True, False]
+    assert [a is not None and a.slopes is None for a in plan.cut_angles] == [True, True, True, False]
     data = estimator.run([(qc, observable, params)]).result()[0].data
     expected = StatevectorEstimator().run([(qc, observable, params)]).result()[0].data.evs
     if sampled:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 from qiskit import QuantumCircuit
-from qiskit.circuit import ParameterExpression
+from qiskit.circuit import Gate, ParameterExpression
 from qiskit.circuit.library import RZZGate, UnitaryGate
 from qiskit.quantum_info import Operator
 from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate
@@ -55,7 +55,7 @@ def _replacements(circuit: QuantumCircuit, run: list[int]) -> list[tuple[list[in
     """What to cut instead of ``run``: [(the instructions replaced, the one gate)], if cheaper."""
     data = circuit.data
     pair = data[run[0]].qubits
-    if not any(_unbound(data[i].operation) for i in run):
+    if all(isinstance(data[i].operation, Gate) for i in run) and not any(_unbound(data[i].operation) for i in run):
         piece = QuantumCircuit(2)
         for i in run:
             piece.append(data[i].operation, [pair.index(q) for q in data[i].qubits])
@@ -104,7 +104,7 @@ def _pair_runs(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> list[list
     for index, inst in enumerate(circuit.data):
         op = inst.operation
         qubits = [circuit.find_bit(q).index for q in inst.qubits]
-        if len(qubits) == 1 and op.name != "barrier" and not inst.clbits:
+        if len(qubits) == 1 and op.name not in ("barrier", "reset") and not inst.clbits:  # a reset ends runs
             if qubits[0] in open_runs:
                 open_runs[qubits[0]].append(index)
             continue

@@ -98,7 +98,10 @@ def cut_angle(
     columns = np.array([column[p] for p in parameters], dtype=np.int64)
     slopes = []
     for parameter in parameters:
-        slope = expression.gradient(parameter)
+        try:
+            slope = expression.gradient(parameter)
+        except RuntimeError:  # no symbolic derivative (sign, ...): not affine, bound per row
+            slope = expression
         if isinstance(slope, ParameterExpression) and slope.parameters:
             return CutAngle(expression, parameters, columns, None, 0.0, kernels, coefficients)
         slopes.append(float(slope))

@@ -335,6 +335,10 @@ def _check_consistency(config: Config, values: _Values, source: str) -> None:
         if len(label) != data.features or set(label) - set("IXYZ"):
             fail(("model.readout_terms",), f"model.readout_terms must be Pauli labels of data.features = "
                  f"{data.features} letters I, X, Y, Z, got {_show(label)}")
+    if model.init == "identity_blocks" and not model.builder and model.layers < max(2, 2 * model.cuts):
+        fail(("model.init", "model.layers", "model.cuts"), 'model.init = "identity_blocks" mirrors each layer in the '
+             f"next, with a cut after each pair: model.layers must be >= 2 and >= 2 * model.cuts, got layers = "
+             f"{model.layers}, cuts = {model.cuts}")
     if model.builder and model.init == "identity_blocks":
         fail(("model.init", "model.builder"), 'model.init = "identity_blocks" needs the built-in model '
              "(mirrored layers), not model.builder")

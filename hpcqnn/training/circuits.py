@@ -11,7 +11,8 @@
   on every qubit, then a CX ladder), ``"real_amplitudes"`` (RY, CX ladder; a final RY layer) or
   ``"efficient_su2"`` (RY RZ, CX ladder; a final RY RZ layer);
 - the **entangler** across blocks: ``cuts`` gates join every pair of neighbouring blocks (the last
-  qubit of one and the first of the next), one after each of the first ``cuts`` layers: CX
+  qubit of one and the first of the next), one after each of the first ``cuts`` layers (with
+  ``identity_blocks``, after each of the first ``cuts`` pairs of layers): CX
   (``"cx"``) or trainable RZZ(w) (``"rzz"``, each its own weight, after the ansatz weights), so the
   same circuit is the uncut baseline or a cut problem with ``cuts x (pieces - 1)`` gate cuts
   (labels ``"AA..BB..CC.."``, one letter per block);
@@ -19,7 +20,8 @@
   ``"piece_parity"`` (the mean over blocks of each block's parity) or Pauli ``terms`` with weights;
 - ``identity_blocks``: every second layer mirrors the one before (its CX ladder reversed, then its
   rotations in reverse order), so that with the mirrored weights negated (``init =
-  "identity_blocks"``) each pair of layers is the identity at the start of training.
+  "identity_blocks"``) each pair of layers is the identity at the start of training; the cut
+  entanglers stand between pairs (CX ones stay, trainable RZZ ones start at 0, the identity).
 
 A user's own model comes from ``load_builder("package.module:function")``: the function takes
 the qubit count and returns a ``CutQNN``.
@@ -95,7 +97,10 @@ class CutQNN:
         weights = rng.uniform(-np.pi, np.pi, len(self.weights))
         if init == "identity_blocks":
             if not self.mirrors:
-                raise ValueError("init = 'identity_blocks' needs a model built with identity_blocks=True")
+                raise ValueError(
+                    "init = 'identity_blocks' needs a model built with identity_blocks=True and at least two layers "
+                    "(a layer and its mirror)"
+                )
             mirrored = np.zeros(len(self.weights))
             for source, target in self.mirrors:
                 mirrored[source], mirrored[target] = weights[source], -weights[source]
@@ -132,8 +137,9 @@ def cut_qnn(
         )
     if cuts < 0:
         raise ValueError(f"cuts must be >= 0, got {cuts}")
-    if layers < cuts:
-        raise ValueError(f"layers ({layers}) must be >= cuts ({cuts}): one cut gate per layer")
+    if layers < cuts * (2 if identity_blocks else 1):
+        per = "pair of layers (identity_blocks)" if identity_blocks else "layer"
+        raise ValueError(f"layers ({layers}) must allow cuts ({cuts}): one cut gate per {per}")
     bounds = [k * num_qubits // pieces for k in range(pieces + 1)]
     blocks = list(zip(bounds, bounds[1:]))
     gates = {"ladder": ROTATIONS[rotations], "real_amplitudes": ("ry",), "efficient_su2": ("ry", "rz")}[ansatz]
@@ -176,7 +182,8 @@ def cut_qnn(
         else:
             layer_weights.append(rotation_layer(gates))
             ladder()
-        if layer < cuts:
+        joins = layer % 2 == 1 and layer // 2 < cuts if identity_blocks else layer < cuts
+        if joins:
             for boundary in bounds[1:-1]:
                 if entangler == "rzz":
                     qc.rzz(next(entangler_weights), boundary - 1, boundary)
