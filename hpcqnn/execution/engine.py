@@ -65,11 +65,12 @@ def finish_query(query: Query, buffers: QueryBuffers, xp: ModuleType = np) -> tu
     if blocks is None:
         estimates = buffers.partition_estimates()
         if contract.local_terms:  # a sum of local terms: 1 + partitions combined terms per observable
-            terms, combine = contract.local_operands(estimates, query.weights, xp)
+            narrow, columns, combine = contract.local_operands(estimates, query.weights, xp)
+            absorbed = contract.spread(contract.absorb(contract.operands(narrow), xp, kernels), columns, xp)
         else:
-            terms, combine = contract.pauli_terms(estimates, xp), query.weights
-        operands = contract.operands(terms)
-        return to_host(contract.values(contract.absorb(operands, xp, kernels), xp) @ xp.asarray(combine)), None
+            absorbed = contract.absorb(contract.operands(contract.pauli_terms(estimates, xp)), xp, kernels)
+            combine = query.weights
+        return to_host(contract.values(absorbed, xp) @ xp.asarray(combine)), None
     scales = blocks.shot_scales(shots, query.allocation, xp)
     moments = blocks.means_and_products(buffers.sums, scales, xp)
     if blocks.stacked and contract.coupling is not None:  # two halves measuring their terms: the common QNN

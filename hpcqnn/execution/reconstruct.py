@@ -153,29 +153,36 @@ class Contraction(_DeviceCopies):
                 steps.append(Absorption(into, axis, kernel if into_side == 1 else kernel.T))
         return steps
 
-    def local_operands(self, estimates, weights: np.ndarray, xp: ModuleType = np) -> tuple[list, np.ndarray]:
-        """Exact mode, a sum of local terms (``local_terms``): per partition its operand
-        [subexperiments, rows, 1 + partitions * observables] over combined terms, and how the
-        combined terms' values make the observables [combined terms, observables].
+    def local_operands(self, estimates, weights: np.ndarray, xp: ModuleType = np) -> tuple[list, list, np.ndarray]:
+        """Exact mode, a sum of local terms (``local_terms``): per partition its narrow operand
+        [subexperiments, rows, 1 + observables] (the identity, then its local terms weighted as
+        in each observable), the column of it each combined term reads, and how the combined
+        terms' values make the observables [combined terms, observables].
 
         Combined term 0 is the identity everywhere; term (q, o) is, on partition q, its local
         terms weighted as in observable o, and the identity elsewhere: a sum of local terms is
-        the sum over q of those, so it contracts 1 + partitions * observables terms, not all."""
+        the sum over q of those, so it contracts 1 + partitions * observables terms, not all.
+        The kernels act on the channels alone, so they are absorbed into the narrow operands
+        before the columns are spread over the combined terms (``spread``)."""
         parts, observables = self.plan.partitions, weights.shape[1]
         combine = np.zeros((1 + len(parts) * observables, observables))
         combine[0] = weights[self.term_partition < 0].sum(axis=0)
         combine[1:] = np.tile(np.eye(observables), (len(parts), 1))
-        out = []
+        narrow, columns = [], []
         for p, (part, values, identity) in enumerate(zip(parts, estimates, self.identities)):
             values = xp.asarray(values)
             mine = self.term_partition == p
             local = np.zeros((len(part.paulis), observables))  # local Pauli -> weight in each observable
             np.add.at(local, part.term_pauli[mine], weights[mine])
-            ident = values[:, :, identity : identity + 1]
-            elsewhere = xp.broadcast_to(ident, (*ident.shape[:2], observables))
-            columns = [ident] + [values @ xp.asarray(local) if q == p else elsewhere for q in range(len(parts))]
-            out.append(xp.concatenate(columns, axis=2))
-        return out, combine
+            narrow.append(xp.concatenate([values[:, :, identity : identity + 1], values @ xp.asarray(local)], axis=2))
+            reads = np.zeros((len(parts), observables), dtype=np.int64)  # the identity, column 0
+            reads[p] = 1 + np.arange(observables)
+            columns.append(np.concatenate([[0], reads.reshape(-1)]))
+        return narrow, columns, combine
+
+    def spread(self, absorbed, columns, xp: ModuleType = np) -> list:
+        """The narrow operands of ``local_operands``, kernels absorbed, over the combined terms."""
+        return [operand[..., xp.asarray(reads)] for operand, reads in zip(absorbed, columns)]
 
     def pauli_terms(self, estimates, xp: ModuleType = np) -> list:
         """Exact mode: per partition its estimates [subexperiments, rows, local Paulis] as
