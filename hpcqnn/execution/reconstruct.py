@@ -200,15 +200,17 @@ class Contraction(_DeviceCopies):
             return list(terms)
         return [values.reshape(*shape, *values.shape[1:]) for shape, values in zip(self.shapes, terms)]
 
+    def _matrix(self, i: int, kernels, xp: ModuleType):
+        """Step ``i``'s kernel [other side, this side], or a trainable cut's [rows, ...]."""
+        step = self.steps[i]
+        return xp.asarray(step.oriented(kernels)) if step.kernel is None else self._on(xp, ("kernel", i), step.kernel)
+
     def absorb(self, operands, xp: ModuleType = np, kernels=None) -> list:
         """The operands with every cut's kernel multiplied in (``Absorption``); ``kernels`` are
         the query's ``CutPlan.kernels`` where the plan has trainable cuts."""
         out = list(operands)
         for i, step in enumerate(self.steps):
-            if step.kernel is None:
-                out[step.into] = along_rows(xp.asarray(step.oriented(kernels)), out[step.into], step.axis, xp)
-            else:
-                out[step.into] = along(self._on(xp, ("kernel", i), step.kernel), out[step.into], step.axis)
+            out[step.into] = _apply(self._matrix(i, kernels, xp), out[step.into], step.axis, xp)
         return out
 
     def values(self, absorbed, xp: ModuleType = np):
@@ -233,10 +235,7 @@ class Contraction(_DeviceCopies):
                 expression = self.gradient_expressions[p]
                 grad = others[0] if expression is None else _contract(xp, expression, others)
             for i, step in self.back_steps[p]:
-                if step.kernel is None:
-                    grad = along_rows(xp.asarray(step.oriented(kernels)).transpose(0, 2, 1), grad, step.axis, xp)
-                else:
-                    grad = along(self._on(xp, ("kernel_t", i), step.kernel.T), grad, step.axis)
+                grad = _apply(self._matrix(i, kernels, xp).swapaxes(-1, -2), grad, step.axis, xp)
             grads.append(grad if self.flat else grad.reshape(part.num_subexperiments, *grad.shape[-2:]))
         return grads
 
@@ -405,6 +404,11 @@ def along(matrix, tensor, axis: int):
     lead = math.prod(shape[:axis])
     out = matrix @ (tensor.reshape(shape[0], -1) if axis == 0 else tensor.reshape(lead, shape[axis], -1))
     return out.reshape(*shape[:axis], matrix.shape[0], *shape[axis + 1 :])
+
+
+def _apply(matrix, tensor, axis: int, xp: ModuleType):
+    """A kernel applied along ``axis`` of an operand: one matrix (``along``), or one per row."""
+    return along(matrix, tensor, axis) if matrix.ndim == 2 else along_rows(matrix, tensor, axis, xp)
 
 
 def along_rows(matrices, tensor, axis: int, xp: ModuleType = np):
