@@ -225,9 +225,10 @@ def test_proportional_shots_follow_each_rows_coefficients() -> None:
     program = estimator.program((qc, SparsePauliOp(["IX"]), [0.0]))
     assert program.shots_per_row
     params = np.array([[0.0], [np.pi / 2]])
-    weights = subexperiment_weights(program.plan, params)
+    kernels = program.plan.kernels(params)
+    weights = subexperiment_weights(program.plan, kernels)
     assert all(w.shape == (program.plan.partitions[p].num_subexperiments, 2) for p, w in enumerate(weights))
-    shots = program.subexperiment_shots(1000, params)
+    shots = program.subexperiment_shots(1000, kernels)
     per_row = sum(n.sum(axis=0) for n in shots)
     assert per_row[0] == per_row[1] == 1000 * sum(len(n) for n in shots)
     assert any(np.any((n[:, 0] == 0) & (n[:, 1] > 0)) for n in shots)

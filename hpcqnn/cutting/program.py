@@ -131,21 +131,22 @@ class Program:
         allocation with trainable cuts, whose |QPD coefficients| move with the angles."""
         return self.sampled and self.shot_allocation == "proportional" and self.plan.trainable
 
-    def shot_weights(self, params: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    def shot_weights(self, kernels: list[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
         """Per setting, the weight of each of its subexperiments in the split of the shots:
-        [subexperiments], or [subexperiments, rows] of ``params`` if ``shots_per_row``."""
+        [subexperiments], or, if ``shots_per_row``, [subexperiments, rows] of the rows whose
+        ``CutPlan.kernels`` are ``kernels``."""
         partitions = [s.partition for s in self.settings]
-        return shot_weights(self.plan, partitions, self.shot_allocation, params if self.shots_per_row else None)
+        return shot_weights(self.plan, partitions, self.shot_allocation, kernels if self.shots_per_row else None)
 
-    def subexperiment_shots(self, shots: int, params: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    def subexperiment_shots(self, shots: int, kernels: list[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
         """Shots of every (setting, subexperiment) for a budget of ``shots`` per setting and
-        row: [subexperiments], or [subexperiments, rows] of ``params`` if ``shots_per_row``
-        (each row's budget split by its own weights)."""
-        weights = self.shot_weights(params)
+        row: [subexperiments], or, if ``shots_per_row``, [subexperiments, rows] of the rows
+        whose kernels are given (each row's budget split by its own weights)."""
+        weights = self.shot_weights(kernels)
         sizes = [len(w) for w in weights]
         if self.shots_per_row:
-            assert params is not None, "shot_weights needs the rows"
-            weights = tuple(np.broadcast_to(w, (len(w), len(params))) for w in weights)
+            rows = max(w.shape[1] for w in weights)  # partitions away from trainable cuts: one column
+            weights = tuple(np.broadcast_to(w, (len(w), rows)) for w in weights)
         split = allocate_shots(np.concatenate(weights), shots * sum(sizes))
         return tuple(np.split(split, np.cumsum(sizes)[:-1]))
 

@@ -26,22 +26,22 @@ from hpcqnn.options import SAMPLE_BLOCK
 
 
 def shot_weights(
-    plan: CutPlan, partition_of: Sequence[int], allocation: str, params: np.ndarray | None = None
+    plan: CutPlan, partition_of: Sequence[int], allocation: str, kernels: list[np.ndarray] | None = None
 ) -> tuple[np.ndarray, ...]:
     """Per measurement setting (of partition ``partition_of[k]``), the weight of each
     subexperiment in the split of a query's shots: [subexperiments], or, proportional with
-    trainable cuts, [subexperiments, rows] of parameter rows ``params``."""
+    trainable cuts, [subexperiments, rows] of the rows whose ``kernels`` are given."""
     if allocation == "uniform":
         weights = [np.ones(part.num_subexperiments) for part in plan.partitions]
     else:
-        weights = subexperiment_weights(plan, params)
+        weights = subexperiment_weights(plan, kernels)
     return tuple(weights[p] for p in partition_of)
 
 
-def subexperiment_weights(plan: CutPlan, params: np.ndarray | None = None) -> list[np.ndarray]:
+def subexperiment_weights(plan: CutPlan, kernels: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Per partition, how strongly each subexperiment's estimate can move the result:
     [subexperiments], or [subexperiments, rows] where trainable cuts make it depend on the
-    parameter rows ``params`` (``CutPlan.kernels``).
+    parameter rows (``kernels``: the rows' ``CutPlan.kernels``).
 
     The result is ``sum prod_c K_c[a_c, b_c] prod_p E_p`` over every cut's channel pair.
     Subexperiment ``s`` picks channel ``s_c`` on this partition's side of each cut it touches, so
@@ -51,9 +51,10 @@ def subexperiment_weights(plan: CutPlan, params: np.ndarray | None = None) -> li
     root-sum-square when it stands for several. A cut the partition does not touch contributes
     ``||K_c||_F`` to all of its subexperiments alike, hence the normalisation by it.
     """
-    if plan.trainable and params is None:
-        raise ValueError("a plan with trainable cuts weighs its subexperiments per parameter row: give the rows")
-    kernels = plan.fixed_kernels if params is None else plan.kernels(params)
+    if kernels is None:
+        if plan.trainable:
+            raise ValueError("a plan with trainable cuts weighs its subexperiments per row: give the rows' kernels")
+        kernels = plan.fixed_kernels
     weights = []
     for part in plan.partitions:
         w = np.ones((1, 1))  # [rows (or 1), subexperiments so far]

@@ -59,9 +59,7 @@ def finish_query(query: Query, buffers: QueryBuffers, xp: ModuleType = np) -> tu
     blocks = compiled.settings
     if blocks is not None and not shots:
         raise ValueError("a sampled program's query needs shots")
-    contract = compiled.contraction
-    plan = compiled.program.plan
-    kernels = plan.kernels(query.params) if plan.trainable else None
+    contract, kernels = compiled.contraction, query.kernels
     if blocks is None:
         estimates = buffers.partition_estimates()
         if contract.local_terms:  # a sum of local terms: 1 + partitions combined terms per observable

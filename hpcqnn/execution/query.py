@@ -46,7 +46,14 @@ class Query:
         """Sampled mode: the shots of every (setting, subexperiment), or, where the split
         depends on the row, (setting, subexperiment, row) (``SettingBlocks.allocation``)."""
         assert self.shots and self.compiled.settings is not None, "a sampled query has shots"
-        return self.compiled.settings.allocation(self.shots, self.params)
+        return self.compiled.settings.allocation(self.shots, self.kernels)
+
+    @cached_property
+    def kernels(self) -> list[np.ndarray] | None:
+        """The cut kernels of this query's rows where the plan has trainable cuts
+        (``CutPlan.kernels``), worked out once for the shot split and the contraction."""
+        plan = self.program.plan
+        return plan.kernels(self.params) if plan.trainable else None
 
     def experiments(self, circuit: int) -> int:
         """How many experiments program circuit ``circuit`` runs: (subexperiment, row) pairs,

@@ -300,11 +300,11 @@ class SettingBlocks(_DeviceCopies):
         self._observable_maps: dict[tuple, list] = {}
         self._device: dict[tuple, object] = {}
 
-    def allocation(self, shots: int, params: np.ndarray) -> tuple[np.ndarray, ...]:
+    def allocation(self, shots: int, kernels: list[np.ndarray] | None) -> tuple[np.ndarray, ...]:
         """Shots of every (setting, subexperiment) (``Program.subexperiment_shots``), kept per
-        ``shots``; [subexperiments, rows] of ``params`` where the split depends on the row."""
+        ``shots``; [subexperiments, rows] where the split depends on the rows' ``kernels``."""
         if self.program.shots_per_row:
-            return self.program.subexperiment_shots(shots, params)
+            return self.program.subexperiment_shots(shots, kernels)
         if shots not in self._allocations:
             self._allocations[shots] = self.program.subexperiment_shots(shots)
         return self._allocations[shots]
