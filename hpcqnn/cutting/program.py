@@ -35,6 +35,7 @@ from hpcqnn.cutting.plan import CutPlan
 from hpcqnn.cutting.shots import allocate_shots, popcount, shot_weights
 from hpcqnn.errors import ExecutionConfigError
 from hpcqnn.options import MAX_DISTRIBUTION_BYTES, SAMPLE_BLOCK, SHOT_ALLOCATIONS
+from hpcqnn.text import count, size
 
 #: Label of the statevector a coherent circuit saves.
 STATE_LABEL = "psi"
@@ -88,16 +89,16 @@ class Program:
             where = " in one coherent circuit" if runs_coherent else ""
             parts.append(
                 f"{part.label}: qubits {', '.join(map(str, part.qubits))} + {extra}, "
-                f"{_count(len(part.cut_ids), 'cut')}, {_count(part.num_subexperiments, 'subexperiment')}{where}"
+                f"{count(len(part.cut_ids), 'cut')}, {count(part.num_subexperiments, 'subexperiment')}{where}"
             )
-        mode = f"sampled mode, {_count(len(self.settings), 'measurement setting')}" if self.sampled else "exact mode"
+        mode = f"sampled mode, {count(len(self.settings), 'measurement setting')}" if self.sampled else "exact mode"
         trainable = sum(angle is not None for angle in plan.cut_angles)
-        cuts = _count(plan.num_cuts, "cut") + (f" ({trainable} trainable)" if trainable else "")
+        cuts = count(plan.num_cuts, "cut") + (f" ({trainable} trainable)" if trainable else "")
         gamma = f"gamma {'at most ' if trainable else ''}{plan.gamma:.4g}"
         return (
-            f"<Program: {cuts}, {gamma}, {_count(len(plan.partitions), 'partition')}, "
-            f"{_count(plan.num_subexperiments, 'subexperiment')} in "
-            f"{_count(len(self.circuits), 'simulator circuit')}, {_count(len(plan.paulis), 'Pauli term')}, {mode}; "
+            f"<Program: {cuts}, {gamma}, {count(len(plan.partitions), 'partition')}, "
+            f"{count(plan.num_subexperiments, 'subexperiment')} in "
+            f"{count(len(self.circuits), 'simulator circuit')}, {count(len(plan.paulis), 'Pauli term')}, {mode}; "
             + "; ".join(parts) + ">"
         )
 
@@ -108,10 +109,10 @@ class Program:
         runs_coherent = any(self.coherent_circuits[i] for i in np.flatnonzero(self.partition_of == partition))
         form = part.coherent if runs_coherent else None
         if form is None:
-            return False, _count(part.template.num_qubits - len(part.qubits), "ancilla")
-        extra = _count(form.num_qubits - form.system, "control qubit")
+            return False, count(part.template.num_qubits - len(part.qubits), "ancilla")
+        extra = count(form.num_qubits - form.system, "control qubit")
         if form.system > form.width:
-            extra += ", " + _count(form.system - form.width, "fresh qubit")
+            extra += ", " + count(form.system - form.width, "fresh qubit")
         return True, extra
 
     def coherent(self, circuit: int) -> CoherentPartition | None:
@@ -214,22 +215,10 @@ def _check_distribution_memory(part, settings: list[Setting], coherent: bool) ->
         raise ExecutionConfigError(
             f"sampled mode: partition {part.label!r} measures up to {qubits} at once in {len(settings)} "
             f"setting{'s' * (len(settings) != 1)} ({part.num_subexperiments} subexperiments), so its outcome "
-            f"distributions would need {_size(needed)} per block of {SAMPLE_BLOCK} rows, more than the "
-            f"bound of {_size(MAX_DISTRIBUTION_BYTES)}; use Pauli terms on fewer qubits of one "
+            f"distributions would need {size(needed)} per block of {SAMPLE_BLOCK} rows, more than the "
+            f"bound of {size(MAX_DISTRIBUTION_BYTES)}; use Pauli terms on fewer qubits of one "
             "partition, smaller partitions, or exact mode (shots=None)"
         )
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'s' * (number != 1)}"
-
-
-def _size(count: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.4g} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 def padded_pauli(local: Pauli, width: int, ancillas: tuple[int, ...] = ()) -> Pauli:

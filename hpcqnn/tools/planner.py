@@ -26,6 +26,7 @@ from hpcqnn.execution.tiles import Tile
 from hpcqnn.options import CALL_EXPERIMENTS, SAMPLE_BLOCK
 from hpcqnn.run.config import Config
 from hpcqnn.run.timing import PhaseRow
+from hpcqnn.text import count, size
 
 if TYPE_CHECKING:
     from analysis.replay import Costs, TileCost, Workload
@@ -144,11 +145,11 @@ def memory_estimate(query: Query) -> MemoryEstimate:
     tiles = [Tile(c, 0, query.experiments(c)) for c in range(len(readouts))]
     calls = [[(piece.stop - piece.start, readouts[piece.circuit].output_bytes) for piece in call]
              for call in call_pieces(query, tiles)]
-    largest = max(calls, key=lambda call: sum(n * size for n, size in call))
+    largest = max(calls, key=lambda call: sum(n * nbytes for n, nbytes in call))
     widest = max(circuit.num_qubits for circuit in query.program.circuits)
     return MemoryEstimate(
         widest_qubits=widest, statevector_bytes=16 * 2**widest, call_experiments=sum(n for n, _ in largest),
-        call_output_bytes=sum(n * size for n, size in largest),
+        call_output_bytes=sum(n * nbytes for n, nbytes in largest),
         buffer_bytes=int(QueryBuffers(query.compiled, query.rows).flat.nbytes), param_bytes=int(query.params.nbytes),
     )
 
@@ -341,16 +342,16 @@ def plan_report(config: Config, ranks: list[int], queries: int = TIMED_QUERIES) 
         )),
         "model": MODEL_NAME,
         "schedule": config.execution.schedule,
+        "network": _network(),
         "predictions": [asdict(p) for p in predictions],
     }
 
 
-def _size(count: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.3g} {unit}" if unit != "bytes" else f"{int(count)} bytes"
-        count /= 1024
-    raise AssertionError("unreachable")
+def _network() -> str:
+    """The interconnect the prediction replays (``analysis.replay.CLUSTER``), in words."""
+    from analysis.replay import CLUSTER
+
+    return f"{CLUSTER.latency * 1e6:g} us, {CLUSTER.bandwidth / 1e9:g} GB/s"
 
 
 def format_report(report: dict) -> str:
@@ -372,14 +373,14 @@ def format_report(report: dict) -> str:
         how = "coherent" if part["coherent"] else "enumerated"
         lines.append(
             f"  {part['label']}: qubits {_qubit_ranges(part['qubits'])} ({len(part['qubits'])}), "
-            f"{_count(part['cuts'], 'cut')}, {_count(part['subexperiments'], 'subexperiment')}, "
+            f"{count(part['cuts'], 'cut')}, {count(part['subexperiments'], 'subexperiment')}, "
             f"{how}, {part['simulated_qubits']} simulated qubits ({len(part['qubits'])} + {part['extra']})"
         )
     lines += [
-        f"memory per rank (estimate): {_size(memory['total_bytes'])} = statevector of the widest circuit "
-        f"({memory['widest_qubits']} qubits) {_size(memory['statevector_bytes'])} + outputs of the largest Aer call "
-        f"({memory['call_experiments']} experiments) {_size(memory['call_output_bytes'])} + query buffer "
-        f"{_size(memory['buffer_bytes'])} + parameter rows {_size(memory['param_bytes'])}; "
+        f"memory per rank (estimate): {size(memory['total_bytes'])} = statevector of the widest circuit "
+        f"({memory['widest_qubits']} qubits) {size(memory['statevector_bytes'])} + outputs of the largest Aer call "
+        f"({memory['call_experiments']} experiments) {size(memory['call_output_bytes'])} + query buffer "
+        f"{size(memory['buffer_bytes'])} + parameter rows {size(memory['param_bytes'])}; "
         "not counted: Python, Qiskit and Aer themselves, compiled circuits"
         + (", sampled mode's outcome distributions per block of rows" if plan["mode"] == "sampled" else ""),
         f"training query: {training['batch_size']} examples x all parameter-shift rows = {measured['rows']} rows, "
@@ -388,16 +389,13 @@ def format_report(report: dict) -> str:
         f"measured on this host ({os.uname().nodename}): {measured['query_seconds']:.3g} s per training query, "
         f"1 process, {measured['threads']} Aer thread{'s' * (measured['threads'] != 1)}, {measured['device']}",
         f"predicted by {report['model']}, calibrated on this host; each rank as fast as the measuring process, "
-        f"{report['schedule']} schedule, MPI start lag and sync not measured (0), HPC interconnect 2 us, 12.5 GB/s:",
+        f"{report['schedule']} schedule, MPI start lag and sync not measured (0), HPC interconnect "
+        f"{report['network']}:",
         f"  {'ranks':>5}  {'query (s)':>10}  {'epoch (s)':>10}",
     ]
     lines += [f"  {p['ranks']:>5}  {p['query_seconds']:>10.4g}  {p['epoch_seconds']:>10.4g}"
               for p in report["predictions"]]
     return "\n".join(lines)
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'s' * (number != 1)}"
 
 
 def _qubit_ranges(qubits: list[int] | tuple[int, ...]) -> str:
