@@ -17,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 from qiskit import QuantumCircuit
-from qiskit.circuit import Gate, ParameterExpression
+from qiskit.circuit import Gate
 from qiskit.circuit.library import RZZGate, UnitaryGate
 from qiskit.quantum_info import Operator
 from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate
+
+from hpcqnn.cutting.trainable import has_unbound
 
 
 def gate_gamma(op) -> float:
@@ -55,7 +57,7 @@ def _replacements(circuit: QuantumCircuit, run: list[int]) -> list[tuple[list[in
     """What to cut instead of ``run``: [(the instructions replaced, the one gate)], if cheaper."""
     data = circuit.data
     pair = data[run[0]].qubits
-    if all(isinstance(data[i].operation, Gate) for i in run) and not any(_unbound(data[i].operation) for i in run):
+    if all(isinstance(data[i].operation, Gate) and not has_unbound(data[i].operation) for i in run):
         piece = QuantumCircuit(2)
         for i in run:
             piece.append(data[i].operation, [pair.index(q) for q in data[i].qubits])
@@ -77,10 +79,6 @@ def _replacements(circuit: QuantumCircuit, run: list[int]) -> list[tuple[list[in
         ):
             found.append((run[k : k + 3], RZZGate(middle.operation.params[0])))
     return found
-
-
-def _unbound(op) -> bool:
-    return any(isinstance(p, ParameterExpression) and p.parameters for p in op.params)
 
 
 def _pair_runs(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> list[list[int]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
-from qiskit.circuit import ControlFlowOp, ParameterExpression
+from qiskit.circuit import ControlFlowOp
 from qiskit.circuit.library import RZZGate
 from qiskit.quantum_info import PauliList
 from qiskit.transpiler import Target
@@ -24,7 +24,7 @@ from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate
 from qiskit_addon_cutting.qpd.instructions import SingleQubitQPDGate
 
 from hpcqnn.cutting.consolidate import consolidate
-from hpcqnn.cutting.trainable import PLACEHOLDER_ANGLE, TRAINABLE_CUT_GATES, canonical_rzz
+from hpcqnn.cutting.trainable import PLACEHOLDER_ANGLE, TRAINABLE_CUT_GATES, canonical_rzz, has_unbound
 from hpcqnn.errors import CutPlanError, ObservableError
 
 #: Gates the simulator runs as they are (all known to Aer); anything else is unrolled into these.
@@ -208,7 +208,7 @@ def _check_cut_gates(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> Non
             raise CutPlanError(f"{where} spans partitions but only two-qubit gates can be cut")
         if _is_trainable(op):
             continue  # cut as an RZZ of its angle (``trainable``)
-        if _has_unbound(op):
+        if has_unbound(op):
             raise CutPlanError(
                 f"{where} spans partitions and has unbound parameters {list(op.params)}; cut gates with "
                 f"unbound angles must be one of {', '.join(TRAINABLE_CUT_GATES)}, others parameter-free "
@@ -220,12 +220,8 @@ def _check_cut_gates(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> Non
             raise CutPlanError(f"{where} spans partitions and cannot be cut: {exc}") from exc
 
 
-def _has_unbound(op) -> bool:
-    return any(isinstance(p, ParameterExpression) and p.parameters for p in getattr(op, "params", ()))
-
-
 def _is_trainable(op) -> bool:
-    return op.name in TRAINABLE_CUT_GATES and _has_unbound(op)
+    return op.name in TRAINABLE_CUT_GATES and has_unbound(op)
 
 
 #: Label of a trainable gate find_cuts chose to cut, until the partition labels are known.

@@ -24,7 +24,7 @@ from hpcqnn.cutting.basis import CutSide, cut_side
 from hpcqnn.cutting.coherent import CoherentPartition, coherent_partition, defer_resets
 from hpcqnn.cutting.partition import partition, qpd_sides
 from hpcqnn.cutting.template import build_template, channel_location
-from hpcqnn.cutting.trainable import MAX_GAMMA, PLACEHOLDER_ANGLE, CutAngle, cut_angle, rzz_coefficient_map
+from hpcqnn.cutting.trainable import MAX_GAMMA, PLACEHOLDER_ANGLE, CutAngle, cut_angle, has_unbound, rzz_coefficient_map
 from hpcqnn.errors import CutPlanError
 
 DEFAULT_MAX_SUBEXPERIMENTS = 100_000
@@ -80,8 +80,8 @@ class CutPlan:
     cut_kernels: tuple[np.ndarray | None, ...]
     cut_sides: tuple[tuple[CutSide, CutSide], ...]
     partitions: tuple[PartitionPlan, ...]
-    cut_angles: tuple[CutAngle | None, ...] = ()
-    cut_gammas: tuple[float, ...] = ()  # each fixed cut's sampling overhead; trainable: MAX_GAMMA, the most
+    cut_angles: tuple[CutAngle | None, ...]
+    cut_gammas: tuple[float, ...]  # each fixed cut's sampling overhead; trainable: MAX_GAMMA, the most
 
     @property
     def num_cuts(self) -> int:
@@ -116,7 +116,7 @@ class CutPlan:
         """Every cut's kernel for parameter rows ``params`` [rows, parameters]: the fixed one
         [side-0 channels, side-1 channels], or a trainable cut's [rows, ...]."""
         out = []
-        for kernel, angle in zip(self.cut_kernels, self.cut_angles or [None] * self.num_cuts):
+        for kernel, angle in zip(self.cut_kernels, self.cut_angles):
             if angle is not None:
                 out.append(angle.kernel(params))
             else:
@@ -231,9 +231,8 @@ def _mark_trainable_cuts(
         op = inst.operation
         qubits = [circuit.find_bit(q).index for q in inst.qubits]
         crossing = op.name != "barrier" and len({labels[q] for q in qubits}) > 1
-        angle = op.params[0] if op.name == "rzz" else None
-        if crossing and isinstance(angle, ParameterExpression) and angle.parameters:
-            angles[cut] = angle
+        if crossing and op.name == "rzz" and has_unbound(op):
+            angles[cut] = op.params[0]
             placeholder = QPDBasis.from_instruction(RZZGate(PLACEHOLDER_ANGLE))
             inst = inst.replace(operation=TwoQubitQPDGate(placeholder, label="cut_rzz"))
         cut += crossing or isinstance(op, TwoQubitQPDGate)

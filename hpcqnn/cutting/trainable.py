@@ -35,6 +35,12 @@ FUNCTIONS = 3
 MAX_GAMMA = 3.0
 
 
+def has_unbound(op) -> bool:
+    """Whether instruction ``op`` has a parameter with unbound symbols (Qiskit's standard gates
+    answer ``is_parameterized()`` with False even then)."""
+    return any(isinstance(p, ParameterExpression) and p.parameters for p in getattr(op, "params", ()))
+
+
 def angle_functions(phi: np.ndarray) -> np.ndarray:
     """[..., FUNCTIONS]: cos^2(phi/2), sin^2(phi/2), sin(phi/2)cos(phi/2)."""
     c, s = np.cos(np.asarray(phi) / 2), np.sin(np.asarray(phi) / 2)
