@@ -17,7 +17,7 @@ from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveJob, PrimitiveResult, PubResult
 from qiskit.primitives.containers.bindings_array import BindingsArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
-from qiskit.quantum_info import PauliList
+from qiskit.quantum_info import PauliList, SparsePauliOp
 
 from hpcqnn.cutting.partition import SIMULATOR_BASIS
 from hpcqnn.cutting.plan import DEFAULT_MAX_SUBEXPERIMENTS, build_cut_plan
@@ -31,10 +31,6 @@ from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.options import SHOT_ALLOCATIONS
 from hpcqnn.run import launcher
 from hpcqnn.run.timing import PhaseRecorder
-
-_PAULI_LETTERS = frozenset("IXYZ")
-#: A SparseObservable's projector letters as Pauli sums: (I + s P) / 2.
-_PROJECTORS = {"0": ("Z", 1.0), "1": ("Z", -1.0), "+": ("X", 1.0), "-": ("X", -1.0), "r": ("Y", 1.0), "l": ("Y", -1.0)}
 
 
 @dataclass
@@ -319,9 +315,9 @@ def _pub_metadata(item: _PreparedPub) -> dict:
     if precision is None:
         precision = 0.0 if item.shots is None else 1.0 / math.sqrt(item.shots)
     gamma = 1.0
-    if item.compiled is not None:
+    if item.compiled is not None:  # trainable cuts at the pub's angles; fixed ones are the plan's
         plan = item.compiled.program.plan
-        gamma = float(plan.gammas(item.params).max()) if len(item.params) else plan.gamma
+        gamma = float(plan.gammas(item.params).max()) if plan.trainable and len(item.params) else plan.gamma
     return {"target_precision": float(precision), "circuit_metadata": item.pub.circuit.metadata, "gamma": gamma}
 
 
@@ -378,40 +374,18 @@ def _check_finite(pub: EstimatorPub) -> None:
 
 def _pauli_terms(pub: EstimatorPub) -> tuple[list[str], np.ndarray]:
     """Distinct Pauli labels over the pub's observables and the weight of each in each
-    observable; projector letters (``0 1 + - r l`` of a ``SparseObservable``) are expanded
-    exactly into Pauli sums."""
-    observables = pub.observables.ravel().tolist()
+    observable; projectors (``0 1 + - r l`` of a ``SparseObservable``) expanded exactly into
+    Pauli sums by Qiskit (``SparsePauliOp.from_sparse_observable``)."""
+    observables = [SparsePauliOp.from_sparse_observable(o) for o in pub.observables.sparse_observables_array().ravel()]
     labels: dict[str, int] = {}
-    expanded = []
-    for obs in observables:
-        terms: dict[str, float] = {}
-        for label, coeff in obs.items():
-            if not set(label) <= _PAULI_LETTERS | set(_PROJECTORS):
-                raise ObservableError(
-                    f"observable term {label!r} is neither a Pauli string nor a projector term; hpcqnn "
-                    "estimates sums of I, X, Y, Z and the projectors 0, 1, +, -, r, l"
-                )
-            for pauli, weight in _pauli_sum(label, float(np.real(coeff))):
-                terms[pauli] = terms.get(pauli, 0.0) + weight
-                labels.setdefault(pauli, len(labels))
-        expanded.append(terms)
+    for expanded in observables:
+        for label in expanded.paulis.to_labels():
+            labels.setdefault(label, len(labels))
     weights = np.zeros((len(labels), len(observables)))
-    for o, terms in enumerate(expanded):
-        for label, weight in terms.items():
-            weights[labels[label], o] += weight
+    for o, expanded in enumerate(observables):
+        for label, coeff in zip(expanded.paulis.to_labels(), expanded.coeffs):
+            weights[labels[label], o] += float(np.real(coeff))
     return list(labels), weights
-
-
-def _pauli_sum(label: str, coeff: float) -> list[tuple[str, float]]:
-    """``coeff`` times the term ``label`` as Pauli strings: each projector (I +- P) / 2."""
-    terms = [("", coeff)]
-    for letter in label:
-        if letter in _PROJECTORS:
-            pauli, sign = _PROJECTORS[letter]
-            terms = [(t + "I", c / 2) for t, c in terms] + [(t + pauli, sign * c / 2) for t, c in terms]
-        else:
-            terms = [(t + letter, c) for t, c in terms]
-    return terms
 
 
 def _structure_key(circuit: QuantumCircuit) -> Hashable:
