@@ -106,7 +106,7 @@ class QNNClassifier:
         rows[:, 1 + k + shifts, columns] -= SHIFT
         values = self._evaluate(rows.reshape(n * (1 + 2 * k), -1)).reshape(n, 1 + 2 * k)
         gradient = 0.5 * (values[:, 1 : 1 + k] - values[:, 1 + k :])
-        if wrt == "inputs":
+        if wrt == "inputs" and self.qnn.encoding != "angle":  # angle encoding: the jacobian is the identity
             gradient = np.einsum("ni,nif->nf", gradient, self.qnn.encode_jacobian(angles))
         return values[:, 0], gradient
 
