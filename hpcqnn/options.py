@@ -5,6 +5,12 @@ before anything heavy is loaded, and ``analysis`` models the executor with the s
 MODES = ("exact", "sampled")
 SCHEDULES = ("static", "dynamic")
 SHOT_ALLOCATIONS = ("uniform", "proportional")
+#: The QNN family's choices (``training.circuits``), here so that checking a config imports no Qiskit.
+FEATURE_MAPS = ("ry", "zz")
+ANSATZES = ("ladder", "real_amplitudes", "efficient_su2")
+ENTANGLERS = ("cx", "rzz")
+READOUTS = ("parity", "mean_z", "piece_parity", "terms")
+INITS = ("uniform", "small", "identity_blocks")
 
 #: Experiments sampled from one seed; tiles start at multiples of it so any split draws the same shots.
 SAMPLE_BLOCK = 64

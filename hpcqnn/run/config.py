@@ -22,8 +22,7 @@ from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
 from hpcqnn.errors import ConfigError
 from hpcqnn.execution.devices import DEVICES
-from hpcqnn.options import MODES, SCHEDULES, SHOT_ALLOCATIONS
-from hpcqnn.training.circuits import ANSATZES, ENTANGLERS, FEATURE_MAPS, INITS, READOUTS
+from hpcqnn.options import ANSATZES, ENTANGLERS, FEATURE_MAPS, INITS, MODES, READOUTS, SCHEDULES, SHOT_ALLOCATIONS
 from hpcqnn.training.data import DATASETS as _DATASETS  # name -> (classes, raw features): limits of [data]
 
 _COMPARISONS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}

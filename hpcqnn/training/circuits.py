@@ -39,12 +39,9 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter, ParameterVector
 from qiskit.quantum_info import SparsePauliOp
 
+from hpcqnn.options import ANSATZES, ENTANGLERS, FEATURE_MAPS, INITS, READOUTS
+
 ROTATIONS = {"ry": ("ry",), "ryrz": ("ry", "rz")}
-FEATURE_MAPS = ("ry", "zz")
-ANSATZES = ("ladder", "real_amplitudes", "efficient_su2")
-ENTANGLERS = ("cx", "rzz")
-READOUTS = ("parity", "mean_z", "piece_parity", "terms")
-INITS = ("uniform", "small", "identity_blocks")
 
 
 @dataclass(frozen=True)
