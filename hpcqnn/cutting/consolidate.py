@@ -33,21 +33,18 @@ def gate_gamma(op) -> float:
 def consolidate(circuit: QuantumCircuit, labels: Sequence[Hashable]) -> QuantumCircuit:
     """``circuit`` with the runs between partitions that are cheaper cut once replaced (see the
     module docstring); the circuit itself when there are none."""
-    replaced: dict[int, list] = {}  # first index of a run -> what stands in its place
+    replaced: dict[int, object] = {}  # first index of a replaced stretch -> the one gate on its pair
     dropped: set[int] = set()
     for run in _pair_runs(circuit, labels):
         for indices, operation in _replacements(circuit, run):
-            first = indices[0]
-            qubits = [circuit.data[i] for i in indices if circuit.data[i].operation.num_qubits == 2][0].qubits
-            replaced[first] = [(operation, qubits)]
+            replaced[indices[0]] = operation  # a stretch starts with a two-qubit gate on the pair
             dropped.update(indices[1:])
     if not replaced:
         return circuit
     out = circuit.copy_empty_like()
     for index, inst in enumerate(circuit.data):
         if index in replaced:
-            for operation, qubits in replaced[index]:
-                out.append(operation, qubits)
+            out.append(replaced[index], inst.qubits)
         elif index not in dropped:
             out.append(inst)
     return out
