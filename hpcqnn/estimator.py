@@ -17,7 +17,7 @@ from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveJob, PrimitiveResult, PubResult
 from qiskit.primitives.containers.bindings_array import BindingsArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
-from qiskit.quantum_info import PauliList, SparsePauliOp
+from qiskit.quantum_info import PauliList, SparseObservable, SparsePauliOp
 
 from hpcqnn.cutting.partition import SIMULATOR_BASIS
 from hpcqnn.cutting.plan import DEFAULT_MAX_SUBEXPERIMENTS, build_cut_plan
@@ -31,6 +31,8 @@ from hpcqnn.execution.simulator import AerRunner
 from hpcqnn.options import SHOT_ALLOCATIONS
 from hpcqnn.run import launcher
 from hpcqnn.run.timing import PhaseRecorder
+
+_PAULI_LETTERS = frozenset("IXYZ")
 
 
 @dataclass
@@ -374,17 +376,26 @@ def _check_finite(pub: EstimatorPub) -> None:
 
 def _pauli_terms(pub: EstimatorPub) -> tuple[list[str], np.ndarray]:
     """Distinct Pauli labels over the pub's observables and the weight of each in each
-    observable; projectors (``0 1 + - r l`` of a ``SparseObservable``) expanded exactly into
-    Pauli sums by Qiskit (``SparsePauliOp.from_sparse_observable``)."""
-    observables = [SparsePauliOp.from_sparse_observable(o) for o in pub.observables.sparse_observables_array().ravel()]
+    observable; a term with projectors (``0 1 + - r l`` of a ``SparseObservable``) expanded
+    exactly into Pauli strings by Qiskit (``SparsePauliOp.from_sparse_observable``)."""
+    observables = pub.observables.ravel().tolist()  # per observable, {label: coefficient}
     labels: dict[str, int] = {}
-    for expanded in observables:
-        for label in expanded.paulis.to_labels():
+    expanded: list[list[tuple[str, float]]] = []
+    for obs in observables:
+        terms = []
+        for label, coeff in obs.items():
+            if set(label) <= _PAULI_LETTERS:  # the common case, without Qiskit's conversion (~4x slower)
+                terms.append((label, float(np.real(coeff))))
+            else:
+                paulis = SparsePauliOp.from_sparse_observable(SparseObservable.from_label(label))
+                terms += [(p, float(np.real(coeff * c))) for p, c in zip(paulis.paulis.to_labels(), paulis.coeffs)]
+        for label, _ in terms:
             labels.setdefault(label, len(labels))
+        expanded.append(terms)
     weights = np.zeros((len(labels), len(observables)))
-    for o, expanded in enumerate(observables):
-        for label, coeff in zip(expanded.paulis.to_labels(), expanded.coeffs):
-            weights[labels[label], o] += float(np.real(coeff))
+    for o, terms in enumerate(expanded):
+        for label, weight in terms:
+            weights[labels[label], o] += weight
     return list(labels), weights
 
 
