@@ -195,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     trainable.add_argument("--shots", type=positive_int, default=1000, help="sampled: shots per setting (default 1000)")
     trainable.add_argument("--seed", type=int, default=1234)
     trainable.add_argument("--json", type=Path, help="write the results as JSON here")
+
+    noise = sub.add_parser("bench-noise", help="query time with noise (depolarizing, a fake device, a sampler) vs none")
+    noise.add_argument("--qubits", type=int_at_least(2), default=4, help="width, two pieces (default 4)")
+    noise.add_argument("--cuts", type=positive_int, default=3, help="cut gates (default 3)")
+    noise.add_argument("--rows", type=positive_int, default=16, help="parameter rows per query (default 16)")
+    noise.add_argument("--queries", type=positive_int, default=3, help="timed queries per pipeline (default 3)")
+    noise.add_argument("--modes", type=parse_modes, default=("exact", "sampled"), help="exact and/or sampled")
+    noise.add_argument("--shots", type=positive_int, default=1000, help="sampled: shots per setting (default 1000)")
+    noise.add_argument("--seed", type=int, default=1234)
+    noise.add_argument("--json", type=Path, help="write the results as JSON here")
     return parser
 
 
@@ -203,11 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "bench": _bench, "bench-shots": _bench_shots, "bench-floor": _bench_floor,
-            "bench-trainable": _bench_trainable, "plan": _plan, "train": _train,
+            "bench-trainable": _bench_trainable, "bench-noise": _bench_noise, "plan": _plan, "train": _train,
         }
         return commands[args.command](args)
     except HpcqnnError as exc:
-        if args.command in ("bench-shots", "bench-floor", "bench-trainable", "plan") or _speaks_for_the_job():
+        if args.command in ("bench-shots", "bench-floor", "bench-trainable", "bench-noise", "plan") or (
+            _speaks_for_the_job()
+        ):
             print(f"hpcqnn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before training handles it, or a second one: the user's stop
@@ -243,6 +255,7 @@ def _train(args: argparse.Namespace) -> int:
         Progress,
         StopRequest,
         build_qnn,
+        check_noise,
         estimator_options,
         load_checkpoint,
         load_data,
@@ -254,6 +267,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and args.out is None:
         raise HpcqnnError("--resume needs --out: the run directory to continue")
     qnn = build_qnn(config)
+    check_noise(config)
     kept: dict = {}  # rank 0 keeps the dataset, the checkpoint and the lock; only the run directory is broadcast
 
     def prepare() -> tuple[Path, int | None]:
@@ -448,6 +462,18 @@ def _bench_trainable(args: argparse.Namespace) -> int:
     results = measure(
         args.qubits, args.cuts, args.rows, args.queries, args.modes, args.shots, args.seed,
         lambda line: print(line, flush=True),
+    )
+    write_report(args.json, {**provenance(), "results": results})
+    return 0
+
+
+def _bench_noise(args: argparse.Namespace) -> int:
+    from hpcqnn.run.runinfo import provenance, write_report
+    from hpcqnn.tools.noisebench import measure
+
+    results = measure(
+        args.qubits, args.cuts, args.rows, args.queries, args.modes, args.shots, seed=args.seed,
+        progress=lambda line: print(line, flush=True),
     )
     write_report(args.json, {**provenance(), "results": results})
     return 0

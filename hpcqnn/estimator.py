@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -28,6 +29,7 @@ from hpcqnn.execution.devices import announce, array_module, place
 from hpcqnn.execution.engine import Engine, LocalEngine
 from hpcqnn.execution.query import Query
 from hpcqnn.execution.simulator import AerRunner
+from hpcqnn.noise import noise_for
 from hpcqnn.options import SHOT_ALLOCATIONS
 from hpcqnn.run import launcher
 from hpcqnn.run.timing import PhaseRecorder
@@ -87,6 +89,18 @@ class DistributedEstimator(BaseEstimatorV2):
             KAK decomposition; CX . P(theta) . CX as one trainable RZZ(theta)).
         max_gamma: refuse plans whose sampling overhead (the product over the cuts of each cut's
             sum of |QPD coefficients|; a trainable cut at its most, 3) exceeds this.
+        noise_model: a ``qiskit_aer.noise.NoiseModel``: subexperiments are transpiled to its
+            basis gates and simulated with it (exact mode: Aer's density-matrix method, readout
+            errors applied to the exact distributions, so values without shot noise; sampled
+            mode: shots drawn from those distributions). See ``hpcqnn.noise``.
+        backend: a ``BackendV2`` or a fake device's name (``"FakeManilaV2"``,
+            ``"GenericBackendV2(5)"``): subexperiments are transpiled for it, each partition laid
+            out on the device by itself, and simulated with its noise (``NoiseModel.from_backend``)
+            unless ``noise_model`` or ``sampler`` is given.
+        sampler: ``"package.module:function"`` naming a factory of a ``SamplerV2`` (IBM Runtime,
+            a local Aer, another vendor's) that each rank calls once: sampled mode only, the
+            subexperiments (transpiled for ``backend`` when given) run on it as they are,
+            mid-circuit measurements included. The route to real devices.
         engine: where queries execute; defaults to this process (MPI plugs in here).
     """
 
@@ -105,9 +119,17 @@ class DistributedEstimator(BaseEstimatorV2):
         coherent: bool = True,
         consolidate: bool = True,
         max_gamma: float | None = None,
+        noise_model: Any = None,
+        backend: Any = None,
+        sampler: str | None = None,
         engine: Engine | None = None,
     ):
         _check_shots(shots)
+        self.noise = noise_for(noise_model, backend, sampler)
+        if sampler is not None and shots is None:
+            raise ExecutionConfigError(
+                "sampler= runs subexperiments as shots: give shots=N (a sampler has no exact mode)"
+            )
         if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ExecutionConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
         if shot_allocation not in SHOT_ALLOCATIONS:
@@ -232,14 +254,14 @@ class DistributedEstimator(BaseEstimatorV2):
                 self.max_subcircuit_qubits,
                 self.max_subexperiments,
                 self.seed,
-                self.minimal_basis,
+                self.minimal_basis and self.noise is None,  # noisy channels are not combinations of each other
                 self.wire_cuts,
-                coherent=self.coherent,
+                coherent=self.coherent and self.noise is None,
                 consolidate=self.consolidate,
                 max_gamma=self.max_gamma,
             )
         with self.recorder.phase(query, "generate", n_circuits=plan.num_subexperiments):
-            program = build_program(plan, sampled, self.shot_allocation)
+            program = build_program(plan, sampled, self.shot_allocation, self.noise)
             return self.engine.compile(program)
 
     def _shots_for(self, precision: float | None) -> int | None:
@@ -305,6 +327,7 @@ class DistributedEstimator(BaseEstimatorV2):
             "shots": item.shots,
             "shot_allocation": None if item.shots is None else self.shot_allocation,
             "device": self.device,
+            "noise": None if self.noise is None else self.noise.description,
         }
 
 

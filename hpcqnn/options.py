@@ -31,6 +31,9 @@ POLL = 2e-4
 #: amplitudes: 64 MiB; sampled mode, which reads blocks of SAMPLE_BLOCK rows, also keeps the
 #: block's statevectors under MAX_DISTRIBUTION_BYTES).
 COHERENT_MAX_QUBITS = 22
+#: Widest noisy subexperiment simulated exactly: its density matrix holds 4**n complex numbers
+#: (13 qubits: 1 GiB); wider ones run on a sampler, which simulates noise shot by shot.
+MAX_DENSITY_QUBITS = 13
 #: Largest saved data of one Aer call (a call of wide coherent circuits holds fewer experiments).
 CALL_BYTES = 64 * 2**20
 #: Largest outcome distributions of one measurement setting for one block of SAMPLE_BLOCK rows

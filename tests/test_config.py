@@ -162,7 +162,7 @@ def test_config_dict_is_plain_json() -> None:
         "builder": "",
     }
     assert json.loads(json.dumps(plain)) == plain
-    assert list(plain) == ["run", "data", "model", "execution", "training", "evaluation"]
+    assert list(plain) == ["run", "data", "model", "execution", "execution.noise", "training", "evaluation"]
 
 
 def test_config_error_is_a_value_error() -> None:

@@ -449,8 +449,8 @@ def test_wide_coherent_circuits_go_to_aer_in_calls_of_bounded_size(monkeypatch):
     monkeypatch.setattr(engine, "CALL_BYTES", 3 * 16 * 2**10)  # three statevectors per call
     calls = []
     execute = simulator.AerRunner.run
-    monkeypatch.setattr(simulator.AerRunner, "run", lambda self, program, rows, tiles: calls.append(
-        sum(t.stop - t.start for t in tiles)) or execute(self, program, rows, tiles))
+    monkeypatch.setattr(simulator.AerRunner, "run", lambda self, program, rows, tiles, *rest: calls.append(
+        sum(t.stop - t.start for t in tiles)) or execute(self, program, rows, tiles, *rest))
     rows = np.random.default_rng(2).uniform(-np.pi, np.pi, (7, model.circuit.num_parameters))
     pub = (model.circuit, model.observable, rows)
     result = DistributedEstimator(partition_labels=model.partition_labels).run([pub])

@@ -57,6 +57,7 @@ class PartitionPlan:
     paulis: PauliList
     term_pauli: np.ndarray
     parameter_columns: np.ndarray  # the circuit parameters (indices in CutPlan.parameters) it uses
+    subcircuit: QuantumCircuit  # partition_problem's, QPD placeholders and resets as they are (``noisy``)
     coherent: CoherentPartition | None = None  # all subexperiments in one circuit (None: too wide, or not asked for)
 
     @property
@@ -254,7 +255,7 @@ def _plan_partition(
     mine = [cut_sides[c][sides[c]] for c in cut_ids]
     locations = {c: channel_location(side.basis) for c, side in zip(cut_ids, mine)}
     width = subcircuit.num_qubits
-    subcircuit = defer_resets(subcircuit)  # once, for both builders
+    original, subcircuit = subcircuit, defer_resets(subcircuit)  # once, for both builders
     template, term_parameters, measured, appearance = build_template(subcircuit, locations)
 
     shape = tuple(len(side.basis) for side in mine)
@@ -286,5 +287,6 @@ def _plan_partition(
         paulis=local[first],
         term_pauli=term_pauli,
         parameter_columns=np.array(sorted(column[p] for p in subcircuit.parameters), dtype=np.int64),
+        subcircuit=original,
         coherent=merged,
     )

@@ -16,6 +16,9 @@ Exact mode runs uncut partitions as templates (Aer's own expectation values); sa
 every partition coherently where it can, since one statevector serves all its settings.
 Settings are the qubit-wise commuting groups qiskit-addon-cutting forms; shots are drawn from
 the distributions (``shots``).
+
+A noisy program (``build_program(..., noise=...)``) runs, in either mode, every (subexperiment,
+setting) of every partition as a concrete device circuit instead (``cutting.noisy``).
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 from qiskit_aer.library import SaveExpectationValue, SaveProbabilities
 
 from hpcqnn.cutting.coherent import CoherentPartition
+from hpcqnn.cutting.noisy import NoisyCircuits, noisy_circuits
 from hpcqnn.cutting.plan import CutPlan
 from hpcqnn.cutting.shots import allocate_shots, popcount, shot_weights
 from hpcqnn.errors import ExecutionConfigError
+from hpcqnn.noise import Noise
 from hpcqnn.options import MAX_DISTRIBUTION_BYTES, SAMPLE_BLOCK, SHOT_ALLOCATIONS
 from hpcqnn.text import count, size
 
@@ -70,7 +75,9 @@ class Program:
     ``coherent_circuits[i]``: circuit ``i`` is its partition's coherent circuit. In sampled mode
     ``settings`` lists every measurement setting and ``settings_of[i]`` those circuit ``i``
     measures (all of its partition's for a coherent circuit, one for a template); shots are
-    split over the settings' subexperiments by ``shot_allocation`` (``subexperiment_shots``)."""
+    split over the settings' subexperiments by ``shot_allocation`` (``subexperiment_shots``).
+    A noisy program has settings in both modes, one circuit per (subexperiment, setting), and
+    ``noisy``."""
 
     plan: CutPlan
     sampled: bool
@@ -80,6 +87,7 @@ class Program:
     settings: tuple[Setting, ...] = ()
     settings_of: tuple[tuple[int, ...], ...] = ()
     shot_allocation: str = "proportional"
+    noisy: NoisyCircuits | None = None
 
     def __repr__(self) -> str:
         plan = self.plan
@@ -92,6 +100,8 @@ class Program:
                 f"{count(len(part.cut_ids), 'cut')}, {count(part.num_subexperiments, 'subexperiment')}{where}"
             )
         mode = f"sampled mode, {count(len(self.settings), 'measurement setting')}" if self.sampled else "exact mode"
+        if self.noisy is not None:
+            mode += f", noisy: {self.noisy.description}"
         trainable = sum(angle is not None for angle in plan.cut_angles)
         cuts = count(plan.num_cuts, "cut") + (f" ({trainable} trainable)" if trainable else "")
         gamma = f"gamma {'at most ' if trainable else ''}{plan.gamma:.4g}"
@@ -106,6 +116,8 @@ class Program:
         """Whether ``partition`` runs coherently, and the qubits its circuits add to its own, in
         words (control and fresh qubits of a coherent circuit, or a template's QPD ancillas)."""
         part = self.plan.partitions[partition]
+        if self.noisy is not None:
+            return False, count(int(max(self.noisy.ancillas)), "deferred measurement") + " at most"
         runs_coherent = any(self.coherent_circuits[i] for i in np.flatnonzero(self.partition_of == partition))
         form = part.coherent if runs_coherent else None
         if form is None:
@@ -122,7 +134,7 @@ class Program:
     def experiments_per_row(self, circuit: int) -> int:
         """Experiments circuit ``circuit`` runs per parameter row: 1 (coherent) or its
         partition's subexperiments."""
-        if self.coherent_circuits[circuit]:
+        if self.coherent_circuits[circuit] or self.noisy is not None:
             return 1
         return self.plan.partitions[self.partition_of[circuit]].num_subexperiments
 
@@ -152,9 +164,12 @@ class Program:
         return tuple(np.split(split, np.cumsum(sizes)[:-1]))
 
 
-def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proportional") -> Program:
+def build_program(
+    plan: CutPlan, sampled: bool, shot_allocation: str = "proportional", noise: Noise | None = None
+) -> Program:
     """The circuits of the mode (exact or sampled): coherent circuits where the plan has them
-    (exact mode: for cut partitions), templates with the mode's save instructions elsewhere.
+    (exact mode: for cut partitions), templates with the mode's save instructions elsewhere;
+    with ``noise``, every subexperiment and setting as a device circuit (``cutting.noisy``).
 
     A sampled program whose outcome distributions for one block of SAMPLE_BLOCK rows would need
     more than MAX_DISTRIBUTION_BYTES is refused (``ExecutionConfigError``), before anything runs;
@@ -162,6 +177,20 @@ def build_program(plan: CutPlan, sampled: bool, shot_allocation: str = "proporti
     """
     if shot_allocation not in SHOT_ALLOCATIONS:
         raise ExecutionConfigError(f"shot_allocation must be one of {SHOT_ALLOCATIONS}, got {shot_allocation!r}")
+    if noise is not None:
+        every = [s for p, part in enumerate(plan.partitions) for s in _measurement_settings(p, part.paulis)]
+        simulated, partitions, setting_of, noisy = noisy_circuits(plan, every, noise)
+        return Program(
+            plan=plan,
+            sampled=sampled,
+            circuits=tuple(simulated),
+            partition_of=np.array(partitions, dtype=np.int64),
+            coherent_circuits=(False,) * len(simulated),
+            settings=tuple(every),
+            settings_of=tuple((k,) for k in setting_of),
+            shot_allocation=shot_allocation,
+            noisy=noisy,
+        )
     circuits: list[QuantumCircuit] = []
     partition_of: list[int] = []
     coherent_circuits: list[bool] = []

@@ -103,7 +103,8 @@ def run_tiles(
     with recorder.phase(query.number, "execute", **counts):
         start = time.time()
         for call in call_pieces(query, tiles):
-            outputs = runner.run(query.compiled, query.rows, call)
+            allocation = query.allocation if query.shots else None
+            outputs = runner.run(query.compiled, query.rows, call, allocation)
             measured += [(p, readouts[p.circuit].measure(query, p.start, raw)) for p, raw in zip(call, outputs)]
         elapsed = time.time() - start
     with recorder.phase(query.number, "accumulate", **counts):

@@ -4,7 +4,7 @@ Every program circuit has exactly one ``Readout`` (``readout_for``), built once 
 program is compiled (``execution.compiled``). The simulator asks it what to take from Aer's
 results (``outputs``) and how large one experiment's output is; a tile's outputs then go through
 ``measure`` (in the execute phase: estimates, or counts drawn from outcome distributions) and
-``accumulate`` (into the query's buffers). Four kinds:
+``accumulate`` (into the query's buffers). Five kinds:
 
 - ``CoherentEstimates`` (exact, coherent circuit): every subexperiment's Pauli estimates from one
   statevector per row (``cutting.coherent``);
@@ -13,7 +13,10 @@ results (``outputs``) and how large one experiment's output is; a tile's outputs
   distribution ``(D_b +- M_b) / 2`` from one statevector per row, counts of its sign patterns
   drawn per block of rows;
 - ``TemplateCounts`` (sampled, enumerated template of one setting): counts drawn from Aer's
-  probabilities per block of experiments.
+  probabilities per block of experiments;
+- ``NoisyOutcomes`` (either mode, a noisy program's circuit of one subexperiment and setting,
+  ``cutting.noisy``): its bits' distribution read through their confusion matrices, as
+  estimates (exact) or counts drawn from it (sampled).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 from qiskit.quantum_info import PauliList
 
 from hpcqnn.cutting.coherent import CoherentPartition
+from hpcqnn.cutting.noisy import read_through
 from hpcqnn.cutting.program import STATE_LABEL, Program, Setting, padded_pauli
 from hpcqnn.cutting.shots import draw_counts, moment_matrix, sample_counts
 from hpcqnn.execution.reconstruct import along
@@ -55,6 +59,13 @@ def readout_for(program: Program, circuit: int) -> Readout:
     """The readout of program circuit ``circuit``."""
     p = int(program.partition_of[circuit])
     part = program.plan.partitions[p]
+    if program.noisy is not None:
+        (k,) = program.settings_of[circuit]
+        noisy = program.noisy
+        return NoisyOutcomes(
+            p, k, program.settings[k], int(noisy.subexperiment_of[circuit]), noisy.confusions[circuit],
+            noisy.ancillas[circuit], program.sampled, counted=noisy.sampler is not None,
+        )
     coherent = program.coherent(circuit)
     if coherent is not None:
         if program.sampled:
@@ -187,6 +198,51 @@ class TemplateCounts:
     def accumulate(self, buffers: QueryBuffers, start: int, data: np.ndarray) -> None:
         flat = buffers.setting_sums[self.index].reshape(-1, self.moments.shape[1])
         np.matmul(data, self.moments, out=flat[start : start + len(data)])
+
+
+class NoisyOutcomes:
+    """A noisy program's circuit of ``subexperiment`` measured in setting ``index``
+    (``cutting.noisy``): the distribution of its measured bits and deferred QPD measurements
+    read through ``confusions``; exact mode takes the setting's weighted Pauli estimates from
+    it [rows, K], sampled mode draws counts per block of SAMPLE_BLOCK rows (``counted``: a
+    sampler's device measured them, the outputs are its counts)."""
+
+    def __init__(
+        self, partition: int, index: int, setting: Setting, subexperiment: int, confusions: np.ndarray,
+        ancillas: int, sampled: bool, counted: bool = False,
+    ):
+        self.partition, self.index, self.subexperiment = partition, index, subexperiment
+        self.paulis = setting.paulis
+        self.confusions = confusions
+        self.sampled = sampled
+        self.counted = counted
+        self.output_bytes = 8 * 2 ** len(confusions)
+        self.moments = moment_matrix(setting.signs, ancillas)
+        self.weighted_signs = self.moments[:, : len(setting.paulis)] * setting.weights
+
+    def outputs(self, results: list[dict]) -> np.ndarray:
+        return np.array([r["data"]["p"] for r in results], dtype=float)
+
+    def measure(self, query: Query, start: int, raw: np.ndarray) -> np.ndarray:
+        if self.counted:  # a sampler's counts, read by its device
+            return raw
+        read = read_through(raw, self.confusions)
+        if not self.sampled:
+            return read @ self.weighted_signs
+        assert query.shots, "a sampled query has shots"
+        allocation = query.allocation[self.index][self.subexperiment]
+        shots = allocation[start : start + len(raw)] if allocation.ndim else allocation
+        rows = len(query.rows.unique[self.partition])
+        blocks = -(-rows // SAMPLE_BLOCK)  # each subexperiment's rows draw from blocks of their own
+        offset = self.subexperiment * blocks * SAMPLE_BLOCK + start
+        return sample_counts(read, shots, query.seed, query.stream, self.index, offset=offset)
+
+    def accumulate(self, buffers: QueryBuffers, start: int, data: np.ndarray) -> None:
+        rows = slice(start, start + len(data))
+        if self.sampled:
+            np.matmul(data, self.moments, out=buffers.setting_sums[self.index][self.subexperiment, rows])
+        else:
+            buffers.by_row[self.partition][self.subexperiment, rows][:, self.paulis] += data
 
 
 class CoherentCounts(_Branches):

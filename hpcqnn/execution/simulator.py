@@ -13,13 +13,16 @@ circuit per call), so a program's circuits are compiled and assembled once per r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from qiskit.circuit import Parameter, ParameterExpression, QuantumCircuit
+from qiskit.primitives.containers.bindings_array import BindingsArray
 from qiskit_aer import AerError, AerSimulator
 from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_config
+from qiskit_aer.backends.backend_utils import LIBRARY_DIR
 from qiskit_aer.backends.controller_wrappers import AerConfig
 
 from hpcqnn.cutting.program import Program
@@ -28,6 +31,7 @@ from hpcqnn.execution.compiled import CompiledProgram
 from hpcqnn.execution.devices import Placement
 from hpcqnn.execution.query import QueryRows
 from hpcqnn.execution.tiles import Tile
+from hpcqnn.noise import make_sampler
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Assembled:
     compiled: list[QuantumCircuit]
     aer_circuits: list
     slots: list[list[tuple[tuple[int, int], ParameterExpression]]]
+    simulator: AerSimulator  # the runner's, or a noisy program's density-matrix simulator
+    noise: dict | None = None  # the noise model as Aer's compilation left it, serialised once (None: noiseless)
 
 
 class AerRunner:
@@ -74,10 +80,19 @@ class AerRunner:
             options["target_gpus"] = [self.placement.gpu]
         return options
 
-    def run(self, compiled: CompiledProgram, rows: QueryRows, tiles: Sequence[Tile]) -> list[np.ndarray]:
+    def run(
+        self, compiled: CompiledProgram, rows: QueryRows, tiles: Sequence[Tile],
+        allocation: tuple[np.ndarray, ...] | None = None,
+    ) -> list[np.ndarray]:
         """Raw outputs per tile, each shaped [tile experiments, outputs of that circuit], from ONE
-        Aer execution of ``tiles`` (``engine.call_pieces`` sizes the calls)."""
+        Aer execution of ``tiles`` (``engine.call_pieces`` sizes the calls); a program whose
+        noise is a sampler's: outcome counts from one sampler job, with the query's shot
+        ``allocation`` (``Query.allocation``)."""
         program, assembled = compiled.program, compiled.assembled
+        if program.noisy is not None and program.noisy.sampler is not None:
+            if allocation is None:
+                raise ValueError("a sampler's program runs with the query's shot allocation")
+            return self._run_on_sampler(program, rows, tiles, allocation)
         if assembled is None:
             raise ValueError("this program was compiled without a simulator (compile_program(program, runner))")
         by_circuit: dict[int, list[int]] = {}
@@ -97,7 +112,7 @@ class AerRunner:
             expand.append(spread)
             used = [program.plan.parameters[i] for i in part.parameter_columns]
             values = dict(zip(used, params[:, part.parameter_columns][row].T))
-            if program.coherent(c) is None:  # a coherent circuit has no term parameters
+            if program.coherent(c) is None and program.noisy is None:  # only templates have term parameters
                 values.update(zip(part.term_parameters, part.term_values[subexperiment].T))
             slots = assembled.slots[c]
             circuits.append(assembled.compiled[c])
@@ -105,11 +120,15 @@ class AerRunner:
             parameterizations.append([[where, _values(expr, values)] for where, expr in slots])
             experiments.append(len(index) if slots else 1)  # parameter-free: once for all
 
+        simulator = assembled.simulator
         config = generate_aer_config(
-            circuits, self.backend.options, parameterizations=parameterizations, **self.run_options
+            circuits, simulator.options, parameterizations=parameterizations, **self.run_options
         )
         try:
-            output = self.backend._execute_circuits(aer_circuits, None, config)
+            # Aer's own _execute_circuits serialises the noise model on every call (30 ms for a
+            # fake device's, measured here): it is serialised once, in ``assemble``
+            config.library_dir = LIBRARY_DIR
+            output = simulator._controller.execute(aer_circuits, assembled.noise or {}, config)
         except Exception as exc:  # Aer's controller raises AerError and plain C++ exceptions
             raise _simulation_error(exc, circuits) from exc
         results = output.get("results", []) if isinstance(output, dict) else []
@@ -133,17 +152,68 @@ class AerRunner:
                 offset += n
         return [out[k] for k in range(len(tiles))]
 
-    def assemble(self, program: Program) -> Assembled:
-        """``program``'s circuits compiled and assembled for this simulator (once per rank)."""
+    def _run_on_sampler(
+        self, program: Program, rows: QueryRows, tiles: Sequence[Tile], allocation: tuple[np.ndarray, ...]
+    ) -> list[np.ndarray]:
+        """Counts [tile rows, 2**bits] per tile: each tile's device circuit run by the program's
+        sampler (``noise.make_sampler``: built once per process) as one pub per distinct shot count of its rows, bits as
+        ``cutting.noisy`` numbers them (``obs`` low, ``qpd`` high)."""
+        noisy = program.noisy
+        assert noisy is not None and noisy.sampler is not None
+        pubs, owners = [], []
+        for k, tile in enumerate(tiles):
+            c = tile.circuit
+            p = program.partition_of[c]
+            circuit = noisy.device_circuits[c]
+            shots = allocation[program.settings_of[c][0]][noisy.subexperiment_of[c]]
+            shots = np.broadcast_to(shots[tile.start : tile.stop] if shots.ndim else shots, tile.stop - tile.start)
+            used = [program.plan.parameters[i] for i in program.plan.partitions[p].parameter_columns]
+            values = rows.unique[p][tile.start : tile.stop][:, program.plan.partitions[p].parameter_columns]
+            for n in np.unique(shots[shots > 0]):
+                members = np.flatnonzero(shots == n)
+                binds = BindingsArray({tuple(used): values[members]}) if used else BindingsArray(shape=len(members))
+                pubs.append((circuit, binds, int(n)))
+                owners.append((k, members))
+        out = [np.zeros((t.stop - t.start, 2 ** len(noisy.confusions[t.circuit]))) for t in tiles]
+        if not pubs:
+            return out
+        sampler = make_sampler(noisy.sampler)
         try:
-            compiled, _ = self.backend._compile(list(program.circuits))
+            results = sampler.run(pubs).result()
+        except Exception as exc:
+            raise SimulationError(f"the sampler {noisy.sampler!r} failed ({type(exc).__name__}): {exc}") from exc
+        for (k, members), result in zip(owners, results):
+            bits = [getattr(result.data, name) for name in ("obs", "qpd") if hasattr(result.data, name)]
+            shots_bits = np.concatenate([b.to_bool_array(order="little") for b in bits], axis=-1)
+            outcome = shots_bits.astype(np.int64) @ (1 << np.arange(shots_bits.shape[-1], dtype=np.int64))
+            counts = out[k]
+            for row, seen in zip(members, outcome.reshape(len(members), -1)):
+                counts[row] = np.bincount(seen, minlength=counts.shape[1])
+        return out
+
+    def assemble(self, program: Program) -> Assembled:
+        """``program``'s circuits compiled and assembled for this simulator (once per rank); a
+        noisy program's for a density-matrix simulator with its noise model, built here."""
+        simulator = self.backend
+        if program.noisy is not None and program.noisy.sampler is not None:  # runs on its sampler
+            return Assembled([], [], [], simulator)
+        if program.noisy is not None:
+            simulator = AerSimulator(
+                method="density_matrix",
+                device=self.placement.device,
+                max_parallel_threads=self.backend.options.max_parallel_threads,
+                noise_model=program.noisy.noise_model,
+            )
+        try:
+            compiled, noise_model = simulator._compile(list(program.circuits))
             aer_circuits, index_maps = assemble_circuits(compiled)
         except Exception as exc:  # e.g. AerError('unknown instruction: ...')
             raise _simulation_error(exc, program.circuits) from exc
         for circ_id, aer_circuit in enumerate(aer_circuits):
             aer_circuit.circ_id = circ_id
         slots = [_parameter_slots(c, m) for c, m in zip(compiled, index_maps)]
-        return Assembled(compiled, aer_circuits, slots)
+        noise = noise_model.to_dict(serializable=True) if noise_model else None
+        return Assembled(compiled, aer_circuits, slots, simulator, noise)
 
 
 def _simulation_error(exc: Exception, circuits: Sequence[QuantumCircuit]) -> SimulationError:
@@ -174,8 +244,33 @@ def _parameter_slots(circuit: QuantumCircuit, index_map) -> list[tuple[tuple[int
 
 
 def _values(expr: ParameterExpression, values: dict[Parameter, np.ndarray]) -> list[float]:
+    """``expr`` at every row of ``values``: vectorised where it is affine in its parameters (the
+    transpiler's ``theta + pi`` and the like), else bound row by row."""
     if isinstance(expr, Parameter):
         return values[expr].tolist()
+    affine = _affine(expr)
+    if affine is not None:
+        offset, slopes = affine
+        return (offset + sum((slope * values[p] for p, slope in slopes), np.zeros(len(values[slopes[0][0]])))).tolist()
     names = list(expr.parameters)
     count = len(values[names[0]])
     return [float(expr.bind({p: values[p][k] for p in names}).numeric()) for k in range(count)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _affine(expr: ParameterExpression) -> tuple[float, tuple[tuple[Parameter, float], ...]] | None:
+    """``(offset, ((parameter, slope), ...))`` of an expression affine in its parameters, else None."""
+    slopes = []
+    for p in expr.parameters:
+        try:
+            slope = expr.gradient(p)
+        except RuntimeError:  # Qiskit differentiates only some functions (not sign, for one)
+            return None
+        if isinstance(slope, ParameterExpression) and slope.parameters:
+            return None
+        slope = complex(slope)
+        if slope.imag:
+            return None
+        slopes.append((p, slope.real))
+    offset = complex(expr.bind({p: 0.0 for p in expr.parameters}).numeric())
+    return (offset.real, tuple(slopes)) if not offset.imag else None

@@ -132,6 +132,24 @@ class ExecutionConfig:
 
 
 @dataclass(frozen=True)
+class NoiseConfig:
+    """[execution.noise]: device noise for every subexperiment (``hpcqnn.noise``): a fake device
+    (``backend``, its noise unless depolarizing rates or a sampler are given), depolarizing rates
+    ``p1`` (after sx and x), ``p2`` (after cx) and a ``readout`` bit flip, or a ``sampler``
+    factory ("package.module:function" returning a SamplerV2, sampled mode)."""
+
+    backend: str = _key("")
+    p1: float = _key(0.0, ge=0, le=1)
+    p2: float = _key(0.0, ge=0, le=1)
+    readout: float = _key(0.0, ge=0, le=0.5)
+    sampler: str = _key("")
+
+    @property
+    def depolarizing(self) -> bool:
+        return bool(self.p1 or self.p2 or self.readout)
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     """[training]: optimizer and its step sizes, epochs and batch size."""
 
@@ -159,11 +177,15 @@ class Config:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    noise: NoiseConfig = NoiseConfig()  # [execution.noise]
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
 
 
-_SECTIONS: dict[str, type] = get_type_hints(Config)
+#: Config attributes written as TOML subtables of another section.
+_SUBTABLES = {"noise": "execution.noise"}
+_SECTIONS: dict[str, type] = {_SUBTABLES.get(name, name): cls for name, cls in get_type_hints(Config).items()}
+_ATTRIBUTES = {toml: name for name, toml in _SUBTABLES.items()}
 _HINTS: dict[type, dict[str, Any]] = {cls: get_type_hints(cls) for cls in _SECTIONS.values()}
 _TOML_TYPES = {str: "string", int: "integer", float: "float", bool: "boolean", list: "array", dict: "table"}
 
@@ -193,11 +215,16 @@ def parse_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
     values: _Values = {}
-    for section, table in document.items():
+    tables = list(document.items())
+    while tables:
+        section, table = tables.pop(0)
         _check_name(section, None, source)
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{section}] must be a table, got {_found(table)}")
         for key, value in table.items():
+            if isinstance(value, dict) and f"{section}.{key}" in _SECTIONS:  # [execution.noise]
+                tables.append((f"{section}.{key}", value))
+                continue
             _check_name(section, key, source)
             values[section, key] = (value, source)
     for item in overrides:
@@ -239,7 +266,7 @@ def config_differences(saved: str, current: str) -> list[str]:
 def config_dict(config: Config) -> dict[str, dict[str, Any]]:
     """``config`` as nested plain dicts, arrays as lists (JSON-ready, e.g. for results.json)."""
     return {
-        s.name: {
+        _SUBTABLES.get(s.name, s.name): {
             f.name: list(v) if isinstance(v := getattr(getattr(config, s.name), f.name), tuple) else v
             for f in fields(getattr(config, s.name))
         }
@@ -259,7 +286,7 @@ def _check_name(section: str, key: str | None, where: str) -> None:
 def _parse_override(item: str) -> tuple[str, str, Any]:
     """Split ``section.key=value``; the value is read as TOML, or else kept as the bare string."""
     target, equals, text = item.partition("=")
-    section, dot, key = (part.strip() for part in target.partition("."))
+    section, dot, key = (part.strip() for part in target.rpartition("."))
     if not (equals and dot and section and key):
         raise ConfigError(f"--set {item}: an override must look like section.key=value")
     _check_name(section, key, f"--set {item}")
@@ -284,7 +311,7 @@ def _build(values: _Values, source: str) -> Config:
                 if problem := f.metadata["rule"].problem(name, value):
                     raise ConfigError(f"{where}: {problem}")
                 given[f.name] = value
-        sections[section] = cls(**given)
+        sections[_ATTRIBUTES.get(section, section)] = cls(**given)
     config = Config(**sections)
     _check_consistency(config, values, source)
     return config
@@ -316,7 +343,13 @@ def _check_consistency(config: Config, values: _Values, source: str) -> None:
         given = [values[s, k][1] for s, _, k in (key.partition(".") for key in keys) if (s, k) in values]
         raise ConfigError(f"{given[0] if given else source}: {message}")
 
-    data, model = config.data, config.model
+    data, model, noise = config.data, config.model, config.noise
+    if noise.sampler and config.execution.mode != "sampled":
+        fail(("execution.noise.sampler", "execution.mode"), 'execution.noise.sampler runs shots: it needs '
+             f'execution.mode = "sampled", got {_show(config.execution.mode)}')
+    if noise.sampler and noise.depolarizing:
+        fail(("execution.noise.sampler",), "execution.noise.sampler brings its device's noise: leave out p1, p2 "
+             "and readout")
     n_classes, raw_features = _DATASETS[data.dataset]
     if model.cuts > model.layers:
         fail(("model.cuts", "model.layers"), "model.cuts must be <= model.layers (at most one cut per layer), "

@@ -77,8 +77,8 @@ def write_report(path: Path | None, report: object) -> None:
 
 
 def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
-    """Config, ranks, devices (rank 0's, and every rank's), versions, rank 0's per-query phase
-    summary and the unreadable earlier timing logs set aside when the run resumed."""
+    """Config, ranks, devices (rank 0's, and every rank's), the noise subexperiments ran with,
+    versions, rank 0's per-query phase summary and the unreadable earlier timing logs set aside when the run resumed."""
     from hpcqnn.parallel._core import mpi_library
     from hpcqnn.run.config import config_dict
 
@@ -87,6 +87,7 @@ def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
         "ranks": estimator.engine.size,
         **estimator.engine.placement.attributes(),  # rank 0's device and GPU
         "rank_devices": estimator.engine.rank_devices,
+        "noise": None if estimator.noise is None else estimator.noise.description,
         **provenance(mpi_library()),
         "wall_seconds": wall_seconds,
         "query_phases": query_summary(estimator.recorder.rows),

@@ -126,7 +126,36 @@ def estimator_options(config: Config, qnn: CutQNN) -> dict:
         "straggler": straggler,
         "root_computes": ex.root_computes,
         "threads": ex.threads or None,
+        **noise_options(config),
     }
+
+
+def noise_options(config: Config) -> dict:
+    """The estimator's noise options (``hpcqnn.noise``) from [execution.noise]."""
+    from hpcqnn.noise import depolarizing_model
+
+    noise = config.noise
+    options: dict = {}
+    if noise.depolarizing:
+        options["noise_model"] = depolarizing_model(noise.p1, noise.p2, noise.readout)
+    if noise.backend:
+        options["backend"] = noise.backend
+    if noise.sampler:
+        options["sampler"] = noise.sampler
+    return options
+
+
+def check_noise(config: Config) -> None:
+    """Resolve [execution.noise] on this rank before any work: the backend's name, the sampler
+    factory (imported and called, its sampler kept for this rank's queries); a ``ConfigError``
+    naming the section otherwise."""
+    from hpcqnn.errors import ExecutionConfigError
+    from hpcqnn.noise import noise_for
+
+    try:
+        noise_for(**noise_options(config))
+    except ExecutionConfigError as exc:
+        raise ConfigError(f"[execution.noise]: {exc}") from exc
 
 
 def build_qnn(config: Config) -> CutQNN:

@@ -44,6 +44,8 @@ SHAPES = {
         TRAINABLE.circuit,
         [TRAINABLE.observable, SparsePauliOp(["ZIIIIZ", "IIXXII"], [0.7, -0.4])],
     ),
+    # the wire cut's pieces as FakeManilaV2 runs them: noisy density matrices, readout errors
+    "noisy": ({"backend": "FakeManilaV2"}, wire_cut_circuit(), [SparsePauliOp(["ZZZZ", "XIIY"], [1.0, 0.5])]),
 }
 
 

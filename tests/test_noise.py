@@ -1,0 +1,350 @@
+"""Noise: cut subexperiments on noisy simulators and fake devices, exact and sampled, and on a
+user's SamplerV2. References: the noiseless estimator (an empty noise model), Aer's density
+matrix of the uncut circuit with a noiseless crossing gate (CX-only noise leaves the cut's local
+channels noiseless, so the two agree exactly), the analytic depolarizing factor of a known
+circuit, and qiskit-addon-cutting's own pipeline on the same noisy AerSimulator."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from qiskit import QuantumCircuit
+from qiskit.circuit import ParameterVector
+from qiskit.circuit.library import UnitaryGate
+from qiskit.quantum_info import SparsePauliOp
+from qiskit.transpiler import generate_preset_pass_manager
+from qiskit_addon_cutting import generate_cutting_experiments, partition_problem, reconstruct_expectation_values
+from qiskit_aer import AerSimulator
+from qiskit_aer.noise import NoiseModel, depolarizing_error
+from qiskit_aer.primitives import SamplerV2
+from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+
+from hpcqnn import DistributedEstimator, cli
+from hpcqnn.cutting.noisy import read_through
+from hpcqnn.errors import ConfigError, ExecutionConfigError
+from hpcqnn.noise import depolarizing_model
+from hpcqnn.run.config import dump_config, parse_config
+from tolerances import EXACT_ATOL
+
+BASIS = ["rz", "sx", "x", "cx"]
+SIGMAS = 5  # agreement within this many combined standard errors
+
+
+def cx_noise(p: float) -> NoiseModel:
+    model = NoiseModel(basis_gates=BASIS)
+    model.add_all_qubit_quantum_error(depolarizing_error(p, 2), ["cx"])
+    return model
+
+
+def chain() -> tuple[QuantumCircuit, str, SparsePauliOp]:
+    """Six qubits in three pieces, two CX cuts, trainable rotations everywhere."""
+    theta = ParameterVector("t", 12)
+    qc = QuantumCircuit(6)
+    for q in range(6):
+        qc.ry(theta[q], q)
+    qc.cx(0, 1)
+    qc.cx(2, 3)
+    qc.cx(4, 5)
+    qc.cx(1, 2)  # cut
+    for q in range(6):
+        qc.rx(theta[6 + q], q)
+    qc.cx(3, 4)  # cut
+    qc.cx(5, 4)
+    qc.cx(0, 1)
+    return qc, "AABBCC", SparsePauliOp(["ZZZZZZ", "XIIYIZ", "IIZZII"], [1.0, 0.5, -0.25])
+
+
+def uncut_reference(circuit: QuantumCircuit, labels: str, observable: SparsePauliOp, model: NoiseModel) -> float:
+    """Aer's density-matrix value of the bound ``circuit`` with ``model``, every gate between
+    differently labelled qubits noiseless (a ``unitary`` no noise model names)."""
+    reference = QuantumCircuit(circuit.num_qubits)
+    for inst in circuit.data:
+        qubits = [circuit.find_bit(q).index for q in inst.qubits]
+        if len({labels[q] for q in qubits}) > 1:
+            reference.append(UnitaryGate(inst.operation.to_matrix(), label="crossing"), qubits)
+        else:
+            single = QuantumCircuit(circuit.num_qubits)
+            single.append(inst.operation, qubits)
+            reference.compose(_transpiled(single), inplace=True)
+    reference.save_expectation_value(observable, range(circuit.num_qubits))
+    result = AerSimulator(method="density_matrix", noise_model=model).run(reference).result()
+    return float(np.real(result.data()["expectation_value"]))
+
+
+def _transpiled(circuit: QuantumCircuit) -> QuantumCircuit:
+    return generate_preset_pass_manager(optimization_level=0, basis_gates=BASIS).run(circuit)
+
+
+def test_an_empty_noise_model_gives_the_noiseless_values():
+    circuit, labels, observable = chain()
+    rows = np.random.default_rng(1).uniform(-np.pi, np.pi, (5, circuit.num_parameters))
+    noisy = DistributedEstimator(partition_labels=labels, noise_model=NoiseModel(basis_gates=BASIS))
+    clean = DistributedEstimator(partition_labels=labels)
+    got = noisy.run([(circuit, observable, rows)]).result()[0].data.evs
+    want = clean.run([(circuit, observable, rows)]).result()[0].data.evs
+    np.testing.assert_allclose(got, want, rtol=0, atol=EXACT_ATOL)
+    assert noisy.program((circuit, observable, rows)).noisy is not None  # it did take the noisy path
+
+
+def test_cx_noise_equals_the_uncut_density_matrix_with_a_noiseless_crossing_gate():
+    circuit, labels, observable = chain()
+    model = cx_noise(0.08)
+    rows = np.random.default_rng(2).uniform(-np.pi, np.pi, (3, circuit.num_parameters))
+    estimator = DistributedEstimator(partition_labels=labels, noise_model=model)
+    result = estimator.run([(circuit, observable, rows)]).result()[0]
+    want = [uncut_reference(circuit.assign_parameters(row), labels, observable, model) for row in rows]
+    np.testing.assert_allclose(result.data.evs, want, rtol=0, atol=EXACT_ATOL)
+    clean = DistributedEstimator(partition_labels=labels).run([(circuit, observable, rows)]).result()[0].data.evs
+    assert np.max(np.abs(clean - result.data.evs)) > 0.01  # the noise moved them
+    assert result.metadata["noise"] == "noise model on cx"
+
+
+def known_circuit() -> QuantumCircuit:
+    """CX(0,1), CX(2,3) inside the pieces, then the cut CX(1,2), on |0000>: <ZZZZ> = 1, and a
+    depolarizing error of probability p after each of the two inner CX gates multiplies it by
+    (1 - p) each (ZZZZ runs back through the cut CX to Z0 Z2 Z3, which neither error leaves
+    alone)."""
+    qc = QuantumCircuit(4)
+    qc.cx(0, 1)
+    qc.cx(2, 3)
+    qc.cx(1, 2)
+    return qc
+
+
+@pytest.mark.parametrize("shots", [None, 40_000])
+def test_depolarizing_noise_shrinks_zzzz_by_the_expected_factor(shots):
+    p = 0.1
+    estimator = DistributedEstimator(partition_labels="AABB", noise_model=cx_noise(p), shots=shots, seed=11)
+    result = estimator.run([(known_circuit(), SparsePauliOp("ZZZZ"))]).result()[0]
+    expected = (1 - p) ** 2
+    if shots is None:
+        assert result.data.evs == pytest.approx(expected, abs=EXACT_ATOL)
+    else:
+        assert abs(result.data.evs - expected) < SIGMAS * result.data.stds
+
+
+def test_depolarizing_model_applies_its_rates():
+    """``depolarizing_model``'s p2 alone behaves as ``cx_noise``; its readout flips every measured bit."""
+    circuit = known_circuit()
+    rates = DistributedEstimator(partition_labels="AABB", noise_model=depolarizing_model(0.0, 0.1))
+    assert rates.run([(circuit, SparsePauliOp("ZZZZ"))]).result()[0].data.evs == pytest.approx(0.81, abs=EXACT_ATOL)
+    uncut = QuantumCircuit(2)
+    uncut.x(0)
+    flips = DistributedEstimator(noise_model=depolarizing_model(0.0, 0.0, readout=0.1))
+    # <Z0> = -1 read through a 10 % flip: -(1 - 2 * 0.1); <Z0 Z1> = -(1 - 0.2)**2
+    evs = flips.run([(uncut, [SparsePauliOp("IZ"), SparsePauliOp("ZZ")])]).result()[0].data.evs
+    np.testing.assert_allclose(evs, [-0.8, -0.64], rtol=0, atol=EXACT_ATOL)
+
+
+def test_read_through_applies_each_bits_confusion_matrix():
+    rng = np.random.default_rng(3)
+    probabilities = rng.dirichlet(np.ones(8), size=4)
+    matrices = rng.dirichlet(np.ones(2), size=(3, 2))  # [bit, true, read]
+    full = np.kron(np.kron(matrices[2], matrices[1]), matrices[0])  # bit 2 is the most significant
+    np.testing.assert_allclose(read_through(probabilities, matrices), probabilities @ full, rtol=0, atol=1e-15)
+
+
+def addon_values(circuit, labels, observable, backend, layouts, shots: int, seeds: int) -> np.ndarray:
+    """qiskit-addon-cutting's pipeline on AerSimulator with ``backend``'s noise, the pieces laid
+    out where hpcqnn laid them: one value per seed."""
+    problem = partition_problem(circuit, labels, observables=observable.paulis)
+    experiments, coefficients = generate_cutting_experiments(problem.subcircuits, problem.subobservables, np.inf)
+    model = NoiseModel.from_backend(backend)
+    values = []
+    for seed in range(seeds):
+        sampler = SamplerV2(seed=seed, options={"backend_options": {"noise_model": model}})
+        results = {}
+        for label, circuits in experiments.items():
+            manager = generate_preset_pass_manager(
+                optimization_level=1, backend=backend, initial_layout=list(layouts[label]), seed_transpiler=0
+            )
+            results[label] = sampler.run(manager.run(circuits), shots=shots).result()
+        reconstructed = reconstruct_expectation_values(results, coefficients, problem.subobservables)
+        values.append(float(np.real(np.dot(reconstructed, observable.coeffs))))
+    return np.array(values)
+
+
+def four_qubits() -> tuple[QuantumCircuit, SparsePauliOp]:
+    qc = QuantumCircuit(4)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.cx(1, 2)
+    qc.cx(2, 3)
+    qc.ry(0.3, 3)
+    qc.rx(0.7, 0)
+    return qc, SparsePauliOp(["ZZZZ", "XIIZ", "IZZI"], [1.0, 0.5, 0.25])
+
+
+@pytest.fixture(scope="module")
+def manila_exact() -> tuple[float, DistributedEstimator]:
+    circuit, observable = four_qubits()
+    estimator = DistributedEstimator(partition_labels="AABB", backend="FakeManilaV2")
+    return float(estimator.run([(circuit, observable)]).result()[0].data.evs), estimator
+
+
+def test_a_fake_device_agrees_with_the_addons_pipeline_on_the_same_noisy_simulator(manila_exact):
+    exact, estimator = manila_exact
+    circuit, observable = four_qubits()
+    program = estimator.program((circuit, observable))
+    values = addon_values(circuit, "AABB", observable, FakeManilaV2(), dict(zip("AB", program.noisy.layouts)), 8000, 4)
+    error = values.std(ddof=1) / np.sqrt(len(values))
+    clean = DistributedEstimator(partition_labels="AABB").run([(circuit, observable)]).result()[0].data.evs
+    assert abs(exact - values.mean()) < SIGMAS * error, (exact, values)
+    assert clean - exact > 10 * error  # the device's noise is visible at this precision
+
+
+def test_noisy_exact_is_the_mean_of_noisy_sampled_runs(manila_exact):
+    exact, _ = manila_exact
+    circuit, observable = four_qubits()
+    sampled = DistributedEstimator(partition_labels="AABB", backend=FakeManilaV2(), shots=4000, seed=5)
+    results = sampled.run([(circuit, observable, np.zeros((6, 0)))]).result()[0]
+    evs, stds = results.data.evs, results.data.stds
+    assert len(set(evs.tolist())) == len(evs)  # every row drew its own shots
+    mean, error = evs.mean(), np.sqrt(np.sum(stds**2)) / len(evs)
+    assert abs(mean - exact) < SIGMAS * error
+    assert np.all(np.abs(evs - exact) < SIGMAS * stds)
+
+
+def test_a_sampler_factory_runs_the_device_circuits(manila_exact):
+    """The route to hardware: each subexperiment as its device circuit, mid-circuit measurements
+    included, on Aer's SamplerV2 with the device's noise; agrees with the exact noisy value."""
+    exact, _ = manila_exact
+    circuit, observable = four_qubits()
+    estimator = DistributedEstimator(
+        partition_labels="AABB", backend="FakeManilaV2", sampler="hpcqnn.samplers:aer_fake_device", shots=8000
+    )
+    result = estimator.run([(circuit, observable)]).result()[0]
+    assert abs(result.data.evs - exact) < SIGMAS * result.data.stds
+    circuits = estimator.program((circuit, observable)).noisy.device_circuits
+    assert any(register.name == "qpd" for c in circuits for register in c.cregs)  # mid-circuit QPD measurements
+
+
+def test_an_uncut_circuit_runs_noisy_as_one_piece():
+    circuit = known_circuit()
+    result = DistributedEstimator(noise_model=cx_noise(0.1)).run([(circuit, SparsePauliOp("ZZZZ"))]).result()[0]
+    # all three CX noisy now: ZZZZ -> (1 - p) per CX whose output Pauli it touches
+    want = uncut_reference(circuit, "AAAA", SparsePauliOp("ZZZZ"), cx_noise(0.1))
+    assert result.data.evs == pytest.approx(want, abs=EXACT_ATOL)
+
+
+def not_a_sampler():
+    return "a sampler"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backend": "FakeNowhereV2"}, "unknown backend 'FakeNowhereV2'"),
+        ({"backend": 5}, "backend must be a BackendV2 or a device name"),
+        ({"noise_model": "depolarizing"}, "noise_model must be a qiskit_aer.noise.NoiseModel"),
+        ({"sampler": "no_such_module:factory", "shots": 10}, "cannot import 'no_such_module'"),
+        ({"sampler": "hpcqnn.samplers:nothing", "shots": 10}, "has no function 'nothing'"),
+        ({"sampler": "hpcqnn.samplers", "shots": 10}, "'package.module:function'"),
+        ({"sampler": "hpcqnn.samplers:aer_fake_device"}, "give shots=N"),
+        (
+            {"sampler": "hpcqnn.samplers:aer_fake_device", "noise_model": NoiseModel(), "shots": 10},
+            "either sampler=",
+        ),
+    ],
+)
+def test_bad_noise_options_are_refused_when_the_estimator_is_made(options, message):
+    with pytest.raises(ExecutionConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        DistributedEstimator(**options)
+
+
+def test_a_factory_that_returns_no_sampler_is_named():
+    with pytest.raises(ExecutionConfigError, match="returned a str, not a SamplerV2"):
+        DistributedEstimator(partition_labels="AABB", sampler="test_noise:not_a_sampler", shots=10)
+
+
+def test_a_noise_model_on_gates_the_subexperiments_never_use_is_refused():
+    model = NoiseModel(basis_gates=BASIS)
+    model.add_all_qubit_quantum_error(depolarizing_error(0.1, 2), ["swap"])
+    estimator = DistributedEstimator(partition_labels="AABB", noise_model=model)
+    with pytest.raises(ExecutionConfigError, match="puts errors on swap, which the transpiled subexperiments never"):
+        estimator.run([(known_circuit(), SparsePauliOp("ZZZZ"))])
+
+
+def test_a_piece_wider_than_the_device_is_refused():
+    circuit = QuantumCircuit(7)
+    circuit.cx(0, 6)
+    estimator = DistributedEstimator(partition_labels="AAAAAAB", backend="FakeManilaV2")
+    with pytest.raises(ExecutionConfigError, match="partition 'A' has 6 qubits, more than the 5 of fake_manila"):
+        estimator.run([(circuit, SparsePauliOp("Z" * 7))])
+
+
+def test_a_subexperiment_too_wide_for_a_density_matrix_is_refused():
+    circuit = QuantumCircuit(16)
+    for q in range(15):
+        circuit.cx(q, q + 1)
+    estimator = DistributedEstimator(partition_labels="A" * 15 + "B", noise_model=cx_noise(0.01))
+    with pytest.raises(ExecutionConfigError, match="more than the 13 whose density matrix"):
+        estimator.run([(circuit, SparsePauliOp("Z" * 16))])
+
+
+NOISE_CONFIG = """
+[run]
+name = "noisy"
+[data]
+features = 4
+[model]
+layers = 2
+cuts = 1
+rotations = "ry"
+[execution]
+mode = "exact"
+[execution.noise]
+p2 = 0.02
+readout = 0.01
+[training]
+epochs = 1
+batch_size = 40
+[evaluation]
+gaussian_sigmas = [0.1]
+gaussian_draws = 1
+fgsm_epsilons = [0.1]
+"""
+
+
+def test_the_noise_table_parses_dumps_and_overrides():
+    config = parse_config(NOISE_CONFIG, ["execution.noise.backend=FakeManilaV2"])
+    assert (config.noise.p2, config.noise.readout, config.noise.backend) == (0.02, 0.01, "FakeManilaV2")
+    assert "[execution.noise]" in dump_config(config)
+    assert parse_config(dump_config(config)) == config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["execution.noise.p2=1.5"], "execution.noise.p2 must be >= 0 and <= 1"),
+        (["execution.noise.readout=0.6"], "execution.noise.readout must be >= 0 and <= 0.5"),
+        (["execution.noise.sampler=hpcqnn.samplers:aer_fake_device"], 'needs execution.mode = "sampled"'),
+        (["execution.noise.colour=red"], "unknown key execution.noise.colour"),
+    ],
+)
+def test_bad_noise_tables_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(NOISE_CONFIG, overrides)
+
+
+def test_an_unknown_backend_in_a_config_stops_train_before_any_work(tmp_path, capsys):
+    config = tmp_path / "noisy.toml"
+    config.write_text(NOISE_CONFIG)
+    out = tmp_path / "run"
+    code = cli.main(["train", str(config), "--out", str(out), "--set", "execution.noise.backend=FakeMainla"])
+    assert code == 2
+    assert "[execution.noise]: unknown backend 'FakeMainla'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_noisy_training_run_records_its_noise(tmp_path):
+    config = tmp_path / "noisy.toml"
+    config.write_text(NOISE_CONFIG)
+    out = tmp_path / "run"
+    assert cli.main(["train", str(config), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["noise"] == "noise model on cx, measure"
+    assert results["config"]["execution.noise"]["p2"] == 0.02
+    assert "[execution.noise]" in (out / "config.toml").read_text()
