@@ -12,8 +12,9 @@ from typing import Any
 def aer_fake_device() -> Any:
     """Aer's SamplerV2 with the noise of the fake device named by HPCQNN_BACKEND (default
     FakeManilaV2; give the same ``backend`` so that the subexperiments are transpiled for it),
-    seeded from HPCQNN_SAMPLER_SEED (default 0) plus the MPI rank. Noise is simulated shot by
-    shot (trajectories), mid-circuit measurements included, as the device would run them."""
+    seeded from HPCQNN_SAMPLER_SEED (default 0) plus the MPI rank, on HPCQNN_SAMPLER_THREADS
+    threads (default 0: all cores). Noise is simulated shot by shot (trajectories), mid-circuit
+    measurements included, as the device would run them."""
     from qiskit_aer.noise import NoiseModel
     from qiskit_aer.primitives import SamplerV2
 
@@ -21,7 +22,11 @@ def aer_fake_device() -> Any:
 
     device = resolve_backend(os.environ.get("HPCQNN_BACKEND", "FakeManilaV2"))
     seed = int(os.environ.get("HPCQNN_SAMPLER_SEED", "0")) + int(os.environ.get("PMI_RANK", "0"))
-    return SamplerV2(seed=seed, options={"backend_options": {"noise_model": NoiseModel.from_backend(device)}})
+    options = {
+        "noise_model": NoiseModel.from_backend(device),
+        "max_parallel_threads": int(os.environ.get("HPCQNN_SAMPLER_THREADS", "0")),
+    }
+    return SamplerV2(seed=seed, options={"backend_options": options})
 
 
 def ibm_runtime() -> Any:

@@ -8,23 +8,28 @@ register for a QPD measurement, ``reset`` for a reset), the setting's basis rota
 measurements into an ``obs`` register, transpiled for the device (``noise.Noise.transpile``; one
 layout per partition). These ``device_circuits`` go to a ``SamplerV2`` as they are.
 
-For Aer's density-matrix method each mid-circuit measurement is then deferred through a
-noiseless CX onto a fresh ancilla (``noise.DEFERRED_MEASURE_LABEL``), and the circuit saves the
-outcome distribution of its measured qubits (low bits) and ancillas (high bits): exactly the
-distribution of the device circuit's bits before readout error, which the readout applies per
-bit from each measured qubit's confusion matrix. Exact mode takes expectation values from it,
-sampled mode draws shots from it.
+For Aer's density-matrix method the mid-circuit measurements are then deferred through
+noiseless CX gates onto one parity ancilla (``noise.DEFERRED_MEASURE_LABEL``; the
+reconstruction needs only the parity of a subexperiment's QPD outcomes), each followed by its
+readout error as a noiseless parity flip, and the circuit saves the outcome distribution of its
+measured qubits (low bits) and the parity (high bit): exactly the distribution of the device
+circuit's measured bits and QPD parity before the final readout error, which the readout
+applies per bit from each measured qubit's confusion matrix. Exact mode takes expectation
+values from it, sampled mode draws shots from it.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+from qiskit.circuit import Instruction
 from qiskit.circuit.library import CXGate, UnitaryGate
+from qiskit.quantum_info import Kraus
 from qiskit_addon_cutting.qpd.instructions import SingleQubitQPDGate
 from qiskit_aer.library import SaveProbabilities
 
@@ -46,10 +51,11 @@ class NoisyCircuits:
     """What a noisy program adds to its circuits (plain data: it is broadcast to every rank).
 
     Program circuit ``c`` is subexperiment ``subexperiment_of[c]`` of its partition measured in
-    one setting; it saves the distribution of ``confusions[c].shape[0]`` bits, the last
-    ``ancillas[c]`` of them deferred QPD measurements, each read through ``confusions[c][i]``
-    [true bit, read bit]. ``device_circuits[c]`` is the transpiled circuit with its real
-    measurements; ``layouts[p]`` the device qubits of partition ``p``'s qubits."""
+    one setting; it saves (or a sampler counts) the distribution of ``confusions[c].shape[0]``
+    bits, the last ``ancillas[c]`` of them QPD outcomes (the parity ancilla, or a sampler's QPD
+    bits), each read through ``confusions[c][i]`` [true bit, read bit]. ``device_circuits[c]``
+    is the transpiled circuit with its real measurements; ``layouts[p]`` the device qubits of
+    partition ``p``'s qubits."""
 
     description: str
     noise_model: Any  # None: the sampler's device supplies the noise
@@ -92,16 +98,19 @@ def noisy_circuits(
         transpiled = [first] + noise.transpile([c for _, _, c in written[1:]], layout)
         layouts.append(layout)
         for (s, k, _), circuit in zip(written, transpiled):
-            deferred, measured = defer_measurements(circuit)
+            deferred, read = defer_measurements(circuit, noise.readout_matrix)
+            measures = sum(len(r) for r in circuit.cregs if r.name == "qpd")
             if noise.sampler is None:
                 _check_density_matrix(part.label, deferred)
+            else:  # a sampler's device reads every bit itself, QPD measurements included
+                read = np.broadcast_to(np.eye(2), (len(settings[k].measured) + measures, 2, 2))
             simulated.append(deferred)
             device.append(circuit)
             partition_of.append(p)
             setting_of.append(k)
             subexperiment_of.append(s)
-            confusions.append(np.array([noise.readout_matrix(q) for q in measured]).reshape(-1, 2, 2))
-            ancillas.append(deferred.num_qubits - circuit.num_qubits)
+            confusions.append(read)
+            ancillas.append(measures if noise.sampler is not None else int(measures > 0))
     noise.check_used(device)
     extra = NoisyCircuits(
         description=noise.description,
@@ -164,36 +173,55 @@ def device_circuit(part: PartitionPlan, plan: CutPlan, combo: tuple[int, ...], s
     return circuit
 
 
-def defer_measurements(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[int]]:
-    """``circuit`` (transpiled, registers ``qpd`` and ``obs``) with each ``qpd`` measurement a
-    noiseless CX onto a fresh ancilla and the ``obs`` measurements replaced by saving the
-    distribution of the measured qubits (low bits, in ``obs`` order) and the ancillas (high
-    bits); also the device qubit each saved bit reads."""
+def defer_measurements(
+    circuit: QuantumCircuit, readout: Callable[[int], np.ndarray]
+) -> tuple[QuantumCircuit, np.ndarray]:
+    """``circuit`` (transpiled, registers ``qpd`` and ``obs``) with its ``qpd`` measurements
+    deferred onto one parity ancilla and its ``obs`` measurements replaced by saving the
+    distribution of the measured qubits (low bits, in ``obs`` order) and the parity (high bit,
+    where there are QPD measurements); also the confusion matrix [true, read] of each saved bit.
+
+    The reconstruction needs only the parity of a subexperiment's QPD outcomes, so each one is a
+    noiseless CX onto the same ancilla (one extra qubit, not one per measurement: a density
+    matrix grows 4x per qubit), followed by its readout error (``readout(qubit)``) as a
+    noiseless channel that flips the parity with the probability of misreading the measured
+    qubit's value."""
     registers = {reg.name: reg for reg in circuit.cregs}
-    qpd, obs = registers.get("qpd", ClassicalRegister(0, "qpd")), registers["obs"]
+    measures = len(registers["qpd"]) if "qpd" in registers else 0
+    obs = registers["obs"]
     width = circuit.num_qubits
-    deferred = QuantumCircuit(width + len(qpd), global_phase=circuit.global_phase, name=circuit.name)
-    read_by: dict[int, int] = {}
+    parity = width
+    deferred = QuantumCircuit(width + (measures > 0), global_phase=circuit.global_phase, name=circuit.name)
     final: dict[int, int] = {}
     for inst in circuit.data:
         op = inst.operation
         qubits = [circuit.find_bit(q).index for q in inst.qubits]
         if op.name == "barrier":
             continue
-        if op.name == "measure":
-            clbit = circuit.find_bit(inst.clbits[0])
-            register, index = clbit.registers[0]
-            if register == qpd:
-                ancilla = width + index
-                deferred.append(UnitaryGate(_DEFERRED_CX, label=DEFERRED_MEASURE_LABEL), [qubits[0], ancilla])
-                read_by[ancilla] = qubits[0]
-            else:
-                final[index] = qubits[0]
+        if op.name != "measure":
+            deferred.append(op, qubits)
             continue
-        deferred.append(op, qubits)
-    kept = [final[i] for i in range(len(obs))] + [width + i for i in range(len(qpd))]
+        register, index = circuit.find_bit(inst.clbits[0]).registers[0]
+        if register.name == "obs":
+            final[index] = qubits[0]
+            continue
+        deferred.append(UnitaryGate(_DEFERRED_CX, label=DEFERRED_MEASURE_LABEL), [qubits[0], parity])
+        misread = readout(qubits[0])
+        if not np.array_equal(misread, np.eye(2)):
+            deferred.append(_parity_flip(misread), [qubits[0], parity])
+    kept = [final[i] for i in range(len(obs))] + ([parity] if measures else [])
     deferred.append(SaveProbabilities(len(kept), label="p"), kept)
-    return deferred, [read_by[q] if q in read_by else q for q in kept]
+    confusions = [readout(q) for q in kept[: len(obs)]] + [np.eye(2)] * (measures > 0)
+    return deferred, np.array(confusions).reshape(-1, 2, 2)
+
+
+def _parity_flip(misread: np.ndarray) -> Instruction:
+    """The channel on (measured qubit, parity ancilla) that flips the ancilla with probability
+    ``misread[m, 1 - m]`` when the qubit is in ``|m>``: a readout error on the parity."""
+    flip = np.array([misread[0, 1], misread[1, 0]])
+    keep = np.kron(np.eye(2), np.diag(np.sqrt(1 - flip)))
+    swap = np.kron(np.array([[0, 1], [1, 0]]), np.diag(np.sqrt(flip)))
+    return Kraus([keep, swap]).to_instruction()
 
 
 def read_through(probabilities: np.ndarray, confusions: np.ndarray) -> np.ndarray:
