@@ -205,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--shots", type=positive_int, default=1000, help="sampled: shots per setting (default 1000)")
     noise.add_argument("--seed", type=int, default=1234)
     noise.add_argument("--json", type=Path, help="write the results as JSON here")
+
+    width = sub.add_parser(
+        "bench-noise-width", help="a mirrored QNN (ideal <Z...Z> = 1) cut and uncut under a device's noise, by width"
+    )
+    width.add_argument("--widths", type=parse_int_list, default=[4, 6, 8, 10, 12, 14, 16], help="qubits (even)")
+    width.add_argument("--backend", default="FakeKolkataV2", help="fake device (default FakeKolkataV2, 27 qubits)")
+    width.add_argument("--cuts", type=positive_int, default=1, help="cut gates between the two pieces (default 1)")
+    width.add_argument("--shots", type=positive_int, default=4000, help="uncut beyond a density matrix: shots")
+    width.add_argument("--seed", type=int, default=1234)
+    width.add_argument("--json", type=Path, help="write the results as JSON here")
     return parser
 
 
@@ -213,11 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "bench": _bench, "bench-shots": _bench_shots, "bench-floor": _bench_floor,
-            "bench-trainable": _bench_trainable, "bench-noise": _bench_noise, "plan": _plan, "train": _train,
+            "bench-trainable": _bench_trainable, "bench-noise": _bench_noise,
+            "bench-noise-width": _bench_noise_width, "plan": _plan, "train": _train,
         }
         return commands[args.command](args)
     except HpcqnnError as exc:
-        if args.command in ("bench-shots", "bench-floor", "bench-trainable", "bench-noise", "plan") or (
+        if args.command.startswith("bench-") or args.command == "plan" or (
             _speaks_for_the_job()
         ):
             print(f"hpcqnn: error: {exc}", file=sys.stderr)
@@ -475,6 +486,17 @@ def _bench_noise(args: argparse.Namespace) -> int:
         args.qubits, args.cuts, args.rows, args.queries, args.modes, args.shots, seed=args.seed,
         progress=lambda line: print(line, flush=True),
     )
+    write_report(args.json, {**provenance(), "results": results})
+    return 0
+
+
+def _bench_noise_width(args: argparse.Namespace) -> int:
+    from hpcqnn.run.runinfo import provenance, write_report
+    from hpcqnn.tools.noisewidth import measure
+
+    if any(w < 4 or w % 2 for w in args.widths):
+        raise HpcqnnError(f"--widths must be even numbers >= 4 (two equal pieces), got {args.widths}")
+    results = measure(args.widths, args.backend, args.cuts, args.shots, args.seed, lambda line: print(line, flush=True))
     write_report(args.json, {**provenance(), "results": results})
     return 0
 

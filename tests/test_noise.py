@@ -348,3 +348,27 @@ def test_a_noisy_training_run_records_its_noise(tmp_path):
     assert results["noise"] == "noise model on cx, measure"
     assert results["config"]["execution.noise"]["p2"] == 0.02
     assert "[execution.noise]" in (out / "config.toml").read_text()
+
+
+def test_bench_noise_prints_each_methods_cost(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["bench-noise", "--qubits", "2", "--cuts", "1", "--rows", "2", "--queries", "1", "--modes", "exact"]
+    assert cli.main([*argv, "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["method"] for r in results] == ["statevector", "density matrix", "density matrix"]
+    assert results[0]["ratio_to_noiseless"] == 1.0 and all(r["seconds_per_query"] > 0 for r in results)
+    assert "FakeManilaV2" in capsys.readouterr().out
+
+
+def test_bench_noise_width_keeps_less_than_the_ideal_value(tmp_path):
+    out = tmp_path / "width.json"
+    assert cli.main(["bench-noise-width", "--widths", "4", "--backend", "FakeManilaV2", "--json", str(out)]) == 0
+    (entry,) = json.loads(out.read_text())["results"]
+    assert entry["ideal"] == pytest.approx(1.0, abs=EXACT_ATOL)  # the mirrored model is the identity
+    assert 0.5 < entry["cut"] < 0.99 and 0.5 < entry["uncut"] < 0.99
+    assert entry["uncut_method"] == "exact (density matrix)"
+
+
+def test_bench_noise_width_refuses_odd_widths(capsys):
+    assert cli.main(["bench-noise-width", "--widths", "5"]) == 2
+    assert "--widths must be even numbers >= 4" in capsys.readouterr().err
