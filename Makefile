@@ -12,9 +12,9 @@ $(BIN)/hpcqnn: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-# the test extras and torch (TorchConnector's test), on top of the package
+# the test extras, torch (TorchConnector's test) and qiskit-ibm-runtime (fake devices), on top of the package
 $(VENV)/.test-extras: $(BIN)/hpcqnn
-	$(BIN)/python -m pip install -q -e ".[test,torch]"
+	$(BIN)/python -m pip install -q -e ".[test,torch,ibm]"
 	touch $@
 
 install: $(BIN)/hpcqnn
