@@ -117,7 +117,9 @@ class Program:
         words (control and fresh qubits of a coherent circuit, or a template's QPD ancillas)."""
         part = self.plan.partitions[partition]
         if self.noisy is not None:
-            return False, count(int(max(self.noisy.ancillas)), "deferred measurement") + " at most"
+            mine = [a for a, q in zip(self.noisy.ancillas, self.partition_of) if q == partition]
+            what = "QPD bit" if self.noisy.sampler is not None else "parity ancilla"
+            return False, count(max(mine), what) + (" at most" if min(mine) < max(mine) else "")
         runs_coherent = any(self.coherent_circuits[i] for i in np.flatnonzero(self.partition_of == partition))
         form = part.coherent if runs_coherent else None
         if form is None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from hpcqnn.training.circuits import CutQNN
 
 #: Options of ``estimator_options`` that ``DistributedEstimator`` itself takes (the others are MPI's).
-ESTIMATOR_KEYS = ("partition_labels", "shots", "shot_allocation", "seed", "device")
+ESTIMATOR_KEYS = ("partition_labels", "shots", "shot_allocation", "seed", "device", "noise_model", "backend", "sampler")
 #: Times each query shape is timed: the training batch, and one example of it (the two sizes tell
 #: the fixed cost of a simulator call from the cost per experiment).
 TIMED_QUERIES = 3
@@ -321,7 +321,7 @@ def plan_report(config: Config, ranks: list[int], queries: int = TIMED_QUERIES) 
     full = training_rows(qnn, angles[:batch], config.run.seed, config.model.init)
     single = training_rows(qnn, angles[:1], config.run.seed, config.model.init)
     with threadpool_limits(limits=threads, user_api="blas"):  # as mpi_estimator limits each rank
-        estimator = DistributedEstimator(**{k: options[k] for k in ESTIMATOR_KEYS}, threads=threads)
+        estimator = DistributedEstimator(**{k: options[k] for k in ESTIMATOR_KEYS if k in options}, threads=threads)
         program = estimator.program((qnn.circuit, qnn.observable, full))
         query = training_query(program, full)
         rows, walls, shapes = measure(estimator, qnn, [query, training_query(program, single)], queries)
