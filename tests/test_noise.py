@@ -372,3 +372,12 @@ def test_bench_noise_width_keeps_less_than_the_ideal_value(tmp_path):
 def test_bench_noise_width_refuses_odd_widths(capsys):
     assert cli.main(["bench-noise-width", "--widths", "5"]) == 2
     assert "--widths must be even numbers >= 4" in capsys.readouterr().err
+
+
+def test_a_generic_backend_by_name_runs_with_its_noise():
+    circuit, observable = four_qubits()
+    estimator = DistributedEstimator(partition_labels="AABB", backend="GenericBackendV2(5)")
+    noisy = estimator.run([(circuit, observable)]).result()[0]
+    clean = DistributedEstimator(partition_labels="AABB").run([(circuit, observable)]).result()[0].data.evs
+    assert 0.01 < clean - noisy.data.evs < 0.5
+    assert noisy.metadata["noise"].startswith("backend generic_backend_5q (5 qubits)")
