@@ -10,12 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .figures import save  # noqa: E402
+from .figures import save
 
 
 def figure(results: list[dict], out: Path) -> list[Path]:

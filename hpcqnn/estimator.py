@@ -125,11 +125,11 @@ class DistributedEstimator(BaseEstimatorV2):
         engine: Engine | None = None,
     ):
         _check_shots(shots)
-        self.noise = noise_for(noise_model, backend, sampler)
         if sampler is not None and shots is None:
             raise ExecutionConfigError(
                 "sampler= runs subexperiments as shots: give shots=N (a sampler has no exact mode)"
             )
+        self.noise = noise_for(noise_model, backend, sampler)
         if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ExecutionConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
         if shot_allocation not in SHOT_ALLOCATIONS:

@@ -80,6 +80,14 @@ class Noise:
         error = model._local_readout_errors.get((qubit,), model._default_readout_error)
         return np.eye(2) if error is None else np.asarray(error.probabilities, dtype=float)
 
+    def measure_error(self, qubit: int) -> Any:
+        """The noise model's quantum error of ``measure`` on device qubit ``qubit``, or None."""
+        model = self.noise_model
+        if model is None or "measure" not in model._noise_instructions:
+            return None
+        local = model._local_quantum_errors.get("measure", {})
+        return local.get((qubit,), model._default_quantum_errors.get("measure"))
+
     def check_used(self, circuits: Sequence[QuantumCircuit]) -> None:
         """Refuse a noise model whose noisy gates the transpiled subexperiments never use:
         its noise would silently not apply."""

@@ -17,7 +17,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_addon_cutting import generate_cutting_experiments, partition_problem, reconstruct_expectation_values
 from qiskit_aer import AerSimulator
-from qiskit_aer.noise import NoiseModel, depolarizing_error
+from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error, pauli_error
 from qiskit_aer.primitives import SamplerV2
 from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
@@ -25,7 +25,7 @@ from hpcqnn import DistributedEstimator, cli
 from hpcqnn.cutting.noisy import read_through
 from hpcqnn.errors import ConfigError, ExecutionConfigError
 from hpcqnn.noise import depolarizing_model
-from hpcqnn.run.config import dump_config, parse_config
+from hpcqnn.run.config import config_differences, dump_config, parse_config
 from tolerances import EXACT_ATOL
 
 BASIS = ["rz", "sx", "x", "cx"]
@@ -77,8 +77,26 @@ def _transpiled(circuit: QuantumCircuit) -> QuantumCircuit:
     return generate_preset_pass_manager(optimization_level=0, basis_gates=BASIS).run(circuit)
 
 
-def test_an_empty_noise_model_gives_the_noiseless_values():
-    circuit, labels, observable = chain()
+def two_measurements() -> tuple[QuantumCircuit, str, SparsePauliOp]:
+    """Two cuts out of one partition, then gates on the measured qubits: subexperiments with two
+    QPD measurements whose qubits go on (a record of only their parity must not keep the
+    branches (0, 0) and (1, 1) coherent)."""
+    theta = ParameterVector("t", 10)
+    qc = QuantumCircuit(4)
+    for q in range(4):
+        qc.ry(theta[q], q)
+        qc.rz(theta[4 + q], q)
+    qc.cx(0, 2)
+    qc.cx(1, 3)
+    qc.cx(0, 1)
+    qc.ry(theta[8], 0)
+    qc.ry(theta[9], 1)
+    return qc, "AABB", SparsePauliOp(["ZZZZ", "ZZXX", "YXZI"], [1.0, 0.5, 0.3])
+
+
+@pytest.mark.parametrize("shape", [chain, two_measurements])
+def test_an_empty_noise_model_gives_the_noiseless_values(shape):
+    circuit, labels, observable = shape()
     rows = np.random.default_rng(1).uniform(-np.pi, np.pi, (5, circuit.num_parameters))
     noisy = DistributedEstimator(partition_labels=labels, noise_model=NoiseModel(basis_gates=BASIS))
     clean = DistributedEstimator(partition_labels=labels)
@@ -136,6 +154,25 @@ def test_depolarizing_model_applies_its_rates():
     # <Z0> = -1 read through a 10 % flip: -(1 - 2 * 0.1); <Z0 Z1> = -(1 - 0.2)**2
     evs = flips.run([(uncut, [SparsePauliOp("IZ"), SparsePauliOp("ZZ")])]).result()[0].data.evs
     np.testing.assert_allclose(evs, [-0.8, -0.64], rtol=0, atol=EXACT_ATOL)
+
+
+def test_quantum_errors_on_measure_apply():
+    model = NoiseModel(basis_gates=BASIS)
+    model.add_all_qubit_quantum_error(pauli_error([("X", 0.3), ("I", 0.7)]), ["measure"])
+    circuit = QuantumCircuit(1)
+    circuit.rz(0.1, 0)
+    value = DistributedEstimator(noise_model=model).run([(circuit, SparsePauliOp("Z"))]).result()[0].data.evs
+    assert value == pytest.approx(1 - 2 * 0.3, abs=EXACT_ATOL)
+
+
+def test_per_qubit_errors_stay_on_their_qubits_without_a_device():
+    model = NoiseModel(basis_gates=BASIS)
+    model.add_readout_error(ReadoutError([[0.6, 0.4], [0.4, 0.6]]), [3])
+    circuit = known_circuit()
+    observables = [SparsePauliOp("ZIII"), SparsePauliOp("IIIZ")]  # Z3, Z0
+    for labels in (None, "AABB"):
+        evs = DistributedEstimator(partition_labels=labels, noise_model=model).run([(circuit, observables)]).result()
+        np.testing.assert_allclose(evs[0].data.evs, [0.2, 1.0], rtol=0, atol=EXACT_ATOL, err_msg=str(labels))
 
 
 def test_read_through_applies_each_bits_confusion_matrix():
@@ -219,6 +256,21 @@ def test_a_sampler_factory_runs_the_device_circuits(manila_exact):
     assert abs(result.data.evs - exact) < SIGMAS * result.data.stds
     circuits = estimator.program((circuit, observable)).noisy.device_circuits
     assert any(register.name == "qpd" for c in circuits for register in c.cregs)  # mid-circuit QPD measurements
+
+
+def test_a_parameter_free_circuit_draws_every_rows_shots_on_a_sampler():
+    circuit = QuantumCircuit(4)
+    circuit.x(0)
+    circuit.cx(0, 2)  # cut: partition B has no parameters either
+    estimator = DistributedEstimator(
+        partition_labels="AABB", backend="FakeManilaV2", sampler="hpcqnn.samplers:aer_fake_device", shots=2000
+    )
+    exact = DistributedEstimator(partition_labels="AABB", backend="FakeManilaV2")
+    observable = SparsePauliOp("IZIZ")  # Z0 Z2: 1 ideally
+    want = exact.run([(circuit, observable)]).result()[0].data.evs
+    result = estimator.run([(circuit, observable, np.zeros((3, 0)))]).result()[0]
+    assert len(set(result.data.evs.tolist())) == 3  # each row its own shots
+    assert np.all(np.abs(result.data.evs - want) < SIGMAS * result.data.stds)
 
 
 def test_an_uncut_circuit_runs_noisy_as_one_piece():
@@ -306,6 +358,19 @@ gaussian_sigmas = [0.1]
 gaussian_draws = 1
 fgsm_epsilons = [0.1]
 """
+
+
+def test_a_config_saved_before_the_noise_table_resumes_as_noiseless():
+    config = parse_config(NOISE_CONFIG.split("[execution.noise]")[0] + "[training]\nepochs = 1\n")
+    old_text = "\n".join(block for block in dump_config(config).split("\n\n") if "execution.noise" not in block)
+    assert config_differences(old_text, dump_config(config)) == []
+    changed = dump_config(parse_config(dump_config(config), ["execution.noise.p2=0.1"]))
+    assert config_differences(old_text, changed) == ["execution.noise.p2 = 0.0 -> 0.1"]
+
+
+def test_a_noise_key_error_names_its_override():
+    with pytest.raises(ConfigError, match=r"^--set execution.noise.sampler=a:b: "):
+        parse_config(NOISE_CONFIG, ["execution.noise.sampler=a:b"])
 
 
 def test_the_noise_table_parses_dumps_and_overrides():

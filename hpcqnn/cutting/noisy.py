@@ -10,8 +10,9 @@ layout per partition). These ``device_circuits`` go to a ``SamplerV2`` as they a
 
 For Aer's density-matrix method the mid-circuit measurements are then deferred through
 noiseless CX gates onto one parity ancilla (``noise.DEFERRED_MEASURE_LABEL``; the
-reconstruction needs only the parity of a subexperiment's QPD outcomes), each followed by its
-readout error as a noiseless parity flip, and the circuit saves the outcome distribution of its
+reconstruction needs only the parity of a subexperiment's QPD outcomes), each followed by a
+noiseless channel that dephases the measured qubit and flips the parity on a misread, and the
+circuit saves the outcome distribution of its
 measured qubits (low bits) and the parity (high bit): exactly the distribution of the device
 circuit's measured bits and QPD parity before the final readout error, which the readout
 applies per bit from each measured qubit's confusion matrix. Exact mode takes expectation
@@ -21,7 +22,7 @@ values from it, sampled mode draws shots from it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,17 +89,24 @@ def noisy_circuits(
                 f"{noise.backend.name}: cut into smaller pieces (partition_labels or max_subcircuit_qubits)"
             )
         mine = [k for k, s in enumerate(settings) if s.partition == p]
+        # without a device the pieces keep the circuit's qubit numbers, which a noise model's
+        # per-qubit errors refer to
+        placement = part.qubits if noise.backend is None else None
         written = [
-            (s, k, device_circuit(part, plan, combo, settings[k]))
+            (s, k, device_circuit(part, plan, combo, settings[k], placement))
             for s, combo in enumerate(itertools.product(*(range(n) for n in part.basis_shape)))
             for k in mine
         ]
-        first = noise.transpile([written[0][2]], None)[0]
-        layout = tuple(first.layout.initial_index_layout()[:width]) if first.layout is not None else tuple(range(width))
-        transpiled = [first] + noise.transpile([c for _, _, c in written[1:]], layout)
+        if placement is None:  # a device: the transpiler lays out the first, the others follow
+            first = noise.transpile([written[0][2]], None)[0]
+            layout = tuple(first.layout.initial_index_layout()[:width])
+            transpiled = [first] + noise.transpile([c for _, _, c in written[1:]], layout)
+        else:
+            layout = tuple(placement)
+            transpiled = noise.transpile([c for _, _, c in written], None)
         layouts.append(layout)
         for (s, k, _), circuit in zip(written, transpiled):
-            deferred, read = defer_measurements(circuit, noise.readout_matrix)
+            deferred, read = defer_measurements(circuit, noise)
             measures = sum(len(r) for r in circuit.cregs if r.name == "qpd")
             if noise.sampler is None:
                 _check_density_matrix(part.label, deferred)
@@ -137,22 +145,27 @@ def _check_density_matrix(label, circuit: QuantumCircuit) -> None:
         )
 
 
-def device_circuit(part: PartitionPlan, plan: CutPlan, combo: tuple[int, ...], setting: Setting) -> QuantumCircuit:
+def device_circuit(
+    part: PartitionPlan, plan: CutPlan, combo: tuple[int, ...], setting: Setting,
+    placement: Sequence[int] | None = None,
+) -> QuantumCircuit:
     """Subexperiment ``combo`` (a channel per cut of ``part``, in ``cut_ids`` order) of the
     partition as a device runs it, measured in ``setting``: QPD measurements into register
     ``qpd`` (left out without any), the setting's qubits into ``obs`` (bit ``i``:
-    ``setting.measured[i]``)."""
+    ``setting.measured[i]``). ``placement``: the circuit qubit of each of the partition's (None:
+    its own numbering, 0 to its width)."""
     sub = part.subcircuit
     channel = {c: plan.cut_sides[c][side].basis[combo[i]] for i, (c, side) in enumerate(zip(part.cut_ids, part.sides))}
     measures = sum(op.name == "qpd_measure" for ops in channel.values() for op in ops)
     qpd = ClassicalRegister(measures, "qpd")
     obs = ClassicalRegister(len(setting.measured), "obs")
     registers = [qpd, obs] if measures else [obs]  # samplers refuse empty registers
-    circuit = QuantumCircuit(QuantumRegister(sub.num_qubits, "q"), *registers, name=f"{part.label}_sub")
+    where = list(placement) if placement is not None else list(range(sub.num_qubits))
+    circuit = QuantumCircuit(QuantumRegister(max(where) + 1, "q"), *registers, name=f"{part.label}_sub")
     bit = 0
     for inst in sub.data:
         op = inst.operation
-        qubits = [sub.find_bit(q).index for q in inst.qubits]
+        qubits = [where[sub.find_bit(q).index] for q in inst.qubits]
         if op.name == "barrier":
             continue
         if not isinstance(op, SingleQubitQPDGate):
@@ -167,15 +180,13 @@ def device_circuit(part: PartitionPlan, plan: CutPlan, combo: tuple[int, ...], s
             else:
                 circuit.append(local, qubits)
     for q, gate in setting.rotations():
-        circuit.append(gate, [q])
+        circuit.append(gate, [where[q]])
     for i, q in enumerate(setting.measured):
-        circuit.measure(q, obs[i])
+        circuit.measure(where[q], obs[i])
     return circuit
 
 
-def defer_measurements(
-    circuit: QuantumCircuit, readout: Callable[[int], np.ndarray]
-) -> tuple[QuantumCircuit, np.ndarray]:
+def defer_measurements(circuit: QuantumCircuit, noise: Noise) -> tuple[QuantumCircuit, np.ndarray]:
     """``circuit`` (transpiled, registers ``qpd`` and ``obs``) with its ``qpd`` measurements
     deferred onto one parity ancilla and its ``obs`` measurements replaced by saving the
     distribution of the measured qubits (low bits, in ``obs`` order) and the parity (high bit,
@@ -183,9 +194,10 @@ def defer_measurements(
 
     The reconstruction needs only the parity of a subexperiment's QPD outcomes, so each one is a
     noiseless CX onto the same ancilla (one extra qubit, not one per measurement: a density
-    matrix grows 4x per qubit), followed by its readout error (``readout(qubit)``) as a
-    noiseless channel that flips the parity with the probability of misreading the measured
-    qubit's value."""
+    matrix grows 4x per qubit), then a noiseless channel that dephases the measured qubit (the
+    ancilla records only the parity, so it cannot collapse the qubit as a measurement does) and
+    flips the parity with the probability of misreading the qubit's value. The noise model's
+    quantum error of ``measure`` on the qubit, if any, comes first, as a measurement has it."""
     registers = {reg.name: reg for reg in circuit.cregs}
     measures = len(registers["qpd"]) if "qpd" in registers else 0
     obs = registers["obs"]
@@ -201,27 +213,33 @@ def defer_measurements(
         if op.name != "measure":
             deferred.append(op, qubits)
             continue
+        error = noise.measure_error(qubits[0])
+        if error is not None:
+            deferred.append(error, [qubits[0]])
         register, index = circuit.find_bit(inst.clbits[0]).registers[0]
         if register.name == "obs":
             final[index] = qubits[0]
             continue
         deferred.append(UnitaryGate(_DEFERRED_CX, label=DEFERRED_MEASURE_LABEL), [qubits[0], parity])
-        misread = readout(qubits[0])
-        if not np.array_equal(misread, np.eye(2)):
-            deferred.append(_parity_flip(misread), [qubits[0], parity])
+        deferred.append(_measured(noise.readout_matrix(qubits[0])), [qubits[0], parity])
     kept = [final[i] for i in range(len(obs))] + ([parity] if measures else [])
     deferred.append(SaveProbabilities(len(kept), label="p"), kept)
-    confusions = [readout(q) for q in kept[: len(obs)]] + [np.eye(2)] * (measures > 0)
+    confusions = [noise.readout_matrix(q) for q in kept[: len(obs)]] + [np.eye(2)] * (measures > 0)
     return deferred, np.array(confusions).reshape(-1, 2, 2)
 
 
-def _parity_flip(misread: np.ndarray) -> Instruction:
-    """The channel on (measured qubit, parity ancilla) that flips the ancilla with probability
-    ``misread[m, 1 - m]`` when the qubit is in ``|m>``: a readout error on the parity."""
-    flip = np.array([misread[0, 1], misread[1, 0]])
-    keep = np.kron(np.eye(2), np.diag(np.sqrt(1 - flip)))
-    swap = np.kron(np.array([[0, 1], [1, 0]]), np.diag(np.sqrt(flip)))
-    return Kraus([keep, swap]).to_instruction()
+def _measured(misread: np.ndarray) -> Instruction:
+    """The channel on (measured qubit, parity ancilla) of a measurement whose outcome went into
+    the parity: Kraus operators ``|m><m| (x) X**f`` weighted by the probability of reading
+    ``m`` as ``m ^ f`` (``misread[m, m ^ f]``): the qubit dephased, the parity flipped on a
+    misread."""
+    projectors = [np.diag([1.0, 0.0]), np.diag([0.0, 1.0])]
+    flips = [np.eye(2), np.array([[0.0, 1.0], [1.0, 0.0]])]
+    operators = [
+        np.sqrt(misread[m, m ^ f]) * np.kron(flips[f], projectors[m])
+        for m in range(2) for f in range(2) if misread[m, m ^ f] > 0
+    ]
+    return Kraus(operators).to_instruction()
 
 
 def read_through(probabilities: np.ndarray, confusions: np.ndarray) -> np.ndarray:

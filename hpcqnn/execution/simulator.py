@@ -171,8 +171,10 @@ class AerRunner:
             values = rows.unique[p][tile.start : tile.stop][:, program.plan.partitions[p].parameter_columns]
             for n in np.unique(shots[shots > 0]):
                 members = np.flatnonzero(shots == n)
-                binds = BindingsArray({tuple(used): values[members]}) if used else BindingsArray(shape=len(members))
-                pubs.append((circuit, binds, int(n)))
+                if used:
+                    pubs.append((circuit, BindingsArray({tuple(used): values[members]}), int(n)))
+                else:  # one pub of every row's shots (samplers run a parameter-free circuit once)
+                    pubs.append((circuit, None, int(n) * len(members)))
                 owners.append((k, members))
         out = [np.zeros((t.stop - t.start, 2 ** len(noisy.confusions[t.circuit]))) for t in tiles]
         if not pubs:
@@ -187,7 +189,7 @@ class AerRunner:
             shots_bits = np.concatenate([b.to_bool_array(order="little") for b in bits], axis=-1)
             outcome = shots_bits.astype(np.int64) @ (1 << np.arange(shots_bits.shape[-1], dtype=np.int64))
             counts = out[k]
-            for row, seen in zip(members, outcome.reshape(len(members), -1)):
+            for row, seen in zip(members, outcome.reshape(len(members), -1)):  # rows' shots in order
                 counts[row] = np.bincount(seen, minlength=counts.shape[1])
         return out
 

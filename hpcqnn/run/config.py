@@ -251,8 +251,14 @@ def dump_config(config: Config) -> str:
 
 def config_differences(saved: str, current: str) -> list[str]:
     """The keys whose values differ between two resolved configs' TOML texts, as
-    ``section.key = saved value -> current value`` (``(absent)`` for a missing key)."""
-    old, new = tomllib.loads(saved), tomllib.loads(current)
+    ``section.key = saved value -> current value`` (``(absent)`` for a missing key). A saved
+    config is read with today's defaults first, so a section or key added since it was written
+    (e.g. ``[execution.noise]``) counts as its default."""
+    try:
+        saved = dump_config(parse_config(saved))
+    except ConfigError:  # written by another version: compared as it is
+        pass
+    old, new = _flat(tomllib.loads(saved)), _flat(tomllib.loads(current))
     changes = []
     for section in sorted(old.keys() | new.keys()):
         before, after = old.get(section, {}), new.get(section, {})
@@ -261,6 +267,19 @@ def config_differences(saved: str, current: str) -> list[str]:
                 shown = [_show(t[key]) if key in t else "(absent)" for t in (before, after)]
                 changes.append(f"{section}.{key} = {shown[0]} -> {shown[1]}")
     return changes
+
+
+def _flat(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A TOML document's tables by name, subtables (``[execution.noise]``) as their own."""
+    tables: dict[str, dict[str, Any]] = {}
+    for section, table in document.items():
+        tables[section] = {}
+        for key, value in table.items():
+            if isinstance(value, dict):
+                tables.update(_flat({f"{section}.{key}": value}))
+            else:
+                tables[section][key] = value
+    return tables
 
 
 def config_dict(config: Config) -> dict[str, dict[str, Any]]:
@@ -340,7 +359,7 @@ def _check_consistency(config: Config, values: _Values, source: str) -> None:
     """Checks that involve more than one key; errors name the file or the override that set them."""
 
     def fail(keys: tuple[str, ...], message: str) -> NoReturn:
-        given = [values[s, k][1] for s, _, k in (key.partition(".") for key in keys) if (s, k) in values]
+        given = [values[s, k][1] for s, _, k in (key.rpartition(".") for key in keys) if (s, k) in values]
         raise ConfigError(f"{given[0] if given else source}: {message}")
 
     data, model, noise = config.data, config.model, config.noise
