@@ -12,7 +12,6 @@ device by itself) or for the noise model's basis gates, then run with the noise
 from __future__ import annotations
 
 import functools
-import importlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from qiskit import QuantumCircuit
 
 from hpcqnn.errors import ExecutionConfigError
+from hpcqnn.plugins import import_function
 
 #: The Pauli measurement of a deferred QPD measurement: a noiseless CX onto a fresh ancilla.
 #: Aer matches noise to a ``unitary`` by its label, which no noise model names.
@@ -199,17 +199,10 @@ def depolarizing_model(p1: float, p2: float, readout: float = 0.0) -> Any:
 
 def sampler_factory(name: str) -> Callable[[], Any]:
     """The function ``"package.module:function"`` names, which returns a ``SamplerV2``."""
-    if not isinstance(name, str) or name.count(":") != 1 or not all(name.split(":")):
-        raise ExecutionConfigError(f"sampler must name a factory as 'package.module:function', got {name!r}")
-    module_name, function_name = name.split(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ExecutionConfigError(f"sampler factory {name!r}: cannot import {module_name!r} ({exc})") from exc
-    factory = getattr(module, function_name, None)
-    if not callable(factory):
-        raise ExecutionConfigError(f"sampler factory {name!r}: {module_name} has no function {function_name!r}")
-    return factory
+        return import_function(name, "sampler factory")
+    except ValueError as exc:
+        raise ExecutionConfigError(str(exc)) from exc
 
 
 @functools.cache

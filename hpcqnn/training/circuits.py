@@ -29,7 +29,6 @@ the qubit count and returns a ``CutQNN``.
 
 from __future__ import annotations
 
-import importlib
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from qiskit.circuit import Parameter, ParameterVector
 from qiskit.quantum_info import SparsePauliOp
 
 from hpcqnn.options import ANSATZES, ENTANGLERS, FEATURE_MAPS, INITS, READOUTS
+from hpcqnn.plugins import import_function
 
 ROTATIONS = {"ry": ("ry",), "ryrz": ("ry", "rz")}
 
@@ -228,17 +228,7 @@ def _readout(readout: str, n: int, blocks: list[tuple[int, int]], terms: Sequenc
 def load_builder(spec: str) -> Callable[[int], CutQNN]:
     """The function named by ``"package.module:function"``, which builds a ``CutQNN`` from the
     qubit count; a ``ValueError`` naming what failed."""
-    module_name, _, function_name = spec.partition(":")
-    if not module_name or not function_name:
-        raise ValueError(f"model.builder must look like 'package.module:function', got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"model.builder {spec!r}: cannot import {module_name!r} ({exc})") from exc
-    builder = getattr(module, function_name, None)
-    if not callable(builder):
-        raise ValueError(f"model.builder {spec!r}: {module_name} has no function {function_name!r}")
-    return builder
+    return import_function(spec, "model.builder")
 
 
 def built_model(spec: str, num_qubits: int) -> CutQNN:
