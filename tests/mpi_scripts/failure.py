@@ -25,12 +25,12 @@ if rank == {"raise": 1, "kill": 2}[how]:
     run_tiles = AerRunner.run
     calls = itertools.count()
 
-    def failing_run(self, compiled, rows, tiles):
+    def failing_run(self, compiled, rows, tiles, *rest):
         if next(calls) >= 1:
             if how == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"injected failure on rank {rank}")
-        return run_tiles(self, compiled, rows, tiles)
+        return run_tiles(self, compiled, rows, tiles, *rest)
 
     AerRunner.run = failing_run
 
