@@ -22,7 +22,7 @@ from hpcqnn.cli import float_at_least, int_at_least, parse_positive_int_list
 
 from . import figures, metrics, replay
 from .figures import label
-from .load import RUN_DIR, RunLoadWarning, RunTables, load_runs
+from .load import RUN_DIR, RunLoadWarning, RunTables, load_runs, on_one_machine
 
 SETTING = ["kind", "dataset", "qubits", "layers", "mode", "cuts", "cutting", "rows", "ranks", "schedule", "straggler"]
 
@@ -292,6 +292,7 @@ def validation_table(validation: pd.DataFrame) -> str:
     keys = [
         "cuts",
         "ranks",
+        "hosts",
         "schedule",
         "rows",
         "straggler",
@@ -305,7 +306,7 @@ def validation_table(validation: pd.DataFrame) -> str:
         "error_pct",
     ]
     keys = [k for k in keys if k in shown]
-    table, note = compact(shown[keys], ["cuts"])
+    table, note = compact(shown[keys], ["cuts", "hosts"])
     worst = validation["error"].abs().max()
     return (f"Replay model validation (each configuration predicted from the others' runs): {note.strip()}\n"
             f"{table.to_string(index=False, float_format=lambda v: f'{v:.3g}')}\nlargest |error| {100 * worst:.1f} %")
@@ -319,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="report directory (figures and summary.md)")
     parser.add_argument("--cores", type=int_at_least(1), default=len(os.sched_getaffinity(0)),
                         help="cores per host where the runs were measured (default: this host's)")
+    parser.add_argument("--one-machine", action="store_true",
+                        help="the runs' hosts shared one machine's --cores cores (e.g. the network-namespace nodes "
+                             "of slurm/local_cluster.sh): the replay shares them among all of a run's ranks")
     parser.add_argument("--projection-ranks", type=parse_positive_int_list, default=list(replay.PROJECTION_RANKS),
                         help="rank counts of the replay projection, e.g. 1,8,64 (default 1,2,4,...,1024)")
     parser.add_argument("--work-scale", type=float_at_least(0, strict=True), default=1.0,
@@ -342,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             tables = load_runs(args.runs)
     except FileNotFoundError as exc:
         return fail(exc)
+    if args.one_machine:
+        tables = on_one_machine(tables)
     if tables.runs.empty:
         why = "".join(f"; {message}" for message in tables.skipped)  # e.g. a run whose only log is damaged
         return fail(f"no run found in {', '.join(map(str, args.runs))} ({RUN_DIR}){why}")

@@ -63,14 +63,14 @@ def validate(tables: RunTables, cores: float) -> pd.DataFrame:
             measured = float(runs["wall"].median())
             calibrated = timing_rows(tables, basis["run"]).query("phase == 'execute'")["n_experiments"]
             rows.append({
-                **{k: first[k] for k in [*WORKLOAD_KEYS, *CONFIG_KEYS[:4]]}, "runs": len(runs),
+                **{k: first[k] for k in [*WORKLOAD_KEYS, *CONFIG_KEYS[:4]]}, "hosts": first["hosts"], "runs": len(runs),
                 "spread": runs["wall"].max() / runs["wall"].min() - 1.0, "basis_runs": len(basis),
                 "capacity": costs.capacity, "root_share": costs.root_share, "batch": batch_size(workload, scenario),
                 "in_range": calibrated.min() <= batch_size(workload, scenario) <= calibrated.max(),
                 "measured": measured, "predicted": predicted, "error": predicted / measured - 1.0,
             })
-    columns = [*WORKLOAD_KEYS, *CONFIG_KEYS[:4], "runs", "spread", "basis_runs", "capacity", "root_share", "batch",
-               "in_range"]
+    columns = [*WORKLOAD_KEYS, *CONFIG_KEYS[:4], "hosts", "runs", "spread", "basis_runs", "capacity", "root_share",
+               "batch", "in_range"]
     return pd.DataFrame(rows, columns=[*columns, "measured", "predicted", "error"])
 
 
