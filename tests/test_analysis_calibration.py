@@ -179,3 +179,20 @@ def test_nodes_of_one_machine_share_its_cores():
     assert shared.runs[["hosts", "machines"]].iloc[0].tolist() == [2, 1]
     assert calibration.crowded_runs(shared, ["r2"], 1.0) == ["r2"]
     assert calibration.timing_rows(shared, ["r2"])["host"].nunique() == 1
+
+
+def test_costs_and_latency_come_from_runs_whose_ranks_fit_their_cores():
+    """A 4-rank run on 2 cores whose rows no host model explains (every rank as fast as alone,
+    parameters 20 ms late) beside a 1-rank and a 2-rank run: the per-query costs and the message
+    latency are those of the runs that fit the cores; the crowded run only shapes the host model."""
+    tables = tables_of([entry("r1", training_trace(1, 1), 1, 12), entry("r2", training_trace(2, 1, lag=2e-4), 1, 12),
+                        entry("r4", training_trace(4, 1, lag=0.02), 1, 12)])
+    assert calibration.crowded_runs(tables, ["r1", "r2", "r4"], 2.0) == ["r4"]
+    network = replay.fit_network(tables, ["r1", "r2", "r4"], cores=2.0)
+    # a worker's broadcast row: 10 us on rank 0, then the lag; per hop, less the bytes at 5 GB/s
+    assert network.latency == pytest.approx(2.1e-4, rel=0.05)
+    assert replay.fit_network(tables, ["r1", "r2", "r4"]).latency > 5e-3  # the crowded run's 20 ms counted
+    costs = replay.calibrate(tables, ["r1", "r2", "r4"], 2.0, network)
+    assert (costs.execute.call, costs.execute.experiment) == pytest.approx((CALL, EXPERIMENT), rel=1e-6)
+    assert costs.overhead == pytest.approx(OVERHEAD, rel=1e-6)
+    assert costs.crowded_lag == pytest.approx(0.02, rel=1e-6)

@@ -33,11 +33,17 @@ configuration (``workload_of``, ``scenario_of``).
   ``start_lag`` and ``sync`` are calibrated apart on crowded runs (``crowded_lag``,
   ``crowded_sync``: ranks wake into busy cores there) and on the others.
 - ``overhead``: rank 0's untimed seconds per typical query (wall minus its phases), static runs.
+- ``fit_network``: the message latency is the median per-hop duration of the workers' parameter
+  broadcast (of uncrowded runs where there are any); bandwidth is assumed (shared memory or the
+  interconnect, see ``CLUSTER``).
+
+Where some of the runs are crowded and some not, the per-query costs (Aer calls, accumulate,
+loop, contraction, overhead) come from the uncrowded runs' rows alone, weighed under the host
+model that the rows of all of them found: a model of time slicing explains crowded rows only
+roughly, and would carry its error into the costs of every configuration.
 
 The same calibration serves ``python -m analysis.report`` (runs loaded from their directories)
 and ``hpcqnn plan`` (the queries it times, as the tables of one 1-rank run: ``load.tables_of``).
-- ``fit_network``: the message latency is the median per-hop duration of the workers' parameter
-  broadcast; bandwidth is assumed (shared memory or the interconnect, see ``CLUSTER``).
 """
 
 from __future__ import annotations
@@ -71,8 +77,15 @@ AER_PARALLEL_QUBITS = 14  # Aer's default statevector_parallel_threshold
 LOCAL_BANDWIDTH = 5e9
 
 
-def fit_network(tables: RunTables, runs: Iterable[str], bandwidth: float = LOCAL_BANDWIDTH) -> Network:
-    """Latency from the workers' parameter broadcast (per hop) of ``runs``; ``bandwidth`` assumed."""
+def fit_network(tables: RunTables, runs: Iterable[str], bandwidth: float = LOCAL_BANDWIDTH,
+                cores: float | None = None) -> Network:
+    """Latency from the workers' parameter broadcast (per hop) of ``runs``; ``bandwidth`` assumed.
+    Given the hosts' ``cores``, only runs whose ranks fit them count where there are such: on a
+    crowded host a broadcast also waits for the receiving rank to be scheduled."""
+    runs = list(runs)
+    if cores is not None:
+        crowd = crowded_runs(tables, runs, cores)
+        runs = [r for r in runs if r not in crowd] or runs
     rows = timing_rows(tables, runs)
     bcast = rows[(rows["phase"] == "broadcast") & (rows["rank"] > 0)]
     if bcast.empty:
@@ -98,11 +111,15 @@ def calibrate(tables: RunTables, runs: Iterable[str], cores: float, network: Net
     queries = metrics.query_table(phases)
     steady = metrics.steady(queries)[["run", "query"]]
     chosen = metrics.typical(queries)[["run", "query"]]
+    crowd = crowded_runs(tables, runs, cores)
+    uncrowded = [r for r in runs if r not in crowd] or runs  # what the per-query costs come from
     breakdown = metrics.phase_breakdown(phases).merge(chosen, on=["run", "query"])
+    breakdown = breakdown[breakdown["run"].isin(uncrowded)]
     static = breakdown[breakdown["run"].map(tables.runs.set_index("run")["schedule"]) == "static"]
     final = final.merge(chosen, on=["run", "query"])
+    final = final[final["run"].isin(uncrowded)]
     steady_phases = phases.merge(steady, on=["run", "query"])
-    crowded = steady_phases["run"].isin(crowded_runs(tables, runs, cores))
+    crowded = steady_phases["run"].isin(crowd)
     plain = steady_phases[~crowded] if (~crowded).any() else steady_phases
     base = Costs(
         execute=TileCost(0.0, 0.0), reconstruct=TileCost(0.0, 0.0),
@@ -116,20 +133,28 @@ def calibrate(tables: RunTables, runs: Iterable[str], cores: float, network: Net
     sizes = rows["n_experiments"].to_numpy()
     calls = [row_calls(n, t, CALL_EXPERIMENTS) for n, t in zip(sizes[execute], rows["n_tiles"].to_numpy()[execute])]
 
-    def at(root_share: float, capacity: float) -> Costs:
-        """``base`` with the compute costs the rows give on a host that, crowded, delivered
-        ``capacity`` cores and gave rank 0 ``root_share`` (``core_shares``)."""
+    def at(root_share: float, capacity: float, only: np.ndarray | None = None) -> Costs:
+        """``base`` with the compute costs the rows (``only`` those) give on a host that, crowded,
+        delivered ``capacity`` cores and gave rank 0 ``root_share`` (``core_shares``)."""
         core_seconds = timeline.core_seconds(cores, capacity, root_share).to_numpy()
+        mine = np.ones(len(rows), bool) if only is None else only
         return replace(
-            base, capacity=float(capacity), root_share=float(root_share), loop=_median(pd.Series(core_seconds[loop])),
-            execute=fit_calls(calls, core_seconds[execute], batch=CALL_EXPERIMENTS)[0],
-            reconstruct=fit_tile_cost(pd.Series(sizes[local]), pd.Series(core_seconds[local]))[0],
+            base, capacity=float(capacity), root_share=float(root_share),
+            loop=_median(pd.Series(core_seconds[loop & mine])),
+            execute=fit_calls([c for c, m in zip(calls, mine[execute]) if m], core_seconds[execute & mine],
+                              batch=CALL_EXPERIMENTS)[0],
+            reconstruct=fit_tile_cost(pd.Series(sizes[local & mine]), pd.Series(core_seconds[local & mine]))[0],
         )
 
     walls = runs if walls is None else list(walls)
     if not crowded_runs(tables, [*runs, *walls], cores):
         return at(0.0, float(cores))  # nothing ran crowded: neither is measured nor needed
-    return fit_host(tables, walls, cores, network, at)
+    host = fit_host(tables, walls, cores, network, at)
+    if len(uncrowded) == len(runs):
+        return host
+    # the host as the rows of every run found it; the costs from the uncrowded runs' rows alone,
+    # which that host model does not distort
+    return at(host.root_share, host.capacity, rows["run"].isin(uncrowded).to_numpy())
 
 
 ROOT_SHARES = (0.0, 0.5, 1.0)  # rank 0's share of a crowded host tried by ``fit_host`` (``core_shares``)

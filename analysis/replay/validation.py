@@ -55,7 +55,7 @@ def validate(tables: RunTables, cores: float) -> pd.DataFrame:
             basis = others[~others["straggler"]]
             if basis.empty:
                 continue
-            network = fit_network(tables, basis["run"])
+            network = fit_network(tables, basis["run"], cores=cores)
             costs = calibrate(tables, basis["run"], cores, network, walls=others["run"])
             first = runs.iloc[0]
             workload, scenario = workload_of(first, tables), scenario_of(first, cores, costs)
@@ -123,7 +123,7 @@ def project(
         return pd.DataFrame(columns=["ranks", "schedule", "reduce", "straggler", "wall", "speedup", "efficiency"])
     group = reference_group(summary)
     clean = group[~group["straggler"]]
-    costs = calibrate(tables, clean["run"], cores, fit_network(tables, clean["run"]))
+    costs = calibrate(tables, clean["run"], cores, fit_network(tables, clean["run"], cores=cores))
     base = workload_of(reference, tables)
     workload = replace(base, experiments=round(base.experiments * work_scale))
     slow = group.loc[group["straggler"], "straggler_slowdown"]
