@@ -171,7 +171,8 @@ def build(
 
     text = [(f"# hpcqnn analysis report\n\n{len(tables.runs)} runs; definitions in `analysis/metrics.py` "
              "(wall = critical path over all ranks; phase shares are rank 0's seconds over the wall; "
-             "timings are medians over steady queries, which reuse a cached cut plan).\n\n")]
+             "timings are medians over typical queries: steady ones (reusing a cached cut plan) of the run's most "
+             "frequent shape, i.e. a training run's training batches).\n\n")]
     text.append(section("Runs", summary[["run", *SETTING, "device", "all_queries", "complete"]], keys=[]))
     timing = summary.dropna(subset=["wall"]).assign(
         wall_ms=lambda t: ms(t["wall"]), p95_ms=lambda t: ms(t["wall_p95"]),
@@ -200,7 +201,7 @@ def build(
     shares = means[["run"]].assign(
         wall_ms=ms(means["wall"]), **{f"{p} %": percent(means[f"share_{p}"]) for p in metrics.SHARES}
     )
-    text.append(section("Phase breakdown (mean steady query, % of wall, rank 0)", shares, keys=[]))
+    text.append(section("Phase breakdown (mean typical query, % of wall, rank 0)", shares, keys=[]))
     by_cuts = timing[timing["cutting"].astype(bool)].groupby(["kind", "cuts", "ranks", "schedule"], dropna=False)[
         ["reconstruct_median_pct", "reconstruct_p95_pct"]].median().reset_index()
     text.append(section(

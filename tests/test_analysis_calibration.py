@@ -179,6 +179,10 @@ def test_nodes_of_one_machine_share_its_cores():
     assert shared.runs[["hosts", "machines"]].iloc[0].tolist() == [2, 1]
     assert calibration.crowded_runs(shared, ["r2"], 1.0) == ["r2"]
     assert calibration.timing_rows(shared, ["r2"])["host"].nunique() == 1
+    # beside the same 2 ranks on one host, a configuration of its own, predicted from the other
+    both = on_one_machine(tables_of([run, entry("one", training_trace(2, 1), 1, 12)]))
+    validation = replay.validate(both, 2.0)
+    assert sorted(validation["hosts"]) == [1, 2] and (validation["basis_runs"] == 1).all()
 
 
 def test_costs_and_latency_come_from_runs_whose_ranks_fit_their_cores():

@@ -80,12 +80,15 @@ def test_predicted_times(tmp_path, capsys):
     assert (one["ranks"], two["ranks"]) == (1, 2)
     assert 0 < two["query_seconds"] <= one["query_seconds"]
     assert 0 < two["epoch_seconds"] <= one["epoch_seconds"]
-    assert one["epoch_seconds"] == pytest.approx(4 * one["query_seconds"])
+    assert one["epoch_seconds"] == pytest.approx(4 * one["call_seconds"])
     # calibrated on one real query of median wall per shape: one rank replays the measured query
     measured = report["measurement"]
     assert one["query_seconds"] == pytest.approx(measured["query_seconds"], rel=0.05)
     # the critical path from the timing rows lies inside the estimator.run call
     assert 0 < measured["query_seconds"] <= measured["call_seconds"]
+    # the call adds what comes before the critical path, at every rank count
+    assert one["call_seconds"] - one["query_seconds"] == pytest.approx(
+        measured["call_seconds"] - measured["query_seconds"]) == two["call_seconds"] - two["query_seconds"]
     assert measured["rank_cores"] == 1  # 10-qubit circuits: Aer runs them on one thread
     assert "predicted by analysis.replay" in text and "calibrated on this host" in text
 
