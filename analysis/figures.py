@@ -83,12 +83,12 @@ def scaling(strong: pd.DataFrame, weak: pd.DataFrame, keys: list[str], out: Path
         0, max(1.2, 1.1 * efficiencies.max()) if len(efficiencies) else 1.2
     )  # superlinear points stay in view
     ax_s.legend(fontsize=7)
-    fig.suptitle("Scaling of one estimator query (median steady query)")
+    fig.suptitle("Scaling of one estimator query (critical path, median typical query)")
     return save(fig, out, "scaling")
 
 
 def breakdown(means: pd.DataFrame, keys: list[str], x: str, out: Path, name: str) -> list[Path]:
-    """Stacked phase shares of the mean steady query vs ``x``, one panel per group of ``keys``."""
+    """Stacked phase shares of the mean typical query vs ``x``, one panel per group of ``keys``."""
     panels = list(groups(means, keys, x))
     if not panels:
         return []
@@ -110,7 +110,7 @@ def breakdown(means: pd.DataFrame, keys: list[str], x: str, out: Path, name: str
         ax.set_title(title, fontsize=8)
     axes[0][0].set_ylabel("share of query wall time (rank 0)")
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
-    fig.suptitle(f"Phase breakdown vs {x} (mean steady query over runs; labels: wall time)")
+    fig.suptitle(f"Phase breakdown vs {x} (mean typical query over runs; labels: wall time)")
     return save(fig, out, name)
 
 

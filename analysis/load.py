@@ -7,8 +7,10 @@ or folders holding them (searched recursively; a path that does not exist is an 
 holding no run directory is reported) and returns:
 
 - ``runs``: one row per run: label, path, kind (train/bench/estimator), workload (dataset,
-  qubits, layers, cuts, cutting, mode), execution (schedule, straggler, ranks, hosts, threads,
-  device) and whether ``results.json`` was there.
+  qubits, layers, cuts, cutting, mode; ``pieces``, and ``width``, the widest circuit it
+  simulated: see ``simulated_width``), execution (schedule, straggler, ranks, hosts; machines:
+  those whose cores the ranks shared, the hosts unless ``on_one_machine``; threads, device) and
+  whether ``results.json`` was there.
 - ``intervals``: one row per timing row (run, rank, host, query, phase, t_start, t_end, seconds,
   counts).
 - ``phases``: one row per (run, rank, query, phase): summed seconds and counts, first start and
@@ -18,6 +20,9 @@ holding no run directory is reported) and returns:
 Killed runs load: their files keep every finished query (SWMR) and ``results.json`` is simply
 absent. A corrupt, truncated or missing file is reported by name (``RunLoadWarning``, and in
 ``skipped``) and left out; the rest of its run still loads.
+
+``tables_of`` builds the same tables from rows and attributes in memory (``hpcqnn plan`` hands
+it the queries it timed), so the replay model calibrates the same way on both.
 """
 
 from __future__ import annotations
@@ -34,12 +39,13 @@ import numpy as np
 import pandas as pd
 
 from hpcqnn.run.timelog import ROW_DTYPE, rank_file, read_timing
+from hpcqnn.run.timing import PhaseRow
 
 TIMING_COLUMNS = tuple(ROW_DTYPE.names)
 RUN_COLUMNS = (
-    "run", "path", "kind", "name", "dataset", "qubits", "layers", "cuts", "cutting", "mode",
+    "run", "path", "kind", "name", "dataset", "qubits", "layers", "cuts", "pieces", "width", "cutting", "mode",
     "schedule", "straggler", "straggler_ranks", "straggler_slowdown", "straggler_delay",
-    "straggler_probability", "ranks", "ranks_read", "hosts", "threads", "device", "complete",
+    "straggler_probability", "ranks", "ranks_read", "hosts", "machines", "threads", "device", "complete",
 )
 #: Run metadata repeated on every row of the ``phases`` table.
 META_COLUMNS = ("run", "path", "kind", "ranks", "schedule", "cuts", "cutting", "mode", "device")
@@ -95,22 +101,41 @@ def load_runs(paths: Iterable[str | Path]) -> RunTables:
     """Load every run directory found in ``paths`` (see ``find_run_dirs``)."""
     skipped: list[str] = []
     dirs = find_run_dirs(paths, skipped)
-    labels = _labels(dirs)
-    run_rows, frames, results = [], [], {}
-    for label, path in zip(labels, dirs):
+    entries = []
+    for label, path in zip(_labels(dirs), dirs):
         rows, attributes = _read_rank_files(path, skipped)
         result = _read_json(path / "results.json", skipped)
-        if result is not None:
-            results[label] = result
         if not rows and result is None:
             _skip(skipped, path, "no readable timing logs and no results.json")
             continue
-        run_rows.append(_describe(label, path, attributes, result, len(rows)))
-        for rank, data in rows.items():
+        entries.append(RunEntry(label, path, rows, attributes, result))
+    return tables_of(entries, skipped)
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """What one run directory holds: every rank's rows (``ROW_DTYPE`` arrays) and attributes,
+    and its ``results.json`` (None if absent)."""
+
+    label: str
+    path: Path
+    rows: dict[int, np.ndarray]
+    attributes: dict[int, dict]
+    result: dict | None
+
+
+def tables_of(entries: Iterable[RunEntry], skipped: Iterable[str] = ()) -> RunTables:
+    """The tables of ``entries`` (see the module docstring); ``skipped`` lists what was left out."""
+    run_rows, frames, results = [], [], {}
+    for entry in entries:
+        if entry.result is not None:
+            results[entry.label] = entry.result
+        run_rows.append(_describe(entry.label, entry.path, entry.attributes, entry.result, len(entry.rows)))
+        for rank, data in entry.rows.items():
             frame = pd.DataFrame({name: data[name] for name in TIMING_COLUMNS})
-            frame.insert(0, "host", attributes[rank].get("hostname", ""))
+            frame.insert(0, "host", entry.attributes[rank].get("hostname", ""))
             frame.insert(0, "rank", rank)
-            frame.insert(0, "run", label)
+            frame.insert(0, "run", entry.label)
             frames.append(frame)
     runs = pd.DataFrame(run_rows, columns=list(RUN_COLUMNS))
     empty = pd.DataFrame({"run": pd.Series(dtype=str), "rank": np.empty(0, "int64"), "host": pd.Series(dtype=str),
@@ -119,6 +144,19 @@ def load_runs(paths: Iterable[str | Path]) -> RunTables:
     intervals = intervals.astype({"rank": "int64", "query": "int64", "phase": str, "t_start": float, "t_end": float})
     intervals["seconds"] = intervals["t_end"] - intervals["t_start"]
     return RunTables(runs, intervals, _phase_table(intervals, runs), results, tuple(skipped))
+
+
+def on_one_machine(tables: RunTables) -> RunTables:
+    """``tables`` with every rank on one host: for nodes that shared one machine's cores (the
+    network namespaces of ``slurm/local_cluster.sh``), so that the replay shares those cores
+    among all of a run's ranks. ``hosts`` keeps the count of nodes."""
+    intervals = tables.intervals.assign(host="one machine")
+    return RunTables(tables.runs.assign(machines=1), intervals, tables.phases, tables.results, tables.skipped)
+
+
+def row_array(rows: Iterable[PhaseRow]) -> np.ndarray:
+    """``rows`` as a timing log holds them (``ROW_DTYPE``), e.g. a ``PhaseRecorder``'s."""
+    return np.array([tuple(row) for row in rows], dtype=ROW_DTYPE)
 
 
 def _phase_table(intervals: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -172,10 +210,11 @@ def _describe(label: str, path: Path, attributes: dict[int, dict], result: dict 
     hosts = {a.get("hostname") for a in attributes.values()}
     row = {
         "run": label, "path": str(path), "kind": "estimator", "name": label, "dataset": None,
-        "qubits": np.nan, "layers": np.nan, "cuts": np.nan, "cutting": True, "mode": None,
+        "qubits": np.nan, "layers": np.nan, "cuts": np.nan, "pieces": np.nan, "width": np.nan, "cutting": True,
+        "mode": None,
         "schedule": first.get("schedule") or None, **_straggler((), 1.0, 0.0, 0.0),
         "ranks": int(first.get("size", (result or {}).get("ranks", 0))), "ranks_read": read,
-        "hosts": len(hosts) if attributes else np.nan,
+        "hosts": len(hosts) if attributes else np.nan, "machines": len(hosts) if attributes else np.nan,
         "threads": first.get("threads", np.nan), "device": first.get("device") or (result or {}).get("device"),
         "complete": result is not None,
     }
@@ -184,7 +223,8 @@ def _describe(label: str, path: Path, attributes: dict[int, dict], result: dict 
         row.update(
             kind="train", name=config["run"]["name"], dataset=config["data"]["dataset"],
             qubits=config["data"]["features"], layers=config["model"]["layers"], cuts=config["model"]["cuts"],
-            cutting=bool(execution.get("cutting", True)), mode=execution.get("mode", "exact"),
+            pieces=config["model"].get("pieces", 2), cutting=bool(execution.get("cutting", True)),
+            mode=execution.get("mode", "exact"),
             schedule=row["schedule"] or execution.get("schedule"),
             **_straggler(*(execution.get(f"straggler_{k}", d) for k, d in _STRAGGLER_DEFAULTS)),
         )
@@ -195,16 +235,28 @@ def _describe(label: str, path: Path, attributes: dict[int, dict], result: dict 
             dataset="bench",
             qubits=config["qubits"],
             cuts=config["cuts"],
+            pieces=config.get("pieces", 2),
             layers=max(config.get("layers", 3), config["cuts"]),
             mode=config.get("mode"),  # older benches kept --layers as given
             schedule=row["schedule"] or config.get("schedule"),
             **_straggler(*(straggler.get(k, d) for k, d in _STRAGGLER_DEFAULTS)),
         )
+    row["width"] = simulated_width(result)
     row["straggler"] = bool(
         (row["straggler_ranks"] or row["straggler_probability"] > 0)
         and (row["straggler_slowdown"] != 1.0 or row["straggler_delay"] > 0)
     )
     return row
+
+
+def simulated_width(result: dict | None) -> float:
+    """The widest circuit a run simulated (qubits: a partition's own plus its control or ancilla
+    qubits), from the cut plan its ``results.json`` records (``plan``, as ``hpcqnn plan`` prints
+    it); NaN where none is recorded (bench runs, runs of earlier versions)."""
+    partitions = ((result or {}).get("plan") or {}).get("partitions") or []
+    widths = [p.get("simulated_qubits") for p in partitions if isinstance(p, dict)]
+    widths = [w for w in widths if isinstance(w, int | float)]
+    return float(max(widths)) if widths else np.nan
 
 
 _STRAGGLER_DEFAULTS = (("ranks", ()), ("slowdown", 1.0), ("delay", 0.0), ("probability", 0.0))

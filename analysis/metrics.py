@@ -9,8 +9,11 @@ Definitions used throughout:
   equal hpcqnn's own ``query_phases`` in ``results.json``; the reconstruction share (the paper's
   53 % median / 58 % p95 at 3 cuts) is the ``reconstruct`` share: ``accumulate`` (tiles' outputs
   into estimates, on every rank) plus ``contract`` (rank 0's final contraction).
-- **Steady queries** reuse a cached cut plan (no ``partition``/``generate`` rows); timing
-  comparisons across runs use the median wall over them (over all queries if a run has none).
+- **Steady queries** reuse a cached cut plan (no ``partition``/``generate`` rows). A run's
+  **typical** queries are its steady queries of its most frequent shape (row count; ties: the
+  most rows): a training run's training queries, without its evaluation queries and the short
+  last batch of an epoch. Timing comparisons across runs use the median wall over them (over
+  all queries if a run has no steady one).
 - **Busy** seconds of a rank: ``execute + straggle``; **load imbalance** = max / mean busy over
   the ranks of a query.
 - Scaling: **speed-up** = wall at the fewest ranks measured / wall; **efficiency** = speed-up x
@@ -88,11 +91,22 @@ def steady(queries: pd.DataFrame) -> pd.DataFrame:
     return queries[~queries["setup"] | ~has_steady]
 
 
+def typical(queries: pd.DataFrame) -> pd.DataFrame:
+    """The typical rows of a per-query table (see the module docstring): the steady queries whose
+    row count is the run's most frequent one among them (ties: the most rows)."""
+    chosen = steady(queries)
+    counts = chosen.groupby(["run", "rows"]).size().rename("count").reset_index()
+    counts = counts.sort_values(["run", "count", "rows"], ascending=[True, False, False], kind="stable")
+    shape = counts.drop_duplicates("run").set_index("run")["rows"]
+    return chosen[chosen["rows"].to_numpy() == chosen["run"].map(shape).to_numpy()]
+
+
 def mean_breakdown(phases: pd.DataFrame) -> pd.DataFrame:
-    """Per run: mean seconds per phase (and ``other``, ``reconstruct``, ``wall``) over steady
+    """Per run: mean seconds per phase (and ``other``, ``reconstruct``, ``wall``) over typical
     queries, and each one's share of the mean wall as ``share_<phase>`` (the shares of the phases
     and ``other`` sum to 1)."""
-    means = steady(phase_breakdown(phases)).groupby("run")[[*SHARES, "wall"]].mean()
+    chosen = typical(query_table(phases))[["run", "query"]]
+    means = phase_breakdown(phases).merge(chosen, on=["run", "query"]).groupby("run")[[*SHARES, "wall"]].mean()
     shares = means[list(SHARES)].div(means["wall"], axis=0).add_prefix("share_")
     return pd.concat([means, shares], axis=1).reset_index()
 
@@ -159,13 +173,13 @@ def run_summary(runs: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:
     """One row per run: its metadata plus medians over its queries (the input of the cross-run tables).
 
     ``wall``/``wall_p95``/``experiments``/``rows``/``imbalance``/``injected`` are medians over
-    steady queries; ``reconstruct_median``/``reconstruct_p95`` are over all queries (as in
+    typical queries (``typical``); ``reconstruct_median``/``reconstruct_p95`` are over all queries (as in
     results.json); ``subexperiments`` is the largest plan generated.
     """
     queries = query_table(phases)
     imbalance = load_imbalance(phases).set_index(["run", "query"])["imbalance"]
     injected = phases.groupby(["run", "query"])["injected_delay"].sum().rename("injected")
-    timed = steady(queries).join(imbalance, on=["run", "query"]).join(injected, on=["run", "query"])
+    timed = typical(queries).join(imbalance, on=["run", "query"]).join(injected, on=["run", "query"])
     per_run = timed.groupby("run").agg(
         queries=("query", "size"), wall=("wall", "median"), wall_p95=("wall", p95),
         experiments=("experiments", "median"), rows=("rows", "median"),

@@ -22,7 +22,7 @@ from hpcqnn.cli import float_at_least, int_at_least, parse_positive_int_list
 
 from . import figures, metrics, replay
 from .figures import label
-from .load import RUN_DIR, RunLoadWarning, RunTables, load_runs
+from .load import RUN_DIR, RunLoadWarning, RunTables, load_runs, on_one_machine
 
 SETTING = ["kind", "dataset", "qubits", "layers", "mode", "cuts", "cutting", "rows", "ranks", "schedule", "straggler"]
 
@@ -171,7 +171,8 @@ def build(
 
     text = [(f"# hpcqnn analysis report\n\n{len(tables.runs)} runs; definitions in `analysis/metrics.py` "
              "(wall = critical path over all ranks; phase shares are rank 0's seconds over the wall; "
-             "timings are medians over steady queries, which reuse a cached cut plan).\n\n")]
+             "timings are medians over typical queries: steady ones (reusing a cached cut plan) of the run's most "
+             "frequent shape, i.e. a training run's training batches).\n\n")]
     text.append(section("Runs", summary[["run", *SETTING, "device", "all_queries", "complete"]], keys=[]))
     timing = summary.dropna(subset=["wall"]).assign(
         wall_ms=lambda t: ms(t["wall"]), p95_ms=lambda t: ms(t["wall_p95"]),
@@ -200,7 +201,7 @@ def build(
     shares = means[["run"]].assign(
         wall_ms=ms(means["wall"]), **{f"{p} %": percent(means[f"share_{p}"]) for p in metrics.SHARES}
     )
-    text.append(section("Phase breakdown (mean steady query, % of wall, rank 0)", shares, keys=[]))
+    text.append(section("Phase breakdown (mean typical query, % of wall, rank 0)", shares, keys=[]))
     by_cuts = timing[timing["cutting"].astype(bool)].groupby(["kind", "cuts", "ranks", "schedule"], dropna=False)[
         ["reconstruct_median_pct", "reconstruct_p95_pct"]].median().reset_index()
     text.append(section(
@@ -292,6 +293,7 @@ def validation_table(validation: pd.DataFrame) -> str:
     keys = [
         "cuts",
         "ranks",
+        "hosts",
         "schedule",
         "rows",
         "straggler",
@@ -305,7 +307,7 @@ def validation_table(validation: pd.DataFrame) -> str:
         "error_pct",
     ]
     keys = [k for k in keys if k in shown]
-    table, note = compact(shown[keys], ["cuts"])
+    table, note = compact(shown[keys], ["cuts", "hosts"])
     worst = validation["error"].abs().max()
     return (f"Replay model validation (each configuration predicted from the others' runs): {note.strip()}\n"
             f"{table.to_string(index=False, float_format=lambda v: f'{v:.3g}')}\nlargest |error| {100 * worst:.1f} %")
@@ -319,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="report directory (figures and summary.md)")
     parser.add_argument("--cores", type=int_at_least(1), default=len(os.sched_getaffinity(0)),
                         help="cores per host where the runs were measured (default: this host's)")
+    parser.add_argument("--one-machine", action="store_true",
+                        help="the runs' hosts shared one machine's --cores cores (e.g. the network-namespace nodes "
+                             "of slurm/local_cluster.sh): the replay shares them among all of a run's ranks")
     parser.add_argument("--projection-ranks", type=parse_positive_int_list, default=list(replay.PROJECTION_RANKS),
                         help="rank counts of the replay projection, e.g. 1,8,64 (default 1,2,4,...,1024)")
     parser.add_argument("--work-scale", type=float_at_least(0, strict=True), default=1.0,
@@ -342,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             tables = load_runs(args.runs)
     except FileNotFoundError as exc:
         return fail(exc)
+    if args.one_machine:
+        tables = on_one_machine(tables)
     if tables.runs.empty:
         why = "".join(f"; {message}" for message in tables.skipped)  # e.g. a run whose only log is damaged
         return fail(f"no run found in {', '.join(map(str, args.runs))} ({RUN_DIR}){why}")

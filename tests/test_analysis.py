@@ -84,6 +84,8 @@ def test_tables_hold_every_timing_row(real):
         "static",
     ]
     assert runs.loc["train", ["kind", "name", "cuts", "qubits"]].tolist() == ["train", "iris_quick", 1, 4]
+    # the widest simulated circuit, from the plan results.json records: a 2-qubit half + 2 control qubits
+    assert runs.loc["train", "width"] == 4 and runs.loc[runs["kind"] == "bench", "width"].isna().all()
     assert runs["straggler"].to_dict() == {r: "straggler" in r for r in runs.index}
 
     for run, meta in runs.iterrows():

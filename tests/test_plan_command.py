@@ -11,6 +11,7 @@ import pytest
 from hpcqnn import cli
 from hpcqnn.estimator import DistributedEstimator
 from hpcqnn.run.config import load_config
+from hpcqnn.tools.planner import recorded_plan
 from hpcqnn.training.loop import build_qnn
 
 #: Small training queries: the plan does not depend on the batch, the measurement does.
@@ -44,6 +45,8 @@ def test_printed_plan_is_the_estimators_program(tmp_path, capsys, config):
     assert [p["simulated_qubits"] for p in plan["partitions"]] == [
         p.coherent.num_qubits for p in program.plan.partitions
     ]
+    # a training run records the same plan in results.json (analysis reads the widest circuit from it)
+    assert json.loads(json.dumps(recorded_plan(load_config(config)))) == plan
     assert f"cuts: {program.plan.num_cuts};" in text
     for part in program.plan.partitions:
         assert f"  {part.label}: qubits " in text
@@ -77,9 +80,16 @@ def test_predicted_times(tmp_path, capsys):
     assert (one["ranks"], two["ranks"]) == (1, 2)
     assert 0 < two["query_seconds"] <= one["query_seconds"]
     assert 0 < two["epoch_seconds"] <= one["epoch_seconds"]
-    assert one["epoch_seconds"] == pytest.approx(4 * one["query_seconds"])
+    assert one["epoch_seconds"] == pytest.approx(4 * one["call_seconds"])
     # calibrated on one real query of median wall per shape: one rank replays the measured query
-    assert one["query_seconds"] == pytest.approx(report["measurement"]["query_seconds"], rel=0.05)
+    measured = report["measurement"]
+    assert one["query_seconds"] == pytest.approx(measured["query_seconds"], rel=0.05)
+    # the critical path from the timing rows lies inside the estimator.run call
+    assert 0 < measured["query_seconds"] <= measured["call_seconds"]
+    # the call adds what comes before the critical path, at every rank count
+    assert one["call_seconds"] - one["query_seconds"] == pytest.approx(
+        measured["call_seconds"] - measured["query_seconds"]) == two["call_seconds"] - two["query_seconds"]
+    assert measured["rank_cores"] == 1  # 10-qubit circuits: Aer runs them on one thread
     assert "predicted by analysis.replay" in text and "calibrated on this host" in text
 
 

@@ -2,12 +2,14 @@
 workload (same circuits) - ``Costs``, a ``Network`` (``fit_network``), and each run's query and
 configuration (``workload_of``, ``scenario_of``).
 
-- ``execute`` rows give a ``TileCost`` in *core-seconds*: a row of ``n`` experiments is
-  ``ceil(n / CALL_EXPERIMENTS)`` Aer calls of 256, ..., the remainder (``engine.call_pieces``), each
-  ``call + experiment x m ** exponent``, fitted (relative least squares) through the median per
-  distinct row size ``n``. Core-seconds weight each moment of a row by the cores its rank had
+- ``execute`` rows give a ``TileCost`` in *core-seconds*: a row of ``n`` experiments in ``t``
+  tiles is the simulator calls the replay runs for them (``row_calls``: the tiles cut at
+  ``CALL_EXPERIMENTS`` and packed, ``simulation.call_sizes``, as ``hpcqnn.execution`` does), each
+  ``call + experiment x m ** exponent``, fitted (relative least squares, ``fit_calls``) through
+  the median per distinct row, so the fit and the replay count the same calls. Core-seconds
+  weight each moment of a row by the cores its rank had
   then (``core_shares``): a computing rank uses ``c`` cores (``rank_cores``: its Aer threads if
-  the widest subexperiment template reaches Aer's statevector parallel threshold of 14 qubits,
+  the widest circuit it simulates reaches Aer's statevector parallel threshold of 14 qubits,
   else 1 - Aer runs narrower circuits on one thread) while the ``k`` computing ranks of its host
   fit in its cores; sleeping and waiting ranks use none. A *crowded* host (``k x c`` above its
   cores: 4 ranks on 2 cores) is described by two numbers. ``root_share``: 0 shares the cores
@@ -21,8 +23,8 @@ configuration (``workload_of``, ``scenario_of``).
   pair under which the calibrated model best predicts the walls of the configurations (the
   median wall of each; least squares of relative errors): costs calibrated under a wrong share
   mispredict the other configurations, crowded or not.
-- local ``reconstruct`` rows (those with experiments) give the same kind of cost; rank 0's final
-  contraction gives seconds per parameter row.
+- ``accumulate`` rows give the same kind of cost; rank 0's final contraction over the typical
+  queries (``metrics.typical``: a training run's training queries) gives seconds per parameter row.
 - ``loop``: core-seconds of the dynamic schedule's loop per tile (testing and answering requests,
   bookkeeping): rank 0's median gap between one of its tiles and the next (``timing_rows``).
 - ``start_lag``: a worker's parameter broadcast ends this long after rank 0's (header polling).
@@ -30,15 +32,24 @@ configuration (``workload_of``, ``scenario_of``).
   modelled messages (the polling granularity of ``_wait`` and rank skew).
   ``start_lag`` and ``sync`` are calibrated apart on crowded runs (``crowded_lag``,
   ``crowded_sync``: ranks wake into busy cores there) and on the others.
-- ``overhead``: rank 0's untimed seconds per query (wall minus its phases), static runs.
+- ``overhead``: rank 0's untimed seconds per typical query (wall minus its phases), static runs.
 - ``fit_network``: the message latency is the median per-hop duration of the workers' parameter
-  broadcast; bandwidth is assumed (shared memory or the interconnect, see ``CLUSTER``).
+  broadcast (of uncrowded runs where there are any); bandwidth is assumed (shared memory or the
+  interconnect, see ``CLUSTER``).
+
+Where some of the runs are crowded and some not, the per-query costs (Aer calls, accumulate,
+loop, contraction, overhead) come from the uncrowded runs' rows alone, weighed under the host
+model that the rows of all of them found: a model of time slicing explains crowded rows only
+roughly, and would carry its error into the costs of every configuration.
+
+The same calibration serves ``python -m analysis.report`` (runs loaded from their directories)
+and ``hpcqnn plan`` (the queries it times, as the tables of one 1-rank run: ``load.tables_of``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -58,7 +69,7 @@ from .model import (
     TileCost,
     Workload,
 )
-from .simulation import core_shares, simulate
+from .simulation import call_sizes, core_shares, simulate
 
 CPU_PHASES = ("execute", "accumulate", "loop")  # "loop": rank 0 between its dynamic tiles (``timing_rows``)
 AER_PARALLEL_QUBITS = 14  # Aer's default statevector_parallel_threshold
@@ -66,8 +77,15 @@ AER_PARALLEL_QUBITS = 14  # Aer's default statevector_parallel_threshold
 LOCAL_BANDWIDTH = 5e9
 
 
-def fit_network(tables: RunTables, runs: Iterable[str], bandwidth: float = LOCAL_BANDWIDTH) -> Network:
-    """Latency from the workers' parameter broadcast (per hop) of ``runs``; ``bandwidth`` assumed."""
+def fit_network(tables: RunTables, runs: Iterable[str], bandwidth: float = LOCAL_BANDWIDTH,
+                cores: float | None = None) -> Network:
+    """Latency from the workers' parameter broadcast (per hop) of ``runs``; ``bandwidth`` assumed.
+    Given the hosts' ``cores``, only runs whose ranks fit them count where there are such: on a
+    crowded host a broadcast also waits for the receiving rank to be scheduled."""
+    runs = list(runs)
+    if cores is not None:
+        crowd = crowded_runs(tables, runs, cores)
+        runs = [r for r in runs if r not in crowd] or runs
     rows = timing_rows(tables, runs)
     bcast = rows[(rows["phase"] == "broadcast") & (rows["rank"] > 0)]
     if bcast.empty:
@@ -90,11 +108,18 @@ def calibrate(tables: RunTables, runs: Iterable[str], cores: float, network: Net
     final = rows[(rows["phase"] == "contract").to_numpy() & (rows["rank"] == 0).to_numpy()
                  & (rows["n_rows"] > 0).to_numpy()]
     phases = tables.phases[tables.phases["run"].isin(runs)]
-    steady = metrics.steady(metrics.query_table(phases))[["run", "query"]]
-    breakdown = metrics.phase_breakdown(phases).merge(steady, on=["run", "query"])
+    queries = metrics.query_table(phases)
+    steady = metrics.steady(queries)[["run", "query"]]
+    chosen = metrics.typical(queries)[["run", "query"]]
+    crowd = crowded_runs(tables, runs, cores)
+    uncrowded = [r for r in runs if r not in crowd] or runs  # what the per-query costs come from
+    breakdown = metrics.phase_breakdown(phases).merge(chosen, on=["run", "query"])
+    breakdown = breakdown[breakdown["run"].isin(uncrowded)]
     static = breakdown[breakdown["run"].map(tables.runs.set_index("run")["schedule"]) == "static"]
+    final = final.merge(chosen, on=["run", "query"])
+    final = final[final["run"].isin(uncrowded)]
     steady_phases = phases.merge(steady, on=["run", "query"])
-    crowded = steady_phases["run"].isin(crowded_runs(tables, runs, cores))
+    crowded = steady_phases["run"].isin(crowd)
     plain = steady_phases[~crowded] if (~crowded).any() else steady_phases
     base = Costs(
         execute=TileCost(0.0, 0.0), reconstruct=TileCost(0.0, 0.0),
@@ -106,22 +131,30 @@ def calibrate(tables: RunTables, runs: Iterable[str], cores: float, network: Net
         crowded_sync=_sync(steady_phases[crowded], network) if crowded.any() else None,
     )
     sizes = rows["n_experiments"].to_numpy()
+    calls = [row_calls(n, t, CALL_EXPERIMENTS) for n, t in zip(sizes[execute], rows["n_tiles"].to_numpy()[execute])]
 
-    def at(root_share: float, capacity: float) -> Costs:
-        """``base`` with the compute costs the rows give on a host that, crowded, delivered
-        ``capacity`` cores and gave rank 0 ``root_share`` (``core_shares``)."""
+    def at(root_share: float, capacity: float, only: np.ndarray | None = None) -> Costs:
+        """``base`` with the compute costs the rows (``only`` those) give on a host that, crowded,
+        delivered ``capacity`` cores and gave rank 0 ``root_share`` (``core_shares``)."""
         core_seconds = timeline.core_seconds(cores, capacity, root_share).to_numpy()
+        mine = np.ones(len(rows), bool) if only is None else only
         return replace(
-            base, capacity=float(capacity), root_share=float(root_share), loop=_median(pd.Series(core_seconds[loop])),
-            execute=fit_tile_cost(pd.Series(sizes[execute]), pd.Series(core_seconds[execute]),
-                                  batch=CALL_EXPERIMENTS)[0],
-            reconstruct=fit_tile_cost(pd.Series(sizes[local]), pd.Series(core_seconds[local]))[0],
+            base, capacity=float(capacity), root_share=float(root_share),
+            loop=_median(pd.Series(core_seconds[loop & mine])),
+            execute=fit_calls([c for c, m in zip(calls, mine[execute]) if m], core_seconds[execute & mine],
+                              batch=CALL_EXPERIMENTS)[0],
+            reconstruct=fit_tile_cost(pd.Series(sizes[local & mine]), pd.Series(core_seconds[local & mine]))[0],
         )
 
     walls = runs if walls is None else list(walls)
     if not crowded_runs(tables, [*runs, *walls], cores):
         return at(0.0, float(cores))  # nothing ran crowded: neither is measured nor needed
-    return fit_host(tables, walls, cores, network, at)
+    host = fit_host(tables, walls, cores, network, at)
+    if len(uncrowded) == len(runs):
+        return host
+    # the host as the rows of every run found it; the costs from the uncrowded runs' rows alone,
+    # which that host model does not distort
+    return at(host.root_share, host.capacity, rows["run"].isin(uncrowded).to_numpy())
 
 
 ROOT_SHARES = (0.0, 0.5, 1.0)  # rank 0's share of a crowded host tried by ``fit_host`` (``core_shares``)
@@ -159,7 +192,7 @@ def crowded_runs(tables: RunTables, runs: Iterable[str], cores: float) -> list[s
     """The ``runs`` whose ranks wanted more cores than their hosts of ``cores`` cores have."""
     meta = tables.runs[tables.runs["run"].isin(list(runs))]
     meta = meta[meta["ranks"].notna() & meta["threads"].notna()]
-    per_host = meta["ranks"] / meta["hosts"].fillna(1).clip(lower=1)
+    per_host = meta["ranks"] / meta["machines"].fillna(1).clip(lower=1)
     wanted = per_host * meta.apply(rank_cores, axis=1) if len(meta) else per_host
     return meta.loc[wanted > cores + 1e-9, "run"].tolist()
 
@@ -183,10 +216,21 @@ def timing_rows(tables: RunTables, runs: Iterable[str]) -> pd.DataFrame:
 
 
 def rank_cores(run: pd.Series) -> int:
-    """Cores one computing rank of ``run`` uses: its Aer threads if its widest template (half
-    the qubits plus an ancilla per cut) reaches Aer's statevector parallel threshold, else 1."""
-    width = math.ceil(run["qubits"] / 2) + run["cuts"] if pd.notna(run["qubits"]) and pd.notna(run["cuts"]) else 0
-    return int(run["threads"]) if width >= AER_PARALLEL_QUBITS and pd.notna(run["threads"]) else 1
+    """Cores one computing rank of ``run`` uses: its Aer threads if its widest circuit
+    (``widest_circuit``) reaches Aer's statevector parallel threshold, else 1."""
+    return int(run["threads"]) if widest_circuit(run) >= AER_PARALLEL_QUBITS and pd.notna(run["threads"]) else 1
+
+
+def widest_circuit(run: pd.Series) -> float:
+    """Qubits of the widest circuit ``run`` simulated: the ``width`` its results recorded (the cut
+    plan), else that of the built-in family's coherent circuits: the widest of ``pieces`` pieces
+    plus two control qubits per cut on each of its (at most two) boundaries; 0 if unknown."""
+    if pd.notna(run.get("width", np.nan)):
+        return float(run["width"])
+    if pd.isna(run.get("qubits", np.nan)) or pd.isna(run.get("cuts", np.nan)):
+        return 0.0
+    pieces = max(int(run["pieces"]) if pd.notna(run.get("pieces", np.nan)) else 2, 2)
+    return math.ceil(run["qubits"] / pieces) + 2 * run["cuts"] * min(pieces - 1, 2)
 
 
 class Timeline:
@@ -222,30 +266,51 @@ class Timeline:
         return result
 
 
+def row_calls(experiments: float, tiles: float, batch: float) -> list[float]:
+    """The simulator calls of an execute row of ``experiments`` in ``tiles`` tiles (taken as
+    equal): each tile cut into pieces of at most ``batch``, packed as ``simulation.call_sizes``
+    packs a batch of tiles for the replay."""
+    count = max(int(tiles), 1)
+    share, extra = divmod(int(experiments), count)
+    return call_sizes([share + (t < extra) for t in range(count)], batch)
+
+
 def fit_tile_cost(x: pd.Series, y: pd.Series, by_size: bool = True, batch: float = math.inf) -> tuple[TileCost, float]:
-    """The ``TileCost`` through ``(x, y)`` (medians per distinct ``x`` if ``by_size``) and its
-    residual: relative least squares, so small tiles weigh as much as big ones; the exponent is
-    searched in [1, 1.3] (per-experiment cost growing with the call, e.g. cache misses), the
-    call cost kept >= 0 (0 when the sizes cannot tell it). A row of ``x`` experiments is
-    ``TileCost.calls``: ceil(x / ``batch``) calls of ``batch``, ..., the remainder, so
-    ``y = call x calls + experiment x sum(call sizes ** exponent)``."""
-    if x.empty:
-        return TileCost(0.0, 0.0, batch=batch), 0.0
-    points = y.groupby(x.to_numpy()).median() if by_size else pd.Series(y.to_numpy(), index=x.to_numpy())
-    xs, ys = points.index.to_numpy(float), points.to_numpy(float)
+    """``fit_calls`` for rows of ``x`` experiments run as ``TileCost.calls``: ceil(x / ``batch``)
+    calls of ``batch``, ..., the remainder."""
     shape = TileCost(0.0, 0.0, batch=batch)
-    sizes = [np.asarray(shape.calls(n), float) for n in xs]
+    return fit_calls([shape.calls(n) for n in x.to_numpy(float)], y.to_numpy(float), by_size, batch)
+
+
+def fit_calls(calls: Sequence[Sequence[float]], seconds: Sequence[float] | np.ndarray, by_size: bool = True,
+              batch: float = math.inf) -> tuple[TileCost, float]:
+    """The ``TileCost`` of rows that ran the simulator calls ``calls`` (experiments per call) in
+    ``seconds``, and its residual: ``seconds = call x len(calls) + experiment x sum(m ** exponent)``
+    through the median of each distinct row (``by_size``; else every row), by relative least
+    squares, so small rows weigh as much as big ones. The exponent is searched in [1, 1.3]
+    (per-experiment cost growing with the call, e.g. cache misses) where more than two call
+    sizes occur; the call cost is kept >= 0 (0 where the rows cannot tell it: fewer than two
+    call sizes, or a negative fit under noise). Beyond the largest call fitted the cost grows
+    linearly (``TileCost.fitted_up_to``)."""
+    if not len(calls):
+        return TileCost(0.0, 0.0, batch=batch), 0.0
+    grouped: dict[tuple[float, ...], list[float]] = {}
+    for i, (c, y) in enumerate(zip(calls, np.asarray(seconds, float))):
+        grouped.setdefault(tuple(float(m) for m in c) if by_size else (i, *c), []).append(float(y))
+    sizes = [np.asarray(key if by_size else key[1:], float) for key in grouped]
+    ys = np.array([np.median(ys) for ys in grouped.values()])
     counts = np.array([len(c) for c in sizes], float)
     distinct = np.unique(np.concatenate(sizes)).size  # distinct call sizes: what can tell call from experiment
-    best = (math.inf, shape)
+    best = (math.inf, TileCost(0.0, 0.0, batch=batch))
     for exponent in np.arange(1.0, 1.3001, 0.01) if distinct > 2 else (1.0,):
         powered = np.array([np.sum(c**exponent) for c in sizes])
-        (call, per), *_ = np.linalg.lstsq(np.column_stack([counts / ys, powered / ys]), np.ones(len(xs)), rcond=None)
+        (call, per), *_ = np.linalg.lstsq(np.column_stack([counts / ys, powered / ys]), np.ones(len(ys)), rcond=None)
         if call < 0 or per <= 0 or distinct < 2:
             call, per = 0.0, float(np.sum(powered / ys) / np.sum((powered / ys) ** 2))
         residual = float(np.sum((1 - (call * counts + per * powered) / ys) ** 2))
         if residual < best[0] - 1e-12:
-            best = (residual, TileCost(float(call), float(per), float(exponent), float(min(xs.max(), batch)), batch))
+            largest = float(max(c.max() for c in sizes))
+            best = (residual, TileCost(float(call), float(per), float(exponent), min(largest, batch), batch))
     return best[1], best[0]
 
 

@@ -25,6 +25,7 @@ CONFIG_KEYS = [
     "straggler_probability",
     "straggler_slowdown",
     "straggler_delay",
+    "hosts",  # the same ranks on one host and across nodes are configurations apart
 ]
 
 

@@ -55,7 +55,7 @@ def validate(tables: RunTables, cores: float) -> pd.DataFrame:
             basis = others[~others["straggler"]]
             if basis.empty:
                 continue
-            network = fit_network(tables, basis["run"])
+            network = fit_network(tables, basis["run"], cores=cores)
             costs = calibrate(tables, basis["run"], cores, network, walls=others["run"])
             first = runs.iloc[0]
             workload, scenario = workload_of(first, tables), scenario_of(first, cores, costs)
@@ -63,14 +63,14 @@ def validate(tables: RunTables, cores: float) -> pd.DataFrame:
             measured = float(runs["wall"].median())
             calibrated = timing_rows(tables, basis["run"]).query("phase == 'execute'")["n_experiments"]
             rows.append({
-                **{k: first[k] for k in [*WORKLOAD_KEYS, *CONFIG_KEYS[:4]]}, "runs": len(runs),
+                **{k: first[k] for k in [*WORKLOAD_KEYS, *CONFIG_KEYS[:4]]}, "hosts": first["hosts"], "runs": len(runs),
                 "spread": runs["wall"].max() / runs["wall"].min() - 1.0, "basis_runs": len(basis),
                 "capacity": costs.capacity, "root_share": costs.root_share, "batch": batch_size(workload, scenario),
                 "in_range": calibrated.min() <= batch_size(workload, scenario) <= calibrated.max(),
                 "measured": measured, "predicted": predicted, "error": predicted / measured - 1.0,
             })
-    columns = [*WORKLOAD_KEYS, *CONFIG_KEYS[:4], "runs", "spread", "basis_runs", "capacity", "root_share", "batch",
-               "in_range"]
+    columns = [*WORKLOAD_KEYS, *CONFIG_KEYS[:4], "hosts", "runs", "spread", "basis_runs", "capacity", "root_share",
+               "batch", "in_range"]
     return pd.DataFrame(rows, columns=[*columns, "measured", "predicted", "error"])
 
 
@@ -123,7 +123,7 @@ def project(
         return pd.DataFrame(columns=["ranks", "schedule", "reduce", "straggler", "wall", "speedup", "efficiency"])
     group = reference_group(summary)
     clean = group[~group["straggler"]]
-    costs = calibrate(tables, clean["run"], cores, fit_network(tables, clean["run"]))
+    costs = calibrate(tables, clean["run"], cores, fit_network(tables, clean["run"], cores=cores))
     base = workload_of(reference, tables)
     workload = replace(base, experiments=round(base.experiments * work_scale))
     slow = group.loc[group["straggler"], "straggler_slowdown"]

@@ -77,13 +77,17 @@ def write_report(path: Path | None, report: object) -> None:
 
 
 def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
-    """Config, ranks, devices (rank 0's, and every rank's), the noise subexperiments ran with,
-    versions, rank 0's per-query phase summary and the unreadable earlier timing logs set aside when the run resumed."""
+    """Config, the cut plan (as ``hpcqnn plan`` prints it: partitions, subexperiments, the qubits
+    each simulates), ranks, devices (rank 0's, and every rank's), the noise subexperiments ran
+    with, versions, rank 0's per-query phase summary and the unreadable earlier timing logs set
+    aside when the run resumed."""
     from hpcqnn.parallel._core import mpi_library
     from hpcqnn.run.config import config_dict
+    from hpcqnn.tools.planner import recorded_plan
 
     return {
         "config": config_dict(config),
+        "plan": recorded_plan(config),
         "ranks": estimator.engine.size,
         **estimator.engine.placement.attributes(),  # rank 0's device and GPU
         "rank_devices": estimator.engine.rank_devices,

@@ -3,8 +3,12 @@
 The plan is the one training builds (``build_qnn``, the estimator options of ``estimator_options``)
 for its query shape: a batch of ``training.batch_size`` examples with every parameter-shift row, as
 ``QNNClassifier.expectations_with_gradient`` binds them. The times come from measuring: a few such
-queries run in this process, their timing rows calibrate the replay model of ``analysis.replay``
-(``calibrate_costs``), which then replays one query at each rank count (``predict``).
+queries run in this process, and their timing rows, as the tables of a 1-rank run
+(``timed_tables``), calibrate the replay model of ``analysis.replay`` exactly as
+``python -m analysis.report`` calibrates it on run directories (``calibrate_costs``); the model
+then replays one query at each rank count (``predict``). A query's time is its critical path
+from the timing rows (first phase start to last phase end over all ranks), as the report and
+``results.json`` define it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,13 +28,14 @@ from hpcqnn.execution.compiled import compile_program
 from hpcqnn.execution.engine import call_pieces
 from hpcqnn.execution.query import Query, QueryBuffers
 from hpcqnn.execution.tiles import Tile
-from hpcqnn.options import CALL_EXPERIMENTS, SAMPLE_BLOCK
+from hpcqnn.options import SAMPLE_BLOCK
 from hpcqnn.run.config import Config
 from hpcqnn.run.timing import PhaseRow
 from hpcqnn.text import count, size
 
 if TYPE_CHECKING:
-    from analysis.replay import Costs, TileCost, Workload
+    from analysis.load import RunTables
+    from analysis.replay import Costs, Workload
     from hpcqnn.estimator import DistributedEstimator
     from hpcqnn.training.circuits import CutQNN
 
@@ -92,8 +98,10 @@ class Measurement:
 
     rows: int
     experiments: int
-    query_seconds: float  # median wall of a full-batch query, one process
+    query_seconds: float  # median critical path of a full-batch query from its phases (first start to last end)
+    call_seconds: float  # median wall of estimator.run for it (the critical path plus pub handling before it)
     threads: int
+    rank_cores: int  # cores its Aer calls used (its threads if the widest circuit reaches Aer's parallel threshold)
     device: str
 
 
@@ -102,8 +110,9 @@ class Prediction:
     """The modelled time of one training query and one epoch at ``ranks`` ranks."""
 
     ranks: int
-    query_seconds: float
-    epoch_seconds: float
+    query_seconds: float  # its critical path (as the timing rows measure it)
+    call_seconds: float  # the estimator.run call: the critical path plus rank 0's pub handling before it
+    epoch_seconds: float  # queries per epoch x call_seconds
 
 
 def summarize_program(program: Program) -> PlanSummary:
@@ -125,6 +134,20 @@ def summarize_program(program: Program) -> PlanSummary:
         pauli_terms=len(plan.paulis), mode="sampled" if program.sampled else "exact",
         measurement_settings=len(program.settings) if program.sampled else None, partitions=tuple(partitions),
     )
+
+
+def recorded_plan(config: Config) -> dict:
+    """The cut plan a run of ``config`` runs (``summarize_program``, as ``hpcqnn plan`` prints it),
+    for its ``results.json``: built again by a serial estimator with the run's options (on the
+    CPU: the plan does not depend on the device), nothing simulated, no MPI."""
+    from hpcqnn.estimator import DistributedEstimator
+    from hpcqnn.training.loop import build_qnn, estimator_options
+
+    qnn = build_qnn(config)
+    options = {**estimator_options(config, qnn), "device": "CPU"}
+    estimator = DistributedEstimator(**{k: options[k] for k in ESTIMATOR_KEYS if k in options}, threads=1)
+    rows = np.zeros((1, qnn.circuit.num_parameters))
+    return asdict(summarize_program(estimator.program((qnn.circuit, qnn.observable, rows))))
 
 
 def training_query(program: Program, params: np.ndarray) -> Query:
@@ -166,62 +189,44 @@ def workload(query: Query) -> Workload:
     )
 
 
-def fit_execute(samples: list[tuple[list[float], float]]) -> TileCost:
-    """The replay's cost of Aer calls, ``call + experiment x m`` seconds for a call of ``m``
-    experiments, through ``samples``: (the sizes of one query shape's calls, the seconds of its
-    execute row), by relative least squares (exact through two shapes). The call sizes are
-    the replay's own (``simulation.call_sizes``, what ``tiles.pack`` makes of the query's tiles),
-    so the fit and the replay count the same calls. Where the samples cannot tell a fixed cost
-    (one shape, shapes with as many experiments per call, or a negative fit under noise) it is 0,
-    and the largest shape sets the rest."""
-    from analysis.replay import TileCost
-
-    counts = np.array([len(sizes) for sizes, _ in samples], dtype=float)
-    experiments = np.array([sum(sizes) for sizes, _ in samples], dtype=float)
-    seconds = np.array([s for _, s in samples], dtype=float)
-    (call, per), *_ = np.linalg.lstsq(
-        np.column_stack([counts / seconds, experiments / seconds]), np.ones(len(samples)), rcond=None
-    )
-    if np.linalg.matrix_rank(np.column_stack([counts, experiments])) < 2 or call < 0 or per <= 0:
-        largest = int(np.argmax(experiments))
-        call, per = 0.0, float(seconds[largest] / experiments[largest])
-    return TileCost(float(call), float(per), batch=CALL_EXPERIMENTS)
+#: The label of the run ``hpcqnn plan`` times, in the replay's tables.
+TIMED_RUN = "hpcqnn plan"
 
 
-def calibrate_costs(rows: list[PhaseRow], walls: dict[int, float], shapes: dict[int, Query]) -> Costs:
-    """Replay costs from the timing rows of queries run in one process: ``walls`` gives each
-    timed query's wall seconds, ``shapes`` the query each ran, the first shape the one to predict.
-    Each shape is represented by its query of median wall (one real query, so its parts add up to
-    a measured wall on a host whose load varies): their ``execute`` rows calibrate the Aer calls
-    (``fit_execute``), their ``accumulate`` rows the local reconstruction per experiment
-    (``fit_tile_cost``); the predicted shape's gives rank 0's contraction per parameter row and the
-    untimed rest of its wall as overhead (both have fixed parts a smaller query would inflate).
-    Costs are seconds of this process: a modelled rank computes as fast as it did. One process
-    cannot measure MPI's start lag and barrier sync: they are 0."""
-    import pandas as pd
+def timed_tables(rows: list[PhaseRow], config: Config, program: Program, threads: int, device: str) -> RunTables:
+    """The queries this process timed as the tables of one 1-rank run (``analysis.load.tables_of``),
+    with the cut plan ``hpcqnn train`` records: the replay calibrates on them as on a run directory."""
+    from analysis.load import RunEntry, row_array, tables_of
+    from hpcqnn.run.config import config_dict
 
-    from analysis.replay import Costs
-    from analysis.replay.calibration import fit_tile_cost
-    from analysis.replay.simulation import call_sizes
+    attributes = {"rank": 0, "size": 1, "hostname": os.uname().nodename, "device": device, "schedule": "static",
+                  "threads": threads}
+    result = {"config": config_dict(config), "plan": asdict(summarize_program(program))}
+    return tables_of([RunEntry(TIMED_RUN, Path(TIMED_RUN), {0: row_array(rows)}, {0: attributes}, result)])
 
-    def seconds(query: int, phase: str) -> float:
-        return sum(r.t_end - r.t_start for r in rows if r.query == query and (r.phase == phase or phase == "all"))
 
-    representative = {}  # query number -> its shape, the query of median wall of each shape
+def representatives(walls: dict[int, float], shapes: dict[int, Query]) -> set[int]:
+    """The query of median wall of each shape (``measure``): the replay calibrates on these
+    alone, one real query per shape, so that on a host whose load varies the parts it sums add up
+    to a measured wall (medians of the parts of three queries need not)."""
+    kept = set()
     for shape in {id(query): query for query in shapes.values()}.values():
         numbers = sorted((q for q in walls if shapes[q] is shape), key=walls.__getitem__)
-        representative[numbers[len(numbers) // 2]] = shape
-    execute = [(call_sizes(workload(shape).counts(), CALL_EXPERIMENTS), seconds(q, "execute"))
-               for q, shape in representative.items()]
-    local = [r for r in rows if r.query in representative and r.phase == "accumulate"]
-    reconstruct, _ = fit_tile_cost(pd.Series([r.n_experiments for r in local], dtype=float),
-                                   pd.Series([r.t_end - r.t_start for r in local], dtype=float))
-    predicted = next(q for q, shape in representative.items() if shape is next(iter(shapes.values())))
-    return Costs(
-        execute=fit_execute(execute), reconstruct=reconstruct,
-        contraction_row=seconds(predicted, "contract") / shapes[predicted].rows.count, start_lag=0.0, sync=0.0,
-        overhead=max(walls[predicted] - seconds(predicted, "all"), 0.0), capacity=1.0,
-    )
+        kept.add(numbers[len(numbers) // 2])
+    return kept
+
+
+def calibrate_costs(tables: RunTables) -> Costs:
+    """Replay costs from the queries of ``timed_tables``, calibrated as ``python -m analysis.report``
+    calibrates on run directories (``analysis.replay.calibrate``): execute rows of both shapes give
+    the Aer calls' fixed and per-experiment costs, accumulate rows the local reconstruction, the
+    training-shaped (typical) queries rank 0's contraction per row and the untimed rest of a query.
+    Costs are seconds of this process: a modelled rank computes as fast as it did. One process
+    cannot measure MPI's start lag and barrier sync: they are 0."""
+    from analysis.replay import CLUSTER, calibrate
+
+    threads = float(tables.runs["threads"].iloc[0])
+    return calibrate(tables, [TIMED_RUN], threads, CLUSTER)
 
 
 def training_rows(qnn: CutQNN, angles: np.ndarray, seed: int, init: str) -> np.ndarray:
@@ -278,10 +283,14 @@ def measure(estimator: DistributedEstimator, qnn: CutQNN, shapes: list[Query],
     return list(estimator.recorder.rows), walls, ran
 
 
-def predict(query: Query, costs: Costs, ranks: list[int], queries_per_epoch: int, config: Config) -> list[Prediction]:
-    """The replayed wall of one query at each of ``ranks`` (one process's speed per rank, the
-    configured schedule, root_computes and straggler, on the replay's HPC interconnect
-    ``CLUSTER``), and of an epoch of ``queries_per_epoch`` such queries."""
+def predict(query: Query, costs: Costs, ranks: list[int], queries_per_epoch: int, config: Config,
+            rank_cores: int = 1, before: float = 0.0) -> list[Prediction]:
+    """The replayed critical path of one query at each of ``ranks`` (one process's speed per
+    rank, each with ``rank_cores`` cores as calibrated (``analysis.replay.calibration.rank_cores``),
+    the configured schedule, root_computes and straggler, on the replay's HPC interconnect
+    ``CLUSTER``); its ``estimator.run`` call, ``before`` seconds longer (rank 0's pub checks and
+    handling before the broadcast, which no timing row covers and no rank count shortens); and
+    an epoch of ``queries_per_epoch`` such calls."""
     from analysis.replay import CLUSTER, Scenario, simulate
 
     ex = config.execution
@@ -290,19 +299,21 @@ def predict(query: Query, costs: Costs, ranks: list[int], queries_per_epoch: int
     for p in ranks:
         slowed = tuple(r for r in ex.straggler_ranks if r < p)
         scenario = Scenario(
-            ranks=p, schedule=ex.schedule, root_computes=ex.root_computes, straggler_ranks=slowed,
+            ranks=p, schedule=ex.schedule, rank_cores=rank_cores, root_computes=ex.root_computes,
+            straggler_ranks=slowed,
             probability=ex.straggler_probability, slowdown=ex.straggler_slowdown, delay=ex.straggler_delay,
         )
         wall = simulate(load, costs, CLUSTER, scenario).wall
-        out.append(Prediction(p, wall, wall * queries_per_epoch))
+        out.append(Prediction(p, wall, wall + before, (wall + before) * queries_per_epoch))
     return out
 
 
 def plan_report(config: Config, ranks: list[int], queries: int = TIMED_QUERIES) -> dict:
     """Everything ``hpcqnn plan`` prints, as plain data: plan, memory, measurement, predictions."""
     try:
-        import analysis.replay  # noqa: F401 - the prediction needs it: fail before measuring
-    except ImportError as exc:
+        from analysis.metrics import run_summary
+        from analysis.replay.calibration import rank_cores
+    except ImportError as exc:  # the prediction needs it: fail before measuring
         raise HpcqnnError(
             f"hpcqnn plan predicts times with analysis.replay, which needs pandas ({exc}): "
             "pip install 'hpcqnn[analysis]'"
@@ -327,9 +338,14 @@ def plan_report(config: Config, ranks: list[int], queries: int = TIMED_QUERIES) 
         rows, walls, shapes = measure(estimator, qnn, [query, training_query(program, single)], queries)
     per_epoch = -(-len(data.y_train) // batch)
     memory = memory_estimate(query)
-    measured = statistics.median(wall for number, wall in walls.items() if shapes[number] is query)
-    costs = calibrate_costs(rows, walls, shapes)
-    predictions = predict(query, costs, ranks, per_epoch, config)
+    kept = representatives(walls, shapes)
+    tables = timed_tables([r for r in rows if r.query in kept], config, program, threads, estimator.device)
+    costs = calibrate_costs(tables)
+    cores = rank_cores(tables.runs.iloc[0])
+    summary = run_summary(tables.runs, tables.phases).iloc[0]
+    called = statistics.median(wall for number, wall in walls.items() if shapes[number] is query)
+    # the representative query's call (the median one) around its critical path
+    predictions = predict(query, costs, ranks, per_epoch, config, cores, max(called - float(summary["wall"]), 0.0))
     return {
         "config": config.run.name,
         "plan": asdict(summarize_program(program)),
@@ -337,8 +353,8 @@ def plan_report(config: Config, ranks: list[int], queries: int = TIMED_QUERIES) 
         "memory": {**asdict(memory), "total_bytes": memory.total_bytes},
         "training": {"examples": len(data.y_train), "batch_size": batch, "queries_per_epoch": per_epoch},
         "measurement": asdict(Measurement(
-            rows=len(full), experiments=workload(query).experiments, query_seconds=measured, threads=threads,
-            device=estimator.device,
+            rows=len(full), experiments=workload(query).experiments, query_seconds=float(summary["wall"]),
+            call_seconds=called, threads=threads, rank_cores=cores, device=estimator.device,
         )),
         "model": MODEL_NAME,
         "schedule": config.execution.schedule,
@@ -386,14 +402,17 @@ def format_report(report: dict) -> str:
         f"training query: {training['batch_size']} examples x all parameter-shift rows = {measured['rows']} rows, "
         f"{measured['experiments']} experiments; {training['examples']} training examples -> "
         f"{training['queries_per_epoch']} queries per epoch (end-of-epoch evaluation not counted)",
-        f"measured on this host ({os.uname().nodename}): {measured['query_seconds']:.3g} s per training query, "
-        f"1 process, {measured['threads']} Aer thread{'s' * (measured['threads'] != 1)}, {measured['device']}",
+        f"measured on this host ({os.uname().nodename}): {measured['query_seconds']:.3g} s per training query "
+        f"(critical path from its timing rows; estimator.run {measured['call_seconds']:.3g} s), 1 process, "
+        f"{measured['threads']} Aer thread{'s' * (measured['threads'] != 1)} ({count(measured['rank_cores'], 'core')} "
+        f"used by its widest circuit), {measured['device']}",
         f"predicted by {report['model']}, calibrated on this host; each rank as fast as the measuring process, "
         f"{report['schedule']} schedule, MPI start lag and sync not measured (0), HPC interconnect "
-        f"{report['network']}:",
-        f"  {'ranks':>5}  {'query (s)':>10}  {'epoch (s)':>10}",
+        f"{report['network']}; query = critical path, estimator.run = it plus the measured pub handling before "
+        "it, epoch = queries per epoch x estimator.run:",
+        f"  {'ranks':>5}  {'query (s)':>10}  {'estimator.run (s)':>17}  {'epoch (s)':>10}",
     ]
-    lines += [f"  {p['ranks']:>5}  {p['query_seconds']:>10.4g}  {p['epoch_seconds']:>10.4g}"
+    lines += [f"  {p['ranks']:>5}  {p['query_seconds']:>10.4g}  {p['call_seconds']:>17.4g}  {p['epoch_seconds']:>10.4g}"
               for p in report["predictions"]]
     return "\n".join(lines)
 
