@@ -12,6 +12,7 @@ expression (the ZZ feature map's ``2*(pi - x)*(pi - y)``) is bound once per dist
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,17 +103,24 @@ def cut_angle(
     (``column[p]``: the plan column of parameter ``p``)."""
     parameters = tuple(sorted(expression.parameters, key=lambda p: column[p]))
     columns = np.array([column[p] for p in parameters], dtype=np.int64)
+    form = affine_form(expression, parameters)
+    slopes, offset = (None, 0.0) if form is None else form
+    return CutAngle(expression, parameters, columns, slopes, offset, kernels, coefficients)
+
+
+def affine_form(expression: ParameterExpression, parameters: Sequence[Parameter]) -> tuple[np.ndarray, float] | None:
+    """``(slopes, offset)`` with ``expression = values @ slopes + offset`` over ``parameters``
+    (its parameters, in that order), where it is affine in them; else None."""
     slopes = []
     for parameter in parameters:
         try:
             slope = expression.gradient(parameter)
-        except RuntimeError:  # no symbolic derivative (sign, ...): not affine, bound per row
-            slope = expression
+        except RuntimeError:  # no symbolic derivative (sign, ...): not affine
+            return None
         if isinstance(slope, ParameterExpression) and slope.parameters:
-            return CutAngle(expression, parameters, columns, None, 0.0, kernels, coefficients)
+            return None
         slopes.append(float(slope))
-    offset = float(expression.bind({p: 0.0 for p in parameters}))
-    return CutAngle(expression, parameters, columns, np.array(slopes), offset, kernels, coefficients)
+    return np.array(slopes), float(expression.bind({p: 0.0 for p in parameters}))
 
 
 def canonical_rzz(name: str, theta: ParameterExpression) -> QuantumCircuit:

@@ -13,7 +13,6 @@ circuit per call), so a program's circuits are compiled and assembled once per r
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from qiskit_aer.backends.backend_utils import LIBRARY_DIR
 from qiskit_aer.backends.controller_wrappers import AerConfig
 
 from hpcqnn.cutting.program import Program
+from hpcqnn.cutting.trainable import affine_form
 from hpcqnn.errors import ExecutionConfigError, SimulationError
 from hpcqnn.execution.compiled import CompiledProgram
 from hpcqnn.execution.devices import Placement
@@ -40,7 +40,7 @@ class Assembled:
 
     compiled: list[QuantumCircuit]
     aer_circuits: list
-    slots: list[list[tuple[tuple[int, int], ParameterExpression]]]
+    slots: list[list[Slot]]
     simulator: AerSimulator  # the runner's, or a noisy program's density-matrix simulator
     noise: dict | None = None  # the noise model as Aer's compilation left it, serialised once (None: noiseless)
 
@@ -117,7 +117,7 @@ class AerRunner:
             slots = assembled.slots[c]
             circuits.append(assembled.compiled[c])
             aer_circuits.append(assembled.aer_circuits[c])
-            parameterizations.append([[where, _values(expr, values)] for where, expr in slots])
+            parameterizations.append([[slot.where, slot.values(values)] for slot in slots])
             experiments.append(len(index) if slots else 1)  # parameter-free: once for all
 
         simulator = assembled.simulator
@@ -232,47 +232,43 @@ def _simulation_error(exc: Exception, circuits: Sequence[QuantumCircuit]) -> Sim
     return SimulationError(f"Aer simulation failed ({type(exc).__name__}): {message}")
 
 
-def _parameter_slots(circuit: QuantumCircuit, index_map) -> list[tuple[tuple[int, int], ParameterExpression]]:
-    """(Aer instruction index, parameter position) of every unbound parameter, as Aer numbers them."""
-    slots = []
+@dataclass(frozen=True)
+class Slot:
+    """Where Aer binds an unbound ``expression`` (instruction index, parameter position, as Aer
+    numbers them), and its ``trainable.affine_form`` over its ``parameters`` when it has one."""
+
+    where: tuple[int, int]
+    expression: ParameterExpression
+    parameters: tuple[Parameter, ...]
+    affine: tuple[np.ndarray, float] | None
+
+    def values(self, values: dict[Parameter, np.ndarray]) -> list[float]:
+        """The expression at every row of ``values``: vectorised where it is affine (the
+        transpiler's ``theta + pi`` and the like), else bound row by row."""
+        if isinstance(self.expression, Parameter):
+            return values[self.expression].tolist()
+        if self.affine is not None:
+            slopes, offset = self.affine
+            return (np.column_stack([values[p] for p in self.parameters]) @ slopes + offset).tolist()
+        count = len(values[self.parameters[0]])
+        return [
+            float(self.expression.bind({p: values[p][k] for p in self.parameters}).numeric()) for k in range(count)
+        ]
+
+
+def _parameter_slots(circuit: QuantumCircuit, index_map) -> list[Slot]:
+    """A ``Slot`` for every unbound parameter expression of ``circuit``."""
+    found = []
     phase = circuit.global_phase
     if isinstance(phase, ParameterExpression) and phase.parameters:
-        slots.append(((AerConfig.GLOBAL_PHASE_POS, -1), phase))
+        found.append(((AerConfig.GLOBAL_PHASE_POS, -1), phase))
     for index, inst in enumerate(circuit.data):
         for position, value in enumerate(inst.operation.params):
             if isinstance(value, ParameterExpression) and value.parameters:
-                slots.append(((index_map[index] if index_map else index, position), value))
+                found.append(((index_map[index] if index_map else index, position), value))
+    slots = []
+    for where, expression in found:
+        parameters = tuple(expression.parameters)
+        affine = None if isinstance(expression, Parameter) else affine_form(expression, parameters)
+        slots.append(Slot(where, expression, parameters, affine))
     return slots
-
-
-def _values(expr: ParameterExpression, values: dict[Parameter, np.ndarray]) -> list[float]:
-    """``expr`` at every row of ``values``: vectorised where it is affine in its parameters (the
-    transpiler's ``theta + pi`` and the like), else bound row by row."""
-    if isinstance(expr, Parameter):
-        return values[expr].tolist()
-    affine = _affine(expr)
-    if affine is not None:
-        offset, slopes = affine
-        return (offset + sum((slope * values[p] for p, slope in slopes), np.zeros(len(values[slopes[0][0]])))).tolist()
-    names = list(expr.parameters)
-    count = len(values[names[0]])
-    return [float(expr.bind({p: values[p][k] for p in names}).numeric()) for k in range(count)]
-
-
-@functools.lru_cache(maxsize=4096)
-def _affine(expr: ParameterExpression) -> tuple[float, tuple[tuple[Parameter, float], ...]] | None:
-    """``(offset, ((parameter, slope), ...))`` of an expression affine in its parameters, else None."""
-    slopes = []
-    for p in expr.parameters:
-        try:
-            slope = expr.gradient(p)
-        except RuntimeError:  # Qiskit differentiates only some functions (not sign, for one)
-            return None
-        if isinstance(slope, ParameterExpression) and slope.parameters:
-            return None
-        slope = complex(slope)
-        if slope.imag:
-            return None
-        slopes.append((p, slope.real))
-    offset = complex(expr.bind({p: 0.0 for p in expr.parameters}).numeric())
-    return (offset.real, tuple(slopes)) if not offset.imag else None
