@@ -87,7 +87,7 @@ def run_metadata(config: Config, estimator, wall_seconds: float) -> dict:
 
     return {
         "config": config_dict(config),
-        "plan": recorded_plan(config),
+        "plan": recorded_plan(config, estimator),
         "ranks": estimator.engine.size,
         **estimator.engine.placement.attributes(),  # rank 0's device and GPU
         "rank_devices": estimator.engine.rank_devices,

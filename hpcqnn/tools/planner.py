@@ -136,16 +136,18 @@ def summarize_program(program: Program) -> PlanSummary:
     )
 
 
-def recorded_plan(config: Config) -> dict:
+def recorded_plan(config: Config, estimator: Any = None) -> dict:
     """The cut plan a run of ``config`` runs (``summarize_program``, as ``hpcqnn plan`` prints it),
-    for its ``results.json``: built again by a serial estimator with the run's options (on the
-    CPU: the plan does not depend on the device), nothing simulated, no MPI."""
+    for its ``results.json``: the program of the run's ``estimator`` (cached there: nothing built
+    again), or without one built by a serial estimator with the run's options (on the CPU: the
+    plan does not depend on the device); nothing simulated, no MPI."""
     from hpcqnn.estimator import DistributedEstimator
     from hpcqnn.training.loop import build_qnn, estimator_options
 
     qnn = build_qnn(config)
-    options = {**estimator_options(config, qnn), "device": "CPU"}
-    estimator = DistributedEstimator(**{k: options[k] for k in ESTIMATOR_KEYS if k in options}, threads=1)
+    if estimator is None:
+        options = {**estimator_options(config, qnn), "device": "CPU"}
+        estimator = DistributedEstimator(**{k: options[k] for k in ESTIMATOR_KEYS if k in options}, threads=1)
     rows = np.zeros((1, qnn.circuit.num_parameters))
     return asdict(summarize_program(estimator.program((qnn.circuit, qnn.observable, rows))))
 
